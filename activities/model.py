@@ -1,0 +1,223 @@
+"""The `call_model` activity: one Anthropic Messages API call with a worker-local context cache.
+
+The workflow sends only what is new since its previous call (see `ModelRequest`); this module
+keeps the prefix per session. On a miss (another worker took the session, this one restarted)
+it queries the workflow for the whole context: a query reads workflow state without adding to
+history. The SDK's own retries are off: Temporal's retry policy is the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import anthropic
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from contracts import (
+    CALL_MODEL,
+    GET_MODEL_CONTEXT,
+    ModelContext,
+    ModelRequest,
+    ModelTurn,
+    Usage,
+    chain_digest,
+    context_root,
+)
+from logs import activity_log
+
+RETRYABLE_STATUS = {408, 409, 429}
+HEARTBEAT_EVERY_S = 5.0
+
+
+@dataclass
+class _CachedContext:
+    system: str
+    tools: list[dict[str, Any]]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, system: str, tools: list[dict[str, Any]]) -> _CachedContext:
+        return cls(system=system, tools=tools, digests=[context_root(system, tools)])
+
+    def truncate(self, count: int) -> None:
+        del self.messages[count:]
+        del self.digests[count + 1 :]
+
+    def extend(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            self.messages.append(message)
+            self.digests.append(chain_digest(self.digests[-1], message))
+
+
+class ContextCache:
+    """Per-session context prefixes, least recently used first out."""
+
+    def __init__(self, max_sessions: int = 512) -> None:
+        self._entries: OrderedDict[str, _CachedContext] = OrderedDict()
+        self._max = max_sessions
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, req: ModelRequest) -> _CachedContext | None:
+        entry = self._entries.get(req.session_id)
+        if req.prefix_count == 0 and req.system is not None and req.tools is not None:
+            entry = _CachedContext.new(req.system, req.tools)
+        elif (
+            entry is None
+            or len(entry.messages) < req.prefix_count
+            or entry.digests[req.prefix_count] != req.prefix_digest
+        ):
+            return None
+        entry.truncate(req.prefix_count)
+        entry.extend(req.new_messages)
+        if entry.digests[-1] != req.digest:
+            return None
+        self.store(req.session_id, entry)
+        return entry
+
+    def store(self, session_id: str, entry: _CachedContext) -> None:
+        self._entries[session_id] = entry
+        self._entries.move_to_end(session_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+def _retry_after(error: anthropic.APIStatusError) -> timedelta | None:
+    headers = error.response.headers
+    with contextlib.suppress(TypeError, ValueError):
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return timedelta(milliseconds=float(ms))
+        if (s := headers.get("retry-after")) is not None:
+            return timedelta(seconds=float(s))
+    return None
+
+
+def classify_model_error(error: Exception) -> ApplicationError:
+    """Map an Anthropic SDK error to a retryable or non-retryable ApplicationError."""
+    if isinstance(error, anthropic.APIStatusError):
+        status = error.status_code
+        kind = error.type or type(error).__name__
+        detail = error.api_message or str(error)
+        message = f"Anthropic API answered {status} ({kind}): {detail}"
+        if status in RETRYABLE_STATUS or status >= 500:
+            return ApplicationError(message, type="ModelUnavailable", next_retry_delay=_retry_after(error))
+        return ApplicationError(message, type="ModelRequestRejected", non_retryable=True)
+    if isinstance(error, anthropic.APIConnectionError):
+        return ApplicationError(f"Anthropic API unreachable: {error}", type="ModelUnavailable")
+    if isinstance(error, anthropic.APIResponseValidationError):
+        return ApplicationError(f"Anthropic API sent an invalid response: {error}", type="ModelUnavailable")
+    return ApplicationError(f"{type(error).__name__}: {error}", type="ModelError")
+
+
+def _block_dict(block: Any) -> dict[str, Any]:
+    data: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
+    kind = data.get("type")
+    keep = {
+        "text": ("type", "text"),
+        "tool_use": ("type", "id", "name", "input"),
+        "thinking": ("type", "thinking", "signature"),
+        "redacted_thinking": ("type", "data"),
+    }.get(str(kind))
+    return {k: data[k] for k in keep if k in data} if keep else data
+
+
+def anthropic_client_from_env() -> anthropic.AsyncAnthropic | None:
+    """The harness's Claude client, or None where no API key is configured on this worker."""
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    if not key:
+        return None
+    return anthropic.AsyncAnthropic(
+        api_key=key, base_url=os.environ.get("ANTHROPIC_BASE_URL") or None, max_retries=0,
+        timeout=float(os.environ.get("ANTHROPIC_TIMEOUT_S", "600")),
+    )
+
+
+class ModelActivities:
+    def __init__(self, client: Client, anthropic_client: anthropic.AsyncAnthropic | None) -> None:
+        self._client = client
+        self._anthropic = anthropic_client
+        self.cache = ContextCache()
+
+    async def _context(self, req: ModelRequest) -> _CachedContext:
+        entry = self.cache.lookup(req)
+        if entry is not None:
+            self.cache.hits += 1
+            return entry
+        self.cache.misses += 1
+        info = activity.info()
+        handle = self._client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        full: ModelContext = await handle.query(GET_MODEL_CONTEXT, result_type=ModelContext)
+        entry = _CachedContext.new(full.system, full.tools)
+        entry.extend(full.messages)
+        if entry.digests[-1] != req.digest:
+            raise ApplicationError("the session's context moved on while this call waited", type="StaleContext")
+        self.cache.store(req.session_id, entry)
+        return entry
+
+    @activity.defn(name=CALL_MODEL)
+    async def call_model(self, req: ModelRequest) -> ModelTurn:
+        log = activity_log()
+        if self._anthropic is None:
+            raise ApplicationError(
+                "ANTHROPIC_API_KEY is not set on the harness worker: set it (or run `make up`, which "
+                "starts the scripted model) and send the message again",
+                type="ModelNotConfigured",
+                non_retryable=True,
+            )
+        ctx = await self._context(req)
+        params: dict[str, Any] = {
+            "model": req.model,
+            "max_tokens": req.max_tokens,
+            "messages": ctx.messages,
+        }
+        if ctx.system:
+            params["system"] = ctx.system
+        if ctx.tools:
+            params["tools"] = ctx.tools
+        if req.temperature is not None:
+            params["temperature"] = req.temperature
+
+        async def heartbeat() -> None:
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+        beating = asyncio.create_task(heartbeat())
+        try:
+            response = await self._anthropic.messages.create(**params)
+        except Exception as e:  # noqa: BLE001 - every SDK error is classified for Temporal
+            error = classify_model_error(e)
+            log.warning("model call failed", error=str(error), retryable=not error.non_retryable)
+            raise error from e
+        finally:
+            beating.cancel()
+        content = [_block_dict(b) for b in response.content]
+        ctx.extend([{"role": "assistant", "content": content}])
+        u = response.usage
+        usage = Usage(
+            input_tokens=u.input_tokens or 0,
+            output_tokens=u.output_tokens or 0,
+            cache_read_input_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+            cache_creation_input_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
+        )
+        log.info(
+            "model call", model=response.model, stop_reason=response.stop_reason,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            context_messages=len(ctx.messages),
+        )
+        return ModelTurn(
+            content=content,
+            stop_reason=response.stop_reason,
+            usage=usage,
+            model=response.model,
+            request_id=getattr(response, "_request_id", None),
+        )

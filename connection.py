@@ -1,0 +1,58 @@
+"""Connecting to Temporal: one place for the address, namespace, data converter and the
+custom search attributes, shared by workers, the CLI, tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from contracts import SA_AGENT_NAME, SA_SESSION_STATUS
+
+DEFAULT_ADDRESS = "localhost:7233"
+SEARCH_ATTRIBUTES = {SA_AGENT_NAME: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+                     SA_SESSION_STATUS: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+
+
+def temporal_address() -> str:
+    return os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS)
+
+
+def temporal_namespace() -> str:
+    return os.environ.get("TEMPORAL_NAMESPACE", "default")
+
+
+def ui_url(session_id: str | None = None) -> str:
+    base = os.environ.get("TEMPORAL_UI_URL", "http://localhost:8233").rstrip("/")
+    if session_id is None:
+        return base
+    return f"{base}/namespaces/{temporal_namespace()}/workflows/{session_id}"
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    return await Client.connect(
+        address or temporal_address(),
+        namespace=namespace or temporal_namespace(),
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def ensure_search_attributes(client: Client) -> bool:
+    """Register AgentName and SessionStatus where missing; False where the server won't let us."""
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in listed.custom_attributes}
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            )
+        return True
+    except RPCError:
+        return False

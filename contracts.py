@@ -1,0 +1,276 @@
+"""Typed contracts shared by workflows, activities, sandboxes and the CLI. No I/O here.
+
+Task-queue names, activity names and the workflow name are part of the durable contract: a
+running session's history refers to them, so they are defined once, here, and never renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# --- durable names -----------------------------------------------------------------------------
+
+AGENTS_QUEUE = "agents"
+SANDBOXES_QUEUE = "sandboxes"
+SESSION_WORKFLOW = "SessionWorkflow"
+
+CALL_MODEL = "call_model"
+PROVISION_SANDBOX = "provision_sandbox"
+EXECUTE = "execute"
+DESTROY_SANDBOX = "destroy_sandbox"
+
+# Queries and updates of SessionWorkflow.
+SEND_MESSAGE = "send_message"
+END_SESSION = "end_session"
+GET_EVENTS = "events"
+GET_STATE = "state"
+GET_MODEL_CONTEXT = "model_context"
+
+# Custom search attributes (Keyword), registered when the dev server starts.
+SA_AGENT_NAME = "AgentName"
+SA_SESSION_STATUS = "SessionStatus"
+
+SANDBOX_TOOLS = ("bash", "read_file", "write_file", "edit_file")
+KNOWN_TOOLS = SANDBOX_TOOLS
+
+
+def host_queue(host_id: str) -> str:
+    """The task queue that reaches one sandbox host (the worker-specific-task-queue pattern)."""
+    return f"{SANDBOXES_QUEUE}-{host_id}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- agent definition --------------------------------------------------------------------------
+
+
+class ModelSpec(_Strict):
+    name: str = Field(min_length=1, description="Anthropic model id, e.g. claude-sonnet-4-5")
+    max_tokens: int = Field(default=4096, ge=1, le=128_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class SandboxSpec(_Strict):
+    image: str = "durable-agents/sandbox:latest"
+    cpus: float = Field(default=1.0, gt=0, le=64)
+    memory_mb: int = Field(default=512, ge=64, le=65_536)
+    disk_mb: int = Field(default=512, ge=16, le=65_536, description="size of the writable workspace")
+    pids: int = Field(default=256, ge=16, le=32_768)
+    timeout_s: float = Field(default=120, gt=0, le=3600, description="default limit of one tool call")
+    network: bool = False
+    runtime: Literal["runc", "runsc"] | None = Field(
+        default=None, description="container runtime; None is Docker's default (runc)"
+    )
+
+
+class Limits(_Strict):
+    max_turns: int = Field(default=100, ge=1, description="model calls per user message")
+    idle_timeout_s: float = Field(default=3600, gt=0, description="an idle session ends after this")
+    tool_output_cap: int = Field(default=30_000, ge=1_000, le=1_000_000, description="characters")
+
+
+class AgentSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    model: ModelSpec
+    system: str = ""
+    tools: list[str] = Field(default_factory=lambda: list(SANDBOX_TOOLS))
+    sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, tools: list[str]) -> list[str]:
+        for tool in tools:
+            if tool not in KNOWN_TOOLS:
+                raise ValueError(f"unknown tool {tool!r} (known: {', '.join(KNOWN_TOOLS)})")
+        if len(set(tools)) != len(tools):
+            raise ValueError("a tool is listed twice")
+        return tools
+
+
+# --- session ------------------------------------------------------------------------------------
+
+
+class SessionInput(_Strict):
+    agent: AgentSpec
+    task: str = Field(min_length=1)
+    one_shot: bool = False
+    # False on servers where the custom search attributes could not be registered.
+    search_attributes: bool = True
+
+
+class Usage(_Strict):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens
+            + other.cache_creation_input_tokens,
+        )
+
+
+class ToolCall(_Strict):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResult(_Strict):
+    call_id: str
+    name: str
+    output: str
+    is_error: bool = False
+
+
+SessionStatus = Literal["running", "idle", "done", "failed"]
+EventKind = Literal[
+    "session_started",
+    "user_message",
+    "model_turn",
+    "tool_result",
+    "sandbox_provisioned",
+    "sandbox_destroyed",
+    "error",
+    "status",
+]
+
+
+class SessionEvent(_Strict):
+    """One entry of the session log. Offsets are gap-free and start at 0."""
+
+    offset: int
+    kind: EventKind
+    at: datetime
+    text: str | None = None
+    content: list[dict[str, Any]] | None = None  # model_turn: the raw content blocks
+    tool_calls: list[ToolCall] | None = None
+    tool_result: ToolResult | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    stop_reason: str | None = None
+    status: SessionStatus | None = None
+    sandbox: SandboxHandle | None = None
+
+
+class SessionState(_Strict):
+    status: SessionStatus
+    agent: str
+    turns: int
+    events: int
+    usage: Usage
+    last_answer: str | None
+    sandbox: SandboxHandle | None
+
+
+class SessionResult(_Strict):
+    status: SessionStatus
+    answer: str | None
+    turns: int
+    usage: Usage
+    error: str | None = None
+
+
+# --- model activity -----------------------------------------------------------------------------
+
+
+def chain_digest(previous: str, message: dict[str, Any]) -> str:
+    """Rolling digest of a context: digest(n) = sha256(digest(n-1) + canonical json of message n).
+
+    The workflow and the model activity compute it independently; equal digests mean equal
+    contexts, so the activity can trust its cached prefix.
+    """
+    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((previous + canonical).encode()).hexdigest()
+
+
+def context_root(system: str, tools: list[dict[str, Any]]) -> str:
+    return chain_digest("", {"system": system, "tools": tools})
+
+
+class ModelContext(_Strict):
+    """The whole context of a model call. Crosses the wire only on a cache miss (as a query)."""
+
+    system: str
+    tools: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+
+
+class ModelRequest(_Strict):
+    """What the workflow sends the model activity: only what is new since the previous call.
+
+    The activity keeps the context prefix in a worker-local cache, keyed by session id and
+    checked by digest; on a miss it asks the workflow (a query: no history) for the whole context.
+    """
+
+    session_id: str
+    model: str
+    max_tokens: int
+    temperature: float | None = None
+    prefix_count: int  # messages the activity should already hold
+    prefix_digest: str  # digest of system + tools + those messages
+    new_messages: list[dict[str, Any]]
+    digest: str  # digest after appending new_messages
+    # Sent only with the first request of a run (prefix_count == 0): constant per session.
+    system: str | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class ModelTurn(_Strict):
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    usage: Usage
+    model: str
+    request_id: str | None = None
+
+
+# --- sandboxes ----------------------------------------------------------------------------------
+
+
+class ProvisionRequest(_Strict):
+    session_id: str
+    spec: SandboxSpec
+
+
+class SandboxHandle(_Strict):
+    sandbox_id: str  # the container id
+    host_queue: str  # every later call for this sandbox goes to this task queue
+    image: str
+    runtime: str
+
+
+class ExecuteRequest(_Strict):
+    handle: SandboxHandle
+    call_id: str  # execution is idempotent per call id
+    name: str
+    input: dict[str, Any]
+    timeout_s: float
+    output_cap: int
+
+
+class ExecuteResult(_Strict):
+    output: str
+    is_error: bool = False
+    exit_code: int | None = None
+    timed_out: bool = False
+    truncated_chars: int = 0
+
+
+class SandboxLost(Exception):
+    """The sandbox's container is gone; raised as a non-retryable ApplicationError type."""
+
+
+SessionEvent.model_rebuild()

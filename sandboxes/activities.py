@@ -1,0 +1,170 @@
+"""Sandbox activities: `provision_sandbox` (shared `sandboxes` queue) and `execute` /
+`destroy_sandbox` (this host's own queue, named in the handle that provision returns).
+
+`execute(name, input) -> output` is the only way the harness reaches a sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import posixpath
+import shlex
+import time
+from typing import Any
+
+import docker.errors
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from contracts import (
+    DESTROY_SANDBOX,
+    EXECUTE,
+    PROVISION_SANDBOX,
+    ExecuteRequest,
+    ExecuteResult,
+    ProvisionRequest,
+    SandboxHandle,
+    host_queue,
+)
+from logs import activity_log
+from sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
+
+HEARTBEAT_EVERY_S = 2.0
+
+_EDIT_PY = r"""
+import base64, json, sys
+a = json.loads(base64.b64decode(sys.argv[1]))
+try:
+    text = open(a["path"], encoding="utf-8").read()
+except FileNotFoundError:
+    sys.exit(f"edit_file: no such file: {a['path']}")
+except IsADirectoryError:
+    sys.exit(f"edit_file: {a['path']} is a directory")
+n = text.count(a["old"])
+if n == 0:
+    sys.exit(f"edit_file: old_string was not found in {a['path']}")
+if n > 1 and not a["all"]:
+    sys.exit(f"edit_file: old_string occurs {n} times in {a['path']}; make it unique or set replace_all")
+open(a["path"], "w", encoding="utf-8").write(text.replace(a["old"], a["new"]))
+print(f"edited {a['path']}: {n if a['all'] else 1} replacement(s)")
+"""
+
+
+def _path(raw: str) -> str:
+    return posixpath.normpath(posixpath.join(WORKSPACE, raw))
+
+
+def tool_script(name: str, args: dict[str, Any]) -> str:
+    """The bash that carries out one sandbox tool call inside the persistent shell."""
+    if name == "bash":
+        return str(args["command"])
+    path = _path(str(args["path"]))
+    q = shlex.quote(path)
+    if name == "read_file":
+        return (
+            f"if [ -d {q} ]; then echo 'read_file: {path} is a directory'; false; "
+            f"elif [ ! -f {q} ]; then echo 'read_file: no such file: {path}'; false; else cat -- {q}; fi"
+        )
+    if name == "write_file":
+        data = base64.b64encode(str(args["content"]).encode()).decode()
+        return (
+            f"mkdir -p -- {shlex.quote(posixpath.dirname(path))} && printf %s {data} | base64 -d > {q} "
+            f"&& echo \"wrote {path} ($(wc -c < {q}) bytes)\""
+        )
+    if name == "edit_file":
+        payload = {
+            "path": path, "old": args["old_string"], "new": args["new_string"],
+            "all": bool(args.get("replace_all", False)),
+        }
+        encoded = base64.b64encode(json.dumps(payload).encode()).decode()
+        return f"python3 -c {shlex.quote(_EDIT_PY)} {encoded}"
+    raise ValueError(f"not a sandbox tool: {name}")
+
+
+class SandboxActivities:
+    def __init__(self, sandboxes: DockerSandboxes) -> None:
+        self.sandboxes = sandboxes
+        self.queue = host_queue(sandboxes.host_id)
+
+    @activity.defn(name=PROVISION_SANDBOX)
+    async def provision_sandbox(self, req: ProvisionRequest) -> SandboxHandle:
+        log = activity_log()
+        started = time.monotonic()
+        try:
+            container = await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec)
+        except docker.errors.ImageNotFound as e:
+            raise ApplicationError(
+                f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: "
+                "build it with `make setup`",
+                type="SandboxImageMissing", non_retryable=True,
+            ) from e
+        handle = SandboxHandle(
+            sandbox_id=container.id or "", host_queue=self.queue, image=req.spec.image,
+            runtime=req.spec.runtime or "runc",
+        )
+        log.info("sandbox provisioned", container=handle.sandbox_id[:12], image=handle.image,
+                 seconds=round(time.monotonic() - started, 3))
+        return handle
+
+    @activity.defn(name=EXECUTE)
+    async def execute(self, req: ExecuteRequest) -> ExecuteResult:
+        log = activity_log()
+        script = tool_script(req.name, req.input)
+
+        async def heartbeat() -> None:
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+        beating = asyncio.create_task(heartbeat())
+        started = time.monotonic()
+        try:
+            out = await asyncio.to_thread(
+                self.sandboxes.run, req.handle.sandbox_id, req.call_id, script, req.output_cap, req.timeout_s
+            )
+        except TimeoutError:
+            partial = await asyncio.to_thread(
+                self.sandboxes.read_recorded, req.handle.sandbox_id, req.call_id, req.output_cap
+            )
+            log.info("tool timed out", tool=req.name, timeout_s=req.timeout_s)
+            return ExecuteResult(
+                output=(partial + "\n" if partial else "")
+                + f"[{req.name} timed out after {req.timeout_s:g}s and was killed. The shell was restarted; "
+                "the working directory and exported variables from before this command are kept.]",
+                is_error=True, timed_out=True,
+            )
+        except SandboxGone as e:
+            raise ApplicationError(
+                f"sandbox {req.handle.sandbox_id[:12]} is gone", type="SandboxLost", non_retryable=True
+            ) from e
+        except ShellDied:
+            return ExecuteResult(
+                output="[the shell exited while running this command (exit, exec or set -e?); a new shell "
+                "was started with the working directory and exported variables from before it]",
+                is_error=True,
+            )
+        finally:
+            beating.cancel()
+        output = out.output
+        if out.cut:
+            output += (
+                f"\n[output truncated: {out.total_bytes} bytes in all; the middle "
+                f"{out.total_bytes - req.output_cap} bytes were cut]"
+            )
+        is_error = out.exit_code != 0
+        if req.name == "bash" and is_error:
+            output = f"{output}\n[exit code {out.exit_code}]" if output else f"[exit code {out.exit_code}]"
+        log.info("tool ran", tool=req.name, exit_code=out.exit_code, bytes=out.total_bytes,
+                 seconds=round(time.monotonic() - started, 3))
+        return ExecuteResult(
+            output=output, is_error=is_error, exit_code=out.exit_code,
+            truncated_chars=max(0, out.total_bytes - req.output_cap) if out.cut else 0,
+        )
+
+    @activity.defn(name=DESTROY_SANDBOX)
+    async def destroy_sandbox(self, handle: SandboxHandle) -> bool:
+        removed = await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
+        activity_log().info("sandbox destroyed", container=handle.sandbox_id[:12], existed=removed)
+        return removed

@@ -1,0 +1,311 @@
+"""A scripted, Anthropic-compatible Messages API server on loopback.
+
+It plays a scenario: the response to a request is the scenario's step number N, where N is the
+number of assistant turns already in the request's messages. That makes it stateless across
+retries, worker crashes and concurrent sessions. It records every request it gets (headers
+without credentials) so tests can check what the model was sent, and serves both the JSON
+and the streaming (server-sent events) forms of `POST /v1/messages`.
+
+Scenario file (YAML):
+
+    name: coder-demo
+    match: "fibonacci"          # optional: used when the first user message contains this
+    delay_ms: 0                 # optional latency of every response
+    steps:
+      - text: "I'll write it."  # optional text block
+        tool_use: {name: bash, input: {command: "ls"}}   # or tool_uses: [...]
+      - error: {status: 429, message: "slow down", retry_after: 1, times: 1}
+      - text: "Done. The output was: {last_tool_result}"
+
+    python -m scripted_model.server --port 8765 scripted_model/scenarios/*.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolUse(_Strict):
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScriptedError(_Strict):
+    status: int
+    type: str = "api_error"
+    message: str = "scripted error"
+    retry_after: float | None = None
+    times: int = 1  # how often this step fails (per conversation) before it answers
+
+
+class Step(_Strict):
+    text: str | None = None
+    tool_use: ToolUse | None = None
+    tool_uses: list[ToolUse] = Field(default_factory=list)
+    error: ScriptedError | None = None
+    delay_ms: int | None = None
+    then: Step | None = None  # what the step answers once its error has been served
+
+    def calls(self) -> list[ToolUse]:
+        return ([self.tool_use] if self.tool_use else []) + self.tool_uses
+
+
+class Scenario(_Strict):
+    name: str
+    match: str | None = None
+    delay_ms: int = 0
+    steps: list[Step]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()))
+
+
+@dataclass
+class RecordedRequest:
+    at: float
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+_SECRET_HEADERS = {"x-api-key", "authorization", "cookie"}
+
+
+def _first_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in messages:
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return "\n".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return ""
+
+
+def _last_tool_result(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in reversed(content):
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    inner = block.get("content")
+                    if isinstance(inner, list):
+                        return "".join(b.get("text", "") for b in inner if isinstance(b, dict))
+                    return str(inner or "")
+    return ""
+
+
+@dataclass
+class ScriptedModel:
+    """The scenarios and what was asked of them; thread-safe."""
+
+    scenarios: list[Scenario]
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _errors_served: dict[tuple[str, int], int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def scenario_for(self, messages: list[dict[str, Any]]) -> Scenario | None:
+        first = _first_user_text(messages)
+        for scenario in self.scenarios:
+            if scenario.match and scenario.match in first:
+                return scenario
+        return next((s for s in self.scenarios if not s.match), None)
+
+    def respond(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str], float]:
+        """(status, JSON body, extra headers, delay in seconds) for one request."""
+        messages = body.get("messages") or []
+        model = str(body.get("model", "scripted"))
+        if not isinstance(messages, list) or not messages:
+            return 400, _error("invalid_request_error", "messages: at least one message is required"), {}, 0
+        scenario = self.scenario_for(messages)
+        if scenario is None:
+            return 400, _error("invalid_request_error", "no scripted scenario matches this conversation"), {}, 0
+        index = sum(1 for m in messages if m.get("role") == "assistant")
+        conversation = hashlib.sha256(json.dumps(messages[0], sort_keys=True).encode()).hexdigest()[:16]
+        step = scenario.steps[index] if index < len(scenario.steps) else Step(text="(end of scripted scenario)")
+        delay = (step.delay_ms if step.delay_ms is not None else scenario.delay_ms) / 1000
+        if step.error is not None:
+            with self._lock:
+                served = self._errors_served.get((conversation, index), 0)
+                if served < step.error.times:
+                    self._errors_served[(conversation, index)] = served + 1
+                    headers = {}
+                    if step.error.retry_after is not None:
+                        headers["retry-after"] = f"{step.error.retry_after:g}"
+                    return step.error.status, _error(step.error.type, step.error.message), headers, delay
+            step = step.then or Step(text="(scripted step recovered from its error)")
+        content: list[dict[str, Any]] = []
+        if step.text is not None:
+            content.append({"type": "text", "text": step.text.replace("{last_tool_result}",
+                                                                        _last_tool_result(messages).strip())})
+        for i, call in enumerate(step.calls()):
+            tool_id = "toolu_" + hashlib.sha256(f"{conversation}/{index}/{i}".encode()).hexdigest()[:24]
+            content.append({"type": "tool_use", "id": tool_id, "name": call.name, "input": call.input})
+        if not content:
+            content.append({"type": "text", "text": ""})
+        size = len(json.dumps(body))
+        message = {
+            "id": f"msg_scripted_{conversation}_{index}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": "tool_use" if step.calls() else "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": max(1, size // 4),
+                "output_tokens": max(1, len(json.dumps(content)) // 4),
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+        return 200, message, {}, delay
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _sse(message: dict[str, Any]) -> bytes:
+    def event(name: str, data: dict[str, Any]) -> str:
+        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+    start = {**message, "content": [], "stop_reason": None,
+             "usage": {**message["usage"], "output_tokens": 0}}
+    out = [event("message_start", {"message": start})]
+    for i, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            out.append(event("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}))
+            text = block["text"]
+            for j in range(0, len(text), 16):
+                out.append(event("content_block_delta",
+                                 {"index": i, "delta": {"type": "text_delta", "text": text[j: j + 16]}}))
+        else:
+            out.append(event("content_block_start",
+                             {"index": i, "content_block": {**block, "input": {}}}))
+            out.append(event("content_block_delta", {"index": i, "delta": {
+                "type": "input_json_delta", "partial_json": json.dumps(block["input"])}}))
+        out.append(event("content_block_stop", {"index": i}))
+    out.append(event("message_delta", {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                       "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    out.append(event("message_stop", {}))
+    return "".join(out).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    model: ScriptedModel
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(payload)))
+        self.send_header("request-id", f"req_scripted_{int(time.time() * 1000)}")
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if self.path.startswith("/_scripted/requests"):
+            data = [r.__dict__ for r in self.model.requests]
+            self._send(200, json.dumps(data).encode(), "application/json", {})
+        elif self.path == "/_scripted/health":
+            self._send(200, b'{"ok": true}', "application/json", {})
+        else:
+            self._send(404, json.dumps(_error("not_found_error", self.path)).encode(), "application/json", {})
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        if self.path.startswith("/_scripted/requests"):
+            self.model.requests.clear()
+            self._send(200, b"{}", "application/json", {})
+        else:
+            self._send(404, b"{}", "application/json", {})
+
+    def do_POST(self) -> None:  # noqa: N802
+        arrived = time.time()
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.path.split("?")[0] != "/v1/messages":
+            self._send(404, json.dumps(_error("not_found_error", f"no route {self.path}")).encode(),
+                       "application/json", {})
+            return
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            self._send(400, json.dumps(_error("invalid_request_error", "body is not JSON")).encode(),
+                       "application/json", {})
+            return
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
+        self.model.requests.append(RecordedRequest(at=arrived, path=self.path, headers=headers, body=body))
+        status, payload, extra, delay = self.model.respond(body)
+        if delay:
+            time.sleep(delay)
+        if status == 200 and body.get("stream"):
+            self._send(status, _sse(payload), "text/event-stream", extra)
+        else:
+            self._send(status, json.dumps(payload).encode(), "application/json", extra)
+
+
+class ScriptedModelServer:
+    """Runs a ScriptedModel over HTTP on loopback in a background thread."""
+
+    def __init__(self, scenarios: list[Scenario], host: str = "127.0.0.1", port: int = 0) -> None:
+        self.model = ScriptedModel(scenarios=list(scenarios))
+        handler = type("Handler", (_Handler,), {"model": self.model})
+        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.model.requests
+
+    def start(self) -> ScriptedModelServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-model", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="+", help="scenario YAML files")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    server = ScriptedModelServer([Scenario.load(p) for p in args.scenarios], args.host, args.port)
+    print(f"scripted model listening on {server.url} with {len(args.scenarios)} scenario(s)", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

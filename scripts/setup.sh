@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs, idempotent and cached: a second run takes seconds.
+#   scripts/setup.sh [all|python|temporal|docker|image]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=${DA_CACHE_DIR:-$HOME/.cache/durable-agents}
+TEMPORAL_CLI_VERSION=v1.5.1
+mkdir -p .bin .data "$CACHE"
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+setup_python() {
+  local stamp=.venv/.requirements.sha
+  local want; want=$(sha256sum pyproject.toml | cut -c1-16)
+  if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  say "python: creating .venv with pinned dependencies"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$stamp"
+}
+
+setup_temporal() {
+  if [ -x .bin/temporal ]; then return; fi
+  if [ -x "$CACHE/temporal-$TEMPORAL_CLI_VERSION" ]; then
+    ln -sf "$CACHE/temporal-$TEMPORAL_CLI_VERSION" .bin/temporal; return
+  fi
+  if command -v temporal >/dev/null 2>&1; then ln -sf "$(command -v temporal)" .bin/temporal; return; fi
+  if command -v go >/dev/null 2>&1; then
+    say "temporal: building the CLI $TEMPORAL_CLI_VERSION with go install (a few minutes, once)"
+    GOBIN="$CACHE/gobin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+    mv "$CACHE/gobin/temporal" "$CACHE/temporal-$TEMPORAL_CLI_VERSION"
+  else
+    say "temporal: no go toolchain; downloading the dev server with the Temporal SDK"
+    .venv/bin/python - "$CACHE/sdk-download" "$CACHE/temporal-$TEMPORAL_CLI_VERSION" <<'PY'
+import asyncio, pathlib, shutil, sys
+from temporalio.testing import WorkflowEnvironment
+async def main() -> None:
+    env = await WorkflowEnvironment.start_local(download_dest_dir=sys.argv[1], ui=False)
+    await env.shutdown()
+asyncio.run(main())
+found = [p for p in pathlib.Path(sys.argv[1]).rglob("*") if p.is_file() and p.stat().st_mode & 0o111]
+if not found:
+    sys.exit("the SDK downloaded no dev server")
+shutil.copy(found[0], sys.argv[2])
+PY
+  fi
+  ln -sf "$CACHE/temporal-$TEMPORAL_CLI_VERSION" .bin/temporal
+}
+
+docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
+
+setup_docker() {
+  if docker_ok; then return; fi
+  command -v dockerd >/dev/null 2>&1 || { say "docker: installing Debian's docker.io"; apt_install docker.io; }
+  command -v runsc >/dev/null 2>&1 || apt_install runsc || say "docker: gVisor (runsc) not available; runc only"
+  if command -v runsc >/dev/null 2>&1 && [ ! -f /etc/docker/daemon.json ]; then
+    as_root mkdir -p /etc/docker
+    printf '{\n  "runtimes": {\n    "runsc": {"path": "%s", "runtimeArgs": ["--network=none"]}\n  }\n}\n' \
+      "$(command -v runsc)" | as_root tee /etc/docker/daemon.json >/dev/null
+  fi
+  # A dockerd that died with an earlier session leaves its pid file behind.
+  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then as_root rm -f "$pidfile"; fi
+  done
+  say "docker: starting dockerd (log: .data/dockerd.log)"
+  as_root nohup dockerd >"$ROOT/.data/dockerd.log" 2>&1 &
+  for _ in $(seq 1 60); do docker_ok && return; sleep 0.5; done
+  say "docker: dockerd did not answer; see .data/dockerd.log"; tail -20 .data/dockerd.log; exit 1
+}
+
+setup_image() {
+  bash sandboxes/image/build.sh
+}
+
+case "${1:-all}" in
+  python) setup_python ;;
+  temporal) setup_temporal ;;
+  docker) setup_docker ;;
+  image) setup_docker; setup_image ;;
+  all) setup_python; setup_temporal; setup_docker; setup_image ;;
+  *) echo "usage: $0 [all|python|temporal|docker|image]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,163 @@
+"""The local stack in the background: Temporal dev server, scripted model (when no
+ANTHROPIC_API_KEY), a harness worker and a sandbox worker. Used by `make up|down|demo`.
+
+    python scripts/stack.py up | down | status | demo
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+PIDS = DATA / "pids"
+LOGS = DATA / "logs"
+PY = str(ROOT / ".venv" / "bin" / "python")
+TEMPORAL = str(ROOT / ".bin" / "temporal")
+SCRIPTED_PORT = int(os.environ.get("SCRIPTED_MODEL_PORT", "8765"))
+SCENARIOS = sorted(str(p) for p in (ROOT / "scripted_model" / "scenarios").glob("*.yaml"))
+DEMO_TASK = (
+    "Write a Python program fib.py that prints the first 10 Fibonacci numbers, run it, "
+    "fix it if it fails, and tell me its output."
+)
+
+
+def say(msg: str) -> None:
+    print(f"\033[1m[stack]\033[0m {msg}", flush=True)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _alive(name: str) -> int | None:
+    pidfile = PIDS / f"{name}.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        pidfile.unlink(missing_ok=True)
+        return None
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    if _alive(name):
+        say(f"{name}: already running")
+        return
+    PIDS.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / f"{name}.log", "ab")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    (PIDS / f"{name}.pid").write_text(str(proc.pid))
+    say(f"{name}: started (pid {proc.pid}, log .data/logs/{name}.log)")
+
+
+def _wait_port(name: str, port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _port_open("127.0.0.1", port):
+            return
+        if not _alive(name):
+            sys.exit(f"{name} exited; see .data/logs/{name}.log")
+        time.sleep(0.2)
+    sys.exit(f"{name} did not open port {port} in {seconds:g}s; see .data/logs/{name}.log")
+
+
+def model_env() -> tuple[dict[str, str], str]:
+    """Environment for the harness worker, and a sentence saying which model it will use."""
+    env = dict(os.environ)
+    if env.get("ANTHROPIC_API_KEY"):
+        where = env.get("ANTHROPIC_BASE_URL") or "api.anthropic.com"
+        return env, f"Claude ({where}); ANTHROPIC_API_KEY is set"
+    env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{SCRIPTED_PORT}"
+    env["ANTHROPIC_API_KEY"] = "scripted-model-needs-no-key"
+    return env, (f"the SCRIPTED model at http://127.0.0.1:{SCRIPTED_PORT} (no ANTHROPIC_API_KEY is set, "
+                 "so answers come from scripted_model/scenarios/, not from Claude)")
+
+
+def up() -> None:
+    DATA.mkdir(exist_ok=True)
+    if not _port_open("127.0.0.1", 7233):
+        _spawn("temporal", [
+            TEMPORAL, "server", "start-dev", "--db-filename", str(DATA / "temporal.db"),
+            "--ui-port", "8233", "--log-level", "warn",
+            "--search-attribute", "AgentName=Keyword", "--search-attribute", "SessionStatus=Keyword",
+        ])
+        _wait_port("temporal", 7233)
+    else:
+        say("temporal: a server already answers on localhost:7233")
+    env, which = model_env()
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        _spawn("scripted-model", [PY, "-m", "scripted_model.server", "--port", str(SCRIPTED_PORT), *SCENARIOS])
+        _wait_port("scripted-model", SCRIPTED_PORT)
+    _spawn("harness-worker", [PY, "worker.py", "--harness"], env=env)
+    sandbox_env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    _spawn("sandbox-worker", [PY, "worker.py", "--sandbox"], env=sandbox_env)
+    say(f"model: {which}")
+    say("Temporal UI: http://localhost:8233")
+
+
+def down() -> None:
+    for name in ("harness-worker", "sandbox-worker", "scripted-model", "temporal"):
+        pid = _alive(name)
+        if pid is None:
+            continue
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(50):
+            if _alive(name) is None:
+                break
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        (PIDS / f"{name}.pid").unlink(missing_ok=True)
+        say(f"{name}: stopped")
+
+
+def status() -> None:
+    for name in ("temporal", "scripted-model", "harness-worker", "sandbox-worker"):
+        pid = _alive(name)
+        print(f"{name:<16} {f'running (pid {pid})' if pid else 'stopped'}")
+
+
+def demo() -> None:
+    up()
+    _, which = model_env()
+    say(f"demo: one session of agents/coder.yaml on {which}")
+    started = subprocess.run(
+        [PY, "starter.py", "start", "--agent", "agents/coder.yaml", "--one-shot", DEMO_TASK],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    if started.returncode != 0:
+        sys.exit(started.stderr)
+    session_id = started.stdout.strip()
+    say(f"session {session_id} started; its events:")
+    subprocess.run([PY, "starter.py", "follow", session_id], cwd=ROOT, check=True)
+    result = subprocess.run([PY, "starter.py", "result", session_id], cwd=ROOT, capture_output=True, text=True)
+    print("\n" + "=" * 72)
+    print(f"model:   {which}")
+    print(f"session: {session_id}")
+    print(f"UI:      http://localhost:8233/namespaces/default/workflows/{session_id}")
+    print("answer:\n" + (result.stdout.strip() or result.stderr.strip()))
+    print("=" * 72)
+    say("the stack keeps running for the CLI (`make down` stops it)")
+
+
+if __name__ == "__main__":
+    actions = {"up": up, "down": down, "status": status, "demo": demo}
+    if len(sys.argv) != 2 or sys.argv[1] not in actions:
+        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(actions)}}}")
+    actions[sys.argv[1]]()

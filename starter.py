@@ -1,0 +1,288 @@
+"""The user's CLI for agent sessions.
+
+    starter.py start --agent agents/coder.yaml [--id ID] [--wait] [--one-shot] "task"
+    starter.py send ID "text" [--wait]
+    starter.py follow ID
+    starter.py events ID [--from N] [--to M] [--json]
+    starter.py result ID
+    starter.py sessions
+    starter.py end ID
+
+Connects to TEMPORAL_ADDRESS (default localhost:7233), namespace TEMPORAL_NAMESPACE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from agent_files import AgentFileError, load_agent
+from connection import connect, ensure_search_attributes, temporal_address
+from contracts import (
+    AGENTS_QUEUE,
+    END_SESSION,
+    GET_EVENTS,
+    GET_STATE,
+    SA_AGENT_NAME,
+    SA_SESSION_STATUS,
+    SEND_MESSAGE,
+    SESSION_WORKFLOW,
+    SessionEvent,
+    SessionInput,
+    SessionResult,
+    SessionState,
+)
+from workflows.harness import session_summary
+
+POLL_S = 0.25
+IDLE_OR_DONE = ("idle", "done", "failed")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+# --- the Python API the commands use --------------------------------------------------------
+
+
+async def start_session(
+    client: Client, agent_path: str, task: str, *, session_id: str | None = None, one_shot: bool = False
+) -> WorkflowHandle[Any, SessionResult]:
+    agent = load_agent(agent_path)
+    if not task.strip():
+        raise CliError("the task is empty")
+    with_attributes = await ensure_search_attributes(client)
+    session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
+    attributes = (
+        TypedSearchAttributes([
+            SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_NAME), agent.name),
+            SearchAttributePair(SearchAttributeKey.for_keyword(SA_SESSION_STATUS), "running"),
+        ])
+        if with_attributes else TypedSearchAttributes.empty
+    )
+    return await client.start_workflow(
+        SESSION_WORKFLOW,
+        SessionInput(agent=agent, task=task, one_shot=one_shot, search_attributes=with_attributes),
+        id=session_id,
+        task_queue=AGENTS_QUEUE,
+        result_type=SessionResult,
+        static_summary=session_summary(agent.name, task),
+        static_details=f"agent file: {agent_path}\nmodel: {agent.model.name}\ntools: {', '.join(agent.tools)}",
+        search_attributes=attributes,
+    )
+
+
+async def session_events(
+    client: Client, session_id: str, start: int = 0, stop: int | None = None
+) -> list[SessionEvent]:
+    handle = client.get_workflow_handle(session_id)
+    return await handle.query(GET_EVENTS, args=[start, stop], result_type=list[SessionEvent])
+
+
+async def session_state(client: Client, session_id: str) -> SessionState:
+    return await client.get_workflow_handle(session_id).query(GET_STATE, result_type=SessionState)
+
+
+async def send_message(client: Client, session_id: str, text: str) -> int:
+    handle = client.get_workflow_handle(session_id)
+    try:
+        return int(await handle.execute_update(SEND_MESSAGE, text, result_type=int))
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        raise CliError(f"{session_id}: message refused: {getattr(cause, 'message', None) or cause}") from None
+
+
+async def wait_until_settled(client: Client, session_id: str, after_event: int = 0) -> SessionState:
+    """Wait until the session is idle or done with at least one event past `after_event`."""
+    while True:
+        state = await session_state(client, session_id)
+        if state.status in IDLE_OR_DONE and state.events > after_event + 1:
+            return state
+        await asyncio.sleep(POLL_S)
+
+
+# --- printing -------------------------------------------------------------------------------
+
+
+def _short(text: str | None, limit: int = 200) -> str:
+    text = (text or "").strip().replace("\n", " ⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_event(e: SessionEvent, full: bool = False) -> str:
+    when = e.at.strftime("%H:%M:%S")
+    head = f"[{e.offset:>4}] {when} {e.kind:<19}"
+    limit = 100_000 if full else 200
+    if e.kind == "model_turn":
+        parts = [_short(e.text, limit)] if e.text else []
+        parts += [f"→ {c.name}({_short(json.dumps(c.input), 120)})" for c in e.tool_calls or []]
+        usage = f" [{e.usage.input_tokens}→{e.usage.output_tokens} tok]" if e.usage else ""
+        return f"{head} {' '.join(parts)}{usage}"
+    if e.kind == "tool_result" and e.tool_result:
+        mark = "✗" if e.tool_result.is_error else "✓"
+        return f"{head} {mark} {e.tool_result.name}: {_short(e.tool_result.output, limit)}"
+    if e.kind == "status":
+        return f"{head} {e.status}"
+    if e.kind in ("sandbox_provisioned", "sandbox_destroyed") and e.sandbox:
+        extra = f" ({e.text})" if e.text else ""
+        return f"{head} {e.sandbox.sandbox_id[:12]} on {e.sandbox.host_queue}{extra}"
+    return f"{head} {_short(e.text, limit)}"
+
+
+def print_events(events: list[SessionEvent], as_json: bool) -> None:
+    for e in events:
+        print(e.model_dump_json() if as_json else format_event(e), flush=True)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+async def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    handle = await start_session(client, args.agent, args.task, session_id=args.id, one_shot=args.one_shot)
+    print(handle.id, flush=True)
+    if args.wait:
+        if args.one_shot:
+            result = await handle.result()
+            answer, status = result.answer, result.status
+        else:
+            state = await wait_until_settled(client, handle.id)
+            answer, status = state.last_answer, state.status
+        print(answer or f"(no answer; session status: {status})")
+    return 0
+
+
+async def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    offset = await send_message(client, args.id, args.text)
+    if args.wait:
+        state = await wait_until_settled(client, args.id, after_event=offset)
+        print(state.last_answer or f"(no answer; session status: {state.status})")
+    else:
+        print(f"queued at event {offset}")
+    return 0
+
+
+async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
+    offset = args.from_
+    while True:
+        events = await session_events(client, args.id, offset)
+        print_events(events, args.json)
+        offset += len(events)
+        if not events:
+            state = await session_state(client, args.id)
+            if state.status in IDLE_OR_DONE and offset >= state.events:
+                return 0
+            await asyncio.sleep(POLL_S)
+
+
+async def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    stop = None if args.to is None else args.to + 1
+    print_events(await session_events(client, args.id, args.from_, stop), args.json)
+    return 0
+
+
+async def cmd_result(client: Client, args: argparse.Namespace) -> int:
+    state = await session_state(client, args.id)
+    if state.last_answer is None:
+        print(f"(no answer yet; session status: {state.status})", file=sys.stderr)
+        return 1
+    print(state.last_answer)
+    return 0
+
+
+async def cmd_sessions(client: Client, args: argparse.Namespace) -> int:
+    rows = []
+    async for wf in client.list_workflows(f'WorkflowType="{SESSION_WORKFLOW}"', limit=args.limit):
+        attrs = wf.typed_search_attributes
+        agent = attrs.get(SearchAttributeKey.for_keyword(SA_AGENT_NAME)) or "?"
+        status = attrs.get(SearchAttributeKey.for_keyword(SA_SESSION_STATUS)) or "?"
+        if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
+            status = wf.status.name.lower()
+        rows.append((wf.id, agent, status, wf.start_time.strftime("%Y-%m-%d %H:%M:%S")))
+    if not rows:
+        print("no sessions")
+        return 0
+    width = max(len(r[0]) for r in rows)
+    print(f"{'SESSION':<{width}}  {'AGENT':<12} {'STATUS':<11} STARTED (UTC)")
+    for sid, agent, status, started in rows:
+        print(f"{sid:<{width}}  {agent:<12} {status:<11} {started}")
+    return 0
+
+
+async def cmd_end(client: Client, args: argparse.Namespace) -> int:
+    await client.get_workflow_handle(args.id).signal(END_SESSION)
+    print(f"{args.id}: ending")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="starter.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("start", help="start a session; prints its id")
+    s.add_argument("--agent", required=True, help="agent file (YAML)")
+    s.add_argument("--id", help="session id (default: session-<random>)")
+    s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
+    s.add_argument("--one-shot", action="store_true", help="end the session after the first answer")
+    s.add_argument("task")
+    s = sub.add_parser("send", help="add a user message to a running session")
+    s.add_argument("id")
+    s.add_argument("text")
+    s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
+    for name, helptext in (("follow", "print events live until the session is idle or done"),
+                           ("events", "print a slice of the session log")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("id")
+        s.add_argument("--from", dest="from_", type=int, default=0, help="first event offset")
+        if name == "events":
+            s.add_argument("--to", type=int, default=None, help="last event offset (inclusive)")
+        s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s = sub.add_parser("result", help="print the session's last answer")
+    s.add_argument("id")
+    s = sub.add_parser("sessions", help="list sessions with their status")
+    s.add_argument("--limit", type=int, default=50)
+    s = sub.add_parser("end", help="end a session (its sandbox is destroyed)")
+    s.add_argument("id")
+    return p
+
+
+COMMANDS = {"start": cmd_start, "send": cmd_send, "follow": cmd_follow, "events": cmd_events,
+            "result": cmd_result, "sessions": cmd_sessions, "end": cmd_end}
+
+
+async def amain(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "start":
+            load_agent(args.agent)  # bad agent files fail before anything connects
+        try:
+            client = await connect()
+        except RuntimeError as e:
+            raise CliError(f"cannot reach Temporal at {temporal_address()}: {e} (is `make up` running?)") from None
+        return await COMMANDS[args.command](client, args)
+    except (AgentFileError, CliError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            print(f"error: no session {getattr(args, 'id', '')!r}: {e.message}", file=sys.stderr)
+        elif e.status == RPCStatusCode.ALREADY_EXISTS:
+            print(f"error: a session with id {args.id!r} already exists", file=sys.stderr)
+        else:
+            print(f"error: Temporal said: {e.message}", file=sys.stderr)
+        return 2
+
+
+def main() -> None:
+    sys.exit(asyncio.run(amain(sys.argv[1:])))
+
+
+if __name__ == "__main__":
+    main()

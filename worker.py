@@ -1,0 +1,78 @@
+"""Starts a harness worker, a sandbox worker, or both (the default) in one process.
+
+    python worker.py [--harness] [--sandbox] [--host-id ID]
+
+The harness worker runs SessionWorkflow and `call_model` on the `agents` queue; it alone holds
+the model API key. The sandbox worker takes `provision_sandbox` from the shared `sandboxes`
+queue and runs `execute` / `destroy_sandbox` on its own host queue (`sandboxes-<host id>`);
+it holds no credential.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.model import ModelActivities, anthropic_client_from_env
+from connection import connect, temporal_address
+from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
+from logs import configure_logging
+from sandboxes.activities import SandboxActivities
+from sandboxes.docker_sandbox import DockerSandboxes, default_host_id
+from workflows.session import SessionWorkflow
+
+log = structlog.get_logger("worker")
+
+
+def harness_workers(client: Client) -> list[Worker]:
+    anthropic_client = anthropic_client_from_env()
+    if anthropic_client is None:
+        log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
+    else:
+        log.info("model endpoint", base_url=str(anthropic_client.base_url))
+    model = ModelActivities(client, anthropic_client)
+    return [Worker(client, task_queue=AGENTS_QUEUE, workflows=[SessionWorkflow], activities=[model.call_model])]
+
+
+def sandbox_workers(client: Client, host_id: str) -> list[Worker]:
+    sandboxes = SandboxActivities(DockerSandboxes(host_id))
+    return [
+        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandboxes.provision_sandbox]),
+        Worker(client, task_queue=sandboxes.queue, activities=[sandboxes.execute, sandboxes.destroy_sandbox]),
+    ]
+
+
+async def run(harness: bool, sandbox: bool, host_id: str) -> None:
+    client = await connect()
+    workers = (harness_workers(client) if harness else []) + (sandbox_workers(client, host_id) if sandbox else [])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", address=temporal_address(), queues=[w.task_queue for w in workers])
+    async with contextlib.AsyncExitStack() as stack:
+        for w in workers:
+            await stack.enter_async_context(w)
+        await stop.wait()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--harness", action="store_true", help="run the harness worker")
+    parser.add_argument("--sandbox", action="store_true", help="run the sandbox worker")
+    parser.add_argument("--host-id", default=default_host_id(), help="this sandbox host's id (queue suffix)")
+    args = parser.parse_args()
+    both = not args.harness and not args.sandbox
+    configure_logging()
+    asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The harness's decisions as plain deterministic code: tool definitions and input checks,
+the model context and its digests, and the texts the Temporal UI shows. No I/O, no Temporal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts import (
+    SANDBOX_TOOLS,
+    ModelRequest,
+    ModelSpec,
+    ToolCall,
+    ToolResult,
+    chain_digest,
+    context_root,
+)
+
+# --- tools --------------------------------------------------------------------------------------
+
+
+class _ToolInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BashInput(_ToolInput):
+    command: str = Field(min_length=1, description="The bash command to run.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Seconds before the command is killed (capped by the agent)."
+    )
+
+
+class ReadFileInput(_ToolInput):
+    path: str = Field(min_length=1, description="File path, absolute or relative to /workspace.")
+
+
+class WriteFileInput(_ToolInput):
+    path: str = Field(min_length=1, description="File path, absolute or relative to /workspace.")
+    content: str = Field(description="The whole new content of the file.")
+
+
+class EditFileInput(_ToolInput):
+    path: str = Field(min_length=1, description="File path, absolute or relative to /workspace.")
+    old_string: str = Field(min_length=1, description="Exact text to replace; must occur once.")
+    new_string: str = Field(description="Replacement text.")
+    replace_all: bool = Field(default=False, description="Replace every occurrence.")
+
+
+TOOL_INPUTS: dict[str, type[_ToolInput]] = {
+    "bash": BashInput,
+    "read_file": ReadFileInput,
+    "write_file": WriteFileInput,
+    "edit_file": EditFileInput,
+}
+
+TOOL_DESCRIPTIONS = {
+    "bash": "Run a bash command in the sandbox. The shell persists between calls: the working "
+    "directory and exported variables are kept. stdout and stderr are returned together.",
+    "read_file": "Read a text file from the sandbox.",
+    "write_file": "Create or overwrite a file in the sandbox; parent directories are created.",
+    "edit_file": "Replace an exact string in a file in the sandbox. old_string must occur exactly "
+    "once unless replace_all is true.",
+}
+
+
+def tool_definitions(tools: list[str]) -> list[dict[str, Any]]:
+    """Anthropic tool definitions, in the agent's order (stable, so the prompt prefix is too)."""
+    definitions = []
+    for name in tools:
+        schema = TOOL_INPUTS[name].model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        definitions.append({"name": name, "description": TOOL_DESCRIPTIONS[name], "input_schema": schema})
+    return definitions
+
+
+def check_tool_call(call: ToolCall, allowed: list[str]) -> str | None:
+    """None if the call may run; otherwise the error the model should see."""
+    if call.name not in allowed:
+        return f"Unknown tool {call.name!r}. Available tools: {', '.join(allowed)}."
+    try:
+        TOOL_INPUTS[call.name].model_validate(call.input)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in e.errors()
+        )
+        return f"Invalid input for {call.name}: {problems}."
+    return None
+
+
+def is_sandbox_tool(name: str) -> bool:
+    return name in SANDBOX_TOOLS
+
+
+def tool_timeout(call: ToolCall, default_s: float) -> float:
+    requested = call.input.get("timeout_s") if call.name == "bash" else None
+    return min(float(requested), default_s) if isinstance(requested, int | float) else default_s
+
+
+def tool_calls_of(content: list[dict[str, Any]]) -> list[ToolCall]:
+    return [
+        ToolCall(id=b["id"], name=b["name"], input=b.get("input") or {})
+        for b in content
+        if b.get("type") == "tool_use"
+    ]
+
+
+def text_of(content: list[dict[str, Any]]) -> str:
+    return "\n".join(b["text"] for b in content if b.get("type") == "text" and b.get("text")).strip()
+
+
+# --- what the Temporal UI shows -----------------------------------------------------------------
+
+
+def _first_line(text: str, limit: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def session_summary(agent: str, task: str) -> str:
+    return f"{agent}: {_first_line(task, 120)}"
+
+
+def tool_summary(call: ToolCall) -> str:
+    if call.name == "bash":
+        return f"bash: {_first_line(str(call.input.get('command', '')))}"
+    return f"{call.name}: {_first_line(str(call.input.get('path', '')))}"
+
+
+# --- the model context --------------------------------------------------------------------------
+
+
+class ContextBuilder:
+    """The messages the model sees, with a rolling digest per prefix.
+
+    `synced` counts the messages the model activity already holds; a request carries only the
+    messages after it, so each message crosses into history once, and history grows linearly.
+    """
+
+    def __init__(self, system: str, tools: list[dict[str, Any]]) -> None:
+        self.system = system
+        self.tools = tools
+        self.messages: list[dict[str, Any]] = []
+        self.digests: list[str] = [context_root(system, tools)]  # digests[n]: first n messages
+        self.synced = 0
+
+    def _append(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        self.digests.append(chain_digest(self.digests[-1], message))
+
+    def _replace_last(self, message: dict[str, Any]) -> None:
+        self.messages[-1] = message
+        self.digests[-1] = chain_digest(self.digests[-2], message)
+        self.synced = min(self.synced, len(self.messages) - 1)
+
+    def _add_user_blocks(self, blocks: list[dict[str, Any]]) -> None:
+        # The API wants roles to alternate; a user message after a user message is merged.
+        if self.messages and self.messages[-1]["role"] == "user":
+            last = self.messages[-1]["content"]
+            previous = [{"type": "text", "text": last}] if isinstance(last, str) else list(last)
+            self._replace_last({"role": "user", "content": previous + blocks})
+        else:
+            self._append({"role": "user", "content": blocks})
+
+    def add_user_text(self, text: str) -> None:
+        self._add_user_blocks([{"type": "text", "text": text}])
+
+    def add_assistant(self, content: list[dict[str, Any]]) -> None:
+        self._append({"role": "assistant", "content": content})
+
+    def add_tool_results(self, results: list[ToolResult]) -> None:
+        self._add_user_blocks(
+            [
+                {"type": "tool_result", "tool_use_id": r.call_id, "content": r.output, "is_error": r.is_error}
+                for r in results
+            ]
+        )
+
+    def request(self, session_id: str, model: ModelSpec) -> ModelRequest:
+        first = self.synced == 0
+        return ModelRequest(
+            session_id=session_id,
+            model=model.name,
+            max_tokens=model.max_tokens,
+            temperature=model.temperature,
+            prefix_count=self.synced,
+            prefix_digest=self.digests[self.synced],
+            new_messages=self.messages[self.synced :],
+            digest=self.digests[-1],
+            system=self.system if first else None,
+            tools=self.tools if first else None,
+        )
+
+    def model_answered(self, content: list[dict[str, Any]]) -> None:
+        """Record the model's answer; the activity appended the same message to its cache."""
+        self.add_assistant(content)
+        self.synced = len(self.messages)

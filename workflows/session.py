@@ -1,0 +1,329 @@
+"""SessionWorkflow: the harness loop. Its history is the session's durable log.
+
+It builds the model's context from the session's events, calls `call_model`, routes each
+tool call (sandbox tools go to the sandbox host that provisioned the session's container, on
+first use), records results, and idles for the next user message. Decisions live in
+`workflows.harness`; this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from contracts import (
+        CALL_MODEL,
+        DESTROY_SANDBOX,
+        END_SESSION,
+        EXECUTE,
+        GET_EVENTS,
+        GET_MODEL_CONTEXT,
+        GET_STATE,
+        PROVISION_SANDBOX,
+        SA_SESSION_STATUS,
+        SANDBOXES_QUEUE,
+        SEND_MESSAGE,
+        SESSION_WORKFLOW,
+        ExecuteRequest,
+        ExecuteResult,
+        ModelContext,
+        ModelTurn,
+        ProvisionRequest,
+        SandboxHandle,
+        SessionEvent,
+        SessionInput,
+        SessionResult,
+        SessionState,
+        SessionStatus,
+        ToolCall,
+        ToolResult,
+        Usage,
+    )
+    from workflows.harness import (
+        ContextBuilder,
+        check_tool_call,
+        is_sandbox_tool,
+        text_of,
+        tool_calls_of,
+        tool_definitions,
+        tool_summary,
+        tool_timeout,
+    )
+
+STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
+
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=10,
+    non_retryable_error_types=["ModelRequestRejected", "ModelNotConfigured"],
+)
+SANDBOX_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+    non_retryable_error_types=["SandboxLost", "SandboxImageMissing"],
+)
+# A sandbox host with no poller for this long counts as gone.
+SANDBOX_HOST_WAIT = timedelta(seconds=30)
+
+
+def _failure_message(error: BaseException) -> str:
+    cause = error.cause if isinstance(error, ActivityError) else error
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, TimeoutError):
+        return f"{cause.type.name.lower().replace('_', '-')} timeout" if cause.type else "timeout"
+    return str(cause) if cause is not None else str(error)
+
+
+def _is_sandbox_lost(error: ActivityError) -> bool:
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type == "SandboxLost":
+        return True
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
+
+
+@workflow.defn(name=SESSION_WORKFLOW)
+class SessionWorkflow:
+    @workflow.init
+    def __init__(self, inp: SessionInput) -> None:
+        self.input = inp
+        self.agent = inp.agent
+        self.events: list[SessionEvent] = []
+        self.context = ContextBuilder(inp.agent.system, tool_definitions(inp.agent.tools))
+        self.pending: list[str] = [inp.task]
+        self.status: SessionStatus = "running"
+        self.ending = False
+        self.turns = 0
+        self.usage = Usage()
+        self.last_answer: str | None = None
+        self.last_error: str | None = None
+        self.sandbox: SandboxHandle | None = None
+        self._sandbox_lock = asyncio.Lock()
+
+    # --- the log ----------------------------------------------------------------------------
+
+    def _record(self, kind: Any, **fields: Any) -> SessionEvent:
+        event = SessionEvent(offset=len(self.events), kind=kind, at=workflow.now(), **fields)
+        self.events.append(event)
+        return event
+
+    def _set_status(self, status: SessionStatus) -> None:
+        if status == self.status:
+            return
+        self.status = status
+        self._record("status", status=status)
+        if self.input.search_attributes:
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
+
+    def _details(self, last: str | None = None) -> None:
+        u = self.usage
+        text = f"status: {self.status} · turn {self.turns} · tokens in {u.input_tokens} / out {u.output_tokens}"
+        if last:
+            text += f" · last: {last}"
+        workflow.set_current_details(text)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: SessionInput) -> SessionResult:
+        self._record("session_started", text=inp.task, model=inp.agent.model.name)
+        try:
+            while True:
+                try:
+                    await workflow.wait_condition(
+                        lambda: bool(self.pending) or self.ending,
+                        timeout=timedelta(seconds=inp.agent.limits.idle_timeout_s),
+                        timeout_summary="idle: waiting for a user message",
+                    )
+                except builtins.TimeoutError:
+                    break
+                if self.ending or not self.pending:
+                    break
+                self._set_status("running")
+                text = "\n\n".join(self.pending)
+                self.pending.clear()
+                self._record("user_message", text=text)
+                self.context.add_user_text(text)
+                await self._respond()
+                if inp.one_shot:
+                    break
+                self._set_status("idle")
+                self._details()
+        finally:
+            await self._destroy_sandbox()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        final: SessionStatus = "failed" if inp.one_shot and self.last_error else "done"
+        self._set_status(final)
+        return SessionResult(
+            status=final, answer=self.last_answer, turns=self.turns, usage=self.usage, error=self.last_error
+        )
+
+    async def _respond(self) -> None:
+        """Model and tools until the model ends its turn (or the turn budget runs out)."""
+        self.last_error = None
+        for _ in range(self.agent.limits.max_turns):
+            request = self.context.request(workflow.info().workflow_id, self.agent.model)
+            try:
+                turn: ModelTurn = await workflow.execute_activity(
+                    CALL_MODEL,
+                    request,
+                    result_type=ModelTurn,
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=MODEL_RETRY,
+                    summary=f"model: {request.model}",
+                )
+            except ActivityError as e:
+                self.last_error = f"model call failed: {_failure_message(e)}"
+                self._record("error", text=self.last_error)
+                return
+            self.turns += 1
+            self.usage = self.usage + turn.usage
+            self.context.model_answered(turn.content)
+            calls = tool_calls_of(turn.content)
+            self._record(
+                "model_turn", content=turn.content, text=text_of(turn.content) or None,
+                tool_calls=calls or None, usage=turn.usage, model=turn.model, stop_reason=turn.stop_reason,
+            )
+            self._details()
+            if not calls:
+                self.last_answer = text_of(turn.content)
+                return
+            results = [await self._run_tool(call) for call in calls]
+            self.context.add_tool_results(results)
+        self.last_error = f"the turn limit ({self.agent.limits.max_turns} model calls) was reached"
+        self._record("error", text=self.last_error)
+
+    # --- tools ------------------------------------------------------------------------------
+
+    async def _run_tool(self, call: ToolCall) -> ToolResult:
+        problem = check_tool_call(call, self.agent.tools)
+        if problem is not None:
+            result = ToolResult(call_id=call.id, name=call.name, output=problem, is_error=True)
+        elif is_sandbox_tool(call.name):
+            result = await self._run_in_sandbox(call)
+        else:  # pragma: no cover - every known tool is a sandbox tool so far
+            result = ToolResult(call_id=call.id, name=call.name, output="not implemented", is_error=True)
+        self._record("tool_result", tool_result=result)
+        self._details(tool_summary(call))
+        return result
+
+    async def _ensure_sandbox(self) -> SandboxHandle:
+        async with self._sandbox_lock:
+            if self.sandbox is None:
+                handle: SandboxHandle = await workflow.execute_activity(
+                    PROVISION_SANDBOX,
+                    ProvisionRequest(session_id=workflow.info().workflow_id, spec=self.agent.sandbox),
+                    result_type=SandboxHandle,
+                    schedule_to_start_timeout=timedelta(minutes=2),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=SANDBOX_RETRY,
+                    task_queue=SANDBOXES_QUEUE,
+                    summary=f"provision: {self.agent.sandbox.image}",
+                )
+                self.sandbox = handle
+                self._record("sandbox_provisioned", sandbox=handle)
+            return self.sandbox
+
+    async def _run_in_sandbox(self, call: ToolCall) -> ToolResult:
+        try:
+            handle = await self._ensure_sandbox()
+        except ActivityError as e:
+            return ToolResult(
+                call_id=call.id, name=call.name, is_error=True,
+                output=f"No sandbox could be provisioned: {_failure_message(e)}",
+            )
+        timeout_s = tool_timeout(call, self.agent.sandbox.timeout_s)
+        try:
+            out: ExecuteResult = await workflow.execute_activity(
+                EXECUTE,
+                ExecuteRequest(
+                    handle=handle, call_id=call.id, name=call.name, input=call.input,
+                    timeout_s=timeout_s, output_cap=self.agent.limits.tool_output_cap,
+                ),
+                result_type=ExecuteResult,
+                task_queue=handle.host_queue,
+                schedule_to_start_timeout=SANDBOX_HOST_WAIT,
+                start_to_close_timeout=timedelta(seconds=timeout_s + 60),
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=SANDBOX_RETRY,
+                summary=tool_summary(call),
+            )
+        except ActivityError as e:
+            if _is_sandbox_lost(e):
+                # Cattle: forget it; the next sandbox call provisions a fresh one.
+                self.sandbox = None
+                self._record("sandbox_destroyed", sandbox=handle, text="lost")
+                return ToolResult(
+                    call_id=call.id, name=call.name, is_error=True,
+                    output="The sandbox was lost (its container or host went away) and this call did not "
+                    "complete. The next call runs in a new, empty sandbox.",
+                )
+            return ToolResult(
+                call_id=call.id, name=call.name, is_error=True, output=f"Tool failed: {_failure_message(e)}"
+            )
+        return ToolResult(call_id=call.id, name=call.name, output=out.output, is_error=out.is_error)
+
+    async def _destroy_sandbox(self) -> None:
+        handle, self.sandbox = self.sandbox, None
+        if handle is None:
+            return
+        try:
+            await workflow.execute_activity(
+                DESTROY_SANDBOX,
+                handle,
+                task_queue=handle.host_queue,
+                schedule_to_start_timeout=SANDBOX_HOST_WAIT,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=SANDBOX_RETRY,
+                summary=f"destroy: {handle.sandbox_id[:12]}",
+            )
+        except ActivityError as e:
+            workflow.logger.warning("sandbox not destroyed: %s", _failure_message(e))
+        self._record("sandbox_destroyed", sandbox=handle)
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    @workflow.update(name=SEND_MESSAGE)
+    async def send_message(self, text: str) -> int:
+        """Queue a user message; returns the offset the session log had when it arrived."""
+        self.pending.append(text)
+        return len(self.events)
+
+    @send_message.validator
+    def _validate_message(self, text: str) -> None:
+        if not text or not text.strip():
+            raise ValueError("the message is empty")
+        if self.ending or self.status in ("done", "failed"):
+            raise ValueError(f"the session is {'ending' if self.ending else self.status}; start a new one")
+        if self.input.one_shot:
+            raise ValueError("this is a one-shot session; it takes no further messages")
+
+    @workflow.signal(name=END_SESSION)
+    def end_session(self) -> None:
+        self.ending = True
+
+    @workflow.query(name=GET_EVENTS)
+    def get_events(self, start: int = 0, stop: int | None = None) -> list[SessionEvent]:
+        return self.events[start:stop]
+
+    @workflow.query(name=GET_STATE)
+    def get_state(self) -> SessionState:
+        return SessionState(
+            status=self.status, agent=self.agent.name, turns=self.turns, events=len(self.events),
+            usage=self.usage, last_answer=self.last_answer, sandbox=self.sandbox,
+        )
+
+    @workflow.query(name=GET_MODEL_CONTEXT)
+    def model_context(self) -> ModelContext:
+        return ModelContext(system=self.context.system, tools=self.context.tools, messages=self.context.messages)
