@@ -52,7 +52,7 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    name: str = Field(min_length=1, description="Anthropic model id, e.g. claude-sonnet-4-5")
+    name: str = Field(min_length=1, description="Anthropic model id, e.g. claude-sonnet-5-5")
     max_tokens: int = Field(default=4096, ge=1, le=128_000)
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
 

@@ -35,6 +35,7 @@ from contracts import (
     SA_SESSION_STATUS,
     SEND_MESSAGE,
     SESSION_WORKFLOW,
+    AgentSpec,
     SessionEvent,
     SessionInput,
     SessionResult,
@@ -56,7 +57,15 @@ class CliError(Exception):
 async def start_session(
     client: Client, agent_path: str, task: str, *, session_id: str | None = None, one_shot: bool = False
 ) -> WorkflowHandle[Any, SessionResult]:
-    agent = load_agent(agent_path)
+    return await start_agent_session(
+        client, load_agent(agent_path), task, session_id=session_id, one_shot=one_shot, source=agent_path
+    )
+
+
+async def start_agent_session(
+    client: Client, agent: AgentSpec, task: str, *, session_id: str | None = None, one_shot: bool = False,
+    source: str = "(inline)",
+) -> WorkflowHandle[Any, SessionResult]:
     if not task.strip():
         raise CliError("the task is empty")
     with_attributes = await ensure_search_attributes(client)
@@ -75,7 +84,7 @@ async def start_session(
         task_queue=AGENTS_QUEUE,
         result_type=SessionResult,
         static_summary=session_summary(agent.name, task),
-        static_details=f"agent file: {agent_path}\nmodel: {agent.model.name}\ntools: {', '.join(agent.tools)}",
+        static_details=f"agent file: {source}\nmodel: {agent.model.name}\ntools: {', '.join(agent.tools)}",
         search_attributes=attributes,
     )
 

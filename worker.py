@@ -30,18 +30,11 @@ from workflows.session import SessionWorkflow
 log = structlog.get_logger("worker")
 
 
-def harness_workers(client: Client) -> list[Worker]:
-    anthropic_client = anthropic_client_from_env()
-    if anthropic_client is None:
-        log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
-    else:
-        log.info("model endpoint", base_url=str(anthropic_client.base_url))
-    model = ModelActivities(client, anthropic_client)
-    return [Worker(client, task_queue=AGENTS_QUEUE, workflows=[SessionWorkflow], activities=[model.call_model])]
+def harness_worker(client: Client, model: ModelActivities) -> Worker:
+    return Worker(client, task_queue=AGENTS_QUEUE, workflows=[SessionWorkflow], activities=[model.call_model])
 
 
-def sandbox_workers(client: Client, host_id: str) -> list[Worker]:
-    sandboxes = SandboxActivities(DockerSandboxes(host_id))
+def sandbox_workers(client: Client, sandboxes: SandboxActivities) -> list[Worker]:
     return [
         Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandboxes.provision_sandbox]),
         Worker(client, task_queue=sandboxes.queue, activities=[sandboxes.execute, sandboxes.destroy_sandbox]),
@@ -50,7 +43,16 @@ def sandbox_workers(client: Client, host_id: str) -> list[Worker]:
 
 async def run(harness: bool, sandbox: bool, host_id: str) -> None:
     client = await connect()
-    workers = (harness_workers(client) if harness else []) + (sandbox_workers(client, host_id) if sandbox else [])
+    workers: list[Worker] = []
+    if harness:
+        anthropic_client = anthropic_client_from_env()
+        if anthropic_client is None:
+            log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
+        else:
+            log.info("model endpoint", base_url=str(anthropic_client.base_url))
+        workers.append(harness_worker(client, ModelActivities(client, anthropic_client)))
+    if sandbox:
+        workers += sandbox_workers(client, SandboxActivities(DockerSandboxes(host_id)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

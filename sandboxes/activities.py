@@ -22,6 +22,7 @@ from contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
     PROVISION_SANDBOX,
+    SANDBOX_TOOLS,
     ExecuteRequest,
     ExecuteResult,
     ProvisionRequest,
@@ -58,14 +59,16 @@ def _path(raw: str) -> str:
 
 def tool_script(name: str, args: dict[str, Any]) -> str:
     """The bash that carries out one sandbox tool call inside the persistent shell."""
+    if name not in SANDBOX_TOOLS:
+        raise ValueError(f"not a sandbox tool: {name}")
     if name == "bash":
         return str(args["command"])
     path = _path(str(args["path"]))
     q = shlex.quote(path)
     if name == "read_file":
         return (
-            f"if [ -d {q} ]; then echo 'read_file: {path} is a directory'; false; "
-            f"elif [ ! -f {q} ]; then echo 'read_file: no such file: {path}'; false; else cat -- {q}; fi"
+            f"if [ -d {q} ]; then printf 'read_file: %s is a directory\\n' {q}; false; "
+            f"elif [ ! -f {q} ]; then printf 'read_file: no such file: %s\\n' {q}; false; else cat -- {q}; fi"
         )
     if name == "write_file":
         data = base64.b64encode(str(args["content"]).encode()).decode()
@@ -73,14 +76,12 @@ def tool_script(name: str, args: dict[str, Any]) -> str:
             f"mkdir -p -- {shlex.quote(posixpath.dirname(path))} && printf %s {data} | base64 -d > {q} "
             f"&& echo \"wrote {path} ($(wc -c < {q}) bytes)\""
         )
-    if name == "edit_file":
-        payload = {
-            "path": path, "old": args["old_string"], "new": args["new_string"],
-            "all": bool(args.get("replace_all", False)),
-        }
-        encoded = base64.b64encode(json.dumps(payload).encode()).decode()
-        return f"python3 -c {shlex.quote(_EDIT_PY)} {encoded}"
-    raise ValueError(f"not a sandbox tool: {name}")
+    payload = {
+        "path": path, "old": args["old_string"], "new": args["new_string"],
+        "all": bool(args.get("replace_all", False)),
+    }
+    encoded = base64.b64encode(json.dumps(payload).encode()).decode()
+    return f"python3 -c {shlex.quote(_EDIT_PY)} {encoded}"
 
 
 class SandboxActivities:

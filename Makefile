@@ -1,0 +1,28 @@
+# The README's commands. `make demo` and `make test` do all set-up themselves.
+PY := .venv/bin/python
+
+.PHONY: setup demo test up down status bench lint
+
+setup:
+	@bash scripts/setup.sh all
+
+demo: setup
+	@$(PY) scripts/stack.py demo
+
+test: setup
+	@$(PY) -m pytest
+
+up: setup
+	@$(PY) scripts/stack.py up
+
+down:
+	@[ -x $(PY) ] && $(PY) scripts/stack.py down || true
+
+status:
+	@$(PY) scripts/stack.py status
+
+bench: setup
+	@$(PY) bench/foundation.py
+
+lint:
+	@.venv/bin/ruff check .

@@ -1,0 +1,131 @@
+"""Shared fixtures: a real Temporal dev server (the `temporal` CLI that setup installs), the
+scripted Anthropic-compatible server on loopback, and in-process harness + sandbox workers.
+
+Tests that need their own workers (to kill them) use the `chaos` namespace, where the
+in-process workers do not poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from activities.model import ModelActivities  # noqa: E402
+from contracts import GET_STATE, SA_AGENT_NAME, SA_SESSION_STATUS, SessionState  # noqa: E402
+from sandboxes.activities import SandboxActivities  # noqa: E402
+from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
+from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
+from worker import harness_worker, sandbox_workers  # noqa: E402
+
+TEMPORAL_CLI = ROOT / ".bin" / "temporal"
+CHAOS_NAMESPACE = "chaos"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_real_model() -> Iterator[None]:
+    """No test may reach a real model: the key and endpoint come only from the fixtures."""
+    saved = {k: os.environ.pop(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL") if k in os.environ}
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    if not TEMPORAL_CLI.exists():
+        pytest.fail(f"{TEMPORAL_CLI} is missing: run `make setup`")
+    environment = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(TEMPORAL_CLI),
+        search_attributes=[SearchAttributeKey.for_keyword(SA_AGENT_NAME),
+                           SearchAttributeKey.for_keyword(SA_SESSION_STATUS)],
+        dev_server_extra_args=["--namespace", CHAOS_NAMESPACE],
+    )
+    yield environment
+    await environment.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture(scope="session")
+def address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session")
+def scripted() -> Iterator[ScriptedModelServer]:
+    demo = Scenario.load(ROOT / "scripted_model" / "scenarios" / "coder-demo.yaml")
+    server = ScriptedModelServer([demo]).start()
+    yield server
+    server.stop()
+
+
+def add_scenario(server: ScriptedModelServer, steps: list[Step], **options: Any) -> str:
+    """Register a scenario for one test; returns the marker a task must contain to get it."""
+    marker = f"[scenario {uuid.uuid4().hex[:10]}]"
+    server.model.scenarios.insert(0, Scenario(name=marker, match=marker, steps=steps, **options))
+    return marker
+
+
+@dataclass
+class Workers:
+    model: ModelActivities
+    sandboxes: SandboxActivities
+    host_id: str
+
+
+@pytest.fixture(scope="session")
+async def workers(client: Client, scripted: ScriptedModelServer) -> AsyncIterator[Workers]:
+    host_id = f"pytest-{uuid.uuid4().hex[:6]}"
+    model_client = anthropic.AsyncAnthropic(api_key="test-key", base_url=scripted.url, max_retries=0)
+    model = ModelActivities(client, model_client)
+    sandbox_activities = SandboxActivities(DockerSandboxes(host_id))
+    running = [harness_worker(client, model), *sandbox_workers(client, sandbox_activities)]
+    tasks = [asyncio.create_task(w.run()) for w in running]
+    yield Workers(model=model, sandboxes=sandbox_activities, host_id=host_id)
+    for w in running:
+        await w.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    sandbox_activities.sandboxes.close()
+
+
+@pytest.fixture(scope="session")
+def docker_sandboxes() -> Iterator[DockerSandboxes]:
+    sandboxes = DockerSandboxes(f"pytest-direct-{uuid.uuid4().hex[:6]}")
+    yield sandboxes
+    for c in sandboxes.docker.containers.list(all=True, filters={"label": f"durable-agents.host={sandboxes.host_id}"}):
+        c.remove(force=True)
+    sandboxes.close()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float = 60, what: str = "condition") -> None:
+    """Poll an observable state until it holds; fail naming what did not happen."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        if await predicate():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def state_of(client: Client, session_id: str, namespace_client: Client | None = None) -> SessionState:
+    return await (namespace_client or client).get_workflow_handle(session_id).query(GET_STATE, result_type=SessionState)

@@ -1,0 +1,210 @@
+"""Unit tests of the pure harness logic: tools, context and digests, the model-call cache,
+error classification, agent files. No Temporal, no Docker, no network."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import anthropic
+import httpx2
+import pytest
+
+from activities.model import ContextCache, _CachedContext, classify_model_error
+from agent_files import AgentFileError, load_agent
+from contracts import ModelSpec, ToolCall, ToolResult, chain_digest, context_root
+from sandboxes.activities import tool_script
+from workflows.harness import (
+    ContextBuilder,
+    check_tool_call,
+    session_summary,
+    text_of,
+    tool_calls_of,
+    tool_definitions,
+    tool_summary,
+    tool_timeout,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL = ["bash", "read_file", "write_file", "edit_file"]
+
+
+def test_tool_definitions_are_anthropic_shaped_and_stable() -> None:
+    defs = tool_definitions(ALL)
+    assert [d["name"] for d in defs] == ALL
+    bash = defs[0]
+    assert bash["input_schema"]["required"] == ["command"]
+    assert "title" not in bash["input_schema"]
+    assert tool_definitions(ALL) == defs  # same bytes every time: the prompt prefix stays cacheable
+
+
+def test_unknown_tool_and_bad_input_become_messages_for_the_model() -> None:
+    assert check_tool_call(ToolCall(id="1", name="bash", input={"command": "ls"}), ALL) is None
+    unknown = check_tool_call(ToolCall(id="1", name="rm_rf", input={}), ALL)
+    assert unknown is not None and "Unknown tool 'rm_rf'" in unknown and "bash" in unknown
+    missing = check_tool_call(ToolCall(id="1", name="write_file", input={"path": "a"}), ALL)
+    assert missing is not None and "content" in missing and "Field required" in missing
+    extra = check_tool_call(ToolCall(id="1", name="bash", input={"command": "ls", "sudo": True}), ALL)
+    assert extra is not None and "sudo" in extra
+    not_allowed = check_tool_call(ToolCall(id="1", name="bash", input={"command": "ls"}), ["read_file"])
+    assert not_allowed is not None and "Unknown tool 'bash'" in not_allowed
+
+
+def test_tool_timeout_is_capped_by_the_agent() -> None:
+    assert tool_timeout(ToolCall(id="1", name="bash", input={"command": "x", "timeout_s": 5}), 60) == 5
+    assert tool_timeout(ToolCall(id="1", name="bash", input={"command": "x", "timeout_s": 600}), 60) == 60
+    assert tool_timeout(ToolCall(id="1", name="read_file", input={"path": "x"}), 60) == 60
+
+
+def test_summaries_for_the_temporal_ui() -> None:
+    assert tool_summary(ToolCall(id="1", name="bash", input={"command": "ls -la\nrm x"})) == "bash: ls -la"
+    assert tool_summary(ToolCall(id="1", name="read_file", input={"path": "/w/a.py"})) == "read_file: /w/a.py"
+    assert session_summary("coder", "Fix the bug\nin detail") == "coder: Fix the bug"
+    assert len(tool_summary(ToolCall(id="1", name="bash", input={"command": "x" * 500}))) < 100
+
+
+def test_content_helpers() -> None:
+    content = [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}}]
+    assert text_of(content) == "hi"
+    assert tool_calls_of(content) == [ToolCall(id="t1", name="bash", input={"command": "ls"})]
+
+
+def test_context_requests_carry_only_what_is_new() -> None:
+    ctx = ContextBuilder("system", tool_definitions(["bash"]))
+    model = ModelSpec(name="m")
+    ctx.add_user_text("task")
+    first = ctx.request("s", model)
+    assert first.prefix_count == 0 and first.system == "system" and first.tools
+    assert len(first.new_messages) == 1
+    ctx.model_answered([{"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}}])
+    ctx.add_tool_results([ToolResult(call_id="t1", name="bash", output="a b c")])
+    second = ctx.request("s", model)
+    assert second.prefix_count == 2 and second.system is None and second.tools is None
+    assert [m["role"] for m in second.new_messages] == ["user"]
+    assert second.prefix_digest == ctx.digests[2] and second.digest == ctx.digests[3]
+
+
+def test_digest_chain_is_what_the_activity_computes() -> None:
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("a")
+    ctx.model_answered([{"type": "text", "text": "b"}])
+    digest = context_root("sys", [])
+    for message in ctx.messages:
+        digest = chain_digest(digest, message)
+    assert digest == ctx.digests[-1]
+
+
+def test_two_user_messages_in_a_row_merge_and_resync() -> None:
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("one")
+    ctx.model_answered([{"type": "text", "text": "ok"}])
+    ctx.add_user_text("two")
+    ctx.synced = 3  # as if a request with "two" had been sent and then failed
+    ctx.add_user_text("three")
+    assert [m["role"] for m in ctx.messages] == ["user", "assistant", "user"]
+    assert [b["text"] for b in ctx.messages[2]["content"]] == ["two", "three"]
+    request = ctx.request("s", ModelSpec(name="m"))
+    assert request.prefix_count == 2 and len(request.new_messages) == 1
+
+
+def test_context_cache_hits_misses_and_resyncs() -> None:
+    ctx = ContextBuilder("sys", [])
+    model = ModelSpec(name="m")
+    cache = ContextCache()
+    ctx.add_user_text("a")
+    assert cache.lookup(ctx.request("s", model)) is not None  # first request creates the entry
+    ctx.model_answered([{"type": "text", "text": "b"}])
+    ctx.add_user_text("c")
+    request = ctx.request("s", model)
+    assert cache.lookup(request) is None  # the cache never saw the assistant message: a miss
+    entry = cache._entries["s"]
+    entry.extend([{"role": "assistant", "content": [{"type": "text", "text": "b"}]}])
+    hit = cache.lookup(request)
+    assert hit is not None and hit.messages == ctx.messages
+    tampered = request.model_copy(update={"prefix_digest": "0" * 64})
+    assert cache.lookup(tampered) is None
+
+
+def test_context_cache_is_bounded() -> None:
+    cache = ContextCache(max_sessions=2)
+    for sid in ("a", "b", "c"):
+        cache.store(sid, _CachedContext.new("s", []))
+    assert list(cache._entries) == ["b", "c"]
+
+
+def _status_error(status: int, headers: dict[str, str] | None = None, kind: str = "x") -> anthropic.APIStatusError:
+    request = httpx2.Request("POST", "http://model/v1/messages")
+    response = httpx2.Response(status, headers=headers or {}, request=request)
+    body = {"type": "error", "error": {"type": kind, "message": f"status {status}"}}
+    client = anthropic.Anthropic(api_key="k", base_url="http://model")
+    return client._make_status_error(f"status {status}", body=body, response=response)
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 529, 503])
+def test_transient_model_errors_are_retryable(status: int) -> None:
+    error = classify_model_error(_status_error(status, {"retry-after": "7"}))
+    assert not error.non_retryable and error.type == "ModelUnavailable"
+    assert error.next_retry_delay == timedelta(seconds=7)
+
+
+def test_retry_after_ms_wins() -> None:
+    error = classify_model_error(_status_error(429, {"retry-after-ms": "1500", "retry-after": "9"}))
+    assert error.next_retry_delay == timedelta(milliseconds=1500)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_request_errors_are_not_retried_and_say_why(status: int) -> None:
+    error = classify_model_error(_status_error(status, kind="authentication_error"))
+    assert error.non_retryable and error.type == "ModelRequestRejected"
+    assert str(status) in error.message and "authentication_error" in error.message
+
+
+def test_connection_errors_are_retryable() -> None:
+    error = classify_model_error(anthropic.APIConnectionError(request=httpx2.Request("POST", "http://model")))
+    assert not error.non_retryable
+
+
+def _agent(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_agent_file_is_valid() -> None:
+    agent = load_agent(ROOT / "agents" / "coder.yaml")
+    assert agent.name == "coder" and agent.tools == ALL and not agent.sandbox.network
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: a\nmodel: {name: m}\ntools: [bash, teleport]\n", "tools: Value error, unknown tool 'teleport'"),
+        ("name: a\nmodel: {name: 7}\n", "model.name: Input should be a valid string"),
+        ("name: a\n", "model: Field required"),
+        ("model: {name: m}\n", "name: Field required"),
+        ("name: a\nmodel: {name: m}\ncolour: blue\n", "colour: unknown field"),
+        ("name: a\nmodel: {name: m}\nsandbox: {memory_mb: 1}\n", "sandbox.memory_mb: Input should be greater"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_agent_files_name_the_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = _agent(tmp_path, text)
+    with pytest.raises(AgentFileError) as raised:
+        load_agent(path)
+    assert str(path) in str(raised.value)
+    assert expected in str(raised.value)
+
+
+def test_missing_agent_file(tmp_path: Path) -> None:
+    with pytest.raises(AgentFileError, match="no such agent file"):
+        load_agent(tmp_path / "nope.yaml")
+
+
+def test_tool_scripts_quote_paths_and_resolve_them_in_the_workspace() -> None:
+    assert "/workspace/a b.txt" in tool_script("read_file", {"path": "a b.txt"})
+    assert "'/workspace/a b.txt'" in tool_script("read_file", {"path": "a b.txt"})
+    assert "/etc/passwd" in tool_script("read_file", {"path": "../etc/passwd"})  # normalised, not hidden
+    assert tool_script("bash", {"command": "ls"}) == "ls"
+    with pytest.raises(ValueError, match="not a sandbox tool"):
+        tool_script("spawn_agent", {})

@@ -1,0 +1,198 @@
+"""SessionWorkflow on a real dev server, real Docker sandboxes and the scripted model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+
+from agent_files import load_agent
+from contracts import AgentSpec, SessionEvent, SessionResult
+from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
+from starter import send_message, session_events, start_agent_session, wait_until_settled
+from tests.conftest import Workers, add_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("workers")
+
+
+def coder(**sandbox: Any) -> AgentSpec:
+    agent = load_agent(ROOT / "agents" / "coder.yaml")
+    return agent.model_copy(update={"sandbox": agent.sandbox.model_copy(update=sandbox)}) if sandbox else agent
+
+
+async def run_one_shot(client: Client, task: str, agent: AgentSpec | None = None) -> tuple[SessionResult, list[SessionEvent], WorkflowHandle[Any, SessionResult]]:
+    handle = await start_agent_session(client, agent or coder(), task, one_shot=True)
+    result = await handle.result()
+    return result, await session_events(client, handle.id), handle
+
+
+def kinds(events: list[SessionEvent]) -> list[str]:
+    return [e.kind for e in events]
+
+
+async def activity_summaries(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    history = await handle.fetch_history()
+    summaries = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            summaries.append(json.loads(event.user_metadata.summary.data))
+    return summaries
+
+
+async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, workers: Workers) -> None:
+    result, events, handle = await run_one_shot(client, "Write fib.py, run it, fix it, tell me the output.")
+    assert result.status == "done" and result.turns == 5
+    assert "First 10 Fibonacci numbers: 0 1 1 2 3 5 8 13 21 34" in (result.answer or "")
+    assert kinds(events) == [
+        "session_started", "user_message",
+        "model_turn", "sandbox_provisioned", "tool_result",  # write_file (first tool call provisions)
+        "model_turn", "tool_result",  # bash: NameError
+        "model_turn", "tool_result",  # edit_file
+        "model_turn", "tool_result",  # bash: works
+        "model_turn", "sandbox_destroyed", "status",
+    ]
+    assert [e.offset for e in events] == list(range(len(events)))
+    assert events[6].tool_result and events[6].tool_result.is_error and "NameError" in events[6].tool_result.output
+    # Readable in the Temporal UI: a workflow summary and a summary on every activity.
+    description = await handle.describe()
+    assert await description.static_summary() == "coder: Write fib.py, run it, fix it, tell me the output."
+    summaries = await activity_summaries(handle)
+    assert summaries[:3] == ["model: claude-sonnet-5-5", "provision: durable-agents/sandbox:latest", "write_file: fib.py"]
+    assert "bash: cd /workspace && python3 fib.py" in summaries and summaries[-1].startswith("destroy: ")
+    # The container is gone with the session.
+    sandbox = events[3].sandbox
+    assert sandbox is not None
+    with pytest.raises(docker.errors.NotFound):
+        docker.from_env().containers.get(sandbox.sandbox_id)
+
+
+async def test_the_first_model_call_never_waits_for_a_sandbox(client: Client, scripted: ScriptedModelServer) -> None:
+    marker = add_scenario(scripted, [Step(text="No tools needed: 4.")])
+    result, events, handle = await run_one_shot(client, f"What is 2+2? {marker}")
+    assert result.answer == "No tools needed: 4."
+    assert "sandbox_provisioned" not in kinds(events)
+    assert not any(s.startswith("provision") for s in await activity_summaries(handle))
+
+
+async def test_unknown_tool_and_bad_input_are_told_to_the_model(client: Client, scripted: ScriptedModelServer) -> None:
+    marker = add_scenario(scripted, [
+        Step(tool_use=ToolUse(name="teleport", input={"to": "mars"})),
+        Step(tool_use=ToolUse(name="bash", input={"cmd": "ls"})),
+        Step(text="Understood: {last_tool_result}"),
+    ])
+    result, events, _ = await run_one_shot(client, f"Misbehave. {marker}")
+    results = [e.tool_result for e in events if e.tool_result]
+    assert [r.is_error for r in results] == [True, True]
+    assert "Unknown tool 'teleport'" in results[0].output
+    assert "Invalid input for bash" in results[1].output and "command: Field required" in results[1].output
+    assert result.status == "done" and (result.answer or "").startswith("Understood: Invalid input for bash")
+    # The model saw the errors as tool results with is_error set.
+    last = [r for r in scripted.requests if marker in json.dumps(r.body)][-1].body["messages"][-1]["content"][0]
+    assert last["type"] == "tool_result" and last["is_error"] is True
+
+
+async def test_a_command_that_runs_forever_is_cut_at_the_timeout(client: Client, scripted: ScriptedModelServer) -> None:
+    marker = add_scenario(scripted, [
+        Step(tool_use=ToolUse(name="bash", input={"command": "echo waiting; sleep 600"})),
+        Step(tool_use=ToolUse(name="bash", input={"command": "echo still here"})),
+        Step(text="done"),
+    ])
+    result, events, _ = await run_one_shot(client, f"Hang. {marker}", coder(timeout_s=2))
+    results = [e.tool_result for e in events if e.tool_result]
+    assert results[0].is_error and "timed out after 2s" in results[0].output and "waiting" in results[0].output
+    assert not results[1].is_error and results[1].output == "still here\n"
+    assert result.status == "done"
+
+
+async def test_two_user_messages_and_a_cold_context_cache(
+    client: Client, scripted: ScriptedModelServer, workers: Workers
+) -> None:
+    marker = add_scenario(scripted, [
+        Step(tool_use=ToolUse(name="bash", input={"command": "echo 41 > /workspace/n"})),
+        Step(text="Stored."),
+        Step(tool_use=ToolUse(name="bash", input={"command": "echo $(( $(cat /workspace/n) + 1 ))"})),
+        Step(text="The answer is {last_tool_result}."),
+    ])
+    handle = await start_agent_session(client, coder(), f"Remember 41. {marker}")
+    state = await wait_until_settled(client, handle.id)
+    assert state.status == "idle" and state.last_answer == "Stored."
+    # This worker forgets every context: the next call must fetch it from the workflow (a query).
+    workers.model.cache._entries.clear()
+    misses = workers.model.cache.misses
+    offset = await send_message(client, handle.id, "Add one.")
+    state = await wait_until_settled(client, handle.id, after_event=offset)
+    assert state.last_answer == "The answer is 42."
+    assert workers.model.cache.misses == misses + 1
+    sent = [r.body for r in scripted.requests if marker in json.dumps(r.body)]
+    assert [len(b["messages"]) for b in sent] == [1, 3, 5, 7]  # the API always gets the whole context
+    events = await session_events(client, handle.id)
+    assert [e.text for e in events if e.kind == "user_message"] == [f"Remember 41. {marker}", "Add one."]
+    # Validation: an empty message is refused; after the end, so is any message.
+    with pytest.raises(Exception, match="the message is empty"):
+        await send_message(client, handle.id, "   ")
+    await handle.signal("end_session")
+    result = await handle.result()
+    assert result.status == "done" and result.turns == 4
+    with pytest.raises(Exception, match="(completed|finished|ended|not found)"):
+        await send_message(client, handle.id, "more?")
+
+
+async def test_one_shot_sessions_refuse_more_messages(client: Client, scripted: ScriptedModelServer) -> None:
+    marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "sleep 3"})),
+                                     Step(text="ok")])
+    handle = await start_agent_session(client, coder(), f"Wait. {marker}", one_shot=True)
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update("send_message", "and another thing")
+    assert (await handle.result()).answer == "ok"
+
+
+async def test_a_rejected_model_request_is_reported_in_the_session(client: Client, scripted: ScriptedModelServer) -> None:
+    marker = add_scenario(scripted, [Step(error=ScriptedError(
+        status=400, type="invalid_request_error", message="max_tokens: too large", times=1000))])
+    result, events, _ = await run_one_shot(client, f"Bad request. {marker}")
+    assert result.status == "failed"
+    assert result.error and "400" in result.error and "max_tokens: too large" in result.error
+    assert events[-1].kind == "status" and "error" in kinds(events)
+    assert len([r for r in scripted.requests if marker in json.dumps(r.body)]) == 1  # not retried
+
+
+async def test_an_overloaded_model_is_retried_after_its_retry_after(client: Client, scripted: ScriptedModelServer) -> None:
+    marker = add_scenario(scripted, [Step(
+        error=ScriptedError(status=529, type="overloaded_error", message="busy", retry_after=0.2, times=2),
+        then=Step(text="finally"),
+    )])
+    result, _, _ = await run_one_shot(client, f"Busy. {marker}")
+    assert result.answer == "finally"
+    assert len([r for r in scripted.requests if marker in json.dumps(r.body)]) == 3
+
+
+async def test_history_grows_linearly(client: Client, scripted: ScriptedModelServer) -> None:
+    turns = 60
+    steps = [Step(tool_use=ToolUse(name="bash", input={"command": f"printf 'turn %03d %s' {i} $(seq -s, 1 40)"}))
+             for i in range(turns - 1)]
+    marker = add_scenario(scripted, [*steps, Step(text="done")])
+    agent = coder()
+    agent = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_turns": 100})})
+    result, _, handle = await run_one_shot(client, f"Count. {marker}", agent)
+    assert result.turns == turns
+    history = await handle.fetch_history()
+    per_turn: list[int] = []
+    for event in history.events:
+        if (event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and event.activity_task_scheduled_event_attributes.activity_type.name == "call_model"):
+            per_turn.append(0)
+        if per_turn:
+            per_turn[-1] += event.ByteSize()
+    assert len(per_turn) == turns
+    first, last = sum(per_turn[1:21]), sum(per_turn[39:59])  # skip the first turn (it carries the prompt)
+    print(f"history bytes: first 20 turns {first}, last 20 turns {last}, total {sum(per_turn)}")
+    assert last <= first * 1.2, f"history grows faster than linearly: {first} -> {last}"
+    # The requests to the model, by contrast, carry the whole conversation and grow every turn.
+    sizes = [len(json.dumps(r.body)) for r in scripted.requests if marker in json.dumps(r.body)]
+    assert sizes[-1] > 10 * sizes[0]
