@@ -15,8 +15,10 @@ from temporalio.service import RPCError
 from contracts import SA_AGENT_NAME, SA_SESSION_STATUS
 
 DEFAULT_ADDRESS = "localhost:7233"
-SEARCH_ATTRIBUTES = {SA_AGENT_NAME: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-                     SA_SESSION_STATUS: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+SEARCH_ATTRIBUTES = {
+    SA_AGENT_NAME: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    SA_SESSION_STATUS: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+}
 
 
 def temporal_address() -> str:

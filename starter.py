@@ -63,7 +63,12 @@ async def start_session(
 
 
 async def start_agent_session(
-    client: Client, agent: AgentSpec, task: str, *, session_id: str | None = None, one_shot: bool = False,
+    client: Client,
+    agent: AgentSpec,
+    task: str,
+    *,
+    session_id: str | None = None,
+    one_shot: bool = False,
     source: str = "(inline)",
 ) -> WorkflowHandle[Any, SessionResult]:
     if not task.strip():
@@ -71,11 +76,14 @@ async def start_agent_session(
     with_attributes = await ensure_search_attributes(client)
     session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
     attributes = (
-        TypedSearchAttributes([
-            SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_NAME), agent.name),
-            SearchAttributePair(SearchAttributeKey.for_keyword(SA_SESSION_STATUS), "running"),
-        ])
-        if with_attributes else TypedSearchAttributes.empty
+        TypedSearchAttributes(
+            [
+                SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_NAME), agent.name),
+                SearchAttributePair(SearchAttributeKey.for_keyword(SA_SESSION_STATUS), "running"),
+            ]
+        )
+        if with_attributes
+        else TypedSearchAttributes.empty
     )
     return await client.start_workflow(
         SESSION_WORKFLOW,
@@ -232,8 +240,9 @@ async def cmd_end(client: Client, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="starter.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("start", help="start a session; prints its id")
     s.add_argument("--agent", required=True, help="agent file (YAML)")
@@ -245,8 +254,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("id")
     s.add_argument("text")
     s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
-    for name, helptext in (("follow", "print events live until the session is idle or done"),
-                           ("events", "print a slice of the session log")):
+    for name, helptext in (
+        ("follow", "print events live until the session is idle or done"),
+        ("events", "print a slice of the session log"),
+    ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("id")
         s.add_argument("--from", dest="from_", type=int, default=0, help="first event offset")
@@ -262,8 +273,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"start": cmd_start, "send": cmd_send, "follow": cmd_follow, "events": cmd_events,
-            "result": cmd_result, "sessions": cmd_sessions, "end": cmd_end}
+COMMANDS = {
+    "start": cmd_start,
+    "send": cmd_send,
+    "follow": cmd_follow,
+    "events": cmd_events,
+    "result": cmd_result,
+    "sessions": cmd_sessions,
+    "end": cmd_end,
+}
 
 
 async def amain(argv: list[str]) -> int:

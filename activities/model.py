@@ -136,7 +136,9 @@ def anthropic_client_from_env() -> anthropic.AsyncAnthropic | None:
     if not key:
         return None
     return anthropic.AsyncAnthropic(
-        api_key=key, base_url=os.environ.get("ANTHROPIC_BASE_URL") or None, max_retries=0,
+        api_key=key,
+        base_url=os.environ.get("ANTHROPIC_BASE_URL") or None,
+        max_retries=0,
         timeout=float(os.environ.get("ANTHROPIC_TIMEOUT_S", "600")),
     )
 
@@ -210,8 +212,11 @@ class ModelActivities:
             cache_creation_input_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
         )
         log.info(
-            "model call", model=response.model, stop_reason=response.stop_reason,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            "model call",
+            model=response.model,
+            stop_reason=response.stop_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
             context_messages=len(ctx.messages),
         )
         return ModelTurn(

@@ -74,10 +74,12 @@ def tool_script(name: str, args: dict[str, Any]) -> str:
         data = base64.b64encode(str(args["content"]).encode()).decode()
         return (
             f"mkdir -p -- {shlex.quote(posixpath.dirname(path))} && printf %s {data} | base64 -d > {q} "
-            f"&& echo \"wrote {path} ($(wc -c < {q}) bytes)\""
+            f'&& echo "wrote {path} ($(wc -c < {q}) bytes)"'
         )
     payload = {
-        "path": path, "old": args["old_string"], "new": args["new_string"],
+        "path": path,
+        "old": args["old_string"],
+        "new": args["new_string"],
         "all": bool(args.get("replace_all", False)),
     }
     encoded = base64.b64encode(json.dumps(payload).encode()).decode()
@@ -97,16 +99,22 @@ class SandboxActivities:
             container = await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec)
         except docker.errors.ImageNotFound as e:
             raise ApplicationError(
-                f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: "
-                "build it with `make setup`",
-                type="SandboxImageMissing", non_retryable=True,
+                f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: build it with `make setup`",
+                type="SandboxImageMissing",
+                non_retryable=True,
             ) from e
         handle = SandboxHandle(
-            sandbox_id=container.id or "", host_queue=self.queue, image=req.spec.image,
+            sandbox_id=container.id or "",
+            host_queue=self.queue,
+            image=req.spec.image,
             runtime=req.spec.runtime or "runc",
         )
-        log.info("sandbox provisioned", container=handle.sandbox_id[:12], image=handle.image,
-                 seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "sandbox provisioned",
+            container=handle.sandbox_id[:12],
+            image=handle.image,
+            seconds=round(time.monotonic() - started, 3),
+        )
         return handle
 
     @activity.defn(name=EXECUTE)
@@ -134,7 +142,8 @@ class SandboxActivities:
                 output=(partial + "\n" if partial else "")
                 + f"[{req.name} timed out after {req.timeout_s:g}s and was killed. The shell was restarted; "
                 "the working directory and exported variables from before this command are kept.]",
-                is_error=True, timed_out=True,
+                is_error=True,
+                timed_out=True,
             )
         except SandboxGone as e:
             raise ApplicationError(
@@ -157,10 +166,17 @@ class SandboxActivities:
         is_error = out.exit_code != 0
         if req.name == "bash" and is_error:
             output = f"{output}\n[exit code {out.exit_code}]" if output else f"[exit code {out.exit_code}]"
-        log.info("tool ran", tool=req.name, exit_code=out.exit_code, bytes=out.total_bytes,
-                 seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "tool ran",
+            tool=req.name,
+            exit_code=out.exit_code,
+            bytes=out.total_bytes,
+            seconds=round(time.monotonic() - started, 3),
+        )
         return ExecuteResult(
-            output=output, is_error=is_error, exit_code=out.exit_code,
+            output=output,
+            is_error=is_error,
+            exit_code=out.exit_code,
             truncated_chars=max(0, out.total_bytes - req.output_cap) if out.cut else 0,
         )
 

@@ -57,7 +57,7 @@ printf '__DA_READY %s\n' "$$"
 # Restores what the previous shell had, after a restart (timeout, `exit`, worker restart).
 _RESTORE = (
     "[ -f /tmp/.da/env ] && . /tmp/.da/env 2>/dev/null; "
-    "[ -f /tmp/.da/cwd ] && cd \"$(cat /tmp/.da/cwd)\" 2>/dev/null; true\n"
+    '[ -f /tmp/.da/cwd ] && cd "$(cat /tmp/.da/cwd)" 2>/dev/null; true\n'
 )
 
 
@@ -82,8 +82,13 @@ class _Shell:
 
     def __init__(self, api: docker.APIClient, container_id: str) -> None:
         exec_id = api.exec_create(
-            container_id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True, stderr=True,
-            user="1000:1000", workdir=WORKSPACE,
+            container_id,
+            ["bash", "--noprofile", "--norc"],
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            user="1000:1000",
+            workdir=WORKSPACE,
         )["Id"]
         self._sock: Any = api.exec_start(exec_id, socket=True, demux=False)
         self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
@@ -232,8 +237,12 @@ class DockerSandboxes:
             self.docker.api.exec_start(
                 self.docker.api.exec_create(
                     container_id,
-                    ["bash", "-c", f"kill -KILL -- -{shell.pid} {shell.pid} 2>/dev/null; "
-                     f"[ -d {STATE_DIR}/calls/{call_id} ] && echo 124 > {STATE_DIR}/calls/{call_id}/rc; true"],
+                    [
+                        "bash",
+                        "-c",
+                        f"kill -KILL -- -{shell.pid} {shell.pid} 2>/dev/null; "
+                        f"[ -d {STATE_DIR}/calls/{call_id} ] && echo 124 > {STATE_DIR}/calls/{call_id}/rc; true",
+                    ],
                     user="1000:1000",
                 )["Id"]
             )

@@ -151,8 +151,9 @@ class ScriptedModel:
             step = step.then or Step(text="(scripted step recovered from its error)")
         content: list[dict[str, Any]] = []
         if step.text is not None:
-            content.append({"type": "text", "text": step.text.replace("{last_tool_result}",
-                                                                        _last_tool_result(messages).strip())})
+            content.append(
+                {"type": "text", "text": step.text.replace("{last_tool_result}", _last_tool_result(messages).strip())}
+            )
         for i, call in enumerate(step.calls()):
             tool_id = "toolu_" + hashlib.sha256(f"{conversation}/{index}/{i}".encode()).hexdigest()[:24]
             content.append({"type": "tool_use", "id": tool_id, "name": call.name, "input": call.input})
@@ -185,24 +186,36 @@ def _sse(message: dict[str, Any]) -> bytes:
     def event(name: str, data: dict[str, Any]) -> str:
         return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
 
-    start = {**message, "content": [], "stop_reason": None,
-             "usage": {**message["usage"], "output_tokens": 0}}
+    start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 0}}
     out = [event("message_start", {"message": start})]
     for i, block in enumerate(message["content"]):
         if block["type"] == "text":
             out.append(event("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}))
             text = block["text"]
             for j in range(0, len(text), 16):
-                out.append(event("content_block_delta",
-                                 {"index": i, "delta": {"type": "text_delta", "text": text[j: j + 16]}}))
+                out.append(
+                    event(
+                        "content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": text[j : j + 16]}}
+                    )
+                )
         else:
-            out.append(event("content_block_start",
-                             {"index": i, "content_block": {**block, "input": {}}}))
-            out.append(event("content_block_delta", {"index": i, "delta": {
-                "type": "input_json_delta", "partial_json": json.dumps(block["input"])}}))
+            out.append(event("content_block_start", {"index": i, "content_block": {**block, "input": {}}}))
+            out.append(
+                event(
+                    "content_block_delta",
+                    {"index": i, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}},
+                )
+            )
         out.append(event("content_block_stop", {"index": i}))
-    out.append(event("message_delta", {"delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                       "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    out.append(
+        event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            },
+        )
+    )
     out.append(event("message_stop", {}))
     return "".join(out).encode()
 
@@ -244,14 +257,16 @@ class _Handler(BaseHTTPRequestHandler):
         arrived = time.time()
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         if self.path.split("?")[0] != "/v1/messages":
-            self._send(404, json.dumps(_error("not_found_error", f"no route {self.path}")).encode(),
-                       "application/json", {})
+            self._send(
+                404, json.dumps(_error("not_found_error", f"no route {self.path}")).encode(), "application/json", {}
+            )
             return
         try:
             body = json.loads(raw)
         except json.JSONDecodeError:
-            self._send(400, json.dumps(_error("invalid_request_error", "body is not JSON")).encode(),
-                       "application/json", {})
+            self._send(
+                400, json.dumps(_error("invalid_request_error", "body is not JSON")).encode(), "application/json", {}
+            )
             return
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
         self.model.requests.append(RecordedRequest(at=arrived, path=self.path, headers=headers, body=body))

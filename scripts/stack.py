@@ -56,8 +56,7 @@ def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> Non
     PIDS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / f"{name}.log", "ab")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     (PIDS / f"{name}.pid").write_text(str(proc.pid))
     say(f"{name}: started (pid {proc.pid}, log .data/logs/{name}.log)")
 
@@ -81,18 +80,33 @@ def model_env() -> tuple[dict[str, str], str]:
         return env, f"Claude ({where}); ANTHROPIC_API_KEY is set"
     env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{SCRIPTED_PORT}"
     env["ANTHROPIC_API_KEY"] = "scripted-model-needs-no-key"
-    return env, (f"the SCRIPTED model at http://127.0.0.1:{SCRIPTED_PORT} (no ANTHROPIC_API_KEY is set, "
-                 "so answers come from scripted_model/scenarios/, not from Claude)")
+    return env, (
+        f"the SCRIPTED model at http://127.0.0.1:{SCRIPTED_PORT} (no ANTHROPIC_API_KEY is set, "
+        "so answers come from scripted_model/scenarios/, not from Claude)"
+    )
 
 
 def up() -> None:
     DATA.mkdir(exist_ok=True)
     if not _port_open("127.0.0.1", 7233):
-        _spawn("temporal", [
-            TEMPORAL, "server", "start-dev", "--db-filename", str(DATA / "temporal.db"),
-            "--ui-port", "8233", "--log-level", "warn",
-            "--search-attribute", "AgentName=Keyword", "--search-attribute", "SessionStatus=Keyword",
-        ])
+        _spawn(
+            "temporal",
+            [
+                TEMPORAL,
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(DATA / "temporal.db"),
+                "--ui-port",
+                "8233",
+                "--log-level",
+                "warn",
+                "--search-attribute",
+                "AgentName=Keyword",
+                "--search-attribute",
+                "SessionStatus=Keyword",
+            ],
+        )
         _wait_port("temporal", 7233)
     else:
         say("temporal: a server already answers on localhost:7233")
@@ -139,7 +153,9 @@ def demo() -> None:
     say(f"demo: one session of agents/coder.yaml on {which}")
     started = subprocess.run(
         [PY, "starter.py", "start", "--agent", "agents/coder.yaml", "--one-shot", DEMO_TASK],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     if started.returncode != 0:
         sys.exit(started.stderr)

@@ -52,8 +52,10 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(TEMPORAL_CLI),
-        search_attributes=[SearchAttributeKey.for_keyword(SA_AGENT_NAME),
-                           SearchAttributeKey.for_keyword(SA_SESSION_STATUS)],
+        search_attributes=[
+            SearchAttributeKey.for_keyword(SA_AGENT_NAME),
+            SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
+        ],
         dev_server_extra_args=["--namespace", CHAOS_NAMESPACE],
     )
     yield environment

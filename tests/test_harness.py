@@ -64,7 +64,10 @@ def test_summaries_for_the_temporal_ui() -> None:
 
 
 def test_content_helpers() -> None:
-    content = [{"type": "text", "text": "hi"}, {"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}}]
+    content = [
+        {"type": "text", "text": "hi"},
+        {"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}},
+    ]
     assert text_of(content) == "hi"
     assert tool_calls_of(content) == [ToolCall(id="t1", name="bash", input={"command": "ls"})]
 

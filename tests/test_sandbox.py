@@ -32,16 +32,27 @@ def _run_sync(fn, arg):  # type: ignore[no-untyped-def]
     return asyncio.run(ActivityEnvironment().run(fn, arg))
 
 
-async def run(activities: SandboxActivities, handle: SandboxHandle, name: str, args: dict[str, object],
-              *, call_id: str | None = None, timeout_s: float = 20, cap: int = 30_000) -> ExecuteResult:
-    req = ExecuteRequest(handle=handle, call_id=call_id or uuid.uuid4().hex, name=name, input=args,
-                         timeout_s=timeout_s, output_cap=cap)
+async def run(
+    activities: SandboxActivities,
+    handle: SandboxHandle,
+    name: str,
+    args: dict[str, object],
+    *,
+    call_id: str | None = None,
+    timeout_s: float = 20,
+    cap: int = 30_000,
+) -> ExecuteResult:
+    req = ExecuteRequest(
+        handle=handle, call_id=call_id or uuid.uuid4().hex, name=name, input=args, timeout_s=timeout_s, output_cap=cap
+    )
     result: ExecuteResult = await ActivityEnvironment().run(activities.execute, req)
     return result
 
 
 async def test_shell_keeps_cwd_and_exported_env(activities: SandboxActivities, handle: SandboxHandle) -> None:
-    await run(activities, handle, "bash", {"command": "mkdir -p /workspace/proj && cd /workspace/proj && export GREETING=hej"})
+    await run(
+        activities, handle, "bash", {"command": "mkdir -p /workspace/proj && cd /workspace/proj && export GREETING=hej"}
+    )
     out = await run(activities, handle, "bash", {"command": "pwd; echo $GREETING"})
     assert out.output.split() == ["/workspace/proj", "hej"] and not out.is_error
 
@@ -51,11 +62,14 @@ async def test_file_tools_roundtrip(activities: SandboxActivities, handle: Sandb
     assert "wrote /workspace/dir/it's.txt (11 bytes)" in wrote.output
     read = await run(activities, handle, "read_file", {"path": "/workspace/dir/it's.txt"})
     assert read.output == "alpha\nbeta\n"
-    edited = await run(activities, handle, "edit_file",
-                       {"path": "dir/it's.txt", "old_string": "beta", "new_string": "gamma"})
+    edited = await run(
+        activities, handle, "edit_file", {"path": "dir/it's.txt", "old_string": "beta", "new_string": "gamma"}
+    )
     assert "1 replacement" in edited.output and not edited.is_error
     assert (await run(activities, handle, "read_file", {"path": "dir/it's.txt"})).output == "alpha\ngamma\n"
-    missing = await run(activities, handle, "edit_file", {"path": "dir/it's.txt", "old_string": "zeta", "new_string": ""})
+    missing = await run(
+        activities, handle, "edit_file", {"path": "dir/it's.txt", "old_string": "zeta", "new_string": ""}
+    )
     assert missing.is_error and "not found" in missing.output
     nofile = await run(activities, handle, "read_file", {"path": "nope.txt"})
     assert nofile.is_error and "no such file: /workspace/nope.txt" in nofile.output
@@ -65,8 +79,9 @@ async def test_edit_needs_a_unique_match(activities: SandboxActivities, handle: 
     await run(activities, handle, "write_file", {"path": "dup.txt", "content": "x x x"})
     ambiguous = await run(activities, handle, "edit_file", {"path": "dup.txt", "old_string": "x", "new_string": "y"})
     assert ambiguous.is_error and "occurs 3 times" in ambiguous.output
-    everywhere = await run(activities, handle, "edit_file",
-                           {"path": "dup.txt", "old_string": "x", "new_string": "y", "replace_all": True})
+    everywhere = await run(
+        activities, handle, "edit_file", {"path": "dup.txt", "old_string": "x", "new_string": "y", "replace_all": True}
+    )
     assert "3 replacement" in everywhere.output
 
 
@@ -86,7 +101,9 @@ async def test_timeout_kills_the_command_and_keeps_the_shell_state(
     out = await run(activities, handle, "bash", {"command": "echo started; sleep 300"}, timeout_s=1.5)
     assert out.timed_out and out.is_error
     assert "started" in out.output and "timed out after 1.5s" in out.output
-    after = await run(activities, handle, "bash", {"command": "pwd; echo $KEEP; ps -eo cmd | grep -c '[s]leep 300'; true"})
+    after = await run(
+        activities, handle, "bash", {"command": "pwd; echo $KEEP; ps -eo cmd | grep -c '[s]leep 300'; true"}
+    )
     assert after.output.split() == ["/tmp", "yes", "0"]
 
 

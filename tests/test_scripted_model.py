@@ -14,10 +14,13 @@ def _client(server: ScriptedModelServer) -> anthropic.AsyncAnthropic:
 
 
 async def test_plays_steps_by_assistant_turns_and_records_requests(scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [
-        Step(text="looking", tool_use=ToolUse(name="bash", input={"command": "ls"})),
-        Step(text="saw: {last_tool_result}"),
-    ])
+    marker = add_scenario(
+        scripted,
+        [
+            Step(text="looking", tool_use=ToolUse(name="bash", input={"command": "ls"})),
+            Step(text="saw: {last_tool_result}"),
+        ],
+    )
     client = _client(scripted)
     first = await client.messages.create(
         model="m", max_tokens=100, messages=[{"role": "user", "content": f"go {marker}"}]
@@ -25,11 +28,15 @@ async def test_plays_steps_by_assistant_turns_and_records_requests(scripted: Scr
     assert first.stop_reason == "tool_use"
     use = first.content[1]
     assert use.type == "tool_use" and use.name == "bash" and use.input == {"command": "ls"}
-    second = await client.messages.create(model="m", max_tokens=100, messages=[
-        {"role": "user", "content": f"go {marker}"},
-        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "a.txt"}]},
-    ])
+    second = await client.messages.create(
+        model="m",
+        max_tokens=100,
+        messages=[
+            {"role": "user", "content": f"go {marker}"},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "a.txt"}]},
+        ],
+    )
     assert second.stop_reason == "end_turn" and second.content[0].text == "saw: a.txt"
     recorded = [r for r in scripted.requests if marker in str(r.body)]
     assert len(recorded) == 2
@@ -38,8 +45,15 @@ async def test_plays_steps_by_assistant_turns_and_records_requests(scripted: Scr
 
 
 async def test_streams_server_sent_events(scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [Step(text="a streamed answer that is longer than one chunk",
-                                          tool_use=ToolUse(name="bash", input={"command": "echo hi"}))])
+    marker = add_scenario(
+        scripted,
+        [
+            Step(
+                text="a streamed answer that is longer than one chunk",
+                tool_use=ToolUse(name="bash", input={"command": "echo hi"}),
+            )
+        ],
+    )
     client = _client(scripted)
     deltas = []
     async with client.messages.stream(
@@ -53,10 +67,15 @@ async def test_streams_server_sent_events(scripted: ScriptedModelServer) -> None
 
 
 async def test_scripted_errors_carry_status_and_retry_after(scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [Step(
-        error=ScriptedError(status=429, type="rate_limit_error", message="slow down", retry_after=2, times=1),
-        then=Step(text="recovered"),
-    )])
+    marker = add_scenario(
+        scripted,
+        [
+            Step(
+                error=ScriptedError(status=429, type="rate_limit_error", message="slow down", retry_after=2, times=1),
+                then=Step(text="recovered"),
+            )
+        ],
+    )
     client = _client(scripted)
     messages = [{"role": "user", "content": marker}]
     with pytest.raises(anthropic.RateLimitError) as raised:

@@ -26,7 +26,9 @@ def coder(**sandbox: Any) -> AgentSpec:
     return agent.model_copy(update={"sandbox": agent.sandbox.model_copy(update=sandbox)}) if sandbox else agent
 
 
-async def run_one_shot(client: Client, task: str, agent: AgentSpec | None = None) -> tuple[SessionResult, list[SessionEvent], WorkflowHandle[Any, SessionResult]]:
+async def run_one_shot(
+    client: Client, task: str, agent: AgentSpec | None = None
+) -> tuple[SessionResult, list[SessionEvent], WorkflowHandle[Any, SessionResult]]:
     handle = await start_agent_session(client, agent or coder(), task, one_shot=True)
     result = await handle.result()
     return result, await session_events(client, handle.id), handle
@@ -50,12 +52,20 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
     assert result.status == "done" and result.turns == 5
     assert "First 10 Fibonacci numbers: 0 1 1 2 3 5 8 13 21 34" in (result.answer or "")
     assert kinds(events) == [
-        "session_started", "user_message",
-        "model_turn", "sandbox_provisioned", "tool_result",  # write_file (first tool call provisions)
-        "model_turn", "tool_result",  # bash: NameError
-        "model_turn", "tool_result",  # edit_file
-        "model_turn", "tool_result",  # bash: works
-        "model_turn", "sandbox_destroyed", "status",
+        "session_started",
+        "user_message",
+        "model_turn",
+        "sandbox_provisioned",
+        "tool_result",  # write_file (first tool call provisions)
+        "model_turn",
+        "tool_result",  # bash: NameError
+        "model_turn",
+        "tool_result",  # edit_file
+        "model_turn",
+        "tool_result",  # bash: works
+        "model_turn",
+        "sandbox_destroyed",
+        "status",
     ]
     assert [e.offset for e in events] == list(range(len(events)))
     assert events[6].tool_result and events[6].tool_result.is_error and "NameError" in events[6].tool_result.output
@@ -63,7 +73,11 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
     description = await handle.describe()
     assert await description.static_summary() == "coder: Write fib.py, run it, fix it, tell me the output."
     summaries = await activity_summaries(handle)
-    assert summaries[:3] == ["model: claude-sonnet-5-5", "provision: durable-agents/sandbox:latest", "write_file: fib.py"]
+    assert summaries[:3] == [
+        "model: claude-sonnet-5-5",
+        "provision: durable-agents/sandbox:latest",
+        "write_file: fib.py",
+    ]
     assert "bash: cd /workspace && python3 fib.py" in summaries and summaries[-1].startswith("destroy: ")
     # The container is gone with the session.
     sandbox = events[3].sandbox
@@ -81,11 +95,14 @@ async def test_the_first_model_call_never_waits_for_a_sandbox(client: Client, sc
 
 
 async def test_unknown_tool_and_bad_input_are_told_to_the_model(client: Client, scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [
-        Step(tool_use=ToolUse(name="teleport", input={"to": "mars"})),
-        Step(tool_use=ToolUse(name="bash", input={"cmd": "ls"})),
-        Step(text="Understood: {last_tool_result}"),
-    ])
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="teleport", input={"to": "mars"})),
+            Step(tool_use=ToolUse(name="bash", input={"cmd": "ls"})),
+            Step(text="Understood: {last_tool_result}"),
+        ],
+    )
     result, events, _ = await run_one_shot(client, f"Misbehave. {marker}")
     results = [e.tool_result for e in events if e.tool_result]
     assert [r.is_error for r in results] == [True, True]
@@ -98,11 +115,14 @@ async def test_unknown_tool_and_bad_input_are_told_to_the_model(client: Client, 
 
 
 async def test_a_command_that_runs_forever_is_cut_at_the_timeout(client: Client, scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [
-        Step(tool_use=ToolUse(name="bash", input={"command": "echo waiting; sleep 600"})),
-        Step(tool_use=ToolUse(name="bash", input={"command": "echo still here"})),
-        Step(text="done"),
-    ])
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo waiting; sleep 600"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo still here"})),
+            Step(text="done"),
+        ],
+    )
     result, events, _ = await run_one_shot(client, f"Hang. {marker}", coder(timeout_s=2))
     results = [e.tool_result for e in events if e.tool_result]
     assert results[0].is_error and "timed out after 2s" in results[0].output and "waiting" in results[0].output
@@ -113,12 +133,15 @@ async def test_a_command_that_runs_forever_is_cut_at_the_timeout(client: Client,
 async def test_two_user_messages_and_a_cold_context_cache(
     client: Client, scripted: ScriptedModelServer, workers: Workers
 ) -> None:
-    marker = add_scenario(scripted, [
-        Step(tool_use=ToolUse(name="bash", input={"command": "echo 41 > /workspace/n"})),
-        Step(text="Stored."),
-        Step(tool_use=ToolUse(name="bash", input={"command": "echo $(( $(cat /workspace/n) + 1 ))"})),
-        Step(text="The answer is {last_tool_result}."),
-    ])
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo 41 > /workspace/n"})),
+            Step(text="Stored."),
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo $(( $(cat /workspace/n) + 1 ))"})),
+            Step(text="The answer is {last_tool_result}."),
+        ],
+    )
     handle = await start_agent_session(client, coder(), f"Remember 41. {marker}")
     state = await wait_until_settled(client, handle.id)
     assert state.status == "idle" and state.last_answer == "Stored."
@@ -144,17 +167,28 @@ async def test_two_user_messages_and_a_cold_context_cache(
 
 
 async def test_one_shot_sessions_refuse_more_messages(client: Client, scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "sleep 3"})),
-                                     Step(text="ok")])
+    marker = add_scenario(
+        scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "sleep 3"})), Step(text="ok")]
+    )
     handle = await start_agent_session(client, coder(), f"Wait. {marker}", one_shot=True)
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update("send_message", "and another thing")
     assert (await handle.result()).answer == "ok"
 
 
-async def test_a_rejected_model_request_is_reported_in_the_session(client: Client, scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [Step(error=ScriptedError(
-        status=400, type="invalid_request_error", message="max_tokens: too large", times=1000))])
+async def test_a_rejected_model_request_is_reported_in_the_session(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    marker = add_scenario(
+        scripted,
+        [
+            Step(
+                error=ScriptedError(
+                    status=400, type="invalid_request_error", message="max_tokens: too large", times=1000
+                )
+            )
+        ],
+    )
     result, events, _ = await run_one_shot(client, f"Bad request. {marker}")
     assert result.status == "failed"
     assert result.error and "400" in result.error and "max_tokens: too large" in result.error
@@ -162,11 +196,18 @@ async def test_a_rejected_model_request_is_reported_in_the_session(client: Clien
     assert len([r for r in scripted.requests if marker in json.dumps(r.body)]) == 1  # not retried
 
 
-async def test_an_overloaded_model_is_retried_after_its_retry_after(client: Client, scripted: ScriptedModelServer) -> None:
-    marker = add_scenario(scripted, [Step(
-        error=ScriptedError(status=529, type="overloaded_error", message="busy", retry_after=0.2, times=2),
-        then=Step(text="finally"),
-    )])
+async def test_an_overloaded_model_is_retried_after_its_retry_after(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    marker = add_scenario(
+        scripted,
+        [
+            Step(
+                error=ScriptedError(status=529, type="overloaded_error", message="busy", retry_after=0.2, times=2),
+                then=Step(text="finally"),
+            )
+        ],
+    )
     result, _, _ = await run_one_shot(client, f"Busy. {marker}")
     assert result.answer == "finally"
     assert len([r for r in scripted.requests if marker in json.dumps(r.body)]) == 3
@@ -174,8 +215,10 @@ async def test_an_overloaded_model_is_retried_after_its_retry_after(client: Clie
 
 async def test_history_grows_linearly(client: Client, scripted: ScriptedModelServer) -> None:
     turns = 60
-    steps = [Step(tool_use=ToolUse(name="bash", input={"command": f"printf 'turn %03d %s' {i} $(seq -s, 1 40)"}))
-             for i in range(turns - 1)]
+    steps = [
+        Step(tool_use=ToolUse(name="bash", input={"command": f"printf 'turn %03d %s' {i} $(seq -s, 1 40)"}))
+        for i in range(turns - 1)
+    ]
     marker = add_scenario(scripted, [*steps, Step(text="done")])
     agent = coder()
     agent = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_turns": 100})})
@@ -184,8 +227,10 @@ async def test_history_grows_linearly(client: Client, scripted: ScriptedModelSer
     history = await handle.fetch_history()
     per_turn: list[int] = []
     for event in history.events:
-        if (event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                and event.activity_task_scheduled_event_attributes.activity_type.name == "call_model"):
+        if (
+            event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and event.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
+        ):
             per_turn.append(0)
         if per_turn:
             per_turn[-1] += event.ByteSize()

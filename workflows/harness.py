@@ -84,9 +84,7 @@ def check_tool_call(call: ToolCall, allowed: list[str]) -> str | None:
     try:
         TOOL_INPUTS[call.name].model_validate(call.input)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in e.errors())
         return f"Invalid input for {call.name}: {problems}."
     return None
 
@@ -102,9 +100,7 @@ def tool_timeout(call: ToolCall, default_s: float) -> float:
 
 def tool_calls_of(content: list[dict[str, Any]]) -> list[ToolCall]:
     return [
-        ToolCall(id=b["id"], name=b["name"], input=b.get("input") or {})
-        for b in content
-        if b.get("type") == "tool_use"
+        ToolCall(id=b["id"], name=b["name"], input=b.get("input") or {}) for b in content if b.get("type") == "tool_use"
     ]
 
 

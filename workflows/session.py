@@ -192,8 +192,13 @@ class SessionWorkflow:
             self.context.model_answered(turn.content)
             calls = tool_calls_of(turn.content)
             self._record(
-                "model_turn", content=turn.content, text=text_of(turn.content) or None,
-                tool_calls=calls or None, usage=turn.usage, model=turn.model, stop_reason=turn.stop_reason,
+                "model_turn",
+                content=turn.content,
+                text=text_of(turn.content) or None,
+                tool_calls=calls or None,
+                usage=turn.usage,
+                model=turn.model,
+                stop_reason=turn.stop_reason,
             )
             self._details()
             if not calls:
@@ -240,7 +245,9 @@ class SessionWorkflow:
             handle = await self._ensure_sandbox()
         except ActivityError as e:
             return ToolResult(
-                call_id=call.id, name=call.name, is_error=True,
+                call_id=call.id,
+                name=call.name,
+                is_error=True,
                 output=f"No sandbox could be provisioned: {_failure_message(e)}",
             )
         timeout_s = tool_timeout(call, self.agent.sandbox.timeout_s)
@@ -248,8 +255,12 @@ class SessionWorkflow:
             out: ExecuteResult = await workflow.execute_activity(
                 EXECUTE,
                 ExecuteRequest(
-                    handle=handle, call_id=call.id, name=call.name, input=call.input,
-                    timeout_s=timeout_s, output_cap=self.agent.limits.tool_output_cap,
+                    handle=handle,
+                    call_id=call.id,
+                    name=call.name,
+                    input=call.input,
+                    timeout_s=timeout_s,
+                    output_cap=self.agent.limits.tool_output_cap,
                 ),
                 result_type=ExecuteResult,
                 task_queue=handle.host_queue,
@@ -265,7 +276,9 @@ class SessionWorkflow:
                 self.sandbox = None
                 self._record("sandbox_destroyed", sandbox=handle, text="lost")
                 return ToolResult(
-                    call_id=call.id, name=call.name, is_error=True,
+                    call_id=call.id,
+                    name=call.name,
+                    is_error=True,
                     output="The sandbox was lost (its container or host went away) and this call did not "
                     "complete. The next call runs in a new, empty sandbox.",
                 )
@@ -320,8 +333,13 @@ class SessionWorkflow:
     @workflow.query(name=GET_STATE)
     def get_state(self) -> SessionState:
         return SessionState(
-            status=self.status, agent=self.agent.name, turns=self.turns, events=len(self.events),
-            usage=self.usage, last_answer=self.last_answer, sandbox=self.sandbox,
+            status=self.status,
+            agent=self.agent.name,
+            turns=self.turns,
+            events=len(self.events),
+            usage=self.usage,
+            last_answer=self.last_answer,
+            sandbox=self.sandbox,
         )
 
     @workflow.query(name=GET_MODEL_CONTEXT)
