@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from typing import Any
@@ -308,7 +309,12 @@ async def amain(argv: list[str]) -> int:
 
 
 def main() -> None:
-    sys.exit(asyncio.run(amain(sys.argv[1:])))
+    code = asyncio.run(amain(sys.argv[1:]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the client's Rust threads can abort it at exit
+    # ("PyGILState_Release ... finalizing", temporalio/sdk-python issue 300).
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,7 @@ class ModelActivities:
             self.cache.hits += 1
             return entry
         self.cache.misses += 1
+        activity_log().info("context cache miss: reading the context from the workflow", messages=req.prefix_count)
         info = activity.info()
         handle = self._client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
         full: ModelContext = await handle.query(GET_MODEL_CONTEXT, result_type=ModelContext)
