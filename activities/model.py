@@ -190,9 +190,10 @@ class ModelActivities:
             params["temperature"] = req.temperature
 
         async def heartbeat() -> None:
+            # Not at once: a heartbeat pending at completion delays the completion.
             while True:
-                activity.heartbeat()
                 await asyncio.sleep(HEARTBEAT_EVERY_S)
+                activity.heartbeat()
 
         beating = asyncio.create_task(heartbeat())
         try:

@@ -123,9 +123,10 @@ class SandboxActivities:
         script = tool_script(req.name, req.input)
 
         async def heartbeat() -> None:
+            # Not at once: a heartbeat pending at completion delays the completion.
             while True:
-                activity.heartbeat()
                 await asyncio.sleep(HEARTBEAT_EVERY_S)
+                activity.heartbeat()
 
         beating = asyncio.create_task(heartbeat())
         started = time.monotonic()

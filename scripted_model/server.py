@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -223,6 +224,11 @@ def _sse(message: dict[str, Any]) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     model: ScriptedModel
+
+    def setup(self) -> None:
+        super().setup()
+        # Without it, Nagle's algorithm meets the client's delayed ACKs: up to 200 ms a response.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass

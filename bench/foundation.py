@@ -1,0 +1,290 @@
+"""Foundation benchmarks: prints a table of figures and writes bench/results/foundation.json.
+
+    .venv/bin/python bench/foundation.py [--sessions 20] [--turns 30]
+
+Everything is real and local: a Temporal dev server (SQLite in a temporary file), Docker, the scripted model on
+loopback (answers in about a millisecond, so the figures are the harness's own costs).
+
+- start → first model request: from the client's start_workflow call to the scripted server
+  receiving the first Messages request (the server timestamps arrival). No container is made first.
+- turn overhead, no tool: from a `send_message` update to the model request it causes.
+- turn with `bash true`: the interval between consecutive model requests in a tool loop
+  (model answer → workflow → execute on the host queue → workflow → next model call).
+- execute activity: scheduled → completed in the history, for `bash true`.
+- container start: `docker run` of a hardened sandbox, and until its persistent shell answers;
+  with runc and, where registered, gVisor (runsc).
+- exec in the shell: `true` through the persistent shell, directly (no Temporal).
+- history: bytes and events per turn of the tool loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+from temporalio import activity, workflow  # noqa: E402
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+from temporalio.common import SearchAttributeKey  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
+
+from agent_files import load_agent  # noqa: E402
+from contracts import SA_AGENT_NAME, SA_SESSION_STATUS, SandboxSpec  # noqa: E402
+from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
+from scripted_model.server import Scenario, ScriptedModelServer, Step, ToolUse  # noqa: E402
+from starter import send_message, start_agent_session, wait_until_settled  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(name: str, values_s: list[float], unit: str = "ms") -> dict[str, Any]:
+    scale = 1000 if unit == "ms" else 1
+    return {
+        "name": name,
+        "unit": unit,
+        "n": len(values_s),
+        "p50": round(pct(values_s, 50) * scale, 2),
+        "p95": round(pct(values_s, 95) * scale, 2),
+        "mean": round(statistics.mean(values_s) * scale, 2),
+    }
+
+
+def arrivals(server: ScriptedModelServer, marker: str) -> list[float]:
+    return [r.at for r in server.requests if marker in json.dumps(r.body)]
+
+
+def add(server: ScriptedModelServer, steps: list[Step]) -> str:
+    marker = f"[bench {uuid.uuid4().hex[:10]}]"
+    server.model.scenarios.insert(0, Scenario(name=marker, match=marker, steps=steps))
+    return marker
+
+
+async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> list[float]:
+    for _ in range(10_000):
+        got = arrivals(server, marker)
+        if len(got) >= n:
+            return got
+        await asyncio.sleep(0.002)
+    raise TimeoutError(marker)
+
+
+async def bench_start(client: Client, server: ScriptedModelServer, sessions: int) -> list[float]:
+    agent = load_agent(ROOT / "agents" / "coder.yaml")
+    out = []
+    for _ in range(sessions):
+        marker = add(server, [Step(text="ok")])
+        t0 = time.time()
+        handle = await start_agent_session(client, agent, f"hi {marker}", one_shot=True)
+        (first,) = (await wait_arrivals(server, marker, 1))[:1]
+        out.append(first - t0)
+        await handle.result()
+    return out
+
+
+async def bench_send(client: Client, server: ScriptedModelServer, sends: int) -> list[float]:
+    agent = load_agent(ROOT / "agents" / "coder.yaml")
+    marker = add(server, [Step(text=f"answer {i}") for i in range(sends + 1)])
+    handle = await start_agent_session(client, agent, f"chat {marker}")
+    await wait_until_settled(client, handle.id)
+    out = []
+    for i in range(sends):
+        t0 = time.time()
+        offset = await send_message(client, handle.id, f"message {i}")
+        got = await wait_arrivals(server, marker, i + 2)
+        out.append(got[-1] - t0)
+        await wait_until_settled(client, handle.id, after_event=offset)
+    await handle.signal("end_session")
+    await handle.result()
+    return out
+
+
+async def bench_tool_loop(client: Client, server: ScriptedModelServer, turns: int) -> dict[str, Any]:
+    agent = load_agent(ROOT / "agents" / "coder.yaml")
+    agent = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_turns": turns + 5})})
+    steps = [Step(tool_use=ToolUse(name="bash", input={"command": "true"})) for _ in range(turns)]
+    marker = add(server, [*steps, Step(text="done")])
+    handle = await start_agent_session(client, agent, f"loop {marker}", one_shot=True)
+    await handle.result()
+    got = arrivals(server, marker)
+
+    gaps = [b - a for a, b in zip(got[1:-1], got[2:], strict=False)]  # skip the turn that provisions
+    history = await handle.fetch_history()
+    scheduled: dict[int, Any] = {}
+    execute_s = []
+    total_bytes = sum(e.ByteSize() for e in history.events)
+
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled[e.event_id] = e
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            s = scheduled[e.activity_task_completed_event_attributes.scheduled_event_id]
+            if s.activity_task_scheduled_event_attributes.activity_type.name == "execute":
+                execute_s.append(e.event_time.ToDatetime().timestamp() - s.event_time.ToDatetime().timestamp())
+    return {
+        "gaps": gaps,
+        "execute": execute_s[1:],
+        "history_bytes": total_bytes,
+        "history_events": len(history.events),
+        "turns": turns + 1,
+    }
+
+
+@activity.defn(name="bench_noop")
+async def bench_noop() -> None:
+    return None
+
+
+@workflow.defn(name="BenchFloor", sandboxed=False)
+class BenchFloor:
+    """The floor: a workflow that runs empty activities back to back, on another task queue."""
+
+    @workflow.run
+    async def run(self, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = workflow.time()
+            await workflow.execute_activity(
+                bench_noop, task_queue=FLOOR_ACTIVITY_QUEUE, start_to_close_timeout=timedelta(seconds=30)
+            )
+            out.append(workflow.time() - t0)
+        return out
+
+
+FLOOR_ACTIVITY_QUEUE = "bench-floor-activities"
+
+
+async def bench_floor(client: Client, n: int) -> list[float]:
+    async with (
+        Worker(client, task_queue="bench-floor", workflows=[BenchFloor]),
+        Worker(client, task_queue=FLOOR_ACTIVITY_QUEUE, activities=[bench_noop]),
+    ):
+        result: list[float] = await client.execute_workflow(
+            BenchFloor.run, n, id=f"floor-{uuid.uuid4().hex[:6]}", task_queue="bench-floor"
+        )
+    return result
+
+
+def bench_containers(runtime: str | None, n: int) -> tuple[list[float], list[float], list[float]]:
+    sandboxes = DockerSandboxes(f"bench-{uuid.uuid4().hex[:6]}")
+    runs, ready, execs = [], [], []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            c = sandboxes.create("bench", SandboxSpec(runtime=runtime))  # type: ignore[arg-type]
+            runs.append(time.perf_counter() - t0)
+            sandboxes.run(c.id or "", f"warm{i}", "true", 1000, 30)
+            ready.append(time.perf_counter() - t0)
+            if i == 0:
+                for j in range(100):
+                    t1 = time.perf_counter()
+                    sandboxes.run(c.id or "", f"x{j}", "true", 1000, 30)
+                    execs.append(time.perf_counter() - t1)
+            sandboxes.destroy(c.id or "")
+    finally:
+        sandboxes.close()
+    return runs, ready, execs
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--turns", type=int, default=30)
+    parser.add_argument("--containers", type=int, default=10)
+    args = parser.parse_args()
+
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
+        dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db"),
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ],
+        search_attributes=[
+            SearchAttributeKey.for_keyword(SA_AGENT_NAME),
+            SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
+        ],
+    )
+    server = ScriptedModelServer([]).start()
+    client = env.client
+    # Harness and sandbox workers as separate processes, as deployed (`make up` does the same).
+    worker_env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "ANTHROPIC_API_KEY": "bench",
+        "ANTHROPIC_BASE_URL": server.url,
+        "SANDBOX_HOST_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "LOG_LEVEL": "WARNING",
+    }
+    workers = [
+        subprocess.Popen([sys.executable, str(ROOT / "worker.py"), role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
+        for role in ("--harness", "--sandbox")
+    ]
+    rows: list[dict[str, Any]] = []
+    try:
+        await bench_start(client, server, 3)  # warm up
+        rows.append(summary("start → first model request", await bench_start(client, server, args.sessions)))
+        rows.append(summary("turn overhead, no tool (send → model request)", await bench_send(client, server, 20)))
+        loop = await bench_tool_loop(client, server, args.turns)
+        rows.append(summary("turn with `bash true` (model request → next)", loop["gaps"]))
+        rows.append(summary("execute activity, `bash true` (history)", loop["execute"]))
+        rows.append(summary("floor: empty activity on another queue", await bench_floor(client, args.turns)))
+        runs, ready, execs = await asyncio.to_thread(bench_containers, None, args.containers)
+        rows.append(summary("container start, runc (docker run)", runs))
+        rows.append(summary("container start → shell ready, runc", ready))
+        rows.append(summary("exec `true` in the persistent shell", execs))
+        if "runsc" in (docker.from_env().info().get("Runtimes") or {}):
+            runs, ready, _ = await asyncio.to_thread(bench_containers, "runsc", args.containers)
+            rows.append(summary("container start, gVisor runsc (docker run)", runs))
+            rows.append(summary("container start → shell ready, runsc", ready))
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(timeout=30)
+        server.stop()
+        await env.shutdown()
+
+    history = {
+        "turns": loop["turns"],
+        "bytes_per_turn": round(loop["history_bytes"] / loop["turns"]),
+        "events_per_turn": round(loop["history_events"] / loop["turns"], 2),
+        "total_bytes": loop["history_bytes"],
+    }
+    width = max(len(r["name"]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'n':>4}  {'p50 ms':>8}  {'p95 ms':>8}  {'mean ms':>8}")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['n']:>4}  {r['p50']:>8}  {r['p95']:>8}  {r['mean']:>8}")
+    print(
+        f"\nhistory of a {history['turns']}-turn tool loop: {history['bytes_per_turn']} bytes and "
+        f"{history['events_per_turn']} events per turn ({history['total_bytes']} bytes in all)"
+    )
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "foundation.json").write_text(json.dumps({"rows": rows, "history": history}, indent=2))
+    print(f"written: {out / 'foundation.json'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
