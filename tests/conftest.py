@@ -106,16 +106,21 @@ async def workers(client: Client, scripted: ScriptedModelServer) -> AsyncIterato
     for w in running:
         await w.shutdown()
     await asyncio.gather(*tasks, return_exceptions=True)
-    sandbox_activities.sandboxes.close()
+    remove_containers(sandbox_activities.sandboxes)
+
+
+def remove_containers(sandboxes: DockerSandboxes) -> None:
+    """Whatever a failed test left on this host goes with the test session."""
+    for c in sandboxes.docker.containers.list(all=True, filters={"label": f"durable-agents.host={sandboxes.host_id}"}):
+        c.remove(force=True)
+    sandboxes.close()
 
 
 @pytest.fixture(scope="session")
 def docker_sandboxes() -> Iterator[DockerSandboxes]:
     sandboxes = DockerSandboxes(f"pytest-direct-{uuid.uuid4().hex[:6]}")
     yield sandboxes
-    for c in sandboxes.docker.containers.list(all=True, filters={"label": f"durable-agents.host={sandboxes.host_id}"}):
-        c.remove(force=True)
-    sandboxes.close()
+    remove_containers(sandboxes)
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float = 60, what: str = "condition") -> None:
