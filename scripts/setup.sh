@@ -64,10 +64,16 @@ setup_docker() {
     printf '{\n  "runtimes": {\n    "runsc": {"path": "%s", "runtimeArgs": ["--network=none"]}\n  }\n}\n' \
       "$(command -v runsc)" | as_root tee /etc/docker/daemon.json >/dev/null
   fi
-  # A dockerd that died with an earlier session leaves its pid file behind.
-  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
-    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then as_root rm -f "$pidfile"; fi
-  done
+  # A dockerd that died with an earlier session leaves its pid files behind, and possibly the
+  # containerd it managed; with no dockerd running, both are stale.
+  if ! pgrep -x dockerd >/dev/null 2>&1; then
+    local managed=/var/run/docker/containerd/containerd.pid
+    if [ -f "$managed" ] && kill -0 "$(cat "$managed")" 2>/dev/null; then
+      as_root kill "$(cat "$managed")" 2>/dev/null || true
+      for _ in $(seq 1 20); do kill -0 "$(cat "$managed")" 2>/dev/null || break; sleep 0.25; done
+    fi
+    as_root rm -f /var/run/docker.pid "$managed"
+  fi
   say "docker: starting dockerd (log: .data/dockerd.log)"
   as_root nohup dockerd >"$ROOT/.data/dockerd.log" 2>&1 &
   for _ in $(seq 1 60); do docker_ok && return; sleep 0.5; done

@@ -1,0 +1,44 @@
+"""Determinism: recorded session histories replay against today's SessionWorkflow.
+
+A change that would make a running session's replay diverge (reordered activities, a new
+command in the middle of the loop) fails here before it fails a deployment. Recorded from the
+local stack (`make up`): `python tests/test_replay.py record localhost:7233 SESSION_ID NAME`.
+Deliberate changes to the workflow's command sequence need workflow.patched() and a new recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.session import SessionWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_histories_replay(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())  # noqa: ASYNC240 - a small test file
+    replayer = Replayer(workflows=[SessionWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
+
+
+def test_there_are_recorded_histories() -> None:
+    assert len(list(HISTORIES.glob("*.json"))) >= 2
+
+
+async def record(address: str, session_id: str, name: str) -> None:
+    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    history = await client.get_workflow_handle(session_id).fetch_history()
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "record":
+    asyncio.run(record(sys.argv[2], sys.argv[3], sys.argv[4]))
