@@ -29,6 +29,7 @@ from tests.conftest import CHAOS_NAMESPACE, add_scenario, wait_for
 from tests.test_session import coder
 
 ROOT = Path(__file__).resolve().parent.parent
+CHAOS_KEY = "sk-ant-chaos-" + uuid.uuid4().hex
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def spawn_worker(
             **os.environ,
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE,
-            "ANTHROPIC_API_KEY": "chaos-key",
+            "ANTHROPIC_API_KEY": CHAOS_KEY,
             "ANTHROPIC_BASE_URL": scripted.url,
             "SANDBOX_HOST_ID": host_id,
         }
@@ -69,7 +70,10 @@ def requests_for(scripted: ScriptedModelServer, marker: str) -> int:
 
 
 async def test_sigkill_of_the_worker_mid_session_loses_nothing(
-    chaos_client: Client, scripted: ScriptedModelServer, spawn_worker: Callable[[], subprocess.Popen[bytes]]
+    chaos_client: Client,
+    scripted: ScriptedModelServer,
+    spawn_worker: Callable[[], subprocess.Popen[bytes]],
+    tmp_path: Path,
 ) -> None:
     steps = [
         Step(tool_use=ToolUse(name="bash", input={"command": f"sleep 1.5; echo step {i} >> /workspace/steps.log"}))
@@ -110,3 +114,9 @@ async def test_sigkill_of_the_worker_mid_session_loses_nothing(
     assert not any(r.is_error for r in results)
     leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={handle.id}"})
     assert leftover == []
+    # The model API key never reached the logs, the history or the model's recorded requests.
+    logs = b"".join(p.read_bytes() for p in tmp_path.glob("worker-*.log"))
+    assert b"session_id" in logs and CHAOS_KEY.encode() not in logs
+    history = await handle.fetch_history()
+    assert CHAOS_KEY not in history.to_json()
+    assert CHAOS_KEY not in json.dumps([r.__dict__ for r in scripted.requests])

@@ -24,7 +24,7 @@ HISTORIES = Path(__file__).resolve().parent / "histories"
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
 async def test_recorded_histories_replay(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, path.read_text())  # noqa: ASYNC240 - a small test file
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(workflows=[SessionWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
