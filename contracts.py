@@ -35,6 +35,12 @@ GET_MODEL_CONTEXT = "model_context"
 SA_AGENT_NAME = "AgentName"
 SA_SESSION_STATUS = "SessionStatus"
 
+# ApplicationError types that cross from activities to the workflow.
+SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
+SANDBOX_IMAGE_MISSING = "SandboxImageMissing"
+MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: retrying cannot help
+MODEL_NOT_CONFIGURED = "ModelNotConfigured"
+
 SANDBOX_TOOLS = ("bash", "read_file", "write_file", "edit_file")
 KNOWN_TOOLS = SANDBOX_TOOLS
 
@@ -266,10 +272,6 @@ class ExecuteResult(_Strict):
     exit_code: int | None = None
     timed_out: bool = False
     truncated_chars: int = 0
-
-
-class SandboxLost(Exception):
-    """The sandbox's container is gone; raised as a non-retryable ApplicationError type."""
 
 
 SessionEvent.model_rebuild()

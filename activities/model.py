@@ -24,6 +24,8 @@ from temporalio.exceptions import ApplicationError
 from contracts import (
     CALL_MODEL,
     GET_MODEL_CONTEXT,
+    MODEL_NOT_CONFIGURED,
+    MODEL_REQUEST_REJECTED,
     ModelContext,
     ModelRequest,
     ModelTurn,
@@ -110,7 +112,7 @@ def classify_model_error(error: Exception) -> ApplicationError:
         message = f"Anthropic API answered {status} ({kind}): {detail}"
         if status in RETRYABLE_STATUS or status >= 500:
             return ApplicationError(message, type="ModelUnavailable", next_retry_delay=_retry_after(error))
-        return ApplicationError(message, type="ModelRequestRejected", non_retryable=True)
+        return ApplicationError(message, type=MODEL_REQUEST_REJECTED, non_retryable=True)
     if isinstance(error, anthropic.APIConnectionError):
         return ApplicationError(f"Anthropic API unreachable: {error}", type="ModelUnavailable")
     if isinstance(error, anthropic.APIResponseValidationError):
@@ -173,7 +175,7 @@ class ModelActivities:
             raise ApplicationError(
                 "ANTHROPIC_API_KEY is not set on the harness worker: set it (or run `make up`, which "
                 "starts the scripted model) and send the message again",
-                type="ModelNotConfigured",
+                type=MODEL_NOT_CONFIGURED,
                 non_retryable=True,
             )
         ctx = await self._context(req)

@@ -22,6 +22,8 @@ from contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
     PROVISION_SANDBOX,
+    SANDBOX_IMAGE_MISSING,
+    SANDBOX_LOST,
     SANDBOX_TOOLS,
     ExecuteRequest,
     ExecuteResult,
@@ -100,7 +102,7 @@ class SandboxActivities:
         except docker.errors.ImageNotFound as e:
             raise ApplicationError(
                 f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: build it with `make setup`",
-                type="SandboxImageMissing",
+                type=SANDBOX_IMAGE_MISSING,
                 non_retryable=True,
             ) from e
         handle = SandboxHandle(
@@ -148,7 +150,7 @@ class SandboxActivities:
             )
         except SandboxGone as e:
             raise ApplicationError(
-                f"sandbox {req.handle.sandbox_id[:12]} is gone", type="SandboxLost", non_retryable=True
+                f"sandbox {req.handle.sandbox_id[:12]} is gone", type=SANDBOX_LOST, non_retryable=True
             ) from e
         except ShellDied:
             return ExecuteResult(

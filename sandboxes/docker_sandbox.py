@@ -94,9 +94,8 @@ class _Shell:
         self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
         self._buffer = b""
         self._send(_SHELL_PRELUDE.encode() + _RESTORE.encode())
-        line = self._read_until(b"__DA_READY ", time.monotonic() + 20)
+        self._read_until(b"__DA_READY ", time.monotonic() + 20)
         self.pid = int(self._read_line(time.monotonic() + 5).split()[0])
-        del line
 
     def _send(self, data: bytes) -> None:
         self._raw.sendall(data)

@@ -127,15 +127,10 @@ def down() -> None:
         if pid is None:
             continue
         os.killpg(pid, signal.SIGTERM)
-        for _ in range(50):
-            if _alive(name) is None:
-                break
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        deadline = time.monotonic() + 10
+        while _alive(name) and time.monotonic() < deadline:
             time.sleep(0.2)
-        else:
+        if _alive(name):
             os.killpg(pid, signal.SIGKILL)
         (PIDS / f"{name}.pid").unlink(missing_ok=True)
         say(f"{name}: stopped")

@@ -241,3 +241,15 @@ async def test_history_grows_linearly(client: Client, scripted: ScriptedModelSer
     # The requests to the model, by contrast, carry the whole conversation and grow every turn.
     sizes = [len(json.dumps(r.body)) for r in scripted.requests if marker in json.dumps(r.body)]
     assert sizes[-1] > 10 * sizes[0]
+
+
+async def test_an_idle_session_ends_after_its_idle_timeout(client: Client, scripted: ScriptedModelServer) -> None:
+    marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="ok")])
+    agent = coder()
+    agent = agent.model_copy(update={"limits": agent.limits.model_copy(update={"idle_timeout_s": 1})})
+    handle = await start_agent_session(client, agent, f"Quick. {marker}")
+    result = await handle.result()
+    assert result.status == "done" and result.answer == "ok"
+    events = await session_events(client, handle.id)
+    assert kinds(events)[-3:] == ["status", "sandbox_destroyed", "status"]
+    assert [e.status for e in events if e.kind == "status"] == ["idle", "done"]

@@ -8,14 +8,13 @@ first use), records results, and idles for the next user message. Decisions live
 
 from __future__ import annotations
 
-import asyncio
-import builtins
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 with workflow.unsafe.imports_passed_through():
     from contracts import (
@@ -26,8 +25,12 @@ with workflow.unsafe.imports_passed_through():
         GET_EVENTS,
         GET_MODEL_CONTEXT,
         GET_STATE,
+        MODEL_NOT_CONFIGURED,
+        MODEL_REQUEST_REJECTED,
         PROVISION_SANDBOX,
         SA_SESSION_STATUS,
+        SANDBOX_IMAGE_MISSING,
+        SANDBOX_LOST,
         SANDBOXES_QUEUE,
         SEND_MESSAGE,
         SESSION_WORKFLOW,
@@ -64,13 +67,13 @@ MODEL_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=10,
-    non_retryable_error_types=["ModelRequestRejected", "ModelNotConfigured"],
+    non_retryable_error_types=[MODEL_REQUEST_REJECTED, MODEL_NOT_CONFIGURED],
 )
 SANDBOX_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=5,
-    non_retryable_error_types=["SandboxLost", "SandboxImageMissing"],
+    non_retryable_error_types=[SANDBOX_LOST, SANDBOX_IMAGE_MISSING],
 )
 # A sandbox host with no poller for this long counts as gone.
 SANDBOX_HOST_WAIT = timedelta(seconds=30)
@@ -80,16 +83,16 @@ def _failure_message(error: BaseException) -> str:
     cause = error.cause if isinstance(error, ActivityError) else error
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, TemporalTimeout):
         return f"{cause.type.name.lower().replace('_', '-')} timeout" if cause.type else "timeout"
     return str(cause) if cause is not None else str(error)
 
 
 def _is_sandbox_lost(error: ActivityError) -> bool:
     cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.type == "SandboxLost":
+    if isinstance(cause, ApplicationError) and cause.type == SANDBOX_LOST:
         return True
-    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
+    return isinstance(cause, TemporalTimeout) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 
 @workflow.defn(name=SESSION_WORKFLOW)
@@ -108,7 +111,6 @@ class SessionWorkflow:
         self.last_answer: str | None = None
         self.last_error: str | None = None
         self.sandbox: SandboxHandle | None = None
-        self._sandbox_lock = asyncio.Lock()
 
     # --- the log ----------------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ class SessionWorkflow:
                         timeout=timedelta(seconds=inp.agent.limits.idle_timeout_s),
                         timeout_summary="idle: waiting for a user message",
                     )
-                except builtins.TimeoutError:
+                except TimeoutError:  # the idle timeout
                     break
                 if self.ending or not self.pending:
                     break
@@ -224,21 +226,19 @@ class SessionWorkflow:
         return result
 
     async def _ensure_sandbox(self) -> SandboxHandle:
-        async with self._sandbox_lock:
-            if self.sandbox is None:
-                handle: SandboxHandle = await workflow.execute_activity(
-                    PROVISION_SANDBOX,
-                    ProvisionRequest(session_id=workflow.info().workflow_id, spec=self.agent.sandbox),
-                    result_type=SandboxHandle,
-                    schedule_to_start_timeout=timedelta(minutes=2),
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=SANDBOX_RETRY,
-                    task_queue=SANDBOXES_QUEUE,
-                    summary=f"provision: {self.agent.sandbox.image}",
-                )
-                self.sandbox = handle
-                self._record("sandbox_provisioned", sandbox=handle)
-            return self.sandbox
+        if self.sandbox is None:
+            self.sandbox = await workflow.execute_activity(
+                PROVISION_SANDBOX,
+                ProvisionRequest(session_id=workflow.info().workflow_id, spec=self.agent.sandbox),
+                result_type=SandboxHandle,
+                schedule_to_start_timeout=timedelta(minutes=2),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=SANDBOX_RETRY,
+                task_queue=SANDBOXES_QUEUE,
+                summary=f"provision: {self.agent.sandbox.image}",
+            )
+            self._record("sandbox_provisioned", sandbox=self.sandbox)
+        return self.sandbox
 
     async def _run_in_sandbox(self, call: ToolCall) -> ToolResult:
         try:
