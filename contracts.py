@@ -23,6 +23,7 @@ CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
 EXECUTE = "execute"
 DESTROY_SANDBOX = "destroy_sandbox"
+SNAPSHOT_WORKSPACE = "snapshot_workspace"
 
 # Queries and updates of SessionWorkflow.
 SEND_MESSAGE = "send_message"
@@ -73,6 +74,14 @@ class SandboxSpec(_Strict):
     network: bool = False
     runtime: Literal["runc", "runsc"] | None = Field(
         default=None, description="container runtime; None is Docker's default (runc)"
+    )
+    host_wait_s: float = Field(
+        default=30, gt=0, le=3600, description="a sandbox host whose queue has no poller this long is gone"
+    )
+    snapshot_every_s: float = Field(
+        default=120,
+        ge=0,
+        description="snapshot /workspace after a tool call if the last is this old; 0: when idle only",
     )
 
 
@@ -149,6 +158,7 @@ EventKind = Literal[
     "tool_result",
     "sandbox_provisioned",
     "sandbox_destroyed",
+    "sandbox_snapshot",
     "error",
     "status",
 ]
@@ -169,6 +179,7 @@ class SessionEvent(_Strict):
     stop_reason: str | None = None
     status: SessionStatus | None = None
     sandbox: SandboxHandle | None = None
+    snapshot: SnapshotRef | None = None
 
 
 class SessionState(_Strict):
@@ -245,9 +256,19 @@ class ModelTurn(_Strict):
 # --- sandboxes ----------------------------------------------------------------------------------
 
 
+class SnapshotRef(_Strict):
+    """A workspace snapshot in the blob store (a gzipped tar of /workspace)."""
+
+    key: str
+    bytes: int
+    fingerprint: str  # of the workspace when it was taken: unchanged workspace, no new snapshot
+    taken_at: datetime
+
+
 class ProvisionRequest(_Strict):
     session_id: str
     spec: SandboxSpec
+    restore: SnapshotRef | None = None
 
 
 class SandboxHandle(_Strict):
@@ -255,6 +276,15 @@ class SandboxHandle(_Strict):
     host_queue: str  # every later call for this sandbox goes to this task queue
     image: str
     runtime: str
+    restored: SnapshotRef | None = None
+    restore_error: str | None = None
+    from_pool: bool = False
+
+
+class SnapshotRequest(_Strict):
+    handle: SandboxHandle
+    session_id: str
+    previous: SnapshotRef | None = None
 
 
 class ExecuteRequest(_Strict):

@@ -37,7 +37,11 @@ def harness_worker(client: Client, model: ModelActivities) -> Worker:
 def sandbox_workers(client: Client, sandboxes: SandboxActivities) -> list[Worker]:
     return [
         Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandboxes.provision_sandbox]),
-        Worker(client, task_queue=sandboxes.queue, activities=[sandboxes.execute, sandboxes.destroy_sandbox]),
+        Worker(
+            client,
+            task_queue=sandboxes.queue,
+            activities=[sandboxes.execute, sandboxes.snapshot_workspace, sandboxes.destroy_sandbox],
+        ),
     ]
 
 

@@ -12,6 +12,7 @@ import json
 import posixpath
 import shlex
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import docker.errors
@@ -25,14 +26,18 @@ from contracts import (
     SANDBOX_IMAGE_MISSING,
     SANDBOX_LOST,
     SANDBOX_TOOLS,
+    SNAPSHOT_WORKSPACE,
     ExecuteRequest,
     ExecuteResult,
     ProvisionRequest,
     SandboxHandle,
+    SnapshotRef,
+    SnapshotRequest,
     host_queue,
 )
 from logs import activity_log
 from sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
+from sandboxes.snapshots import BlobStore, LocalBlobStore
 
 HEARTBEAT_EVERY_S = 2.0
 
@@ -88,10 +93,23 @@ def tool_script(name: str, args: dict[str, Any]) -> str:
     return f"python3 -c {shlex.quote(_EDIT_PY)} {encoded}"
 
 
+def _safe(session_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
+
+
 class SandboxActivities:
-    def __init__(self, sandboxes: DockerSandboxes) -> None:
+    def __init__(self, sandboxes: DockerSandboxes, blobs: BlobStore | None = None) -> None:
         self.sandboxes = sandboxes
+        self.blobs: BlobStore = blobs or LocalBlobStore()
         self.queue = host_queue(sandboxes.host_id)
+
+    def _restore(self, container_id: str, ref: SnapshotRef) -> str | None:
+        """Restore a snapshot into a new container; the error text if it could not be."""
+        try:
+            self.sandboxes.restore(container_id, self.blobs.read(ref.key))
+        except (OSError, RuntimeError, docker.errors.APIError) as e:
+            return f"{type(e).__name__}: {e}"
+        return None
 
     @activity.defn(name=PROVISION_SANDBOX)
     async def provision_sandbox(self, req: ProvisionRequest) -> SandboxHandle:
@@ -182,6 +200,28 @@ class SandboxActivities:
             exit_code=out.exit_code,
             truncated_chars=max(0, out.total_bytes - req.output_cap) if out.cut else 0,
         )
+
+    @activity.defn(name=SNAPSHOT_WORKSPACE)
+    async def snapshot_workspace(self, req: SnapshotRequest) -> SnapshotRef:
+        """Snapshot /workspace into the blob store, unless it is unchanged since `previous`."""
+        started = time.monotonic()
+        container_id = req.handle.sandbox_id
+        try:
+            fingerprint = await asyncio.to_thread(self.sandboxes.fingerprint, container_id)
+            if req.previous is not None and req.previous.fingerprint == fingerprint:
+                return req.previous
+            key = f"snapshots/{_safe(req.session_id)}/{fingerprint}.tar.gz"
+
+            def write() -> int:
+                with self.blobs.writer(key) as sink:
+                    return self.sandboxes.snapshot(container_id, sink)
+
+            size = await asyncio.to_thread(write)
+        except (SandboxGone, docker.errors.NotFound) as e:
+            raise ApplicationError(f"sandbox {container_id[:12]} is gone", type=SANDBOX_LOST, non_retryable=True) from e
+        ref = SnapshotRef(key=key, bytes=size, fingerprint=fingerprint, taken_at=datetime.now(UTC))
+        activity_log().info("workspace snapshot", key=key, bytes=size, seconds=round(time.monotonic() - started, 3))
+        return ref
 
     @activity.defn(name=DESTROY_SANDBOX)
     async def destroy_sandbox(self, handle: SandboxHandle) -> bool:

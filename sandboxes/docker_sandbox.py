@@ -17,8 +17,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
@@ -42,15 +43,23 @@ __da_run() {
   if [ ! -e "$__da_d/rc" ]; then
     mkdir -p "$__da_d" && printf %s "$2" | base64 -d > "$__da_d/cmd" && : > "$__da_d/started"
     . "$__da_d/cmd" < /dev/null > "$__da_d/out" 2>&1
-    echo $? > "$__da_d/rc"
+    __da_rc=$?
     { pwd > /tmp/.da/cwd; export -p > /tmp/.da/env; } 2>/dev/null
+    # Keep only what is returned (head and tail within the cap): records stay small, and a
+    # command that filled the disk with output gives its space back.
+    __da_size=$(wc -c < "$__da_d/out")
+    if [ "$__da_size" -gt "$__da_cap" ]; then
+      __da_half=$((__da_cap / 2))
+      tail -c "$__da_half" "$__da_d/out" > "$__da_d/tail" 2>/dev/null || : > "$__da_d/tail"
+      truncate -s "$__da_half" "$__da_d/out"
+      { printf '\n__DA_CUT__\n'; cat "$__da_d/tail"; } >> "$__da_d/out"; rm -f "$__da_d/tail"
+    fi
+    echo "$__da_size" > "$__da_d/size"
+    echo "$__da_rc" > "$__da_d/rc"
   fi
-  __da_rc=$(cat "$__da_d/rc"); __da_size=$(wc -c < "$__da_d/out")
   printf '\n__DA_BEGIN_%s\n' "$__da_id"
-  if [ "$__da_size" -le "$__da_cap" ]; then cat "$__da_d/out"; else
-    __da_half=$((__da_cap / 2)); head -c "$__da_half" "$__da_d/out"; printf '\n__DA_CUT__\n'
-    tail -c "$__da_half" "$__da_d/out"; fi
-  printf '\n__DA_END_%s %s %s\n' "$__da_id" "$__da_rc" "$__da_size"
+  cat "$__da_d/out"
+  printf '\n__DA_END_%s %s %s\n' "$__da_id" "$(cat "$__da_d/rc")" "$(cat "$__da_d/size")"
 }
 printf '__DA_READY %s\n' "$$"
 """
@@ -67,6 +76,24 @@ class SandboxGone(Exception):
 
 class ShellDied(Exception):
     """The persistent shell ended while running a call (`exit`, `set -e`, killed)."""
+
+
+def _frame_size(header: bytes) -> int:
+    return int(struct.unpack(">BxxxL", header)[1])
+
+
+def _frames(raw: socket.socket) -> Iterator[bytes]:
+    """The payloads of a multiplexed Docker stream, until the other side closes it."""
+    buffer = b""
+    while True:
+        chunk = raw.recv(65536)
+        if not chunk:
+            return
+        buffer += chunk
+        while len(buffer) >= 8 and len(buffer) >= 8 + _frame_size(buffer[:8]):
+            size = _frame_size(buffer[:8])
+            yield buffer[8 : 8 + size]
+            buffer = buffer[8 + size :]
 
 
 @dataclass
@@ -103,8 +130,7 @@ class _Shell:
     def _fill(self, deadline: float) -> None:
         """Read one multiplexed frame (8-byte header: stream, 0, 0, 0, size) into the buffer."""
         header = self._recv_exact(8, deadline)
-        size = struct.unpack(">BxxxL", header)[1]
-        self._buffer += self._recv_exact(size, deadline)
+        self._buffer += self._recv_exact(_frame_size(header), deadline)
 
     def _recv_exact(self, n: int, deadline: float) -> bytes:
         data = b""
@@ -230,23 +256,40 @@ class DockerSandboxes:
             shell = self._shells[container_id] = _Shell(self.docker.api, container_id)
         return shell
 
+    def exec(self, container_id: str, argv: list[str], stdin: bytes | None = None) -> tuple[int, bytes]:
+        """Run a one-off command in the container as the sandbox user: (exit code, stdout+stderr)."""
+        api = self.docker.api
+        exec_id = api.exec_create(container_id, argv, user="1000:1000", stdin=stdin is not None)["Id"]
+        if stdin is None:
+            output = bytes(api.exec_start(exec_id))
+        else:
+            sock = api.exec_start(exec_id, socket=True)
+            raw: socket.socket = getattr(sock, "_sock", sock)
+            try:
+                raw.sendall(stdin)
+                raw.shutdown(socket.SHUT_WR)
+                output = b"".join(_frames(raw))
+            finally:
+                sock.close()
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        return (code if code is not None else -1), output
+
     def _kill_shell(self, container_id: str, shell: _Shell, call_id: str) -> None:
+        """Kill the shell and everything it started; a sandbox where that fails is destroyed."""
         self._drop_shell(container_id)
+        script = (
+            f"for i in $(seq 1 100); do kill -KILL -- -{shell.pid} 2>/dev/null || break; sleep 0.02; done; "
+            f"kill -0 -- -{shell.pid} 2>/dev/null && exit 1; "
+            f"[ -d {STATE_DIR}/calls/{call_id} ] && echo 124 > {STATE_DIR}/calls/{call_id}/rc; exit 0"
+        )
         try:
-            self.docker.api.exec_start(
-                self.docker.api.exec_create(
-                    container_id,
-                    [
-                        "bash",
-                        "-c",
-                        f"kill -KILL -- -{shell.pid} {shell.pid} 2>/dev/null; "
-                        f"[ -d {STATE_DIR}/calls/{call_id} ] && echo 124 > {STATE_DIR}/calls/{call_id}/rc; true",
-                    ],
-                    user="1000:1000",
-                )["Id"]
-            )
+            code, _ = self.exec(container_id, ["bash", "-c", script])
         except docker.errors.APIError:
-            pass
+            code = -1
+        if code != 0:
+            # E.g. a fork bomb that leaves no process slot to kill it with: the sandbox is cattle.
+            self.destroy(container_id)
+            raise SandboxGone(f"{container_id[:12]}: could not stop the timed-out command; sandbox destroyed")
 
     def read_recorded(self, container_id: str, call_id: str, cap: int) -> str:
         """The partial output of a call that did not finish (after a timeout)."""
@@ -258,12 +301,43 @@ class DockerSandboxes:
             f"else head -c {half} {path}; printf '\\n[… cut …]\\n'; tail -c {half} {path}; fi"
         )
         try:
-            result = self.docker.api.exec_start(
-                self.docker.api.exec_create(container_id, ["bash", "-c", cmd], user="1000:1000")["Id"]
-            )
+            return self.exec(container_id, ["bash", "-c", cmd])[1].decode(errors="replace")
         except docker.errors.APIError:
             return ""
-        return bytes(result).decode(errors="replace")
+
+    # --- workspace snapshots ----------------------------------------------------------------
+
+    def fingerprint(self, container_id: str) -> str:
+        """Changes whenever a file in the workspace is added, removed, resized or touched."""
+        code, out = self.exec(
+            container_id, ["bash", "-c", f"find {WORKSPACE} -printf '%P %s %T@ %m\\n' | sort | md5sum"]
+        )
+        if code != 0:
+            raise SandboxGone(f"{container_id[:12]}: cannot read the workspace: {out[-200:]!r}")
+        return out.split()[0].decode()
+
+    def snapshot(self, container_id: str, sink: BinaryIO) -> int:
+        """Stream a gzipped tar of the workspace into `sink`; returns its size in bytes."""
+        api = self.docker.api
+        exec_id = api.exec_create(
+            container_id, ["bash", "-c", f"tar -C {WORKSPACE} -cf - . | gzip -1"], user="1000:1000"
+        )["Id"]
+        size = 0
+        errors = b""
+        for out, err in api.exec_start(exec_id, stream=True, demux=True):
+            if out:
+                sink.write(out)
+                size += len(out)
+            if err:
+                errors += err
+        if api.exec_inspect(exec_id).get("ExitCode") != 0:
+            raise SandboxGone(f"{container_id[:12]}: snapshot failed: {errors[-300:]!r}")
+        return size
+
+    def restore(self, container_id: str, data: bytes) -> None:
+        code, out = self.exec(container_id, ["bash", "-c", f"gzip -dc | tar -C {WORKSPACE} -xf -"], stdin=data)
+        if code != 0:
+            raise RuntimeError(f"restore failed ({code}): {out[-300:].decode(errors='replace')}")
 
     def run(self, container_id: str, call_id: str, script: str, cap: int, timeout_s: float) -> CallOutput:
         """Run `script` in the persistent shell; TimeoutError after killing it at the deadline."""

@@ -64,6 +64,7 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
         "model_turn",
         "tool_result",  # bash: works
         "model_turn",
+        "sandbox_snapshot",  # /workspace is kept before the container goes
         "sandbox_destroyed",
         "status",
     ]
@@ -79,6 +80,7 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
         "write_file: fib.py",
     ]
     assert "bash: cd /workspace && python3 fib.py" in summaries and summaries[-1].startswith("destroy: ")
+    assert summaries[-2] == "snapshot: /workspace"
     # The container is gone with the session.
     sandbox = events[3].sandbox
     assert sandbox is not None

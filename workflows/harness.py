@@ -12,6 +12,8 @@ from contracts import (
     SANDBOX_TOOLS,
     ModelRequest,
     ModelSpec,
+    SandboxHandle,
+    SnapshotRef,
     ToolCall,
     ToolResult,
     chain_digest,
@@ -124,6 +126,34 @@ def tool_summary(call: ToolCall) -> str:
     if call.name == "bash":
         return f"bash: {_first_line(str(call.input.get('command', '')))}"
     return f"{call.name}: {_first_line(str(call.input.get('path', '')))}"
+
+
+def sandbox_reset_message(
+    replacement: SandboxHandle | None, snapshot: SnapshotRef | None, provision_error: str | None = None
+) -> str:
+    """What the model is told when its sandbox was lost in the middle of a call."""
+    lost = (
+        "The sandbox was lost (its container or host went away) while running this call, so the call did not complete."
+    )
+    if replacement is None:
+        return f"{lost} No new sandbox could be provisioned ({provision_error}); sandbox tools will try again."
+    gone = "Running processes and the shell's working directory and variables are gone."
+    if replacement.restored is not None:
+        ref = replacement.restored
+        return (
+            f"{lost} The environment was reset: a new sandbox was provisioned and /workspace was restored from "
+            f"the snapshot taken at {ref.taken_at:%Y-%m-%d %H:%M:%S} UTC ({ref.bytes} bytes compressed). "
+            f"Changes made after that snapshot are lost. {gone}"
+        )
+    if snapshot is not None:
+        return (
+            f"{lost} The environment was reset: a new sandbox was provisioned, but restoring /workspace from the "
+            f"last snapshot failed ({replacement.restore_error}), so /workspace is empty. {gone}"
+        )
+    return (
+        f"{lost} The environment was reset: a new, empty sandbox was provisioned (no snapshot of /workspace "
+        f"had been taken yet). {gone}"
+    )
 
 
 # --- the model context --------------------------------------------------------------------------

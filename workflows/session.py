@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         SANDBOXES_QUEUE,
         SEND_MESSAGE,
         SESSION_WORKFLOW,
+        SNAPSHOT_WORKSPACE,
         ExecuteRequest,
         ExecuteResult,
         ModelContext,
@@ -45,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         SessionResult,
         SessionState,
         SessionStatus,
+        SnapshotRef,
+        SnapshotRequest,
         ToolCall,
         ToolResult,
         Usage,
@@ -53,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         ContextBuilder,
         check_tool_call,
         is_sandbox_tool,
+        sandbox_reset_message,
         text_of,
         tool_calls_of,
         tool_definitions,
@@ -75,8 +79,8 @@ SANDBOX_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[SANDBOX_LOST, SANDBOX_IMAGE_MISSING],
 )
-# A sandbox host with no poller for this long counts as gone.
-SANDBOX_HOST_WAIT = timedelta(seconds=30)
+# Workflow versions (workflow.patched): new commands that histories recorded before them lack.
+SNAPSHOTS_PATCH = "workspace-snapshots"
 
 
 def _failure_message(error: BaseException) -> str:
@@ -111,6 +115,8 @@ class SessionWorkflow:
         self.last_answer: str | None = None
         self.last_error: str | None = None
         self.sandbox: SandboxHandle | None = None
+        self.snapshot: SnapshotRef | None = None
+        self.snapshot_at = workflow.now()
 
     # --- the log ----------------------------------------------------------------------------
 
@@ -159,6 +165,8 @@ class SessionWorkflow:
                 await self._respond()
                 if inp.one_shot:
                     break
+                if self.sandbox is not None and workflow.patched(SNAPSHOTS_PATCH):
+                    await self._snapshot()
                 self._set_status("idle")
                 self._details()
         finally:
@@ -227,18 +235,24 @@ class SessionWorkflow:
 
     async def _ensure_sandbox(self) -> SandboxHandle:
         if self.sandbox is None:
+            restore = self.snapshot if workflow.patched(SNAPSHOTS_PATCH) else None
             self.sandbox = await workflow.execute_activity(
                 PROVISION_SANDBOX,
-                ProvisionRequest(session_id=workflow.info().workflow_id, spec=self.agent.sandbox),
+                ProvisionRequest(session_id=workflow.info().workflow_id, spec=self.agent.sandbox, restore=restore),
                 result_type=SandboxHandle,
                 schedule_to_start_timeout=timedelta(minutes=2),
-                start_to_close_timeout=timedelta(minutes=2),
+                start_to_close_timeout=timedelta(minutes=5),
                 retry_policy=SANDBOX_RETRY,
                 task_queue=SANDBOXES_QUEUE,
-                summary=f"provision: {self.agent.sandbox.image}",
+                summary=f"provision: {self.agent.sandbox.image}" + (" (restore snapshot)" if restore else ""),
             )
+            self.snapshot_at = workflow.now()
             self._record("sandbox_provisioned", sandbox=self.sandbox)
         return self.sandbox
+
+    def _lost(self, handle: SandboxHandle) -> None:
+        self.sandbox = None
+        self._record("sandbox_destroyed", sandbox=handle, text="lost")
 
     async def _run_in_sandbox(self, call: ToolCall) -> ToolResult:
         try:
@@ -264,17 +278,19 @@ class SessionWorkflow:
                 ),
                 result_type=ExecuteResult,
                 task_queue=handle.host_queue,
-                schedule_to_start_timeout=SANDBOX_HOST_WAIT,
+                schedule_to_start_timeout=self._host_wait(),
                 start_to_close_timeout=timedelta(seconds=timeout_s + 60),
                 heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=SANDBOX_RETRY,
                 summary=tool_summary(call),
             )
         except ActivityError as e:
-            if _is_sandbox_lost(e):
-                # Cattle: forget it; the next sandbox call provisions a fresh one.
-                self.sandbox = None
-                self._record("sandbox_destroyed", sandbox=handle, text="lost")
+            if not _is_sandbox_lost(e):
+                return ToolResult(
+                    call_id=call.id, name=call.name, is_error=True, output=f"Tool failed: {_failure_message(e)}"
+                )
+            self._lost(handle)
+            if not workflow.patched(SNAPSHOTS_PATCH):
                 return ToolResult(
                     call_id=call.id,
                     name=call.name,
@@ -282,12 +298,62 @@ class SessionWorkflow:
                     output="The sandbox was lost (its container or host went away) and this call did not "
                     "complete. The next call runs in a new, empty sandbox.",
                 )
+            # Cattle: a new sandbox at once, with the workspace as last snapshotted.
+            try:
+                replacement = await self._ensure_sandbox()
+            except ActivityError as provision_error:
+                return ToolResult(
+                    call_id=call.id,
+                    name=call.name,
+                    is_error=True,
+                    output=sandbox_reset_message(None, self.snapshot, _failure_message(provision_error)),
+                )
             return ToolResult(
-                call_id=call.id, name=call.name, is_error=True, output=f"Tool failed: {_failure_message(e)}"
+                call_id=call.id, name=call.name, is_error=True, output=sandbox_reset_message(replacement, self.snapshot)
             )
-        return ToolResult(call_id=call.id, name=call.name, output=out.output, is_error=out.is_error)
+        result = ToolResult(call_id=call.id, name=call.name, output=out.output, is_error=out.is_error)
+        every = self.agent.sandbox.snapshot_every_s
+        if (
+            every
+            and workflow.patched(SNAPSHOTS_PATCH)
+            and workflow.now() - self.snapshot_at >= timedelta(seconds=every)
+        ):
+            await self._snapshot()
+        return result
+
+    def _host_wait(self) -> timedelta:
+        return timedelta(seconds=self.agent.sandbox.host_wait_s)
+
+    async def _snapshot(self) -> None:
+        """Snapshot /workspace (a no-op activity when it is unchanged since the last one)."""
+        handle = self.sandbox
+        if handle is None:
+            return
+        try:
+            ref: SnapshotRef = await workflow.execute_activity(
+                SNAPSHOT_WORKSPACE,
+                SnapshotRequest(handle=handle, session_id=workflow.info().workflow_id, previous=self.snapshot),
+                result_type=SnapshotRef,
+                task_queue=handle.host_queue,
+                schedule_to_start_timeout=self._host_wait(),
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=SANDBOX_RETRY,
+                summary="snapshot: /workspace",
+            )
+        except ActivityError as e:
+            if _is_sandbox_lost(e):
+                self._lost(handle)
+            else:
+                workflow.logger.warning("workspace snapshot failed: %s", _failure_message(e))
+            return
+        self.snapshot_at = workflow.now()
+        if self.snapshot is None or ref.key != self.snapshot.key:
+            self.snapshot = ref
+            self._record("sandbox_snapshot", snapshot=ref)
 
     async def _destroy_sandbox(self) -> None:
+        if self.sandbox is not None and workflow.patched(SNAPSHOTS_PATCH):
+            await self._snapshot()
         handle, self.sandbox = self.sandbox, None
         if handle is None:
             return
@@ -296,7 +362,7 @@ class SessionWorkflow:
                 DESTROY_SANDBOX,
                 handle,
                 task_queue=handle.host_queue,
-                schedule_to_start_timeout=SANDBOX_HOST_WAIT,
+                schedule_to_start_timeout=self._host_wait(),
                 start_to_close_timeout=timedelta(minutes=1),
                 retry_policy=SANDBOX_RETRY,
                 summary=f"destroy: {handle.sandbox_id[:12]}",
