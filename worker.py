@@ -14,10 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from activities.model import ModelActivities, anthropic_client_from_env
 from connection import connect, temporal_address
@@ -34,13 +35,16 @@ def harness_worker(client: Client, model: ModelActivities) -> Worker:
     return Worker(client, task_queue=AGENTS_QUEUE, workflows=[SessionWorkflow], activities=[model.call_model])
 
 
-def sandbox_workers(client: Client, sandboxes: SandboxActivities) -> list[Worker]:
+def sandbox_workers(
+    client: Client, sandboxes: SandboxActivities, interceptors: Sequence[Interceptor] = ()
+) -> list[Worker]:
     return [
-        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandboxes.provision_sandbox]),
+        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandboxes.provision_sandbox], interceptors=interceptors),
         Worker(
             client,
             task_queue=sandboxes.queue,
             activities=[sandboxes.execute, sandboxes.snapshot_workspace, sandboxes.destroy_sandbox],
+            interceptors=interceptors,
         ),
     ]
 

@@ -129,10 +129,15 @@ class SandboxActivities:
             image=req.spec.image,
             runtime=req.spec.runtime or "runc",
         )
+        if req.restore is not None:
+            error = await asyncio.to_thread(self._restore, handle.sandbox_id, req.restore)
+            handle = handle.model_copy(update={"restored": None if error else req.restore, "restore_error": error})
         log.info(
             "sandbox provisioned",
             container=handle.sandbox_id[:12],
             image=handle.image,
+            restored=handle.restored is not None,
+            restore_error=handle.restore_error,
             seconds=round(time.monotonic() - started, 3),
         )
         return handle

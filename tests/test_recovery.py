@@ -1,0 +1,199 @@
+"""Sandboxes are cattle: a container killed between turns, a sandbox host that goes away, an
+execute activity that fails after its command ran. The session goes on and loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
+
+from contracts import EXECUTE, SessionEvent
+from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from starter import send_message, session_events, start_agent_session, wait_until_settled
+from tests.conftest import CHAOS_NAMESPACE, add_scenario
+from tests.test_session import coder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def results_of(events: list[SessionEvent]) -> list[Any]:
+    return [e.tool_result for e in events if e.tool_result]
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_killed_container_is_replaced_with_the_workspace_restored(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": "notes.txt", "content": "kept\n"})),
+            Step(text="Saved."),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat notes.txt"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/notes.txt"})),
+            Step(text="Still there: {last_tool_result}"),
+        ],
+    )
+    handle = await start_agent_session(client, coder(), f"Keep a note. {marker}")
+    await wait_until_settled(client, handle.id)
+    events = await session_events(client, handle.id)
+    first = next(e.sandbox for e in events if e.kind == "sandbox_provisioned")
+    assert first is not None and any(e.kind == "sandbox_snapshot" for e in events)  # taken when it went idle
+    docker.from_env().containers.get(first.sandbox_id).kill()
+
+    offset = await send_message(client, handle.id, "Show me the note.")
+    state = await wait_until_settled(client, handle.id, after_event=offset)
+    assert state.last_answer == "Still there: kept"
+    events = await session_events(client, handle.id, offset)
+    reset, after = results_of(events)
+    assert reset.is_error and "environment was reset" in reset.output and "restored from the snapshot" in reset.output
+    assert not after.is_error and after.output == "kept\n"
+    kinds = [e.kind for e in events]
+    assert kinds.index("sandbox_destroyed") < kinds.index("sandbox_provisioned")
+    replacement = next(e.sandbox for e in events if e.kind == "sandbox_provisioned")
+    assert replacement is not None and replacement.restored is not None and replacement.sandbox_id != first.sandbox_id
+    await handle.signal("end_session")
+    await handle.result()
+
+
+@pytest.fixture
+async def chaos_client(address: str) -> Client:
+    return await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=pydantic_data_converter)
+
+
+@pytest.fixture
+async def processes(
+    address: str, scripted: ScriptedModelServer, tmp_path: Path
+) -> AsyncIterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(*args: str) -> subprocess.Popen[bytes]:
+        env = {
+            **__import__("os").environ,
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE,
+            "ANTHROPIC_API_KEY": "recovery-key",
+            "ANTHROPIC_BASE_URL": scripted.url,
+        }
+        log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+async def test_a_sandbox_host_that_goes_away_is_replaced_by_another(
+    chaos_client: Client, scripted: ScriptedModelServer, processes: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    hosts = {f"host-a-{suffix}": None, f"host-b-{suffix}": None}
+    processes("--harness")
+    workers = {host: processes("--sandbox", "--host-id", host) for host in hosts}
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": "a.txt", "content": "from the first host\n"})),
+            Step(text="Written."),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat a.txt"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat a.txt"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    handle = await start_agent_session(chaos_client, coder(host_wait_s=3), f"Two hosts. {marker}")
+    await wait_until_settled(chaos_client, handle.id)
+    events = await session_events(chaos_client, handle.id)
+    first = next(e.sandbox for e in events if e.kind == "sandbox_provisioned")
+    assert first is not None
+    gone = first.host_queue.removeprefix("sandboxes-")
+    workers[gone].terminate()  # the host's worker stops; its queue has no poller any more
+    workers[gone].wait(timeout=30)
+
+    offset = await send_message(chaos_client, handle.id, "Read it back.")
+    state = await wait_until_settled(chaos_client, handle.id, after_event=offset)
+    assert state.last_answer == "from the first host"
+    events = await session_events(chaos_client, handle.id, offset)
+    replacement = next(e.sandbox for e in events if e.kind == "sandbox_provisioned")
+    assert replacement is not None and replacement.host_queue != first.host_queue and replacement.restored
+    assert "environment was reset" in results_of(events)[0].output
+    await handle.signal("end_session")
+    await handle.result()
+    docker.from_env().containers.get(first.sandbox_id).remove(force=True)  # its host is gone: nobody reaps it here
+
+
+class _FailAfterRunning(Interceptor):
+    """Fails the first attempt of every execute after the command has run: Temporal retries it."""
+
+    def __init__(self) -> None:
+        self.failed: set[str] = set()
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:  # noqa: A002
+        outer = self
+
+        class Inbound(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:  # noqa: A002
+                result = await super().execute_activity(input)
+                info = activity.info()
+                if info.activity_type == EXECUTE and info.activity_id not in outer.failed:
+                    outer.failed.add(info.activity_id)
+                    raise RuntimeError("injected failure after the command ran")
+                return result
+
+        return Inbound(next)
+
+
+async def test_a_retried_execute_does_not_run_its_command_again(
+    chaos_client: Client, scripted: ScriptedModelServer
+) -> None:
+    import anthropic
+
+    from activities.model import ModelActivities
+    from sandboxes.activities import SandboxActivities
+    from sandboxes.docker_sandbox import DockerSandboxes
+    from tests.conftest import remove_containers
+    from worker import harness_worker, sandbox_workers
+
+    interceptor = _FailAfterRunning()
+    model = ModelActivities(chaos_client, anthropic.AsyncAnthropic(api_key="k", base_url=scripted.url, max_retries=0))
+    sandboxes = SandboxActivities(DockerSandboxes(f"retry-{uuid.uuid4().hex[:6]}"))
+    workers: list[Worker] = [
+        harness_worker(chaos_client, model),
+        *sandbox_workers(chaos_client, sandboxes, interceptors=[interceptor]),
+    ]
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo ran >> /workspace/runs.log"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo ran >> /workspace/runs.log"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "wc -l < /workspace/runs.log"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        handle = await start_agent_session(chaos_client, coder(), f"Count runs. {marker}", one_shot=True)
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        for w in workers:
+            await w.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        remove_containers(sandboxes.sandboxes)
+    assert len(interceptor.failed) == 3  # every execute failed once after running and was retried
+    assert result.answer == "2"  # two appends, each ran once
