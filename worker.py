@@ -26,6 +26,7 @@ from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
 from logs import configure_logging
 from sandboxes.activities import SandboxActivities
 from sandboxes.docker_sandbox import DockerSandboxes, default_host_id
+from sandboxes.reaper import Reaper
 from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("worker")
@@ -59,8 +60,11 @@ async def run(harness: bool, sandbox: bool, host_id: str) -> None:
         else:
             log.info("model endpoint", base_url=str(anthropic_client.base_url))
         workers.append(harness_worker(client, ModelActivities(client, anthropic_client)))
+    tasks: list[asyncio.Task[None]] = []
     if sandbox:
-        workers += sandbox_workers(client, SandboxActivities(DockerSandboxes(host_id)))
+        sandboxes = DockerSandboxes(host_id, namespace=client.namespace)
+        workers += sandbox_workers(client, SandboxActivities(sandboxes))
+        tasks.append(asyncio.create_task(Reaper(client, sandboxes).run()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,6 +74,8 @@ async def run(harness: bool, sandbox: bool, host_id: str) -> None:
         for w in workers:
             await stack.enter_async_context(w)
         await stop.wait()
+        for task in tasks:
+            task.cancel()
     log.info("worker stopped")
 
 

@@ -28,6 +28,9 @@ from docker.models.containers import Container
 from contracts import SandboxSpec
 
 LABEL = "durable-agents.sandbox"
+SESSION_LABEL = "durable-agents.session"
+HOST_LABEL = "durable-agents.host"
+NAMESPACE_LABEL = "durable-agents.namespace"
 WORKSPACE = "/workspace"
 STATE_DIR = "/tmp/.da"
 
@@ -179,8 +182,9 @@ class _Shell:
 class DockerSandboxes:
     """Creates, drives and removes this host's sandbox containers."""
 
-    def __init__(self, host_id: str, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, host_id: str, client: docker.DockerClient | None = None, namespace: str = "default") -> None:
         self.host_id = host_id
+        self.namespace = namespace
         self.docker = client or docker.from_env(timeout=120)
         self._shells: dict[str, _Shell] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -197,7 +201,12 @@ class DockerSandboxes:
             user="1000:1000",
             working_dir=WORKSPACE,
             environment={"HOME": WORKSPACE, "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"},
-            labels={LABEL: "1", "durable-agents.session": session_id, "durable-agents.host": self.host_id},
+            labels={
+                LABEL: "1",
+                SESSION_LABEL: session_id,
+                HOST_LABEL: self.host_id,
+                NAMESPACE_LABEL: self.namespace,
+            },
             init=True,
             read_only=True,
             tmpfs={
@@ -229,6 +238,12 @@ class DockerSandboxes:
             return True
         except docker.errors.NotFound:
             return False
+
+    def mine(self) -> list[Container]:
+        """This host's sandbox containers in this namespace, running or not."""
+        filters = {"label": [f"{HOST_LABEL}={self.host_id}", f"{NAMESPACE_LABEL}={self.namespace}"]}
+        containers: list[Container] = self.docker.containers.list(all=True, filters=filters)
+        return containers
 
     def running(self, container_id: str) -> bool:
         try:

@@ -197,3 +197,33 @@ async def test_a_retried_execute_does_not_run_its_command_again(
         remove_containers(sandboxes.sandboxes)
     assert len(interceptor.failed) == 3  # every execute failed once after running and was retried
     assert result.answer == "2"  # two appends, each ran once
+
+
+async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
+    client: Client, scripted: ScriptedModelServer, workers: Any
+) -> None:
+    from contracts import SandboxSpec
+    from sandboxes.reaper import Reaper
+
+    sandboxes = workers.sandboxes.sandboxes
+    marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="ok")])
+    live = await start_agent_session(client, coder(), f"Live. {marker}")
+    await wait_until_settled(client, live.id)
+    current = next(e.sandbox for e in await session_events(client, live.id) if e.sandbox)
+    assert current is not None
+    done = await start_agent_session(client, coder(), f"Done. {marker}", one_shot=True)
+    await done.result()
+    spec = SandboxSpec()
+    orphans = {
+        "no such session": sandboxes.create(f"session-nope-{uuid.uuid4().hex[:6]}", spec).id,
+        "ended session": sandboxes.create(done.id, spec).id,
+        "replaced in a live session": sandboxes.create(live.id, spec).id,
+    }
+    stopped = sandboxes.create(live.id, spec)
+    stopped.kill()
+    orphans["stopped"] = stopped.id
+    removed = await Reaper(client, sandboxes, grace_s=0).sweep()
+    assert set(removed) == set(orphans.values())
+    assert sandboxes.running(current.sandbox_id)  # the live session's sandbox stays
+    await live.signal("end_session")
+    await live.result()

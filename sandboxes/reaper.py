@@ -1,0 +1,86 @@
+"""The orphan reaper: removes this host's sandbox containers that no session uses any more.
+
+A container goes when it has stopped (a dead sandbox is never used again), when its session has
+ended or vanished, or when its session is running with another sandbox (one it replaced). It runs
+in every sandbox worker, at start-up and then every `every_s` seconds, so no container outlives
+its session by much more than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import docker.errors
+import structlog
+from docker.models.containers import Container
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from contracts import GET_STATE, SessionState
+from sandboxes.docker_sandbox import SESSION_LABEL, DockerSandboxes
+
+log = structlog.get_logger("reaper")
+
+
+class Reaper:
+    def __init__(self, client: Client, sandboxes: DockerSandboxes, every_s: float = 30, grace_s: float = 60) -> None:
+        self.client = client
+        self.sandboxes = sandboxes
+        self.every_s = every_s
+        self.grace_s = grace_s  # a container this young may not be in its session's state yet
+
+    async def _why_orphaned(self, container: Container) -> str | None:
+        session_id = container.labels.get(SESSION_LABEL)
+        if not session_id:
+            return None  # not bound to a session (a warm-pool container)
+        if container.status not in ("running", "created", "restarting"):
+            return f"stopped ({container.status})"
+        try:
+            handle = self.client.get_workflow_handle(session_id)
+            description = await handle.describe()
+        except RPCError as e:
+            return "its session does not exist" if e.status == RPCStatusCode.NOT_FOUND else None
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return f"its session is {description.status.name.lower() if description.status else 'closed'}"
+        created = datetime.fromisoformat(container.attrs["Created"][:19]).replace(tzinfo=UTC)
+        if (datetime.now(UTC) - created).total_seconds() < self.grace_s:
+            return None
+        try:
+            state = await handle.query(GET_STATE, result_type=SessionState)
+        except Exception:  # noqa: BLE001 - no harness worker to answer: decide next time
+            return None
+        if state.sandbox is None or state.sandbox.sandbox_id != container.id:
+            return "its session uses another sandbox"
+        return None
+
+    async def sweep(self) -> list[str]:
+        """One pass; returns the ids of the containers removed."""
+        removed = []
+        for container in await asyncio.to_thread(self.sandboxes.mine):
+            reason = await self._why_orphaned(container)
+            if reason is None:
+                continue
+            try:
+                await asyncio.to_thread(self.sandboxes.destroy, container.id or "")
+            except docker.errors.APIError as e:
+                log.warning("orphan not removed", container=(container.id or "")[:12], error=str(e))
+                continue
+            removed.append(container.id or "")
+            log.info(
+                "orphan sandbox removed",
+                container=(container.id or "")[:12],
+                reason=reason,
+                session_id=container.labels.get(SESSION_LABEL),
+            )
+        return removed
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.sweep()
+            except Exception as e:  # noqa: BLE001 - a sweep that fails is retried next time
+                log.warning("orphan sweep failed", error=str(e))
+            await asyncio.sleep(max(1.0, self.every_s - (time.monotonic() - started)))
