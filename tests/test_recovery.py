@@ -223,7 +223,7 @@ async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
     stopped.kill()
     orphans["stopped"] = stopped.id
     removed = await Reaper(client, sandboxes, grace_s=0).sweep()
-    assert set(removed) == set(orphans.values())
-    assert sandboxes.running(current.sandbox_id)  # the live session's sandbox stays
+    assert set(orphans.values()) <= set(removed)  # (earlier tests' leftovers on this host go too)
+    assert current.sandbox_id not in removed and sandboxes.running(current.sandbox_id)
     await live.signal("end_session")
     await live.result()
