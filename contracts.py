@@ -84,6 +84,10 @@ class SandboxSpec(_Strict):
         description="snapshot /workspace after a tool call if the last is this old; 0: when idle only",
     )
 
+    def container_key(self) -> tuple[object, ...]:
+        """What the container is made of: specs with equal keys can share a warm-pool container."""
+        return (self.image, self.cpus, self.memory_mb, self.disk_mb, self.pids, self.network, self.runtime)
+
 
 class Limits(_Strict):
     max_turns: int = Field(default=100, ge=1, description="model calls per user message")

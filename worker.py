@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
 from logs import configure_logging
 from sandboxes.activities import SandboxActivities
 from sandboxes.docker_sandbox import DockerSandboxes, default_host_id
+from sandboxes.pool import WarmPool
 from sandboxes.reaper import Reaper
 from workflows.session import SessionWorkflow
 
@@ -50,7 +52,7 @@ def sandbox_workers(
     ]
 
 
-async def run(harness: bool, sandbox: bool, host_id: str) -> None:
+async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int) -> None:
     client = await connect()
     workers: list[Worker] = []
     if harness:
@@ -61,10 +63,14 @@ async def run(harness: bool, sandbox: bool, host_id: str) -> None:
             log.info("model endpoint", base_url=str(anthropic_client.base_url))
         workers.append(harness_worker(client, ModelActivities(client, anthropic_client)))
     tasks: list[asyncio.Task[None]] = []
+    pool: WarmPool | None = None
     if sandbox:
         sandboxes = DockerSandboxes(host_id, namespace=client.namespace)
-        workers += sandbox_workers(client, SandboxActivities(sandboxes))
-        tasks.append(asyncio.create_task(Reaper(client, sandboxes).run()))
+        pool = WarmPool(sandboxes, warm_pool)
+        reaper = Reaper(client, sandboxes)
+        reaper.keep = pool.held
+        workers += sandbox_workers(client, SandboxActivities(sandboxes, pool=pool))
+        tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,6 +82,8 @@ async def run(harness: bool, sandbox: bool, host_id: str) -> None:
         await stop.wait()
         for task in tasks:
             task.cancel()
+    if pool is not None:
+        await asyncio.to_thread(pool.drain)
     log.info("worker stopped")
 
 
@@ -84,10 +92,16 @@ def main() -> None:
     parser.add_argument("--harness", action="store_true", help="run the harness worker")
     parser.add_argument("--sandbox", action="store_true", help="run the sandbox worker")
     parser.add_argument("--host-id", default=default_host_id(), help="this sandbox host's id (queue suffix)")
+    parser.add_argument(
+        "--warm-pool",
+        type=int,
+        default=int(os.environ.get("SANDBOX_WARM_POOL", "2")),
+        help="pre-started sandboxes of the default spec (0 disables; env SANDBOX_WARM_POOL)",
+    )
     args = parser.parse_args()
     both = not args.harness and not args.sandbox
     configure_logging()
-    asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id))
+    asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id, args.warm_pool))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from contracts import (
 )
 from logs import activity_log
 from sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
+from sandboxes.pool import WarmPool
 from sandboxes.snapshots import BlobStore, LocalBlobStore
 
 HEARTBEAT_EVERY_S = 2.0
@@ -98,9 +99,12 @@ def _safe(session_id: str) -> str:
 
 
 class SandboxActivities:
-    def __init__(self, sandboxes: DockerSandboxes, blobs: BlobStore | None = None) -> None:
+    def __init__(
+        self, sandboxes: DockerSandboxes, blobs: BlobStore | None = None, pool: WarmPool | None = None
+    ) -> None:
         self.sandboxes = sandboxes
         self.blobs: BlobStore = blobs or LocalBlobStore()
+        self.pool = pool
         self.queue = host_queue(sandboxes.host_id)
 
     def _restore(self, container_id: str, ref: SnapshotRef) -> str | None:
@@ -115,8 +119,13 @@ class SandboxActivities:
     async def provision_sandbox(self, req: ProvisionRequest) -> SandboxHandle:
         log = activity_log()
         started = time.monotonic()
+        container_id = None
+        if self.pool is not None and self.pool.matches(req.spec):
+            container_id = await asyncio.to_thread(self.pool.take, req.session_id)
+        from_pool = container_id is not None
         try:
-            container = await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec)
+            if container_id is None:
+                container_id = (await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec)).id
         except docker.errors.ImageNotFound as e:
             raise ApplicationError(
                 f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: build it with `make setup`",
@@ -124,7 +133,8 @@ class SandboxActivities:
                 non_retryable=True,
             ) from e
         handle = SandboxHandle(
-            sandbox_id=container.id or "",
+            sandbox_id=container_id or "",
+            from_pool=from_pool,
             host_queue=self.queue,
             image=req.spec.image,
             runtime=req.spec.runtime or "runc",
@@ -136,6 +146,7 @@ class SandboxActivities:
             "sandbox provisioned",
             container=handle.sandbox_id[:12],
             image=handle.image,
+            from_pool=from_pool,
             restored=handle.restored is not None,
             restore_error=handle.restore_error,
             seconds=round(time.monotonic() - started, 3),

@@ -31,6 +31,8 @@ LABEL = "durable-agents.sandbox"
 SESSION_LABEL = "durable-agents.session"
 HOST_LABEL = "durable-agents.host"
 NAMESPACE_LABEL = "durable-agents.namespace"
+POOL_LABEL = "durable-agents.pool"  # made for the warm pool: its session is in SESSION_FILE once bound
+SESSION_FILE = "/tmp/.da/session"
 WORKSPACE = "/workspace"
 STATE_DIR = "/tmp/.da"
 
@@ -192,7 +194,8 @@ class DockerSandboxes:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def create(self, session_id: str, spec: SandboxSpec) -> Container:
+    def create(self, session_id: str | None, spec: SandboxSpec) -> Container:
+        """A new sandbox container; with no session id, a warm-pool container bound later by `bind`."""
         tmpfs_opts = "rw,exec,nosuid,nodev,uid=1000,gid=1000,mode=0755"
         kwargs: dict[str, Any] = dict(
             image=spec.image,
@@ -203,9 +206,9 @@ class DockerSandboxes:
             environment={"HOME": WORKSPACE, "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"},
             labels={
                 LABEL: "1",
-                SESSION_LABEL: session_id,
                 HOST_LABEL: self.host_id,
                 NAMESPACE_LABEL: self.namespace,
+                **({SESSION_LABEL: session_id} if session_id else {POOL_LABEL: "1"}),
             },
             init=True,
             read_only=True,
@@ -238,6 +241,31 @@ class DockerSandboxes:
             return True
         except docker.errors.NotFound:
             return False
+
+    def warm(self, container_id: str) -> None:
+        """Start the container's shell now, so the first call does not wait for it."""
+        with self._lock(container_id):
+            self._shell(container_id)
+
+    def bind(self, container_id: str, session_id: str) -> None:
+        """Bind a warm-pool container to its session (labels cannot change after creation)."""
+        self.run(
+            container_id,
+            f"bind-{secrets.token_hex(6)}",
+            f"printf %s {shlex.quote(session_id)} > {SESSION_FILE}",
+            1000,
+            30,
+        )
+
+    def bound_session(self, container: Container) -> str | None:
+        """The session a container belongs to: its label, or for a pool container its bind file."""
+        if SESSION_LABEL in container.labels:
+            return str(container.labels[SESSION_LABEL])
+        try:
+            code, out = self.exec(container.id or "", ["cat", SESSION_FILE])
+        except docker.errors.APIError:
+            return None
+        return out.decode() if code == 0 and out else None
 
     def mine(self) -> list[Container]:
         """This host's sandbox containers in this namespace, running or not."""

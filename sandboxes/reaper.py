@@ -30,13 +30,16 @@ class Reaper:
         self.sandboxes = sandboxes
         self.every_s = every_s
         self.grace_s = grace_s  # a container this young may not be in its session's state yet
+        self.keep: set[str] = set()  # the warm pool's containers (the pool shares its set)
 
     async def _why_orphaned(self, container: Container) -> str | None:
-        session_id = container.labels.get(SESSION_LABEL)
-        if not session_id:
-            return None  # not bound to a session (a warm-pool container)
         if container.status not in ("running", "created", "restarting"):
             return f"stopped ({container.status})"
+        if container.id in self.keep:
+            return None  # in the warm pool, waiting for a session
+        session_id = await asyncio.to_thread(self.sandboxes.bound_session, container)
+        if not session_id:
+            return "an unbound pool container no pool holds"
         try:
             handle = self.client.get_workflow_handle(session_id)
             description = await handle.describe()

@@ -150,3 +150,42 @@ async def test_a_gone_container_raises_sandbox_lost(activities: SandboxActivitie
     with pytest.raises(ApplicationError) as raised:
         await run(activities, h, "bash", {"command": "true"})
     assert raised.value.type == "SandboxLost" and raised.value.non_retryable
+
+
+async def test_the_warm_pool_binds_prestarted_containers(docker_sandboxes: DockerSandboxes) -> None:
+    import asyncio
+
+    from sandboxes.pool import WarmPool
+    from sandboxes.reaper import Reaper
+
+    pool = WarmPool(docker_sandboxes, size=2)
+    activities = SandboxActivities(docker_sandboxes, pool=pool)
+    filling = asyncio.create_task(pool.run())
+    try:
+        for _ in range(200):
+            if len(pool.ready) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(pool.ready) == 2
+        warm: SandboxHandle = await ActivityEnvironment().run(
+            activities.provision_sandbox, ProvisionRequest(session_id="pool-session", spec=SandboxSpec())
+        )
+        assert warm.from_pool and warm.sandbox_id not in pool.held
+        out = await run(activities, warm, "bash", {"command": "cat /tmp/.da/session; echo; id -u"})
+        assert out.output.split() == ["pool-session", "1000"]
+        other = SandboxSpec(memory_mb=256)
+        cold: SandboxHandle = await ActivityEnvironment().run(
+            activities.provision_sandbox, ProvisionRequest(session_id="pool-session", spec=other)
+        )
+        assert not cold.from_pool
+        # The reaper leaves the pool's containers alone and knows the bound one by its session file.
+        reaper = Reaper(None, docker_sandboxes)  # type: ignore[arg-type]
+        reaper.keep = pool.held
+        mine = {c.id: c for c in docker_sandboxes.mine()}
+        assert docker_sandboxes.bound_session(mine[warm.sandbox_id]) == "pool-session"
+        for held in pool.held:
+            assert await reaper._why_orphaned(mine[held]) is None
+    finally:
+        filling.cancel()
+        pool.drain()
+    assert pool.held == set()
