@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # --- durable names -----------------------------------------------------------------------------
 
@@ -43,6 +43,7 @@ MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: r
 MODEL_NOT_CONFIGURED = "ModelNotConfigured"
 
 SANDBOX_TOOLS = ("bash", "read_file", "write_file", "edit_file")
+SANDBOX_TMP_MB = 128  # size of a sandbox's /tmp (tmpfs), which also holds the tool-call records
 KNOWN_TOOLS = SANDBOX_TOOLS
 
 
@@ -67,7 +68,7 @@ class ModelSpec(_Strict):
 class SandboxSpec(_Strict):
     image: str = "durable-agents/sandbox:latest"
     cpus: float = Field(default=1.0, gt=0, le=64)
-    memory_mb: int = Field(default=512, ge=64, le=65_536)
+    memory_mb: int = Field(default=1024, ge=64, le=65_536)
     disk_mb: int = Field(default=512, ge=16, le=65_536, description="size of the writable workspace")
     pids: int = Field(default=256, ge=16, le=32_768)
     timeout_s: float = Field(default=120, gt=0, le=3600, description="default limit of one tool call")
@@ -83,6 +84,17 @@ class SandboxSpec(_Strict):
         ge=0,
         description="snapshot /workspace after a tool call if the last is this old; 0: when idle only",
     )
+
+    @model_validator(mode="after")
+    def _disk_fits_in_memory(self) -> SandboxSpec:
+        # /workspace and /tmp are tmpfs: their pages count against the memory limit, so a full disk
+        # must leave memory for the processes, or filling it gets the shell OOM-killed.
+        if self.disk_mb + SANDBOX_TMP_MB + 128 > self.memory_mb:
+            raise ValueError(
+                f"disk_mb ({self.disk_mb}) + {SANDBOX_TMP_MB} MB of /tmp + 128 MB for processes must fit in "
+                f"memory_mb ({self.memory_mb}): the workspace is memory-backed (tmpfs)"
+            )
+        return self
 
     def container_key(self) -> tuple[object, ...]:
         """What the container is made of: specs with equal keys can share a warm-pool container."""

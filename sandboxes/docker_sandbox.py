@@ -19,13 +19,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import docker
 import docker.errors
 from docker.models.containers import Container
 
-from contracts import SandboxSpec
+from contracts import SANDBOX_TMP_MB, SandboxSpec
 
 LABEL = "durable-agents.sandbox"
 SESSION_LABEL = "durable-agents.session"
@@ -214,7 +214,7 @@ class DockerSandboxes:
             read_only=True,
             tmpfs={
                 WORKSPACE: f"{tmpfs_opts},size={spec.disk_mb}m",
-                "/tmp": f"{tmpfs_opts},size=256m",
+                "/tmp": f"{tmpfs_opts},size={SANDBOX_TMP_MB}m",
             },
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
@@ -356,7 +356,7 @@ class DockerSandboxes:
             container_id, ["bash", "-c", f"find {WORKSPACE} -printf '%P %s %T@ %m\\n' | sort | md5sum"]
         )
         if code != 0:
-            raise SandboxGone(f"{container_id[:12]}: cannot read the workspace: {out[-200:]!r}")
+            self._gone_or(container_id, f"cannot read the workspace: {out[-200:]!r}")
         return out.split()[0].decode()
 
     def snapshot(self, container_id: str, sink: BinaryIO) -> int:
@@ -374,8 +374,14 @@ class DockerSandboxes:
             if err:
                 errors += err
         if api.exec_inspect(exec_id).get("ExitCode") != 0:
-            raise SandboxGone(f"{container_id[:12]}: snapshot failed: {errors[-300:]!r}")
+            self._gone_or(container_id, f"snapshot failed: {errors[-300:]!r}")
         return size
+
+    def _gone_or(self, container_id: str, problem: str) -> NoReturn:
+        """SandboxGone if the container is gone, else the problem itself (worth a retry)."""
+        if not self.running(container_id):
+            raise SandboxGone(f"{container_id[:12]}: {problem}")
+        raise RuntimeError(f"{container_id[:12]}: {problem}")
 
     def restore(self, container_id: str, data: bytes) -> None:
         code, out = self.exec(container_id, ["bash", "-c", f"gzip -dc | tar -C {WORKSPACE} -xf -"], stdin=data)

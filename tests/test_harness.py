@@ -187,6 +187,7 @@ def test_the_shipped_agent_file_is_valid() -> None:
         ("model: {name: m}\n", "name: Field required"),
         ("name: a\nmodel: {name: m}\ncolour: blue\n", "colour: unknown field"),
         ("name: a\nmodel: {name: m}\nsandbox: {memory_mb: 1}\n", "sandbox.memory_mb: Input should be greater"),
+        ("name: a\nmodel: {name: m}\nsandbox: {memory_mb: 512, disk_mb: 512}\n", "must fit in memory_mb (512)"),
         ("- just\n- a list\n", "expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
     ],

@@ -136,7 +136,7 @@ async def test_sandbox_is_hardened(activities: SandboxActivities, handle: Sandbo
     attrs = activities.sandboxes.docker.api.inspect_container(handle.sandbox_id)["HostConfig"]
     assert attrs["NetworkMode"] == "none" and attrs["ReadonlyRootfs"] and not attrs["Privileged"]
     assert attrs["CapDrop"] == ["ALL"] and attrs["PidsLimit"] == 256
-    assert attrs["Memory"] == attrs["MemorySwap"] == 512 * 1024 * 1024
+    assert attrs["Memory"] == attrs["MemorySwap"] == 1024 * 1024 * 1024
     assert attrs["Binds"] in (None, [])
 
 
@@ -173,7 +173,7 @@ async def test_the_warm_pool_binds_prestarted_containers(docker_sandboxes: Docke
         assert warm.from_pool and warm.sandbox_id not in pool.held
         out = await run(activities, warm, "bash", {"command": "cat /tmp/.da/session; echo; id -u"})
         assert out.output.split() == ["pool-session", "1000"]
-        other = SandboxSpec(memory_mb=256)
+        other = SandboxSpec(memory_mb=2048)
         cold: SandboxHandle = await ActivityEnvironment().run(
             activities.provision_sandbox, ProvisionRequest(session_id="pool-session", spec=other)
         )
