@@ -130,10 +130,39 @@ class AgentSpec(_Strict):
 # --- session ------------------------------------------------------------------------------------
 
 
+class GitSource(_Strict):
+    url: str = Field(min_length=1)
+    ref: str | None = Field(default=None, description="branch or tag; default: the remote's HEAD")
+    token_secret: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="name of a secret the sandbox worker resolves (env DA_SECRET_<NAME>); never sent anywhere else",
+    )
+
+
+class WorkspaceSeed(_Strict):
+    """What /workspace starts with: small inline files and/or a git repository (cloned on the host)."""
+
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> text content")
+    git: GitSource | None = None
+
+    @field_validator("files")
+    @classmethod
+    def _small_relative_files(cls, files: dict[str, str]) -> dict[str, str]:
+        if sum(len(v) for v in files.values()) > 1_000_000:
+            raise ValueError("inline files are limited to 1 MB in all (they travel in the session's history)")
+        for path in files:
+            parts = path.split("/")
+            if path.startswith("/") or ".." in parts or not path:
+                raise ValueError(f"{path!r}: workspace paths must be relative and stay inside /workspace")
+        return files
+
+
 class SessionInput(_Strict):
     agent: AgentSpec
     task: str = Field(min_length=1)
     one_shot: bool = False
+    workspace: WorkspaceSeed | None = None
     # False on servers where the custom search attributes could not be registered.
     search_attributes: bool = True
 
@@ -284,7 +313,8 @@ class SnapshotRef(_Strict):
 class ProvisionRequest(_Strict):
     session_id: str
     spec: SandboxSpec
-    restore: SnapshotRef | None = None
+    restore: SnapshotRef | None = None  # a snapshot wins over the seed
+    seed: WorkspaceSeed | None = None
 
 
 class SandboxHandle(_Strict):
@@ -294,6 +324,7 @@ class SandboxHandle(_Strict):
     runtime: str
     restored: SnapshotRef | None = None
     restore_error: str | None = None
+    seeded: str | None = None  # what the workspace was seeded with
     from_pool: bool = False
 
 

@@ -19,8 +19,10 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
@@ -37,10 +39,12 @@ from contracts import (
     SEND_MESSAGE,
     SESSION_WORKFLOW,
     AgentSpec,
+    GitSource,
     SessionEvent,
     SessionInput,
     SessionResult,
     SessionState,
+    WorkspaceSeed,
 )
 from workflows.harness import session_summary
 
@@ -56,10 +60,22 @@ class CliError(Exception):
 
 
 async def start_session(
-    client: Client, agent_path: str, task: str, *, session_id: str | None = None, one_shot: bool = False
+    client: Client,
+    agent_path: str,
+    task: str,
+    *,
+    session_id: str | None = None,
+    one_shot: bool = False,
+    workspace: WorkspaceSeed | None = None,
 ) -> WorkflowHandle[Any, SessionResult]:
     return await start_agent_session(
-        client, load_agent(agent_path), task, session_id=session_id, one_shot=one_shot, source=agent_path
+        client,
+        load_agent(agent_path),
+        task,
+        session_id=session_id,
+        one_shot=one_shot,
+        source=agent_path,
+        workspace=workspace,
     )
 
 
@@ -71,6 +87,7 @@ async def start_agent_session(
     session_id: str | None = None,
     one_shot: bool = False,
     source: str = "(inline)",
+    workspace: WorkspaceSeed | None = None,
 ) -> WorkflowHandle[Any, SessionResult]:
     if not task.strip():
         raise CliError("the task is empty")
@@ -88,7 +105,7 @@ async def start_agent_session(
     )
     return await client.start_workflow(
         SESSION_WORKFLOW,
-        SessionInput(agent=agent, task=task, one_shot=one_shot, search_attributes=with_attributes),
+        SessionInput(agent=agent, task=task, one_shot=one_shot, search_attributes=with_attributes, workspace=workspace),
         id=session_id,
         task_queue=AGENTS_QUEUE,
         result_type=SessionResult,
@@ -163,8 +180,30 @@ def print_events(events: list[SessionEvent], as_json: bool) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
+def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
+    """--file LOCAL[=DEST] and --git URL [--git-ref REF] [--git-token-secret NAME] as a seed."""
+    files = {}
+    for spec in args.file or []:
+        local, _, dest = spec.partition("=")
+        try:
+            files[dest or Path(local).name] = Path(local).read_text()
+        except OSError as e:
+            raise CliError(f"--file {local}: {e.strerror}") from None
+    git = None
+    if args.git:
+        git = GitSource(url=args.git, ref=args.git_ref, token_secret=args.git_token_secret)
+    if not files and git is None:
+        return None
+    try:
+        return WorkspaceSeed(files=files, git=git)
+    except ValidationError as e:
+        raise CliError("; ".join(err["msg"] for err in e.errors())) from None
+
+
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
-    handle = await start_session(client, args.agent, args.task, session_id=args.id, one_shot=args.one_shot)
+    handle = await start_session(
+        client, args.agent, args.task, session_id=args.id, one_shot=args.one_shot, workspace=workspace_seed(args)
+    )
     print(handle.id, flush=True)
     if args.wait:
         if args.one_shot:
@@ -250,6 +289,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--id", help="session id (default: session-<random>)")
     s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     s.add_argument("--one-shot", action="store_true", help="end the session after the first answer")
+    s.add_argument("--file", action="append", metavar="LOCAL[=DEST]", help="seed /workspace with a local file")
+    s.add_argument("--git", metavar="URL", help="seed /workspace with a clone of this repository")
+    s.add_argument("--git-ref", metavar="REF", help="branch or tag to clone")
+    s.add_argument("--git-token-secret", metavar="NAME", help="secret the sandbox worker uses to clone")
     s.add_argument("task")
     s = sub.add_parser("send", help="add a user message to a running session")
     s.add_argument("id")
@@ -289,7 +332,8 @@ async def amain(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "start":
-            load_agent(args.agent)  # bad agent files fail before anything connects
+            load_agent(args.agent)  # bad input fails before anything connects
+            workspace_seed(args)
         try:
             client = await connect()
         except RuntimeError as e:

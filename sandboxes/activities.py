@@ -11,6 +11,7 @@ import base64
 import json
 import posixpath
 import shlex
+import subprocess
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,7 @@ from contracts import (
 from logs import activity_log
 from sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
 from sandboxes.pool import WarmPool
+from sandboxes.seed import SeedError, seed_archive
 from sandboxes.snapshots import BlobStore, LocalBlobStore
 
 HEARTBEAT_EVERY_S = 2.0
@@ -142,6 +144,16 @@ class SandboxActivities:
         if req.restore is not None:
             error = await asyncio.to_thread(self._restore, handle.sandbox_id, req.restore)
             handle = handle.model_copy(update={"restored": None if error else req.restore, "restore_error": error})
+        elif req.seed is not None:
+            try:
+                data, what = await asyncio.to_thread(seed_archive, req.seed)
+                await asyncio.to_thread(self.sandboxes.restore, handle.sandbox_id, data)
+            except (SeedError, RuntimeError, subprocess.TimeoutExpired) as e:
+                await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
+                raise ApplicationError(
+                    f"the workspace could not be seeded: {e}", type="SeedFailed", non_retryable=True
+                ) from e
+            handle = handle.model_copy(update={"seeded": what})
         log.info(
             "sandbox provisioned",
             container=handle.sandbox_id[:12],

@@ -227,3 +227,55 @@ async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
     assert current.sandbox_id not in removed and sandboxes.running(current.sandbox_id)
     await live.signal("end_session")
     await live.result()
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_session_starts_with_a_seeded_workspace_and_the_token_stays_out(
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contracts import GitSource, WorkspaceSeed
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "README.md").write_text("hello from the repository\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    token = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("DA_SECRET_REPO_TOKEN", token)  # the in-process sandbox worker's environment
+    marker = add_scenario(
+        scripted,
+        [
+            Step(
+                tool_use=ToolUse(
+                    name="bash", input={"command": "cat README.md notes/todo.txt; git log --oneline | wc -l"}
+                )
+            ),
+            Step(
+                tool_use=ToolUse(
+                    name="bash",
+                    input={
+                        # split, so that the command itself does not hold the token
+                        "command": f"T={token[:8]}''{token[8:]}; grep -rl $T /workspace /tmp; env | grep -c $T; "
+                        "tr '\\0' '\\n' < /proc/1/environ | grep -c $T; cat .git/config"
+                    },
+                )
+            ),
+            Step(text="done"),
+        ],
+    )
+    seed = WorkspaceSeed(
+        files={"notes/todo.txt": "inline file\n"},
+        git=GitSource(url=f"file://{repo}", ref="main", token_secret="repo-token"),
+    )
+    handle = await start_agent_session(client, coder(), f"Seeded. {marker}", one_shot=True, workspace=seed)
+    assert (await handle.result()).status == "done"
+    events = await session_events(client, handle.id)
+    provisioned = next(e.sandbox for e in events if e.kind == "sandbox_provisioned")
+    assert provisioned is not None and provisioned.seeded == f"git clone of file://{repo} at main and 1 file(s)"
+    contents, leak_check = results_of(events)
+    assert contents.output == "hello from the repository\ninline file\n1\n"
+    assert leak_check.output.startswith("0\n0\n") and token not in leak_check.output
+    assert "extraHeader" not in leak_check.output
+    assert token not in (await handle.fetch_history()).to_json()

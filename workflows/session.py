@@ -238,7 +238,12 @@ class SessionWorkflow:
             restore = self.snapshot if workflow.patched(SNAPSHOTS_PATCH) else None
             self.sandbox = await workflow.execute_activity(
                 PROVISION_SANDBOX,
-                ProvisionRequest(session_id=workflow.info().workflow_id, spec=self.agent.sandbox, restore=restore),
+                ProvisionRequest(
+                    session_id=workflow.info().workflow_id,
+                    spec=self.agent.sandbox,
+                    restore=restore,
+                    seed=self.input.workspace if restore is None else None,
+                ),
                 result_type=SandboxHandle,
                 schedule_to_start_timeout=timedelta(minutes=2),
                 start_to_close_timeout=timedelta(minutes=5),
