@@ -23,6 +23,7 @@ status:
 
 bench: setup
 	@$(PY) bench/foundation.py
+	@$(PY) bench/sandboxes.py
 
 lint:
 	@.venv/bin/ruff check .

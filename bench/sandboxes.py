@@ -1,0 +1,142 @@
+"""Sandbox benchmarks: prints a table and writes bench/results/sandboxes.json.
+
+    .venv/bin/python bench/sandboxes.py [--n 20]
+
+- provision, cold: the provision activity making a new hardened container (docker run), through
+  to its first command answered by the persistent shell;
+- provision, warm pool: the same from a pre-started pool container (bind + first command);
+- exec: `true` through the persistent shell vs a new `docker exec` per command;
+- snapshot and restore of a 50 MB workspace (random data, so gzip cannot shrink it much).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from temporalio.testing import ActivityEnvironment  # noqa: E402
+
+from contracts import ExecuteRequest, ProvisionRequest, SandboxHandle, SandboxSpec  # noqa: E402
+from sandboxes.activities import SandboxActivities  # noqa: E402
+from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
+from sandboxes.pool import WarmPool  # noqa: E402
+
+
+def row(name: str, values_s: list[float]) -> dict[str, Any]:
+    ordered = sorted(values_s)
+
+    def pct(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000, 2)
+
+    return {
+        "name": name,
+        "n": len(values_s),
+        "p50": pct(50),
+        "p95": pct(95),
+        "mean": round(statistics.mean(values_s) * 1000, 2),
+    }
+
+
+async def provision_and_first_command(activities: SandboxActivities, spec: SandboxSpec) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    handle: SandboxHandle = await ActivityEnvironment().run(
+        activities.provision_sandbox, ProvisionRequest(session_id=f"bench-{uuid.uuid4().hex[:6]}", spec=spec)
+    )
+    await ActivityEnvironment().run(
+        activities.execute,
+        ExecuteRequest(
+            handle=handle,
+            call_id=uuid.uuid4().hex,
+            name="bash",
+            input={"command": "true"},
+            timeout_s=30,
+            output_cap=1000,
+        ),
+    )
+    return time.perf_counter() - t0, handle.sandbox_id
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20)
+    args = parser.parse_args()
+    sandboxes = DockerSandboxes(f"bench-{uuid.uuid4().hex[:6]}")
+    spec = SandboxSpec()
+    rows = []
+    made: list[str] = []
+    try:
+        cold = SandboxActivities(sandboxes)
+        times = []
+        for _ in range(args.n):
+            seconds, cid = await provision_and_first_command(cold, spec)
+            times.append(seconds)
+            made.append(cid)
+        rows.append(row("provision, cold (docker run → first command)", times))
+
+        pool = WarmPool(sandboxes, size=3)
+        warm = SandboxActivities(sandboxes, pool=pool)
+        filling = asyncio.create_task(pool.run())
+        times = []
+        for _ in range(args.n):
+            while len(pool.ready) < 3:  # noqa: ASYNC110 - a steady pool, as between bursts
+                await asyncio.sleep(0.05)
+            seconds, cid = await provision_and_first_command(warm, spec)
+            times.append(seconds)
+            made.append(cid)
+        filling.cancel()
+        pool.drain()
+        rows.append(row("provision, warm pool (bind → first command)", times))
+
+        cid = made[0]
+        shell, docker_exec = [], []
+        for i in range(100):
+            t0 = time.perf_counter()
+            sandboxes.run(cid, f"bench-{i}", "true", 1000, 30)
+            shell.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sandboxes.exec(cid, ["true"])
+            docker_exec.append(time.perf_counter() - t0)
+        rows.append(row("exec `true`: persistent shell", shell))
+        rows.append(row("exec `true`: docker exec per command", docker_exec))
+
+        sandboxes.run(cid, "fill", "head -c 37500000 /dev/urandom | base64 -w 0 > /workspace/data.b64", 1000, 120)
+        snaps, restores = [], []
+        target = made[1]
+        for _ in range(5):
+            buffer = io.BytesIO()
+            t0 = time.perf_counter()
+            size = sandboxes.snapshot(cid, buffer)
+            snaps.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sandboxes.restore(target, buffer.getvalue())
+            restores.append(time.perf_counter() - t0)
+        rows.append(row(f"snapshot of a 50 MB workspace ({size // 1_000_000} MB gzipped)", snaps))
+        rows.append(row("restore of that snapshot", restores))
+    finally:
+        for cid in made:
+            sandboxes.destroy(cid)
+        sandboxes.close()
+
+    width = max(len(r["name"]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'n':>4}  {'p50 ms':>9}  {'p95 ms':>9}  {'mean ms':>9}")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['n']:>4}  {r['p50']:>9}  {r['p95']:>9}  {r['mean']:>9}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sandboxes.json").write_text(json.dumps({"rows": rows}, indent=2))
+    print(f"written: {out / 'sandboxes.json'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
