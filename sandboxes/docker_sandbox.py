@@ -223,9 +223,12 @@ class DockerSandboxes:
             mem_limit=f"{spec.memory_mb}m",
             memswap_limit=f"{spec.memory_mb}m",
             nano_cpus=int(spec.cpus * 1e9),
+            # No `nproc`: it counts a uid's processes across every container on the host, so one
+            # sandbox's fork bomb would starve the others; pids_limit bounds each container instead.
             ulimits=[
                 docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
                 docker.types.Ulimit(name="core", soft=0, hard=0),
+                docker.types.Ulimit(name="fsize", soft=spec.disk_mb * 2**20, hard=spec.disk_mb * 2**20),
             ],
             privileged=False,
         )

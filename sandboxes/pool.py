@@ -24,6 +24,7 @@ class WarmPool:
         self.ready: list[str] = []
         self.held: set[str] = set()  # every container the pool answers for (the reaper leaves them)
         self._lock = threading.Lock()
+        self._closed = False
 
     def matches(self, spec: SandboxSpec) -> bool:
         return self.size > 0 and spec.container_key() == self.spec.container_key()
@@ -54,7 +55,11 @@ class WarmPool:
             self.sandboxes.destroy(container_id)
             raise
         with self._lock:
-            self.ready.append(container_id)
+            if not self._closed:
+                self.ready.append(container_id)
+                return
+        self.held.discard(container_id)  # drained while this one was starting
+        self.sandboxes.destroy(container_id)
 
     async def run(self) -> None:
         """Keep the pool full."""
@@ -69,7 +74,9 @@ class WarmPool:
             await asyncio.sleep(0.2)
 
     def drain(self) -> None:
+        """Remove the pool's containers; one still starting removes itself when it is up."""
         with self._lock:
+            self._closed = True
             ready, self.ready = self.ready, []
         for container_id in ready:
             self.sandboxes.destroy(container_id)

@@ -40,7 +40,7 @@ CASES: list[tuple[str, str, float, Any]] = [
     ),
     (
         "disk fill of the workspace",
-        "head -c 700M /dev/zero > /workspace/fill; ls -la /workspace/fill; rm -f /workspace/fill",
+        "for f in a b; do head -c 300M /dev/zero > /workspace/$f; done; rm -f /workspace/a /workspace/b",
         30,
         lambda r: "No space left on device" in r.output,
     ),

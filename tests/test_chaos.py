@@ -63,6 +63,11 @@ async def spawn_worker(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+    # Hosts that never come back leave their containers (a warm pool after SIGKILL) to nobody.
+    for container in docker.from_env().containers.list(
+        all=True, filters={"label": f"durable-agents.namespace={CHAOS_NAMESPACE}"}
+    ):
+        container.remove(force=True)
 
 
 def requests_for(scripted: ScriptedModelServer, marker: str) -> int:

@@ -98,6 +98,11 @@ async def processes(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+    # Hosts that never come back leave their containers (a warm pool after SIGKILL) to nobody.
+    for container in docker.from_env().containers.list(
+        all=True, filters={"label": f"durable-agents.namespace={CHAOS_NAMESPACE}"}
+    ):
+        container.remove(force=True)
 
 
 async def test_a_sandbox_host_that_goes_away_is_replaced_by_another(

@@ -138,6 +138,9 @@ async def test_sandbox_is_hardened(activities: SandboxActivities, handle: Sandbo
     assert attrs["CapDrop"] == ["ALL"] and attrs["PidsLimit"] == 256
     assert attrs["Memory"] == attrs["MemorySwap"] == 1024 * 1024 * 1024
     assert attrs["Binds"] in (None, [])
+    limits = {u["Name"]: u["Hard"] for u in attrs["Ulimits"]}
+    assert limits == {"nofile": 1024, "core": 0, "fsize": 512 * 2**20}
+    assert attrs["Init"] and attrs["SecurityOpt"] == ["no-new-privileges:true"]
 
 
 async def test_a_gone_container_raises_sandbox_lost(activities: SandboxActivities) -> None:
