@@ -15,7 +15,27 @@ class AgentFileError(ValueError):
 
 
 def load_agent(path: str | Path) -> AgentSpec:
-    p = Path(path)
+    """An agent file with its subagents' files resolved into inline specs (so a session's input
+    holds the whole definition), or AgentFileError naming the file and field."""
+    return _load(Path(path), chain=())
+
+
+def _load(p: Path, chain: tuple[Path, ...]) -> AgentSpec:
+    agent = _parse(p)
+    for i, sub in enumerate(agent.subagents):
+        if sub.spec is not None or sub.agent is None:
+            continue
+        child = (p.parent / sub.agent).resolve()
+        if child in chain or child == p.resolve():
+            raise AgentFileError(f"{p}: subagents.{i}.agent: {sub.agent} leads back to itself (a cycle)")
+        try:
+            sub.spec = _load(child, (*chain, p.resolve()))
+        except AgentFileError as e:
+            raise AgentFileError(f"{p}: subagents.{i}.agent: {e}") from None
+    return agent
+
+
+def _parse(p: Path) -> AgentSpec:
     try:
         raw = yaml.safe_load(p.read_text())
     except FileNotFoundError:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 AGENTS_QUEUE = "agents"
 SANDBOXES_QUEUE = "sandboxes"
 SESSION_WORKFLOW = "SessionWorkflow"
+SPAWN_AGENT = "spawn_agent"
 
 CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
@@ -28,6 +29,7 @@ SNAPSHOT_WORKSPACE = "snapshot_workspace"
 # Queries and updates of SessionWorkflow.
 SEND_MESSAGE = "send_message"
 END_SESSION = "end_session"
+INTERRUPT = "interrupt"
 GET_EVENTS = "events"
 GET_STATE = "state"
 GET_MODEL_CONTEXT = "model_context"
@@ -103,8 +105,27 @@ class SandboxSpec(_Strict):
 
 class Limits(_Strict):
     max_turns: int = Field(default=100, ge=1, description="model calls per user message")
+    max_depth: int = Field(default=2, ge=0, le=10, description="how deep subagents may nest")
+    max_concurrent_children: int = Field(default=8, ge=1, le=100)
+    max_children: int = Field(default=50, ge=0, le=10_000, description="subagents per session")
     idle_timeout_s: float = Field(default=3600, gt=0, description="an idle session ends after this")
     tool_output_cap: int = Field(default=30_000, ge=1_000, le=1_000_000, description="characters")
+
+
+class Subagent(_Strict):
+    """A subagent a session may spawn: an agent file (relative to this one) or an inline spec."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    agent: str | None = Field(default=None, description="agent file, relative to the file that lists it")
+    spec: AgentSpec | None = Field(default=None, description="inline agent definition")
+    share_sandbox: bool = Field(default=False, description="default for spawn_agent's share_sandbox")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Subagent:
+        if self.agent is None and self.spec is None:
+            raise ValueError("give either agent (a file) or spec (inline)")
+        return self
 
 
 class AgentSpec(_Strict):
@@ -115,6 +136,18 @@ class AgentSpec(_Strict):
     tools: list[str] = Field(default_factory=lambda: list(SANDBOX_TOOLS))
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     limits: Limits = Field(default_factory=Limits)
+    subagents: list[Subagent] = Field(default_factory=list)
+
+    @field_validator("subagents")
+    @classmethod
+    def _unique_subagents(cls, subagents: list[Subagent]) -> list[Subagent]:
+        names = [s.name for s in subagents]
+        if len(set(names)) != len(names):
+            raise ValueError("two subagents have the same name")
+        return subagents
+
+    def subagent(self, name: str) -> Subagent | None:
+        return next((s for s in self.subagents if s.name == name), None)
 
     @field_validator("tools")
     @classmethod
@@ -163,6 +196,10 @@ class SessionInput(_Strict):
     task: str = Field(min_length=1)
     one_shot: bool = False
     workspace: WorkspaceSeed | None = None
+    # Set for subagents: who spawned them, how deep, and the parent's sandbox if they share it.
+    parent_session: str | None = None
+    depth: int = 0
+    shared_sandbox: SandboxHandle | None = None
     # False on servers where the custom search attributes could not be registered.
     search_attributes: bool = True
 
@@ -204,6 +241,9 @@ EventKind = Literal[
     "sandbox_provisioned",
     "sandbox_destroyed",
     "sandbox_snapshot",
+    "subagent_started",
+    "subagent_finished",
+    "interrupted",
     "error",
     "status",
 ]
@@ -225,6 +265,7 @@ class SessionEvent(_Strict):
     status: SessionStatus | None = None
     sandbox: SandboxHandle | None = None
     snapshot: SnapshotRef | None = None
+    child: str | None = None  # subagent events: the child session's id
 
 
 class SessionState(_Strict):
@@ -241,7 +282,7 @@ class SessionResult(_Strict):
     status: SessionStatus
     answer: str | None
     turns: int
-    usage: Usage
+    usage: Usage  # this session's own and its subagents'
     error: str | None = None
 
 
@@ -352,3 +393,5 @@ class ExecuteResult(_Strict):
 
 
 SessionEvent.model_rebuild()
+Subagent.model_rebuild()
+SessionInput.model_rebuild()

@@ -3,7 +3,8 @@
     starter.py start --agent agents/coder.yaml [--id ID] [--wait] [--one-shot] "task"
     starter.py send ID "text" [--wait]
     starter.py follow ID
-    starter.py events ID [--from N] [--to M] [--json]
+    starter.py events ID [--from N] [--to M] [--child sub-N] [--json]
+    starter.py interrupt ID
     starter.py result ID
     starter.py sessions
     starter.py end ID
@@ -34,6 +35,7 @@ from contracts import (
     END_SESSION,
     GET_EVENTS,
     GET_STATE,
+    INTERRUPT,
     SA_AGENT_NAME,
     SA_SESSION_STATUS,
     SEND_MESSAGE,
@@ -166,6 +168,9 @@ def format_event(e: SessionEvent, full: bool = False) -> str:
         return f"{head} {mark} {e.tool_result.name}: {_short(e.tool_result.output, limit)}"
     if e.kind == "status":
         return f"{head} {e.status}"
+    if e.kind in ("subagent_started", "subagent_finished") and e.child:
+        status = f"{e.status}: " if e.status else ""
+        return f"{head} {e.child.rsplit('/', 1)[-1]} {status}{_short(e.text, limit)}"
     if e.kind in ("sandbox_provisioned", "sandbox_destroyed") and e.sandbox:
         extra = f" ({e.text})" if e.text else ""
         return f"{head} {e.sandbox.sandbox_id[:12]} on {e.sandbox.host_queue}{extra}"
@@ -174,7 +179,18 @@ def format_event(e: SessionEvent, full: bool = False) -> str:
 
 def print_events(events: list[SessionEvent], as_json: bool) -> None:
     for e in events:
-        print(e.model_dump_json() if as_json else format_event(e), flush=True)
+        print_event(e, as_json)
+
+
+def print_event(e: SessionEvent, as_json: bool, depth: int = 0, session_id: str | None = None) -> None:
+    if as_json:
+        line = e.model_dump(mode="json")
+        if session_id is not None:
+            line["session"] = session_id
+        print(json.dumps(line), flush=True)
+    else:
+        prefix = "    " * depth + (f"↳ {session_id.rsplit('/', 1)[-1]} " if depth and session_id else "")
+        print(prefix + format_event(e), flush=True)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -227,21 +243,46 @@ async def cmd_send(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
-    offset = args.from_
+    """The session's events as they come, its subagents' nested under it, until idle or done."""
+    offsets = {args.id: args.from_}  # sessions being followed -> next offset
     while True:
-        events = await session_events(client, args.id, offset)
-        print_events(events, args.json)
-        offset += len(events)
-        if not events:
+        printed = 0
+        for session_id in list(offsets):
+            events = await session_events(client, session_id, offsets[session_id])
+            depth = session_id.count("/sub-") - args.id.count("/sub-")
+            for e in events:
+                print_event(e, args.json, depth=depth, session_id=session_id)
+                if e.kind == "subagent_started" and e.child:
+                    offsets.setdefault(e.child, 0)
+            offsets[session_id] += len(events)
+            printed += len(events)
+            if session_id != args.id and not events:
+                state = await session_state(client, session_id)
+                if state.status in ("done", "failed") and offsets[session_id] >= state.events:
+                    del offsets[session_id]
+        if not printed:
             state = await session_state(client, args.id)
-            if state.status in IDLE_OR_DONE and offset >= state.events:
+            if state.status in IDLE_OR_DONE and offsets[args.id] >= state.events and len(offsets) == 1:
                 return 0
             await asyncio.sleep(POLL_S)
 
 
 async def cmd_events(client: Client, args: argparse.Namespace) -> int:
     stop = None if args.to is None else args.to + 1
-    print_events(await session_events(client, args.id, args.from_, stop), args.json)
+    session_id = args.id
+    if args.child:
+        session_id = args.child if args.child.startswith(args.id + "/") else f"{args.id}/{args.child}"
+    print_events(await session_events(client, session_id, args.from_, stop), args.json)
+    return 0
+
+
+async def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:
+    try:
+        offset = await client.get_workflow_handle(args.id).execute_update(INTERRUPT, result_type=int)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        raise CliError(f"{args.id}: not interrupted: {getattr(cause, 'message', None) or cause}") from None
+    print(f"{args.id}: interrupted (event {int(offset) - 1}); the session is idle")
     return 0
 
 
@@ -307,11 +348,14 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--from", dest="from_", type=int, default=0, help="first event offset")
         if name == "events":
             s.add_argument("--to", type=int, default=None, help="last event offset (inclusive)")
+            s.add_argument("--child", help="a subagent's events instead: sub-N or its full session id")
         s.add_argument("--json", action="store_true", help="one JSON object per line")
     s = sub.add_parser("result", help="print the session's last answer")
     s.add_argument("id")
     s = sub.add_parser("sessions", help="list sessions with their status")
     s.add_argument("--limit", type=int, default=50)
+    s = sub.add_parser("interrupt", help="stop what the session is doing (model call, tools, subagents)")
+    s.add_argument("id")
     s = sub.add_parser("end", help="end a session (its sandbox is destroyed)")
     s.add_argument("id")
     return p
@@ -325,6 +369,7 @@ COMMANDS = {
     "result": cmd_result,
     "sessions": cmd_sessions,
     "end": cmd_end,
+    "interrupt": cmd_interrupt,
 }
 
 

@@ -182,6 +182,11 @@ class SandboxActivities:
             out = await asyncio.to_thread(
                 self.sandboxes.run, req.handle.sandbox_id, req.call_id, script, req.output_cap, req.timeout_s
             )
+        except asyncio.CancelledError:
+            # Interrupted: stop the command too, not only the wait for it.
+            await asyncio.to_thread(self.sandboxes.interrupt, req.handle.sandbox_id)
+            log.info("tool interrupted", tool=req.name)
+            raise
         except TimeoutError:
             partial = await asyncio.to_thread(
                 self.sandboxes.read_recorded, req.handle.sandbox_id, req.call_id, req.output_cap

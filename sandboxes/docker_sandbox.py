@@ -320,6 +320,16 @@ class DockerSandboxes:
         code = api.exec_inspect(exec_id).get("ExitCode")
         return (code if code is not None else -1), output
 
+    def interrupt(self, container_id: str) -> None:
+        """Kill what the shell is running (from another thread; the running call sees ShellDied)."""
+        shell = self._shells.get(container_id)
+        if shell is None:
+            return
+        try:
+            self.exec(container_id, ["bash", "-c", f"kill -KILL -- -{shell.pid} {shell.pid} 2>/dev/null; true"])
+        except docker.errors.APIError:
+            pass
+
     def _kill_shell(self, container_id: str, shell: _Shell, call_id: str) -> None:
         """Kill the shell and everything it started; a sandbox where that fails is destroyed."""
         self._drop_shell(container_id)

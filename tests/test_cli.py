@@ -120,3 +120,36 @@ async def test_unknown_sessions_and_servers_get_clear_errors(address: str) -> No
     assert code == 2 and "session-nope" in err
     code, _, err = await cli("127.0.0.1:1", "sessions")
     assert code == 2 and "cannot reach Temporal at 127.0.0.1:1" in err
+
+
+async def test_subagents_through_the_cli(address: str, scripted: ScriptedModelServer, tmp_path: Path) -> None:
+    child = add_scenario(
+        scripted,
+        [Step(tool_use=ToolUse(name="bash", input={"command": "echo from the child"})), Step(text="child done")],
+    )
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="spawn_agent", input={"agent": "helper", "task": f"Help. {child}"})),
+            Step(text="parent done"),
+        ],
+    )
+    agent = tmp_path / "lead.yaml"
+    agent.write_text(
+        f"name: lead\nmodel: {{name: claude-sonnet-5-5}}\nsubagents:\n"
+        f"  - {{name: helper, agent: {ROOT / 'agents' / 'coder.yaml'}}}\n"
+    )
+    code, out, err = await cli(address, "start", "--agent", str(agent), "--wait", f"Delegate. {marker}")
+    assert code == 0, err
+    session_id = out.split("\n", 1)[0]
+    code, out, _ = await cli(address, "follow", session_id)
+    lines = out.splitlines()
+    assert any("subagent_started" in line and "sub-1 helper: Help." in line for line in lines)
+    nested = [line for line in lines if line.startswith("    ↳ sub-1 ")]
+    assert any("✓ bash: from the child" in line for line in nested)
+    assert any("subagent_finished" in line and "sub-1 done: child done" in line for line in lines)
+    code, out, _ = await cli(address, "events", session_id, "--child", "sub-1", "--json")
+    assert [json.loads(line)["kind"] for line in out.splitlines()][:2] == ["session_started", "user_message"]
+    code, _, err = await cli(address, "interrupt", session_id)
+    assert code == 2 and "nothing to interrupt: the session is idle" in err
+    await cli(address, "end", session_id)

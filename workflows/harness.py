@@ -10,10 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import (
     SANDBOX_TOOLS,
+    SPAWN_AGENT,
+    AgentSpec,
+    Limits,
     ModelRequest,
     ModelSpec,
     SandboxHandle,
     SnapshotRef,
+    Subagent,
     ToolCall,
     ToolResult,
     chain_digest,
@@ -50,11 +54,22 @@ class EditFileInput(_ToolInput):
     replace_all: bool = Field(default=False, description="Replace every occurrence.")
 
 
+class SpawnAgentInput(_ToolInput):
+    agent: str = Field(min_length=1, description="Which subagent to spawn.")
+    task: str = Field(
+        min_length=1, description="The subtask, complete and self-contained: the subagent sees nothing else."
+    )
+    share_sandbox: bool | None = Field(
+        default=None, description="Run in your sandbox (sees your files) instead of its own."
+    )
+
+
 TOOL_INPUTS: dict[str, type[_ToolInput]] = {
     "bash": BashInput,
     "read_file": ReadFileInput,
     "write_file": WriteFileInput,
     "edit_file": EditFileInput,
+    SPAWN_AGENT: SpawnAgentInput,
 }
 
 TOOL_DESCRIPTIONS = {
@@ -67,16 +82,57 @@ TOOL_DESCRIPTIONS = {
 }
 
 
-def tool_definitions(tools: list[str]) -> list[dict[str, Any]]:
+def available_tools(agent: AgentSpec) -> list[str]:
+    """The agent's tools, plus spawn_agent when it has subagents."""
+    return [*agent.tools, SPAWN_AGENT] if agent.subagents else list(agent.tools)
+
+
+def tool_definitions(tools: list[str], subagents: list[Subagent] | None = None) -> list[dict[str, Any]]:
     """Anthropic tool definitions, in the agent's order (stable, so the prompt prefix is too)."""
     definitions = []
     for name in tools:
+        if name == SPAWN_AGENT:
+            definitions.append(_spawn_definition(subagents or []))
+            continue
         schema = TOOL_INPUTS[name].model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
             prop.pop("title", None)
         definitions.append({"name": name, "description": TOOL_DESCRIPTIONS[name], "input_schema": schema})
     return definitions
+
+
+def _spawn_definition(subagents: list[Subagent]) -> dict[str, Any]:
+    schema = SpawnAgentInput.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema["properties"].values():
+        prop.pop("title", None)
+    schema["properties"]["agent"]["enum"] = [s.name for s in subagents]
+    listing = "\n".join(
+        f"- {s.name}: {s.description or (s.spec.description if s.spec else '')}".rstrip(": ") for s in subagents
+    )
+    return {
+        "name": SPAWN_AGENT,
+        "description": "Delegate a focused subtask to a subagent with its own context window; it answers with "
+        "its final result. Several spawn_agent calls in one turn run in parallel. Subagents:\n" + listing,
+        "input_schema": schema,
+    }
+
+
+def spawn_refusal(
+    subagent: Subagent | None, name: str, depth: int, limits: Limits, started: int, running: int
+) -> str | None:
+    """Why a spawn_agent call may not run (an is_error result for the model), or None."""
+    if subagent is None or subagent.spec is None:
+        return f"Unknown subagent {name!r}."
+    if depth + 1 > limits.max_depth:
+        return f"Subagents may nest {limits.max_depth} deep; this session is at depth {depth} and cannot spawn."
+    if started >= limits.max_children:
+        return f"This session has spawned its limit of {limits.max_children} subagents."
+    if running >= limits.max_concurrent_children:
+        most = limits.max_concurrent_children
+        return f"{running} subagents are running, the most at once ({most}); spawn fewer per turn."
+    return None
 
 
 def check_tool_call(call: ToolCall, allowed: list[str]) -> str | None:
@@ -123,6 +179,8 @@ def session_summary(agent: str, task: str) -> str:
 
 
 def tool_summary(call: ToolCall) -> str:
+    if call.name == SPAWN_AGENT:
+        return f"spawn {call.input.get('agent', '?')}: {_first_line(str(call.input.get('task', '')))}"
     if call.name == "bash":
         return f"bash: {_first_line(str(call.input.get('command', '')))}"
     return f"{call.name}: {_first_line(str(call.input.get('path', '')))}"

@@ -8,13 +8,15 @@ first use), records results, and idles for the next user message. Decisions live
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutType
 from temporalio.exceptions import TimeoutError as TemporalTimeout
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts import (
@@ -25,9 +27,11 @@ with workflow.unsafe.imports_passed_through():
         GET_EVENTS,
         GET_MODEL_CONTEXT,
         GET_STATE,
+        INTERRUPT,
         MODEL_NOT_CONFIGURED,
         MODEL_REQUEST_REJECTED,
         PROVISION_SANDBOX,
+        SA_AGENT_NAME,
         SA_SESSION_STATUS,
         SANDBOX_IMAGE_MISSING,
         SANDBOX_LOST,
@@ -35,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         SEND_MESSAGE,
         SESSION_WORKFLOW,
         SNAPSHOT_WORKSPACE,
+        SPAWN_AGENT,
         ExecuteRequest,
         ExecuteResult,
         ModelContext,
@@ -54,9 +59,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.harness import (
         ContextBuilder,
+        available_tools,
         check_tool_call,
         is_sandbox_tool,
         sandbox_reset_message,
+        session_summary,
+        spawn_refusal,
         text_of,
         tool_calls_of,
         tool_definitions,
@@ -65,6 +73,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
+AGENT_KEY = SearchAttributeKey.for_keyword(SA_AGENT_NAME)
+INTERRUPTED = "Interrupted by the user before this call finished."
 
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -106,7 +116,8 @@ class SessionWorkflow:
         self.input = inp
         self.agent = inp.agent
         self.events: list[SessionEvent] = []
-        self.context = ContextBuilder(inp.agent.system, tool_definitions(inp.agent.tools))
+        self.tools = available_tools(inp.agent)
+        self.context = ContextBuilder(inp.agent.system, tool_definitions(self.tools, inp.agent.subagents))
         self.pending: list[str] = [inp.task]
         self.status: SessionStatus = "running"
         self.ending = False
@@ -114,9 +125,18 @@ class SessionWorkflow:
         self.usage = Usage()
         self.last_answer: str | None = None
         self.last_error: str | None = None
-        self.sandbox: SandboxHandle | None = None
+        # A subagent sharing its parent's sandbox uses it but neither snapshots nor destroys it.
+        self.sandbox: SandboxHandle | None = inp.shared_sandbox
+        self.owns_sandbox = inp.shared_sandbox is None
         self.snapshot: SnapshotRef | None = None
         self.snapshot_at = workflow.now()
+        self.children_started = 0
+        self.children_running = 0
+        self._sandbox_lock = asyncio.Lock()  # sandbox calls of one turn run one at a time, in order
+        self._turn: asyncio.Task[None] | None = None
+        self._interrupt_requested = False
+        self._turn_calls: list[ToolCall] = []
+        self._turn_results: dict[str, ToolResult] = {}
 
     # --- the log ----------------------------------------------------------------------------
 
@@ -162,10 +182,10 @@ class SessionWorkflow:
                 self.pending.clear()
                 self._record("user_message", text=text)
                 self.context.add_user_text(text)
-                await self._respond()
+                await self._respond_interruptibly()
                 if inp.one_shot:
                     break
-                if self.sandbox is not None and workflow.patched(SNAPSHOTS_PATCH):
+                if self.sandbox is not None and self.owns_sandbox and workflow.patched(SNAPSHOTS_PATCH):
                     await self._snapshot()
                 self._set_status("idle")
                 self._details()
@@ -177,6 +197,28 @@ class SessionWorkflow:
         return SessionResult(
             status=final, answer=self.last_answer, turns=self.turns, usage=self.usage, error=self.last_error
         )
+
+    async def _respond_interruptibly(self) -> None:
+        self._interrupt_requested = False
+        self._turn = asyncio.create_task(self._respond())
+        try:
+            await self._turn
+        except asyncio.CancelledError:
+            if not self._interrupt_requested:
+                raise  # the session itself is being cancelled
+            # Every tool_use needs a tool_result, or the next request is invalid.
+            missing = [c for c in self._turn_calls if c.id not in self._turn_results]
+            if missing:
+                cut = [ToolResult(call_id=c.id, name=c.name, is_error=True, output=INTERRUPTED) for c in missing]
+                for result in cut:
+                    self._record("tool_result", tool_result=result)
+                self.context.add_tool_results(cut)
+            self.last_error = None
+            self._record("interrupted", text=f"interrupted by the user; {len(missing)} tool call(s) cut short")
+        finally:
+            self._turn = None
+            self._turn_calls = []
+            self._turn_results = {}
 
     async def _respond(self) -> None:
         """Model and tools until the model ends its turn (or the turn budget runs out)."""
@@ -214,21 +256,27 @@ class SessionWorkflow:
             if not calls:
                 self.last_answer = text_of(turn.content)
                 return
-            results = [await self._run_tool(call) for call in calls]
-            self.context.add_tool_results(results)
+            self._turn_calls, self._turn_results = calls, {}
+            results = await asyncio.gather(*(self._run_tool(call) for call in calls))
+            self.context.add_tool_results(list(results))
+            self._turn_calls = []
         self.last_error = f"the turn limit ({self.agent.limits.max_turns} model calls) was reached"
         self._record("error", text=self.last_error)
 
     # --- tools ------------------------------------------------------------------------------
 
     async def _run_tool(self, call: ToolCall) -> ToolResult:
-        problem = check_tool_call(call, self.agent.tools)
+        problem = check_tool_call(call, self.tools)
         if problem is not None:
             result = ToolResult(call_id=call.id, name=call.name, output=problem, is_error=True)
+        elif call.name == SPAWN_AGENT:
+            result = await self._spawn(call)
         elif is_sandbox_tool(call.name):
-            result = await self._run_in_sandbox(call)
-        else:  # pragma: no cover - every known tool is a sandbox tool so far
+            async with self._sandbox_lock:
+                result = await self._run_in_sandbox(call)
+        else:  # pragma: no cover - check_tool_call admits no other tool
             result = ToolResult(call_id=call.id, name=call.name, output="not implemented", is_error=True)
+        self._turn_results[call.id] = result
         self._record("tool_result", tool_result=result)
         self._details(tool_summary(call))
         return result
@@ -251,6 +299,7 @@ class SessionWorkflow:
                 task_queue=SANDBOXES_QUEUE,
                 summary=f"provision: {self.agent.sandbox.image}" + (" (restore snapshot)" if restore else ""),
             )
+            self.owns_sandbox = True
             self.snapshot_at = workflow.now()
             self._record("sandbox_provisioned", sandbox=self.sandbox)
         return self.sandbox
@@ -290,6 +339,7 @@ class SessionWorkflow:
                 summary=tool_summary(call),
             )
         except ActivityError as e:
+            self._raise_if_interrupted()
             if not _is_sandbox_lost(e):
                 return ToolResult(
                     call_id=call.id, name=call.name, is_error=True, output=f"Tool failed: {_failure_message(e)}"
@@ -320,6 +370,7 @@ class SessionWorkflow:
         every = self.agent.sandbox.snapshot_every_s
         if (
             every
+            and self.owns_sandbox
             and workflow.patched(SNAPSHOTS_PATCH)
             and workflow.now() - self.snapshot_at >= timedelta(seconds=every)
         ):
@@ -357,6 +408,9 @@ class SessionWorkflow:
             self._record("sandbox_snapshot", snapshot=ref)
 
     async def _destroy_sandbox(self) -> None:
+        if not self.owns_sandbox:
+            self.sandbox = None  # the parent's: it stays
+            return
         if self.sandbox is not None and workflow.patched(SNAPSHOTS_PATCH):
             await self._snapshot()
         handle, self.sandbox = self.sandbox, None
@@ -376,7 +430,108 @@ class SessionWorkflow:
             workflow.logger.warning("sandbox not destroyed: %s", _failure_message(e))
         self._record("sandbox_destroyed", sandbox=handle)
 
+    # --- subagents ---------------------------------------------------------------------------
+
+    async def _spawn(self, call: ToolCall) -> ToolResult:
+        """Run a subagent as a child SessionWorkflow; its final answer is the tool result."""
+        name, task = str(call.input["agent"]), str(call.input["task"])
+        sub = self.agent.subagent(name)
+        refusal = spawn_refusal(
+            sub, name, self.input.depth, self.agent.limits, self.children_started, self.children_running
+        )
+        if refusal is not None or sub is None or sub.spec is None:
+            return ToolResult(call_id=call.id, name=call.name, is_error=True, output=refusal or "")
+        share = call.input.get("share_sandbox")
+        shared = None
+        if sub.share_sandbox if share is None else share:
+            try:
+                async with self._sandbox_lock:
+                    shared = await self._ensure_sandbox()
+            except ActivityError as e:
+                return ToolResult(
+                    call_id=call.id,
+                    name=call.name,
+                    is_error=True,
+                    output=f"No sandbox to share could be provisioned: {_failure_message(e)}",
+                )
+        self.children_started += 1
+        self.children_running += 1
+        child_id = f"{workflow.info().workflow_id}/sub-{self.children_started}"
+        self._record("subagent_started", child=child_id, text=f"{name}: {task}", sandbox=shared)
+        try:
+            result: SessionResult = await workflow.execute_child_workflow(
+                SESSION_WORKFLOW,
+                SessionInput(
+                    agent=sub.spec,
+                    task=task,
+                    one_shot=True,
+                    search_attributes=self.input.search_attributes,
+                    parent_session=workflow.info().workflow_id,
+                    depth=self.input.depth + 1,
+                    shared_sandbox=shared,
+                ),
+                id=child_id,
+                task_queue=workflow.info().task_queue,
+                result_type=SessionResult,
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                static_summary=session_summary(sub.spec.name, task),
+                search_attributes=self._child_attributes(sub.spec.name),
+            )
+        except ChildWorkflowError as e:
+            self._raise_if_interrupted()
+            reason = _failure_message(e.cause) if e.cause else str(e)
+            self._record("subagent_finished", child=child_id, status="failed", text=reason)
+            return ToolResult(
+                call_id=call.id, name=call.name, is_error=True, output=f"Subagent {child_id} ({name}) failed: {reason}"
+            )
+        finally:
+            self.children_running -= 1
+        self.usage = self.usage + result.usage
+        self._record(
+            "subagent_finished",
+            child=child_id,
+            status=result.status,
+            usage=result.usage,
+            text=result.answer if result.status == "done" else result.error,
+        )
+        if result.status != "done":
+            return ToolResult(
+                call_id=call.id,
+                name=call.name,
+                is_error=True,
+                output=f"Subagent {child_id} ({name}) failed: {result.error}",
+            )
+        return ToolResult(
+            call_id=call.id, name=call.name, output=f"Subagent {child_id} ({name}) answered:\n{result.answer or ''}"
+        )
+
+    def _raise_if_interrupted(self) -> None:
+        """A cancellation that arrived as an activity or child failure still cuts the turn short."""
+        if self._interrupt_requested and self._turn is not None:
+            raise asyncio.CancelledError
+
+    def _child_attributes(self, agent_name: str) -> TypedSearchAttributes | None:
+        if not self.input.search_attributes:
+            return None
+        return TypedSearchAttributes(
+            [SearchAttributePair(AGENT_KEY, agent_name), SearchAttributePair(STATUS_KEY, "running")]
+        )
+
     # --- handlers ---------------------------------------------------------------------------
+
+    @workflow.update(name=INTERRUPT)
+    async def interrupt(self) -> int:
+        """Cancel the model call, tool runs and subagents in flight; the session goes idle."""
+        self._interrupt_requested = True
+        if self._turn is not None:
+            self._turn.cancel()
+        await workflow.wait_condition(lambda: self._turn is None)
+        return len(self.events)
+
+    @interrupt.validator
+    def _validate_interrupt(self) -> None:
+        if self._turn is None or self._turn.done():
+            raise ValueError(f"nothing to interrupt: the session is {self.status}")
 
     @workflow.update(name=SEND_MESSAGE)
     async def send_message(self, text: str) -> int:
