@@ -24,6 +24,7 @@ status:
 bench: setup
 	@$(PY) bench/foundation.py
 	@$(PY) bench/sandboxes.py
+	@$(PY) bench/subagents.py
 
 lint:
 	@.venv/bin/ruff check .

@@ -21,12 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import timedelta
@@ -40,59 +35,21 @@ import docker  # noqa: E402
 from temporalio import activity, workflow  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
-from temporalio.common import SearchAttributeKey  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from agent_files import load_agent  # noqa: E402
-from contracts import SA_AGENT_NAME, SA_SESSION_STATUS, SandboxSpec  # noqa: E402
+from bench.common import add_scenario, arrivals, local_stack, report, summary, wait_arrivals  # noqa: E402
+from contracts import SandboxSpec  # noqa: E402
 from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
-from scripted_model.server import Scenario, ScriptedModelServer, Step, ToolUse  # noqa: E402
+from scripted_model.server import ScriptedModelServer, Step, ToolUse  # noqa: E402
 from starter import send_message, start_agent_session, wait_until_settled  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def summary(name: str, values_s: list[float], unit: str = "ms") -> dict[str, Any]:
-    scale = 1000 if unit == "ms" else 1
-    return {
-        "name": name,
-        "unit": unit,
-        "n": len(values_s),
-        "p50": round(pct(values_s, 50) * scale, 2),
-        "p95": round(pct(values_s, 95) * scale, 2),
-        "mean": round(statistics.mean(values_s) * scale, 2),
-    }
-
-
-def arrivals(server: ScriptedModelServer, marker: str) -> list[float]:
-    return [r.at for r in server.requests if marker in json.dumps(r.body)]
-
-
-def add(server: ScriptedModelServer, steps: list[Step]) -> str:
-    marker = f"[bench {uuid.uuid4().hex[:10]}]"
-    server.model.scenarios.insert(0, Scenario(name=marker, match=marker, steps=steps))
-    return marker
-
-
-async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> list[float]:
-    for _ in range(10_000):
-        got = arrivals(server, marker)
-        if len(got) >= n:
-            return got
-        await asyncio.sleep(0.002)
-    raise TimeoutError(marker)
 
 
 async def bench_start(client: Client, server: ScriptedModelServer, sessions: int) -> list[float]:
     agent = load_agent(ROOT / "agents" / "coder.yaml")
     out = []
     for _ in range(sessions):
-        marker = add(server, [Step(text="ok")])
+        marker = add_scenario(server, [Step(text="ok")])
         t0 = time.time()
         handle = await start_agent_session(client, agent, f"hi {marker}", one_shot=True)
         (first,) = (await wait_arrivals(server, marker, 1))[:1]
@@ -103,7 +60,7 @@ async def bench_start(client: Client, server: ScriptedModelServer, sessions: int
 
 async def bench_send(client: Client, server: ScriptedModelServer, sends: int) -> list[float]:
     agent = load_agent(ROOT / "agents" / "coder.yaml")
-    marker = add(server, [Step(text=f"answer {i}") for i in range(sends + 1)])
+    marker = add_scenario(server, [Step(text=f"answer {i}") for i in range(sends + 1)])
     handle = await start_agent_session(client, agent, f"chat {marker}")
     await wait_until_settled(client, handle.id)
     out = []
@@ -122,7 +79,7 @@ async def bench_tool_loop(client: Client, server: ScriptedModelServer, turns: in
     agent = load_agent(ROOT / "agents" / "coder.yaml")
     agent = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_turns": turns + 5})})
     steps = [Step(tool_use=ToolUse(name="bash", input={"command": "true"})) for _ in range(turns)]
-    marker = add(server, [*steps, Step(text="done")])
+    marker = add_scenario(server, [*steps, Step(text="done")])
     handle = await start_agent_session(client, agent, f"loop {marker}", one_shot=True)
     await handle.result()
     got = arrivals(server, marker)
@@ -212,38 +169,8 @@ async def main() -> None:
     parser.add_argument("--containers", type=int, default=10)
     args = parser.parse_args()
 
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
-        dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db"),
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "matching.numTaskqueueReadPartitions=1",
-            "--dynamic-config-value",
-            "matching.numTaskqueueWritePartitions=1",
-        ],
-        search_attributes=[
-            SearchAttributeKey.for_keyword(SA_AGENT_NAME),
-            SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
-        ],
-    )
-    server = ScriptedModelServer([]).start()
-    client = env.client
-    # Harness and sandbox workers as separate processes, as deployed (`make up` does the same).
-    worker_env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "ANTHROPIC_API_KEY": "bench",
-        "ANTHROPIC_BASE_URL": server.url,
-        "SANDBOX_HOST_ID": f"bench-{uuid.uuid4().hex[:6]}",
-        "LOG_LEVEL": "WARNING",
-    }
-    workers = [
-        subprocess.Popen([sys.executable, str(ROOT / "worker.py"), role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
-        for role in ("--harness", "--sandbox")
-    ]
     rows: list[dict[str, Any]] = []
-    try:
+    async with local_stack(warm_pool=0) as (client, server):
         await bench_start(client, server, 3)  # warm up
         rows.append(summary("start → first model request", await bench_start(client, server, args.sessions)))
         rows.append(summary("turn overhead, no tool (send → model request)", await bench_send(client, server, 20)))
@@ -251,20 +178,14 @@ async def main() -> None:
         rows.append(summary("turn with `bash true` (model request → next)", loop["gaps"]))
         rows.append(summary("execute activity, `bash true` (history)", loop["execute"]))
         rows.append(summary("floor: empty activity on another queue", await bench_floor(client, args.turns)))
-        runs, ready, execs = await asyncio.to_thread(bench_containers, None, args.containers)
-        rows.append(summary("container start, runc (docker run)", runs))
-        rows.append(summary("container start → shell ready, runc", ready))
-        rows.append(summary("exec `true` in the persistent shell", execs))
-        if "runsc" in (docker.from_env().info().get("Runtimes") or {}):
-            runs, ready, _ = await asyncio.to_thread(bench_containers, "runsc", args.containers)
-            rows.append(summary("container start, gVisor runsc (docker run)", runs))
-            rows.append(summary("container start → shell ready, runsc", ready))
-    finally:
-        for w in workers:
-            w.terminate()
-            w.wait(timeout=30)
-        server.stop()
-        await env.shutdown()
+    runs, ready, execs = await asyncio.to_thread(bench_containers, None, args.containers)
+    rows.append(summary("container start, runc (docker run)", runs))
+    rows.append(summary("container start → shell ready, runc", ready))
+    rows.append(summary("exec `true` in the persistent shell", execs))
+    if "runsc" in (docker.from_env().info().get("Runtimes") or {}):
+        runs, ready, _ = await asyncio.to_thread(bench_containers, "runsc", args.containers)
+        rows.append(summary("container start, gVisor runsc (docker run)", runs))
+        rows.append(summary("container start → shell ready, runsc", ready))
 
     history = {
         "turns": loop["turns"],
@@ -272,18 +193,11 @@ async def main() -> None:
         "events_per_turn": round(loop["history_events"] / loop["turns"], 2),
         "total_bytes": loop["history_bytes"],
     }
-    width = max(len(r["name"]) for r in rows)
-    print(f"\n{'measure':<{width}}  {'n':>4}  {'p50 ms':>8}  {'p95 ms':>8}  {'mean ms':>8}")
-    for r in rows:
-        print(f"{r['name']:<{width}}  {r['n']:>4}  {r['p50']:>8}  {r['p95']:>8}  {r['mean']:>8}")
+    report("foundation", rows, {"history": history})
     print(
-        f"\nhistory of a {history['turns']}-turn tool loop: {history['bytes_per_turn']} bytes and "
+        f"history of a {history['turns']}-turn tool loop: {history['bytes_per_turn']} bytes and "
         f"{history['events_per_turn']} events per turn ({history['total_bytes']} bytes in all)"
     )
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "foundation.json").write_text(json.dumps({"rows": rows, "history": history}, indent=2))
-    print(f"written: {out / 'foundation.json'}")
 
 
 if __name__ == "__main__":

@@ -14,38 +14,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
-import statistics
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from temporalio.testing import ActivityEnvironment  # noqa: E402
 
+from bench.common import report, summary  # noqa: E402
 from contracts import ExecuteRequest, ProvisionRequest, SandboxHandle, SandboxSpec  # noqa: E402
 from sandboxes.activities import SandboxActivities  # noqa: E402
 from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
 from sandboxes.pool import WarmPool  # noqa: E402
-
-
-def row(name: str, values_s: list[float]) -> dict[str, Any]:
-    ordered = sorted(values_s)
-
-    def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000, 2)
-
-    return {
-        "name": name,
-        "n": len(values_s),
-        "p50": pct(50),
-        "p95": pct(95),
-        "mean": round(statistics.mean(values_s) * 1000, 2),
-    }
 
 
 async def provision_and_first_command(activities: SandboxActivities, spec: SandboxSpec) -> tuple[float, str]:
@@ -82,7 +65,7 @@ async def main() -> None:
             seconds, cid = await provision_and_first_command(cold, spec)
             times.append(seconds)
             made.append(cid)
-        rows.append(row("provision, cold (docker run → first command)", times))
+        rows.append(summary("provision, cold (docker run → first command)", times))
 
         pool = WarmPool(sandboxes, size=3)
         warm = SandboxActivities(sandboxes, pool=pool)
@@ -96,7 +79,7 @@ async def main() -> None:
             made.append(cid)
         filling.cancel()
         pool.drain()
-        rows.append(row("provision, warm pool (bind → first command)", times))
+        rows.append(summary("provision, warm pool (bind → first command)", times))
 
         cid = made[0]
         shell, docker_exec = [], []
@@ -107,8 +90,8 @@ async def main() -> None:
             t0 = time.perf_counter()
             sandboxes.exec(cid, ["true"])
             docker_exec.append(time.perf_counter() - t0)
-        rows.append(row("exec `true`: persistent shell", shell))
-        rows.append(row("exec `true`: docker exec per command", docker_exec))
+        rows.append(summary("exec `true`: persistent shell", shell))
+        rows.append(summary("exec `true`: docker exec per command", docker_exec))
 
         sandboxes.run(cid, "fill", "head -c 37500000 /dev/urandom | base64 -w 0 > /workspace/data.b64", 1000, 120)
         snaps, restores = [], []
@@ -121,21 +104,14 @@ async def main() -> None:
             t0 = time.perf_counter()
             sandboxes.restore(target, buffer.getvalue())
             restores.append(time.perf_counter() - t0)
-        rows.append(row(f"snapshot of a 50 MB workspace ({size // 1_000_000} MB gzipped)", snaps))
-        rows.append(row("restore of that snapshot", restores))
+        rows.append(summary(f"snapshot of a 50 MB workspace ({size // 1_000_000} MB gzipped)", snaps))
+        rows.append(summary("restore of that snapshot", restores))
     finally:
         for cid in made:
             sandboxes.destroy(cid)
         sandboxes.close()
 
-    width = max(len(r["name"]) for r in rows)
-    print(f"\n{'measure':<{width}}  {'n':>4}  {'p50 ms':>9}  {'p95 ms':>9}  {'mean ms':>9}")
-    for r in rows:
-        print(f"{r['name']:<{width}}  {r['n']:>4}  {r['p50']:>9}  {r['p95']:>9}  {r['mean']:>9}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sandboxes.json").write_text(json.dumps({"rows": rows}, indent=2))
-    print(f"written: {out / 'sandboxes.json'}")
+    report("sandboxes", rows)
 
 
 if __name__ == "__main__":

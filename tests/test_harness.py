@@ -173,9 +173,31 @@ def _agent(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_the_shipped_agent_file_is_valid() -> None:
+def test_the_shipped_agent_files_are_valid() -> None:
     agent = load_agent(ROOT / "agents" / "coder.yaml")
     assert agent.name == "coder" and agent.tools == ALL and not agent.sandbox.network
+    researcher = load_agent(ROOT / "agents" / "researcher.yaml")
+    assert researcher.subagents[0].spec == agent
+    assert {p.stem for p in (ROOT / "agents").glob("*.yaml")} == {"coder", "researcher"}
+
+
+def test_spawn_agent_is_offered_only_with_subagents() -> None:
+    from contracts import Subagent
+    from workflows.harness import available_tools, spawn_refusal
+
+    coder = load_agent(ROOT / "agents" / "coder.yaml")
+    assert "spawn_agent" not in available_tools(coder)
+    lead = coder.model_copy(update={"subagents": [Subagent(name="helper", description="helps", spec=coder)]})
+    tools = available_tools(lead)
+    spawn = tool_definitions(tools, lead.subagents)[-1]
+    assert spawn["name"] == "spawn_agent" and spawn["input_schema"]["properties"]["agent"]["enum"] == ["helper"]
+    assert "- helper: helps" in spawn["description"]
+    sub, limits = lead.subagents[0], lead.limits
+    assert spawn_refusal(sub, "helper", 0, limits, 0, 0) is None
+    assert "nest 2 deep" in (spawn_refusal(sub, "helper", 2, limits, 0, 0) or "")
+    assert "limit of 50" in (spawn_refusal(sub, "helper", 0, limits, 50, 0) or "")
+    assert "most at once (8)" in (spawn_refusal(sub, "helper", 0, limits, 3, 8) or "")
+    assert spawn_refusal(None, "ghost", 0, limits, 0, 0) == "Unknown subagent 'ghost'."
 
 
 @pytest.mark.parametrize(

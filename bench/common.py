@@ -1,0 +1,111 @@
+"""What the benchmarks share: a local stack (dev server on SQLite, scripted model, harness and
+sandbox workers as separate processes, as deployed), scenarios, percentiles, the table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from temporalio.client import Client  # noqa: E402
+from temporalio.common import SearchAttributeKey  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from contracts import SA_AGENT_NAME, SA_SESSION_STATUS  # noqa: E402
+from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(name: str, values_s: list[float]) -> dict[str, Any]:
+    """p50 / p95 / mean in milliseconds of durations given in seconds."""
+    return {
+        "name": name,
+        "n": len(values_s),
+        "p50": round(pct(values_s, 50) * 1000, 2),
+        "p95": round(pct(values_s, 95) * 1000, 2),
+        "mean": round(statistics.mean(values_s) * 1000, 2),
+    }
+
+
+def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> None:
+    """Print the table and write bench/results/<name>.json."""
+    width = max(len(r["name"]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'n':>4}  {'p50 ms':>9}  {'p95 ms':>9}  {'mean ms':>9}")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['n']:>4}  {r['p50']:>9}  {r['p95']:>9}  {r['mean']:>9}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"rows": rows, **(extra or {})}, indent=2))
+    print(f"written: {out / f'{name}.json'}")
+
+
+def add_scenario(server: ScriptedModelServer, steps: list[Step]) -> str:
+    marker = f"[bench {uuid.uuid4().hex[:10]}]"
+    server.model.scenarios.insert(0, Scenario(name=marker, match=marker, steps=steps))
+    return marker
+
+
+def arrivals(server: ScriptedModelServer, marker: str) -> list[float]:
+    """When the scripted model received each request of the conversation marked `marker`."""
+    return [r.at for r in server.requests if marker in json.dumps(r.body["messages"][0])]
+
+
+async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> list[float]:
+    for _ in range(20_000):
+        got = arrivals(server, marker)
+        if len(got) >= n:
+            return got
+        await asyncio.sleep(0.002)
+    raise TimeoutError(marker)
+
+
+@asynccontextmanager
+async def local_stack(warm_pool: int = 2) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
+        dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db"),
+        search_attributes=[
+            SearchAttributeKey.for_keyword(SA_AGENT_NAME),
+            SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
+        ],
+    )
+    server = ScriptedModelServer([]).start()
+    worker_env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "ANTHROPIC_API_KEY": "bench",
+        "ANTHROPIC_BASE_URL": server.url,
+        "SANDBOX_HOST_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "SANDBOX_WARM_POOL": str(warm_pool),
+        "LOG_LEVEL": "WARNING",
+    }
+    workers = [
+        subprocess.Popen([sys.executable, str(ROOT / "worker.py"), role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
+        for role in ("--harness", "--sandbox")
+    ]
+    try:
+        yield env.client, server
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(timeout=30)
+        server.stop()
+        await env.shutdown()
