@@ -334,3 +334,28 @@ async def test_killing_the_harness_worker_while_three_children_run(
         )
     with pytest.raises(Exception, match="not found"):  # no child was started twice under a new number
         await client.get_workflow_handle(f"{handle.id}/sub-4").describe()
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_child_terminated_from_outside_is_an_error_result(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    child = child_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "sleep 60"}))])
+    marker = add_scenario(scripted, [Step(tool_use=spawn("slow", f"Sleep. {child}")), Step(text="went on")])
+    agent = with_subagents(coder(), Subagent(name="slow", spec=coder()))
+    handle = await start_agent_session(client, agent, f"Terminate. {marker}", one_shot=True)
+    child_handle = client.get_workflow_handle(f"{handle.id}/sub-1")
+
+    async def child_started() -> bool:
+        try:
+            return any(e.kind == "model_turn" for e in await session_events(client, child_handle.id))
+        except Exception:  # noqa: BLE001 - not started yet
+            return False
+
+    await wait_for(child_started, within_s=60, what="the child's first turn")
+    await child_handle.terminate(reason="stopped from the UI")
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.answer == "went on"
+    (spawned,) = results(await session_events(client, handle.id))
+    assert spawned.is_error and spawned.output.startswith(f"Subagent {child_handle.id} (slow) failed: ")
+    assert "terminated" in spawned.output.lower()
