@@ -7,7 +7,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from contracts import AgentSpec
+from contracts import AgentSpec, agent_version
+
+__all__ = ["AgentFileError", "agent_version", "load_agent"]
 
 
 class AgentFileError(ValueError):

@@ -12,12 +12,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from contracts import SA_AGENT_NAME, SA_SESSION_STATUS
+from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS
 
 DEFAULT_ADDRESS = "localhost:7233"
 SEARCH_ATTRIBUTES = {
     SA_AGENT_NAME: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     SA_SESSION_STATUS: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    SA_AGENT_VERSION: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
 }
 
 

@@ -24,6 +24,7 @@ CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
 EXECUTE = "execute"
 DESTROY_SANDBOX = "destroy_sandbox"
+LAST_SCHEDULED_RESULT = "last_scheduled_result"
 SNAPSHOT_WORKSPACE = "snapshot_workspace"
 
 # Queries and updates of SessionWorkflow.
@@ -37,6 +38,7 @@ GET_MODEL_CONTEXT = "model_context"
 # Custom search attributes (Keyword), registered when the dev server starts.
 SA_AGENT_NAME = "AgentName"
 SA_SESSION_STATUS = "SessionStatus"
+SA_AGENT_VERSION = "AgentVersion"
 
 # ApplicationError types that cross from activities to the workflow.
 SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
@@ -160,6 +162,12 @@ class AgentSpec(_Strict):
         return tools
 
 
+def agent_version(agent: AgentSpec) -> str:
+    """The content hash of a resolved agent definition: same definition, same version."""
+    canonical = json.dumps(agent.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
 # --- session ------------------------------------------------------------------------------------
 
 
@@ -200,6 +208,8 @@ class SessionInput(_Strict):
     parent_session: str | None = None
     depth: int = 0
     shared_sandbox: SandboxHandle | None = None
+    # Set for runs of a schedule: its id; the task is then a template ({date}, {last_result}).
+    schedule: str | None = None
     # False on servers where the custom search attributes could not be registered.
     search_attributes: bool = True
 
@@ -266,6 +276,8 @@ class SessionEvent(_Strict):
     sandbox: SandboxHandle | None = None
     snapshot: SnapshotRef | None = None
     child: str | None = None  # subagent events: the child session's id
+    agent: AgentSpec | None = None  # session_started: the definition this session runs
+    agent_version: str | None = None
 
 
 class SessionState(_Strict):

@@ -8,6 +8,11 @@
     starter.py result ID
     starter.py sessions
     starter.py end ID
+    starter.py schedule create NAME --agent FILE (--cron "0 9 * * 1-5" | --every 1h) [--timezone TZ]
+                                     [--overlap skip|buffer_one|allow_all|cancel_other] [--paused] "prompt"
+    starter.py schedule list | describe NAME | pause NAME | unpause NAME | trigger NAME | delete NAME
+    starter.py schedule backfill NAME --from ISO --to ISO;  schedule update NAME [--agent] [--prompt] [--cron] ...
+    starter.py agent schema | agent validate FILE
 
 Connects to TEMPORAL_ADDRESS (default localhost:7233), namespace TEMPORAL_NAMESPACE.
 """
@@ -20,15 +25,25 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleSpec,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from agent_files import AgentFileError, load_agent
+import schedules
+from agent_files import AgentFileError, agent_version, load_agent
 from connection import connect, ensure_search_attributes, temporal_address
 from contracts import (
     AGENTS_QUEUE,
@@ -37,6 +52,7 @@ from contracts import (
     GET_STATE,
     INTERRUPT,
     SA_AGENT_NAME,
+    SA_AGENT_VERSION,
     SA_SESSION_STATUS,
     SEND_MESSAGE,
     SESSION_WORKFLOW,
@@ -100,6 +116,7 @@ async def start_agent_session(
             [
                 SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_NAME), agent.name),
                 SearchAttributePair(SearchAttributeKey.for_keyword(SA_SESSION_STATUS), "running"),
+                SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_VERSION), agent_version(agent)),
             ]
         )
         if with_attributes
@@ -112,7 +129,8 @@ async def start_agent_session(
         task_queue=AGENTS_QUEUE,
         result_type=SessionResult,
         static_summary=session_summary(agent.name, task),
-        static_details=f"agent file: {source}\nmodel: {agent.model.name}\ntools: {', '.join(agent.tools)}",
+        static_details=f"agent file: {source}\nagent version: {agent_version(agent)}\nmodel: {agent.model.name}\n"
+        f"tools: {', '.join(agent.tools)}",
         search_attributes=attributes,
     )
 
@@ -320,6 +338,125 @@ async def cmd_end(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- schedules ------------------------------------------------------------------------------
+
+
+def _schedule_time(times: Sequence[datetime]) -> str:
+    return times[0].strftime("%Y-%m-%d %H:%M:%S") if times else "-"
+
+
+def _spec_text(spec: ScheduleSpec) -> str:
+    parts = list(spec.cron_expressions) + [f"every {i.every}" for i in spec.intervals]
+    zone = f" ({spec.time_zone_name})" if spec.time_zone_name else ""
+    return (", ".join(parts) or "-") + zone
+
+
+async def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
+    action = args.schedule_command
+    if action == "create":
+        req = schedules.ScheduleRequest(
+            name=args.name,
+            agent_path=args.agent,
+            prompt=args.prompt,
+            cron=args.cron,
+            every=args.every,
+            timezone=args.timezone,
+            overlap=args.overlap,
+            paused=args.paused,
+        )
+        handle = await schedules.create(client, req)
+        description = await handle.describe()
+        print(f"schedule {args.name} created; next run: {_schedule_time(description.info.next_action_times)}")
+        return 0
+    if action == "list":
+        rows = []
+        async for s in await client.list_schedules():
+            last = s.info.recent_actions[-1] if s.info.recent_actions else None
+            result = "-"
+            if last is not None and isinstance(last.action, ScheduleActionExecutionStartWorkflow):
+                result = await schedules.last_result(client, last.action.workflow_id)
+            paused = "paused" if s.schedule.state.paused else "active"
+            rows.append((s.id, paused, _schedule_time(s.info.next_action_times), result))
+        if not rows:
+            print("no schedules")
+            return 0
+        width = max(len(r[0]) for r in rows)
+        print(f"{'SCHEDULE':<{width}}  {'STATE':<7} {'NEXT RUN (UTC)':<20} LAST RESULT")
+        for name, state, next_run, result in rows:
+            print(f"{name:<{width}}  {state:<7} {next_run:<20} {result}")
+        return 0
+    handle = client.get_schedule_handle(args.name)
+    if action == "describe":
+        d = await handle.describe()
+        inp = await schedules.session_input(client, d.schedule.action)  # type: ignore[arg-type]
+        print(f"schedule:  {d.id}")
+        print(f"spec:      {_spec_text(d.schedule.spec)}")
+        print(f"overlap:   {d.schedule.policy.overlap.name.lower()}")
+        print(
+            f"state:     {'paused' if d.schedule.state.paused else 'active'}"
+            + (f" ({d.schedule.state.note})" if d.schedule.state.note else "")
+        )
+        if inp is not None:
+            print(f"agent:     {inp.agent.name} (version {agent_version(inp.agent)})")
+            print(f"prompt:    {inp.task}")
+        print(f"runs:      {d.info.num_actions} ({d.info.num_actions_skipped_overlap} skipped for overlap)")
+        print("next runs: " + ", ".join(t.strftime("%Y-%m-%d %H:%M:%S") for t in d.info.next_action_times[:5]))
+        for r in d.info.recent_actions[-5:]:
+            if isinstance(r.action, ScheduleActionExecutionStartWorkflow):
+                print(
+                    f"  {r.started_at:%Y-%m-%d %H:%M:%S}  {r.action.workflow_id}  "
+                    f"{await schedules.last_result(client, r.action.workflow_id)}"
+                )
+        return 0
+    if action == "pause":
+        await handle.pause(note=args.note or "paused with starter.py")
+    elif action == "unpause":
+        await handle.unpause(note=args.note or "unpaused with starter.py")
+    elif action == "trigger":
+        await handle.trigger()
+    elif action == "backfill":
+        await schedules.backfill(client, args.name, _parse_time(args.from_), _parse_time(args.to))
+    elif action == "update":
+        await schedules.update(
+            client,
+            args.name,
+            agent_path=args.agent,
+            prompt=args.prompt,
+            cron=args.cron,
+            every=args.every,
+            timezone=args.timezone,
+            overlap=args.overlap,
+        )
+    elif action == "delete":
+        await handle.delete()
+    print(f"schedule {args.name}: {action} done")
+    return 0
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{text!r}: use an ISO time, e.g. 2026-11-20T09:00:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- agent definitions ------------------------------------------------------------------------
+
+
+async def cmd_agent(args: argparse.Namespace) -> int:
+    if args.agent_command == "schema":
+        print(json.dumps(AgentSpec.model_json_schema(), indent=2))
+        return 0
+    agent = load_agent(args.file)
+    tools = ", ".join(agent.tools) + (", spawn_agent" if agent.subagents else "")
+    print(
+        f"{args.file}: valid — agent {agent.name}, version {agent_version(agent)}, model {agent.model.name}, "
+        f"tools: {tools}" + (f", subagents: {', '.join(s.name for s in agent.subagents)}" if agent.subagents else "")
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -354,11 +491,56 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("id")
     s = sub.add_parser("sessions", help="list sessions with their status")
     s.add_argument("--limit", type=int, default=50)
+    _schedule_parsers(sub)
+    a = sub.add_parser("agent", help="agent definitions: schema, validate").add_subparsers(
+        dest="agent_command", required=True
+    )
+    a.add_parser("schema", help="print the JSON Schema of agent files")
+    a.add_parser("validate", help="validate an agent file without running it").add_argument("file")
     s = sub.add_parser("interrupt", help="stop what the session is doing (model call, tools, subagents)")
     s.add_argument("id")
     s = sub.add_parser("end", help="end a session (its sandbox is destroyed)")
     s.add_argument("id")
     return p
+
+
+def _schedule_parsers(sub: Any) -> None:
+    sched = sub.add_parser("schedule", help="recurring agents on Temporal Schedules").add_subparsers(
+        dest="schedule_command", required=True
+    )
+
+    def timing(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cron", help='cron expression, e.g. "0 9 * * 1-5"')
+        p.add_argument("--every", help="interval, e.g. 30s, 5m, 1h, 1d")
+        p.add_argument("--timezone", help="IANA time zone for the cron, e.g. Europe/Berlin")
+        p.add_argument(
+            "--overlap",
+            choices=sorted(schedules.OVERLAP),
+            default=None,
+            help="when a run is still going at the next time (default skip)",
+        )
+
+    c = sched.add_parser("create", help="create a schedule that starts one-shot sessions")
+    c.add_argument("name")
+    c.add_argument("--agent", required=True)
+    timing(c)
+    c.add_argument("--paused", action="store_true")
+    c.add_argument("prompt", help="the task; may use {date} and {last_result}")
+    sched.add_parser("list", help="schedules with next run and last result")
+    for name in ("describe", "pause", "unpause", "trigger", "delete"):
+        p = sched.add_parser(name)
+        p.add_argument("name")
+        if name in ("pause", "unpause"):
+            p.add_argument("--note")
+    b = sched.add_parser("backfill", help="run the schedule for a past time range")
+    b.add_argument("name")
+    b.add_argument("--from", dest="from_", required=True)
+    b.add_argument("--to", required=True)
+    u = sched.add_parser("update", help="change a schedule's agent, prompt, timing or overlap")
+    u.add_argument("name")
+    u.add_argument("--agent")
+    u.add_argument("--prompt")
+    timing(u)
 
 
 COMMANDS = {
@@ -370,12 +552,20 @@ COMMANDS = {
     "sessions": cmd_sessions,
     "end": cmd_end,
     "interrupt": cmd_interrupt,
+    "schedule": cmd_schedule,
 }
 
 
 async def amain(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command == "agent":
+            return await cmd_agent(args)
+        if args.command == "schedule" and args.schedule_command == "create":
+            args.overlap = args.overlap or "skip"
+            # Bad input fails before anything connects.
+            load_agent(args.agent)
+            schedules._spec(args.cron, args.every, args.timezone)
         if args.command == "start":
             load_agent(args.agent)  # bad input fails before anything connects
             workspace_seed(args)
@@ -384,7 +574,7 @@ async def amain(argv: list[str]) -> int:
         except RuntimeError as e:
             raise CliError(f"cannot reach Temporal at {temporal_address()}: {e} (is `make up` running?)") from None
         return await COMMANDS[args.command](client, args)
-    except (AgentFileError, CliError) as e:
+    except (AgentFileError, CliError, schedules.ScheduleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RPCError as e:

@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
 from activities.model import ModelActivities, anthropic_client_from_env
+from activities.schedules import ScheduleActivities
 from connection import connect, temporal_address
 from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
 from logs import configure_logging
@@ -35,7 +36,13 @@ log = structlog.get_logger("worker")
 
 
 def harness_worker(client: Client, model: ModelActivities) -> Worker:
-    return Worker(client, task_queue=AGENTS_QUEUE, workflows=[SessionWorkflow], activities=[model.call_model])
+    schedules = ScheduleActivities(client)
+    return Worker(
+        client,
+        task_queue=AGENTS_QUEUE,
+        workflows=[SessionWorkflow],
+        activities=[model.call_model, schedules.last_scheduled_result],
+    )
 
 
 def sandbox_workers(

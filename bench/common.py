@@ -24,7 +24,7 @@ from temporalio.common import SearchAttributeKey  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from contracts import SA_AGENT_NAME, SA_SESSION_STATUS  # noqa: E402
+from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS  # noqa: E402
 from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
 
 
@@ -85,6 +85,7 @@ async def local_stack(warm_pool: int = 2) -> AsyncIterator[tuple[Client, Scripte
         search_attributes=[
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
+            SearchAttributeKey.for_keyword(SA_AGENT_VERSION),
         ],
     )
     server = ScriptedModelServer([]).start()

@@ -105,6 +105,8 @@ def up() -> None:
                 "AgentName=Keyword",
                 "--search-attribute",
                 "SessionStatus=Keyword",
+                "--search-attribute",
+                "AgentVersion=Keyword",
             ],
         )
         _wait_port("temporal", 7233)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from activities.model import ModelActivities  # noqa: E402
-from contracts import GET_STATE, SA_AGENT_NAME, SA_SESSION_STATUS, SessionState  # noqa: E402
+from contracts import GET_STATE, SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS, SessionState  # noqa: E402
 from sandboxes.activities import SandboxActivities  # noqa: E402
 from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
 from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
@@ -55,6 +55,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=[
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
+            SearchAttributeKey.for_keyword(SA_AGENT_VERSION),
         ],
         dev_server_extra_args=["--namespace", CHAOS_NAMESPACE],
     )

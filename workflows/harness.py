@@ -4,6 +4,7 @@ the model context and its digests, and the texts the Temporal UI shows. No I/O, 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -164,6 +165,13 @@ def tool_calls_of(content: list[dict[str, Any]]) -> list[ToolCall]:
 
 def text_of(content: list[dict[str, Any]]) -> str:
     return "\n".join(b["text"] for b in content if b.get("type") == "text" and b.get("text")).strip()
+
+
+def render_task(template: str, now: datetime, last_result: str) -> str:
+    """A scheduled run's task: {date} and {last_result} filled in; other braces left alone."""
+    return template.replace("{date}", now.date().isoformat()).replace(
+        "{last_result}", last_result or "(no earlier run has an answer yet)"
+    )
 
 
 # --- what the Temporal UI shows -----------------------------------------------------------------

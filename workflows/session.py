@@ -28,10 +28,12 @@ with workflow.unsafe.imports_passed_through():
         GET_MODEL_CONTEXT,
         GET_STATE,
         INTERRUPT,
+        LAST_SCHEDULED_RESULT,
         MODEL_NOT_CONFIGURED,
         MODEL_REQUEST_REJECTED,
         PROVISION_SANDBOX,
         SA_AGENT_NAME,
+        SA_AGENT_VERSION,
         SA_SESSION_STATUS,
         SANDBOX_IMAGE_MISSING,
         SANDBOX_LOST,
@@ -40,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         SESSION_WORKFLOW,
         SNAPSHOT_WORKSPACE,
         SPAWN_AGENT,
+        AgentSpec,
         ExecuteRequest,
         ExecuteResult,
         ModelContext,
@@ -56,12 +59,14 @@ with workflow.unsafe.imports_passed_through():
         ToolCall,
         ToolResult,
         Usage,
+        agent_version,
     )
     from workflows.harness import (
         ContextBuilder,
         available_tools,
         check_tool_call,
         is_sandbox_tool,
+        render_task,
         sandbox_reset_message,
         session_summary,
         spawn_refusal,
@@ -74,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
 AGENT_KEY = SearchAttributeKey.for_keyword(SA_AGENT_NAME)
+VERSION_KEY = SearchAttributeKey.for_keyword(SA_AGENT_VERSION)
 INTERRUPTED = "Interrupted by the user before this call finished."
 
 MODEL_RETRY = RetryPolicy(
@@ -164,7 +170,15 @@ class SessionWorkflow:
 
     @workflow.run
     async def run(self, inp: SessionInput) -> SessionResult:
-        self._record("session_started", text=inp.task, model=inp.agent.model.name)
+        if inp.schedule is not None:
+            self.pending = [await self._render_scheduled_task(inp.task, inp.schedule)]
+        self._record(
+            "session_started",
+            text=self.pending[0],
+            model=inp.agent.model.name,
+            agent=inp.agent,
+            agent_version=agent_version(inp.agent),
+        )
         try:
             while True:
                 try:
@@ -430,6 +444,22 @@ class SessionWorkflow:
             workflow.logger.warning("sandbox not destroyed: %s", _failure_message(e))
         self._record("sandbox_destroyed", sandbox=handle)
 
+    async def _render_scheduled_task(self, template: str, schedule: str) -> str:
+        last = ""
+        if "{last_result}" in template:
+            try:
+                last = await workflow.execute_activity(
+                    LAST_SCHEDULED_RESULT,
+                    schedule,
+                    result_type=str,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    summary=f"last result of schedule {schedule}",
+                )
+            except ActivityError as e:
+                workflow.logger.warning("no last result for %s: %s", schedule, _failure_message(e))
+        return render_task(template, workflow.now(), last)
+
     # --- subagents ---------------------------------------------------------------------------
 
     async def _spawn(self, call: ToolCall) -> ToolResult:
@@ -475,7 +505,7 @@ class SessionWorkflow:
                 result_type=SessionResult,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 static_summary=session_summary(sub.spec.name, task),
-                search_attributes=self._child_attributes(sub.spec.name),
+                search_attributes=self._child_attributes(sub.spec),
             )
         except ChildWorkflowError as e:
             self._raise_if_interrupted()
@@ -510,11 +540,15 @@ class SessionWorkflow:
         if self._interrupt_requested and self._turn is not None:
             raise asyncio.CancelledError
 
-    def _child_attributes(self, agent_name: str) -> TypedSearchAttributes | None:
+    def _child_attributes(self, agent: AgentSpec) -> TypedSearchAttributes | None:
         if not self.input.search_attributes:
             return None
         return TypedSearchAttributes(
-            [SearchAttributePair(AGENT_KEY, agent_name), SearchAttributePair(STATUS_KEY, "running")]
+            [
+                SearchAttributePair(AGENT_KEY, agent.name),
+                SearchAttributePair(STATUS_KEY, "running"),
+                SearchAttributePair(VERSION_KEY, agent_version(agent)),
+            ]
         )
 
     # --- handlers ---------------------------------------------------------------------------
