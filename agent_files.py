@@ -24,6 +24,14 @@ def load_agent(path: str | Path) -> AgentSpec:
 
 def _load(p: Path, chain: tuple[Path, ...]) -> AgentSpec:
     agent = _parse(p)
+    if agent.system_file is not None:
+        if agent.system:
+            raise AgentFileError(f"{p}: system_file: give system or system_file, not both")
+        try:
+            agent.system = (p.parent / agent.system_file).read_text()
+        except OSError as e:
+            raise AgentFileError(f"{p}: system_file: {agent.system_file}: {e.strerror}") from None
+        agent.system_file = None  # resolved: the session carries the text itself
     for i, sub in enumerate(agent.subagents):
         if sub.spec is not None or sub.agent is None:
             continue

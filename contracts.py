@@ -135,6 +135,9 @@ class AgentSpec(_Strict):
     description: str = ""
     model: ModelSpec
     system: str = ""
+    system_file: str | None = Field(
+        default=None, description="file with the system prompt, relative to the agent file (read at load)"
+    )
     tools: list[str] = Field(default_factory=lambda: list(SANDBOX_TOOLS))
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     limits: Limits = Field(default_factory=Limits)

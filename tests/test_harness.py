@@ -178,7 +178,20 @@ def test_the_shipped_agent_files_are_valid() -> None:
     assert agent.name == "coder" and agent.tools == ALL and not agent.sandbox.network
     researcher = load_agent(ROOT / "agents" / "researcher.yaml")
     assert researcher.subagents[0].spec == agent
-    assert {p.stem for p in (ROOT / "agents").glob("*.yaml")} == {"coder", "researcher"}
+    assert {p.stem for p in (ROOT / "agents").glob("*.yaml")} == {"coder", "researcher", "reviewer", "daily-report"}
+    reviewer = load_agent(ROOT / "agents" / "reviewer.yaml")
+    assert reviewer.system.startswith("You review code.") and reviewer.system_file is None
+    assert load_agent(ROOT / "agents" / "daily-report.yaml").name == "daily-report"
+
+
+def test_system_prompt_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: {name: m}\nsystem_file: missing.md\n")
+    with pytest.raises(AgentFileError, match="a.yaml: system_file: missing.md: No such file"):
+        load_agent(tmp_path / "a.yaml")
+    (tmp_path / "p.md").write_text("be brief")
+    (tmp_path / "b.yaml").write_text("name: b\nmodel: {name: m}\nsystem: x\nsystem_file: p.md\n")
+    with pytest.raises(AgentFileError, match="not both"):
+        load_agent(tmp_path / "b.yaml")
 
 
 def test_spawn_agent_is_offered_only_with_subagents() -> None:
