@@ -31,6 +31,8 @@ SNAPSHOT_WORKSPACE = "snapshot_workspace"
 SEND_MESSAGE = "send_message"
 END_SESSION = "end_session"
 INTERRUPT = "interrupt"
+APPROVE = "approve"
+DENY = "deny"
 GET_EVENTS = "events"
 GET_STATE = "state"
 GET_MODEL_CONTEXT = "model_context"
@@ -54,6 +56,9 @@ KNOWN_TOOLS = SANDBOX_TOOLS
 def host_queue(host_id: str) -> str:
     """The task queue that reaches one sandbox host (the worker-specific-task-queue pattern)."""
     return f"{SANDBOXES_QUEUE}-{host_id}"
+
+
+ToolPolicy = Literal["always_allow", "always_ask"]
 
 
 class _Strict(BaseModel):
@@ -139,6 +144,9 @@ class AgentSpec(_Strict):
         default=None, description="file with the system prompt, relative to the agent file (read at load)"
     )
     tools: list[str] = Field(default_factory=lambda: list(SANDBOX_TOOLS))
+    policies: dict[str, ToolPolicy] = Field(
+        default_factory=dict, description="per-tool policy; a tool not named here is always_allow"
+    )
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     limits: Limits = Field(default_factory=Limits)
     subagents: list[Subagent] = Field(default_factory=list)
@@ -153,6 +161,32 @@ class AgentSpec(_Strict):
 
     def subagent(self, name: str) -> Subagent | None:
         return next((s for s in self.subagents if s.name == name), None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_entries(cls, data: Any) -> Any:
+        """`tools:` items may be names or {name, policy} mappings; policies go to `policies`."""
+        if isinstance(data, dict) and isinstance(data.get("tools"), list):
+            tools, policies = [], dict(data.get("policies") or {})
+            for item in data["tools"]:
+                if isinstance(item, dict) and set(item) <= {"name", "policy"} and "name" in item:
+                    tools.append(item["name"])
+                    if "policy" in item:
+                        policies[item["name"]] = item["policy"]
+                else:
+                    tools.append(item)
+            data = {**data, "tools": tools, "policies": policies}
+        return data
+
+    @model_validator(mode="after")
+    def _policies_name_tools(self) -> AgentSpec:
+        for name in self.policies:
+            if name not in self.tools and not (name == SPAWN_AGENT and self.subagents):
+                raise ValueError(f"policies: {name!r} is not one of this agent's tools")
+        return self
+
+    def policy(self, tool: str) -> ToolPolicy:
+        return self.policies.get(tool, "always_allow")
 
     @field_validator("tools")
     @classmethod
@@ -245,7 +279,7 @@ class ToolResult(_Strict):
     is_error: bool = False
 
 
-SessionStatus = Literal["running", "idle", "done", "failed"]
+SessionStatus = Literal["running", "waiting", "idle", "done", "failed"]
 EventKind = Literal[
     "session_started",
     "user_message",
@@ -257,6 +291,9 @@ EventKind = Literal[
     "subagent_started",
     "subagent_finished",
     "interrupted",
+    "approval_requested",
+    "approval_granted",
+    "approval_denied",
     "error",
     "status",
 ]
@@ -291,6 +328,7 @@ class SessionState(_Strict):
     usage: Usage
     last_answer: str | None
     sandbox: SandboxHandle | None
+    awaiting_approval: list[ToolCall] = Field(default_factory=list)
 
 
 class SessionResult(_Strict):

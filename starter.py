@@ -5,6 +5,7 @@
     starter.py follow ID
     starter.py events ID [--from N] [--to M] [--child sub-N] [--json]
     starter.py interrupt ID
+    starter.py approve ID TOOL_USE_ID [--wait];  starter.py deny ID TOOL_USE_ID --reason "..." [--wait]
     starter.py result ID
     starter.py sessions
     starter.py end ID
@@ -67,7 +68,7 @@ from contracts import (
 from workflows.harness import session_summary
 
 POLL_S = 0.25
-IDLE_OR_DONE = ("idle", "done", "failed")
+IDLE_OR_DONE = ("idle", "waiting", "done", "failed")  # the session needs nothing more from us, or needs you
 
 
 class CliError(Exception):
@@ -240,21 +241,14 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
     )
     print(handle.id, flush=True)
     if args.wait:
-        if args.one_shot:
-            result = await handle.result()
-            answer, status = result.answer, result.status
-        else:
-            state = await wait_until_settled(client, handle.id)
-            answer, status = state.last_answer, state.status
-        print(answer or f"(no answer; session status: {status})")
+        print_settled(await wait_until_settled(client, handle.id), handle.id)
     return 0
 
 
 async def cmd_send(client: Client, args: argparse.Namespace) -> int:
     offset = await send_message(client, args.id, args.text)
     if args.wait:
-        state = await wait_until_settled(client, args.id, after_event=offset)
-        print(state.last_answer or f"(no answer; session status: {state.status})")
+        print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
     else:
         print(f"queued at event {offset}")
     return 0
@@ -291,6 +285,31 @@ async def cmd_events(client: Client, args: argparse.Namespace) -> int:
     if args.child:
         session_id = args.child if args.child.startswith(args.id + "/") else f"{args.id}/{args.child}"
     print_events(await session_events(client, session_id, args.from_, stop), args.json)
+    return 0
+
+
+def print_settled(state: SessionState, session_id: str) -> None:
+    if state.status == "waiting":
+        for call in state.awaiting_approval:
+            print(f"waiting for approval: {call.id} {call.name} {json.dumps(call.input)[:200]}")
+            print(
+                f"  starter.py approve {session_id} {call.id}   |   starter.py deny {session_id} {call.id} --reason ..."
+            )
+    else:
+        print(state.last_answer or f"(no answer; session status: {state.status})")
+
+
+async def cmd_decide(client: Client, args: argparse.Namespace) -> int:
+    handle = client.get_workflow_handle(args.id)
+    update_args = [args.tool_use_id] if args.command == "approve" else [args.tool_use_id, args.reason]
+    try:
+        offset = await handle.execute_update(args.command, args=update_args, result_type=int)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        raise CliError(f"{args.id}: not {args.command}d: {getattr(cause, 'message', None) or cause}") from None
+    print(f"{args.tool_use_id}: {args.command}d")
+    if args.wait:
+        print_settled(await wait_until_settled(client, args.id, after_event=int(offset)), args.id)
     return 0
 
 
@@ -497,6 +516,16 @@ def parser() -> argparse.ArgumentParser:
     )
     a.add_parser("schema", help="print the JSON Schema of agent files")
     a.add_parser("validate", help="validate an agent file without running it").add_argument("file")
+    for name, helptext in (
+        ("approve", "let a tool call that waits for approval run"),
+        ("deny", "refuse a tool call that waits for approval; the model is told why"),
+    ):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("id")
+        s.add_argument("tool_use_id")
+        if name == "deny":
+            s.add_argument("--reason", default="")
+        s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     s = sub.add_parser("interrupt", help="stop what the session is doing (model call, tools, subagents)")
     s.add_argument("id")
     s = sub.add_parser("end", help="end a session (its sandbox is destroyed)")
@@ -552,6 +581,8 @@ COMMANDS = {
     "sessions": cmd_sessions,
     "end": cmd_end,
     "interrupt": cmd_interrupt,
+    "approve": cmd_decide,
+    "deny": cmd_decide,
     "schedule": cmd_schedule,
 }
 

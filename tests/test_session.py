@@ -255,3 +255,46 @@ async def test_an_idle_session_ends_after_its_idle_timeout(client: Client, scrip
     events = await session_events(client, handle.id)
     assert kinds(events)[-3:] == ["status", "sandbox_destroyed", "status"]
     assert [e.status for e in events if e.kind == "status"] == ["idle", "done"]
+
+
+async def test_always_ask_tools_wait_for_approval_and_denials_reach_the_model(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo approved-run"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "rm -rf /workspace"})),
+            Step(text="Told: {last_tool_result}"),
+        ],
+    )
+    agent = coder().model_copy(update={"policies": {"bash": "always_ask"}})
+    handle = await start_agent_session(client, agent, f"Ask first. {marker}", one_shot=True)
+    state = await wait_until_settled(client, handle.id)
+    assert state.status == "waiting" and [c.input["command"] for c in state.awaiting_approval] == ["echo approved-run"]
+    first = state.awaiting_approval[0].id
+    with pytest.raises(WorkflowUpdateFailedError) as unknown:
+        await handle.execute_update("approve", "toolu_nope", result_type=int)
+    assert "no tool call 'toolu_nope' is waiting for approval" in str(unknown.value.cause)
+    offset = await handle.execute_update("approve", first, result_type=int)
+    state = await wait_until_settled(client, handle.id, after_event=offset)
+    assert state.status == "waiting"
+    second = state.awaiting_approval[0]
+    assert second.input["command"] == "rm -rf /workspace"
+    await handle.execute_update("deny", args=[second.id, "not on my workspace"], result_type=int)
+    result = await handle.result()
+    assert result.answer == "Told: The user denied this bash call: not on my workspace"
+    events = await session_events(client, handle.id)
+    assert [e.kind for e in events if e.kind.startswith("approval_")] == [
+        "approval_requested",
+        "approval_granted",
+        "approval_requested",
+        "approval_denied",
+    ]
+    ran = [e.tool_result for e in events if e.tool_result]
+    assert ran[0].output == "approved-run\n" and ran[1].is_error
+    # The search attribute says who is waiting on whom.
+    statuses = [e.status for e in events if e.kind == "status"]
+    assert statuses.count("waiting") == 2

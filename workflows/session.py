@@ -20,7 +20,9 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts import (
+        APPROVE,
         CALL_MODEL,
+        DENY,
         DESTROY_SANDBOX,
         END_SESSION,
         EXECUTE,
@@ -143,6 +145,8 @@ class SessionWorkflow:
         self._interrupt_requested = False
         self._turn_calls: list[ToolCall] = []
         self._turn_results: dict[str, ToolResult] = {}
+        self.awaiting: dict[str, ToolCall] = {}  # tool calls waiting for approval, by tool-use id
+        self._decisions: dict[str, str | None] = {}  # tool-use id -> None (approved) or the denial reason
 
     # --- the log ----------------------------------------------------------------------------
 
@@ -281,6 +285,10 @@ class SessionWorkflow:
 
     async def _run_tool(self, call: ToolCall) -> ToolResult:
         problem = check_tool_call(call, self.tools)
+        if problem is None and self.agent.policy(call.name) == "always_ask":
+            denial = await self._await_approval(call)
+            if denial is not None:
+                problem = f"The user denied this {call.name} call: {denial}"
         if problem is not None:
             result = ToolResult(call_id=call.id, name=call.name, output=problem, is_error=True)
         elif call.name == SPAWN_AGENT:
@@ -460,6 +468,25 @@ class SessionWorkflow:
                 workflow.logger.warning("no last result for %s: %s", schedule, _failure_message(e))
         return render_task(template, workflow.now(), last)
 
+    async def _await_approval(self, call: ToolCall) -> str | None:
+        """Wait, durably (hours or days, across worker restarts), for approve or deny."""
+        self.awaiting[call.id] = call
+        self._record("approval_requested", tool_calls=[call], text=tool_summary(call))
+        self._set_status("waiting")
+        self._details(f"waiting for approval: {tool_summary(call)}")
+        try:
+            await workflow.wait_condition(lambda: call.id in self._decisions)
+        finally:
+            self.awaiting.pop(call.id, None)
+            if not self.awaiting and self.status == "waiting":
+                self._set_status("running")
+        denial = self._decisions.pop(call.id)
+        if denial is None:
+            self._record("approval_granted", tool_calls=[call], text=tool_summary(call))
+        else:
+            self._record("approval_denied", tool_calls=[call], text=denial)
+        return denial
+
     # --- subagents ---------------------------------------------------------------------------
 
     async def _spawn(self, call: ToolCall) -> ToolResult:
@@ -553,6 +580,29 @@ class SessionWorkflow:
 
     # --- handlers ---------------------------------------------------------------------------
 
+    @workflow.update(name=APPROVE)
+    def approve(self, tool_use_id: str) -> int:
+        self._decisions[tool_use_id] = None
+        return len(self.events)
+
+    @approve.validator
+    def _validate_approve(self, tool_use_id: str) -> None:
+        self._check_awaiting(tool_use_id)
+
+    @workflow.update(name=DENY)
+    def deny(self, tool_use_id: str, reason: str) -> int:
+        self._decisions[tool_use_id] = reason.strip() or "no reason given"
+        return len(self.events)
+
+    @deny.validator
+    def _validate_deny(self, tool_use_id: str, reason: str) -> None:
+        self._check_awaiting(tool_use_id)
+
+    def _check_awaiting(self, tool_use_id: str) -> None:
+        if tool_use_id not in self.awaiting or tool_use_id in self._decisions:
+            waiting = ", ".join(f"{i} ({c.name})" for i, c in self.awaiting.items()) or "none"
+            raise ValueError(f"no tool call {tool_use_id!r} is waiting for approval (waiting: {waiting})")
+
     @workflow.update(name=INTERRUPT)
     async def interrupt(self) -> int:
         """Cancel the model call, tool runs and subagents in flight; the session goes idle."""
@@ -600,6 +650,7 @@ class SessionWorkflow:
             usage=self.usage,
             last_answer=self.last_answer,
             sandbox=self.sandbox,
+            awaiting_approval=list(self.awaiting.values()),
         )
 
     @workflow.query(name=GET_MODEL_CONTEXT)
