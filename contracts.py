@@ -19,6 +19,7 @@ AGENTS_QUEUE = "agents"
 SANDBOXES_QUEUE = "sandboxes"
 SESSION_WORKFLOW = "SessionWorkflow"
 SPAWN_AGENT = "spawn_agent"
+LOAD_SKILL = "load_skill"
 
 CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
@@ -119,6 +120,15 @@ class Limits(_Strict):
     tool_output_cap: int = Field(default=30_000, ge=1_000, le=1_000_000, description="characters")
 
 
+class Skill(_Strict):
+    """A skill (Anthropic's SKILL.md convention), read from its folder when the agent file is loaded."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = Field(min_length=1)
+    body: str
+    files: dict[str, str] = Field(default_factory=dict, description="other text files of the skill, by relative path")
+
+
 class Subagent(_Strict):
     """A subagent a session may spawn: an agent file (relative to this one) or an inline spec."""
 
@@ -150,6 +160,9 @@ class AgentSpec(_Strict):
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     limits: Limits = Field(default_factory=Limits)
     subagents: list[Subagent] = Field(default_factory=list)
+    skills: list[Skill] = Field(
+        default_factory=list, description="in a file: skill folders (each with a SKILL.md), relative to it"
+    )
 
     @field_validator("subagents")
     @classmethod
@@ -291,6 +304,7 @@ EventKind = Literal[
     "subagent_started",
     "subagent_finished",
     "interrupted",
+    "skill_loaded",
     "approval_requested",
     "approval_granted",
     "approval_denied",

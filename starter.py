@@ -65,7 +65,7 @@ from contracts import (
     SessionState,
     WorkspaceSeed,
 )
-from workflows.harness import session_summary
+from workflows.harness import available_tools, session_summary
 
 POLL_S = 0.25
 IDLE_OR_DONE = ("idle", "waiting", "done", "failed")  # the session needs nothing more from us, or needs you
@@ -468,11 +468,19 @@ async def cmd_agent(args: argparse.Namespace) -> int:
         print(json.dumps(AgentSpec.model_json_schema(), indent=2))
         return 0
     agent = load_agent(args.file)
-    tools = ", ".join(agent.tools) + (", spawn_agent" if agent.subagents else "")
-    print(
-        f"{args.file}: valid — agent {agent.name}, version {agent_version(agent)}, model {agent.model.name}, "
-        f"tools: {tools}" + (f", subagents: {', '.join(s.name for s in agent.subagents)}" if agent.subagents else "")
-    )
+    parts = [
+        f"agent {agent.name}",
+        f"version {agent_version(agent)}",
+        f"model {agent.model.name}",
+        f"tools: {', '.join(available_tools(agent))}",
+    ]
+    if agent.policies:
+        parts.append("policies: " + ", ".join(f"{k}={v}" for k, v in agent.policies.items()))
+    if agent.subagents:
+        parts.append(f"subagents: {', '.join(s.name for s in agent.subagents)}")
+    if agent.skills:
+        parts.append(f"skills: {', '.join(s.name for s in agent.skills)}")
+    print(f"{args.file}: valid — " + ", ".join(parts))
     return 0
 
 

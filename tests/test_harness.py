@@ -202,7 +202,7 @@ def test_spawn_agent_is_offered_only_with_subagents() -> None:
     assert "spawn_agent" not in available_tools(coder)
     lead = coder.model_copy(update={"subagents": [Subagent(name="helper", description="helps", spec=coder)]})
     tools = available_tools(lead)
-    spawn = tool_definitions(tools, lead.subagents)[-1]
+    spawn = next(d for d in tool_definitions(tools, lead.subagents, lead.skills) if d["name"] == "spawn_agent")
     assert spawn["name"] == "spawn_agent" and spawn["input_schema"]["properties"]["agent"]["enum"] == ["helper"]
     assert "- helper: helps" in spawn["description"]
     sub, limits = lead.subagents[0], lead.limits
@@ -247,3 +247,29 @@ def test_tool_scripts_quote_paths_and_resolve_them_in_the_workspace() -> None:
     assert tool_script("bash", {"command": "ls"}) == "ls"
     with pytest.raises(ValueError, match="not a sandbox tool"):
         tool_script("spawn_agent", {})
+
+
+def test_skill_folders_are_read_at_load(tmp_path: Path) -> None:
+    skill = tmp_path / "skills" / "greet"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text("---\nname: greet\ndescription: say hello well\n---\nSay hello.\n")
+    (skill / "lib").mkdir()
+    (skill / "lib" / "words.txt").write_text("hello\n")
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: {name: m}\nskills: [skills/greet]\n")
+    agent = load_agent(tmp_path / "a.yaml")
+    (loaded,) = agent.skills
+    assert (loaded.name, loaded.description, loaded.body, loaded.files) == (
+        "greet",
+        "say hello well",
+        "Say hello.\n",
+        {"lib/words.txt": "hello\n"},
+    )
+    from workflows.harness import available_tools, system_prompt
+
+    assert available_tools(agent)[-1] == "load_skill" and "- greet: say hello well" in system_prompt(agent)
+    (skill / "SKILL.md").write_text("no front matter")
+    with pytest.raises(AgentFileError, match="SKILL.md: expected front-matter"):
+        load_agent(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("name: b\nmodel: {name: m}\nskills: nowhere\n")
+    with pytest.raises(AgentFileError, match="b.yaml: skills.0: nowhere: no such folder"):
+        load_agent(tmp_path / "b.yaml")

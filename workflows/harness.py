@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import (
+    LOAD_SKILL,
     SANDBOX_TOOLS,
     SPAWN_AGENT,
     AgentSpec,
@@ -17,6 +18,7 @@ from contracts import (
     ModelRequest,
     ModelSpec,
     SandboxHandle,
+    Skill,
     SnapshotRef,
     Subagent,
     ToolCall,
@@ -65,12 +67,20 @@ class SpawnAgentInput(_ToolInput):
     )
 
 
+class LoadSkillInput(_ToolInput):
+    name: str = Field(min_length=1, description="Which skill to load.")
+    copy_files: bool = Field(
+        default=False, description="Also copy the skill's files into /workspace/skills/<name>/ in the sandbox."
+    )
+
+
 TOOL_INPUTS: dict[str, type[_ToolInput]] = {
     "bash": BashInput,
     "read_file": ReadFileInput,
     "write_file": WriteFileInput,
     "edit_file": EditFileInput,
     SPAWN_AGENT: SpawnAgentInput,
+    LOAD_SKILL: LoadSkillInput,
 }
 
 TOOL_DESCRIPTIONS = {
@@ -84,16 +94,31 @@ TOOL_DESCRIPTIONS = {
 
 
 def available_tools(agent: AgentSpec) -> list[str]:
-    """The agent's tools, plus spawn_agent when it has subagents."""
-    return [*agent.tools, SPAWN_AGENT] if agent.subagents else list(agent.tools)
+    """The agent's tools, plus spawn_agent when it has subagents and load_skill when it has skills."""
+    return [*agent.tools] + ([SPAWN_AGENT] if agent.subagents else []) + ([LOAD_SKILL] if agent.skills else [])
 
 
-def tool_definitions(tools: list[str], subagents: list[Subagent] | None = None) -> list[dict[str, Any]]:
+def system_prompt(agent: AgentSpec) -> str:
+    """The agent's system prompt, with its skills listed (their bodies load on demand)."""
+    if not agent.skills:
+        return agent.system
+    listing = "\n".join(f"- {s.name}: {s.description}" for s in agent.skills)
+    return (
+        f"{agent.system.rstrip()}\n\nSkills you can load with the load_skill tool when a task needs one:\n{listing}\n"
+    )
+
+
+def tool_definitions(
+    tools: list[str], subagents: list[Subagent] | None = None, skills: list[Skill] | None = None
+) -> list[dict[str, Any]]:
     """Anthropic tool definitions, in the agent's order (stable, so the prompt prefix is too)."""
     definitions = []
     for name in tools:
         if name == SPAWN_AGENT:
             definitions.append(_spawn_definition(subagents or []))
+            continue
+        if name == LOAD_SKILL:
+            definitions.append(_skill_definition(skills or []))
             continue
         schema = TOOL_INPUTS[name].model_json_schema()
         schema.pop("title", None)
@@ -116,6 +141,20 @@ def _spawn_definition(subagents: list[Subagent]) -> dict[str, Any]:
         "name": SPAWN_AGENT,
         "description": "Delegate a focused subtask to a subagent with its own context window; it answers with "
         "its final result. Several spawn_agent calls in one turn run in parallel. Subagents:\n" + listing,
+        "input_schema": schema,
+    }
+
+
+def _skill_definition(skills: list[Skill]) -> dict[str, Any]:
+    schema = LoadSkillInput.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema["properties"].values():
+        prop.pop("title", None)
+    schema["properties"]["name"]["enum"] = [s.name for s in skills]
+    return {
+        "name": LOAD_SKILL,
+        "description": "Load a skill's instructions (listed in the system prompt); optionally copy its files "
+        "into the sandbox.",
         "input_schema": schema,
     }
 
@@ -189,6 +228,8 @@ def session_summary(agent: str, task: str) -> str:
 def tool_summary(call: ToolCall) -> str:
     if call.name == SPAWN_AGENT:
         return f"spawn {call.input.get('agent', '?')}: {_first_line(str(call.input.get('task', '')))}"
+    if call.name == LOAD_SKILL:
+        return f"load_skill: {call.input.get('name', '?')}"
     if call.name == "bash":
         return f"bash: {_first_line(str(call.input.get('command', '')))}"
     return f"{call.name}: {_first_line(str(call.input.get('path', '')))}"

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         GET_STATE,
         INTERRUPT,
         LAST_SCHEDULED_RESULT,
+        LOAD_SKILL,
         MODEL_NOT_CONFIGURED,
         MODEL_REQUEST_REJECTED,
         PROVISION_SANDBOX,
@@ -72,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         sandbox_reset_message,
         session_summary,
         spawn_refusal,
+        system_prompt,
         text_of,
         tool_calls_of,
         tool_definitions,
@@ -125,7 +127,9 @@ class SessionWorkflow:
         self.agent = inp.agent
         self.events: list[SessionEvent] = []
         self.tools = available_tools(inp.agent)
-        self.context = ContextBuilder(inp.agent.system, tool_definitions(self.tools, inp.agent.subagents))
+        self.context = ContextBuilder(
+            system_prompt(inp.agent), tool_definitions(self.tools, inp.agent.subagents, inp.agent.skills)
+        )
         self.pending: list[str] = [inp.task]
         self.status: SessionStatus = "running"
         self.ending = False
@@ -293,6 +297,9 @@ class SessionWorkflow:
             result = ToolResult(call_id=call.id, name=call.name, output=problem, is_error=True)
         elif call.name == SPAWN_AGENT:
             result = await self._spawn(call)
+        elif call.name == LOAD_SKILL:
+            async with self._sandbox_lock:
+                result = await self._load_skill(call)
         elif is_sandbox_tool(call.name):
             async with self._sandbox_lock:
                 result = await self._run_in_sandbox(call)
@@ -467,6 +474,30 @@ class SessionWorkflow:
             except ActivityError as e:
                 workflow.logger.warning("no last result for %s: %s", schedule, _failure_message(e))
         return render_task(template, workflow.now(), last)
+
+    async def _load_skill(self, call: ToolCall) -> ToolResult:
+        name = str(call.input["name"])
+        skill = next((s for s in self.agent.skills if s.name == name), None)
+        if skill is None:
+            known = ", ".join(s.name for s in self.agent.skills)
+            return ToolResult(
+                call_id=call.id, name=call.name, is_error=True, output=f"Unknown skill {name!r} ({known})."
+            )
+        note = ""
+        if call.input.get("copy_files") and skill.files:
+            for i, (rel, content) in enumerate(sorted(skill.files.items())):
+                write = ToolCall(
+                    id=f"{call.id}-file-{i}",
+                    name="write_file",
+                    input={"path": f"/workspace/skills/{name}/{rel}", "content": content},
+                )
+                written = await self._run_in_sandbox(write)
+                if written.is_error:
+                    return ToolResult(call_id=call.id, name=call.name, is_error=True, output=written.output)
+            copied = ", ".join(sorted(skill.files))
+            note = f"\n\n[{len(skill.files)} file(s) copied to /workspace/skills/{name}/: {copied}]"
+        self._record("skill_loaded", text=name)
+        return ToolResult(call_id=call.id, name=call.name, output=skill.body + note)
 
     async def _await_approval(self, call: ToolCall) -> str | None:
         """Wait, durably (hours or days, across worker restarts), for approve or deny."""
