@@ -196,6 +196,15 @@ def format_event(e: SessionEvent, full: bool = False) -> str:
     return f"{head} {_short(e.text, limit)}"
 
 
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> None:
+    if not rows:
+        print(empty)
+        return
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers) - 1)]
+    for row in [headers, *rows]:
+        print("  ".join(f"{str(v):<{w}}" for v, w in zip(row, widths, strict=False)) + "  " + str(row[-1]))
+
+
 def print_events(events: list[SessionEvent], as_json: bool) -> None:
     for e in events:
         print_event(e, as_json)
@@ -341,13 +350,7 @@ async def cmd_sessions(client: Client, args: argparse.Namespace) -> int:
         if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
             status = wf.status.name.lower()
         rows.append((wf.id, agent, status, wf.start_time.strftime("%Y-%m-%d %H:%M:%S")))
-    if not rows:
-        print("no sessions")
-        return 0
-    width = max(len(r[0]) for r in rows)
-    print(f"{'SESSION':<{width}}  {'AGENT':<12} {'STATUS':<11} STARTED (UTC)")
-    for sid, agent, status, started in rows:
-        print(f"{sid:<{width}}  {agent:<12} {status:<11} {started}")
+    print_table(("SESSION", "AGENT", "STATUS", "STARTED (UTC)"), rows, "no sessions")
     return 0
 
 
@@ -396,13 +399,7 @@ async def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
                 result = await schedules.last_result(client, last.action.workflow_id)
             paused = "paused" if s.schedule.state.paused else "active"
             rows.append((s.id, paused, _schedule_time(s.info.next_action_times), result))
-        if not rows:
-            print("no schedules")
-            return 0
-        width = max(len(r[0]) for r in rows)
-        print(f"{'SCHEDULE':<{width}}  {'STATE':<7} {'NEXT RUN (UTC)':<20} LAST RESULT")
-        for name, state, next_run, result in rows:
-            print(f"{name:<{width}}  {state:<7} {next_run:<20} {result}")
+        print_table(("SCHEDULE", "STATE", "NEXT RUN (UTC)", "LAST RESULT"), rows, "no schedules")
         return 0
     handle = client.get_schedule_handle(args.name)
     if action == "describe":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import docker
 import pytest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
@@ -122,6 +124,51 @@ def docker_sandboxes() -> Iterator[DockerSandboxes]:
     sandboxes = DockerSandboxes(f"pytest-direct-{uuid.uuid4().hex[:6]}")
     yield sandboxes
     remove_containers(sandboxes)
+
+
+@pytest.fixture
+async def chaos_client(address: str) -> Client:
+    """A client of the chaos namespace, where only the tests' own worker processes poll."""
+    return await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=pydantic_data_converter)
+
+
+@pytest.fixture
+def worker_processes(
+    address: str, scripted: ScriptedModelServer, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `worker.py` processes in the chaos namespace (to kill, restart, or stop); each logs to
+    tmp_path/worker-N.log. Everything they leave is removed at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    host_id = f"chaos-{uuid.uuid4().hex[:6]}"
+
+    def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        full_env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE,
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": scripted.url,
+            "SANDBOX_HOST_ID": host_id,
+            **(env or {}),
+        }
+        log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=full_env, stdout=log, stderr=log
+        )
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    # Hosts that never come back leave their containers (a warm pool after SIGKILL) to nobody.
+    leftovers = docker.from_env().containers.list(
+        all=True, filters={"label": f"durable-agents.namespace={CHAOS_NAMESPACE}"}
+    )
+    for container in leftovers:
+        container.remove(force=True)
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float = 60, what: str = "condition") -> None:

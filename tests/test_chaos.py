@@ -9,65 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
-import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts import SessionEvent, SessionResult
 from scripted_model.server import ScriptedModelServer, Step, ToolUse
 from starter import session_events, start_agent_session
-from tests.conftest import CHAOS_NAMESPACE, add_scenario, wait_for
+from tests.conftest import add_scenario, wait_for
 from tests.test_session import coder
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS_KEY = "sk-ant-chaos-" + uuid.uuid4().hex
-
-
-@pytest.fixture
-async def chaos_client(address: str) -> Client:
-    return await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=pydantic_data_converter)
-
-
-@pytest.fixture
-async def spawn_worker(
-    address: str, scripted: ScriptedModelServer, tmp_path: Path
-) -> AsyncIterator[Callable[[], subprocess.Popen[bytes]]]:
-    host_id = f"chaos-{uuid.uuid4().hex[:6]}"
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn() -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": address,
-            "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE,
-            "ANTHROPIC_API_KEY": CHAOS_KEY,
-            "ANTHROPIC_BASE_URL": scripted.url,
-            "SANDBOX_HOST_ID": host_id,
-        }
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env, stdout=log, stderr=log)
-        procs.append(proc)
-        return proc
-
-    yield spawn
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
-    # Hosts that never come back leave their containers (a warm pool after SIGKILL) to nobody.
-    for container in docker.from_env().containers.list(
-        all=True, filters={"label": f"durable-agents.namespace={CHAOS_NAMESPACE}"}
-    ):
-        container.remove(force=True)
 
 
 def requests_for(scripted: ScriptedModelServer, marker: str) -> int:
@@ -77,9 +35,12 @@ def requests_for(scripted: ScriptedModelServer, marker: str) -> int:
 async def test_sigkill_of_the_worker_mid_session_loses_nothing(
     chaos_client: Client,
     scripted: ScriptedModelServer,
-    spawn_worker: Callable[[], subprocess.Popen[bytes]],
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
+    def spawn_worker() -> subprocess.Popen[bytes]:
+        return worker_processes(env={"ANTHROPIC_API_KEY": CHAOS_KEY})
+
     steps = [
         Step(tool_use=ToolUse(name="bash", input={"command": f"sleep 1.5; echo step {i} >> /workspace/steps.log"}))
         for i in range(1, 6)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,12 @@ import docker
 import pytest
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
 from contracts import EXECUTE, SessionEvent
 from scripted_model.server import ScriptedModelServer, Step, ToolUse
 from starter import send_message, session_events, start_agent_session, wait_until_settled
-from tests.conftest import CHAOS_NAMESPACE, add_scenario
+from tests.conftest import add_scenario
 from tests.test_session import coder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,47 +65,10 @@ async def test_a_killed_container_is_replaced_with_the_workspace_restored(
     await handle.result()
 
 
-@pytest.fixture
-async def chaos_client(address: str) -> Client:
-    return await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=pydantic_data_converter)
-
-
-@pytest.fixture
-async def processes(
-    address: str, scripted: ScriptedModelServer, tmp_path: Path
-) -> AsyncIterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def spawn(*args: str) -> subprocess.Popen[bytes]:
-        env = {
-            **__import__("os").environ,
-            "TEMPORAL_ADDRESS": address,
-            "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE,
-            "ANTHROPIC_API_KEY": "recovery-key",
-            "ANTHROPIC_BASE_URL": scripted.url,
-        }
-        log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        started.append(proc)
-        return proc
-
-    yield spawn
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
-    # Hosts that never come back leave their containers (a warm pool after SIGKILL) to nobody.
-    for container in docker.from_env().containers.list(
-        all=True, filters={"label": f"durable-agents.namespace={CHAOS_NAMESPACE}"}
-    ):
-        container.remove(force=True)
-
-
 async def test_a_sandbox_host_that_goes_away_is_replaced_by_another(
-    chaos_client: Client, scripted: ScriptedModelServer, processes: Callable[..., subprocess.Popen[bytes]]
+    chaos_client: Client, scripted: ScriptedModelServer, worker_processes: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
+    processes = worker_processes
     suffix = uuid.uuid4().hex[:6]
     hosts = {f"host-a-{suffix}": None, f"host-b-{suffix}": None}
     processes("--harness")

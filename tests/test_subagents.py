@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from agent_files import AgentFileError, load_agent
 from contracts import AgentSpec, SessionEvent, SessionResult, Subagent
 from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
 from starter import session_events, start_agent_session, wait_until_settled
-from tests.conftest import CHAOS_NAMESPACE, add_scenario, wait_for
+from tests.conftest import add_scenario, wait_for
 from tests.test_session import coder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,46 +251,14 @@ def test_agent_files_resolve_subagent_files_and_refuse_cycles(tmp_path: Path) ->
         load_agent(tmp_path / "neither.yaml")
 
 
-@pytest.fixture
-async def chaos(
-    address: str, scripted: ScriptedModelServer, tmp_path: Path
-) -> AsyncIterator[tuple[Client, Callable[..., subprocess.Popen[bytes]]]]:
-    client = await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=pydantic_data_converter)
-    started: list[subprocess.Popen[bytes]] = []
-    host = f"sub-chaos-{uuid.uuid4().hex[:6]}"
+async def test_killing_the_harness_worker_while_three_children_run(
+    chaos_client: Client, scripted: ScriptedModelServer, worker_processes: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    client = chaos_client
 
     def spawn_worker(*args: str) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": address,
-            "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE,
-            "ANTHROPIC_API_KEY": "k",
-            "ANTHROPIC_BASE_URL": scripted.url,
-            "SANDBOX_HOST_ID": host,
-            "SANDBOX_WARM_POOL": "0",
-        }
-        log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        started.append(proc)
-        return proc
+        return worker_processes(*args, env={"SANDBOX_WARM_POOL": "0"})
 
-    yield client, spawn_worker
-    for proc in started:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
-    for c in docker.from_env().containers.list(
-        all=True, filters={"label": f"durable-agents.namespace={CHAOS_NAMESPACE}"}
-    ):
-        c.remove(force=True)
-
-
-async def test_killing_the_harness_worker_while_three_children_run(
-    chaos: tuple[Client, Callable[..., subprocess.Popen[bytes]]], scripted: ScriptedModelServer
-) -> None:
-    client, spawn_worker = chaos
     child_tasks = []
     for i in range(3):
         marker = child_scenario(

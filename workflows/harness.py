@@ -93,6 +93,15 @@ TOOL_DESCRIPTIONS = {
 }
 
 
+def _input_schema(model: type[_ToolInput]) -> dict[str, Any]:
+    """A tool input's JSON Schema without pydantic's titles (noise in every request)."""
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return schema
+
+
 def available_tools(agent: AgentSpec) -> list[str]:
     """The agent's tools, plus spawn_agent when it has subagents and load_skill when it has skills."""
     return [*agent.tools] + ([SPAWN_AGENT] if agent.subagents else []) + ([LOAD_SKILL] if agent.skills else [])
@@ -120,19 +129,13 @@ def tool_definitions(
         if name == LOAD_SKILL:
             definitions.append(_skill_definition(skills or []))
             continue
-        schema = TOOL_INPUTS[name].model_json_schema()
-        schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
+        schema = _input_schema(TOOL_INPUTS[name])
         definitions.append({"name": name, "description": TOOL_DESCRIPTIONS[name], "input_schema": schema})
     return definitions
 
 
 def _spawn_definition(subagents: list[Subagent]) -> dict[str, Any]:
-    schema = SpawnAgentInput.model_json_schema()
-    schema.pop("title", None)
-    for prop in schema["properties"].values():
-        prop.pop("title", None)
+    schema = _input_schema(SpawnAgentInput)
     schema["properties"]["agent"]["enum"] = [s.name for s in subagents]
     listing = "\n".join(
         f"- {s.name}: {s.description or (s.spec.description if s.spec else '')}".rstrip(": ") for s in subagents
@@ -146,10 +149,7 @@ def _spawn_definition(subagents: list[Subagent]) -> dict[str, Any]:
 
 
 def _skill_definition(skills: list[Skill]) -> dict[str, Any]:
-    schema = LoadSkillInput.model_json_schema()
-    schema.pop("title", None)
-    for prop in schema["properties"].values():
-        prop.pop("title", None)
+    schema = _input_schema(LoadSkillInput)
     schema["properties"]["name"]["enum"] = [s.name for s in skills]
     return {
         "name": LOAD_SKILL,
@@ -173,6 +173,11 @@ def spawn_refusal(
         most = limits.max_concurrent_children
         return f"{running} subagents are running, the most at once ({most}); spawn fewer per turn."
     return None
+
+
+def tool_error(call: ToolCall, text: str) -> ToolResult:
+    """A tool result the model should see as an error (the loop goes on)."""
+    return ToolResult(call_id=call.id, name=call.name, output=text, is_error=True)
 
 
 def check_tool_call(call: ToolCall, allowed: list[str]) -> str | None:

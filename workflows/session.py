@@ -77,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         text_of,
         tool_calls_of,
         tool_definitions,
+        tool_error,
         tool_summary,
         tool_timeout,
     )
@@ -231,7 +232,7 @@ class SessionWorkflow:
             # Every tool_use needs a tool_result, or the next request is invalid.
             missing = [c for c in self._turn_calls if c.id not in self._turn_results]
             if missing:
-                cut = [ToolResult(call_id=c.id, name=c.name, is_error=True, output=INTERRUPTED) for c in missing]
+                cut = [tool_error(c, INTERRUPTED) for c in missing]
                 for result in cut:
                     self._record("tool_result", tool_result=result)
                 self.context.add_tool_results(cut)
@@ -294,7 +295,7 @@ class SessionWorkflow:
             if denial is not None:
                 problem = f"The user denied this {call.name} call: {denial}"
         if problem is not None:
-            result = ToolResult(call_id=call.id, name=call.name, output=problem, is_error=True)
+            result = tool_error(call, problem)
         elif call.name == SPAWN_AGENT:
             result = await self._spawn(call)
         elif call.name == LOAD_SKILL:
@@ -304,7 +305,7 @@ class SessionWorkflow:
             async with self._sandbox_lock:
                 result = await self._run_in_sandbox(call)
         else:  # pragma: no cover - check_tool_call admits no other tool
-            result = ToolResult(call_id=call.id, name=call.name, output="not implemented", is_error=True)
+            result = tool_error(call, "not implemented")
         self._turn_results[call.id] = result
         self._record("tool_result", tool_result=result)
         self._details(tool_summary(call))
@@ -341,12 +342,7 @@ class SessionWorkflow:
         try:
             handle = await self._ensure_sandbox()
         except ActivityError as e:
-            return ToolResult(
-                call_id=call.id,
-                name=call.name,
-                is_error=True,
-                output=f"No sandbox could be provisioned: {_failure_message(e)}",
-            )
+            return tool_error(call, f"No sandbox could be provisioned: {_failure_message(e)}")
         timeout_s = tool_timeout(call, self.agent.sandbox.timeout_s)
         try:
             out: ExecuteResult = await workflow.execute_activity(
@@ -370,31 +366,20 @@ class SessionWorkflow:
         except ActivityError as e:
             self._raise_if_interrupted()
             if not _is_sandbox_lost(e):
-                return ToolResult(
-                    call_id=call.id, name=call.name, is_error=True, output=f"Tool failed: {_failure_message(e)}"
-                )
+                return tool_error(call, f"Tool failed: {_failure_message(e)}")
             self._lost(handle)
             if not workflow.patched(SNAPSHOTS_PATCH):
-                return ToolResult(
-                    call_id=call.id,
-                    name=call.name,
-                    is_error=True,
-                    output="The sandbox was lost (its container or host went away) and this call did not "
+                return tool_error(
+                    call,
+                    "The sandbox was lost (its container or host went away) and this call did not "
                     "complete. The next call runs in a new, empty sandbox.",
                 )
             # Cattle: a new sandbox at once, with the workspace as last snapshotted.
             try:
                 replacement = await self._ensure_sandbox()
             except ActivityError as provision_error:
-                return ToolResult(
-                    call_id=call.id,
-                    name=call.name,
-                    is_error=True,
-                    output=sandbox_reset_message(None, self.snapshot, _failure_message(provision_error)),
-                )
-            return ToolResult(
-                call_id=call.id, name=call.name, is_error=True, output=sandbox_reset_message(replacement, self.snapshot)
-            )
+                return tool_error(call, sandbox_reset_message(None, self.snapshot, _failure_message(provision_error)))
+            return tool_error(call, sandbox_reset_message(replacement, self.snapshot))
         result = ToolResult(call_id=call.id, name=call.name, output=out.output, is_error=out.is_error)
         every = self.agent.sandbox.snapshot_every_s
         if (
@@ -480,9 +465,7 @@ class SessionWorkflow:
         skill = next((s for s in self.agent.skills if s.name == name), None)
         if skill is None:
             known = ", ".join(s.name for s in self.agent.skills)
-            return ToolResult(
-                call_id=call.id, name=call.name, is_error=True, output=f"Unknown skill {name!r} ({known})."
-            )
+            return tool_error(call, f"Unknown skill {name!r} ({known}).")
         note = ""
         if call.input.get("copy_files") and skill.files:
             for i, (rel, content) in enumerate(sorted(skill.files.items())):
@@ -493,7 +476,7 @@ class SessionWorkflow:
                 )
                 written = await self._run_in_sandbox(write)
                 if written.is_error:
-                    return ToolResult(call_id=call.id, name=call.name, is_error=True, output=written.output)
+                    return tool_error(call, written.output)
             copied = ", ".join(sorted(skill.files))
             note = f"\n\n[{len(skill.files)} file(s) copied to /workspace/skills/{name}/: {copied}]"
         self._record("skill_loaded", text=name)
@@ -528,7 +511,7 @@ class SessionWorkflow:
             sub, name, self.input.depth, self.agent.limits, self.children_started, self.children_running
         )
         if refusal is not None or sub is None or sub.spec is None:
-            return ToolResult(call_id=call.id, name=call.name, is_error=True, output=refusal or "")
+            return tool_error(call, refusal or "")
         share = call.input.get("share_sandbox")
         shared = None
         if sub.share_sandbox if share is None else share:
@@ -536,12 +519,7 @@ class SessionWorkflow:
                 async with self._sandbox_lock:
                     shared = await self._ensure_sandbox()
             except ActivityError as e:
-                return ToolResult(
-                    call_id=call.id,
-                    name=call.name,
-                    is_error=True,
-                    output=f"No sandbox to share could be provisioned: {_failure_message(e)}",
-                )
+                return tool_error(call, f"No sandbox to share could be provisioned: {_failure_message(e)}")
         self.children_started += 1
         self.children_running += 1
         child_id = f"{workflow.info().workflow_id}/sub-{self.children_started}"
@@ -569,9 +547,7 @@ class SessionWorkflow:
             self._raise_if_interrupted()
             reason = _failure_message(e.cause) if e.cause else str(e)
             self._record("subagent_finished", child=child_id, status="failed", text=reason)
-            return ToolResult(
-                call_id=call.id, name=call.name, is_error=True, output=f"Subagent {child_id} ({name}) failed: {reason}"
-            )
+            return tool_error(call, f"Subagent {child_id} ({name}) failed: {reason}")
         finally:
             self.children_running -= 1
         self.usage = self.usage + result.usage
@@ -583,12 +559,7 @@ class SessionWorkflow:
             text=result.answer if result.status == "done" else result.error,
         )
         if result.status != "done":
-            return ToolResult(
-                call_id=call.id,
-                name=call.name,
-                is_error=True,
-                output=f"Subagent {child_id} ({name}) failed: {result.error}",
-            )
+            return tool_error(call, f"Subagent {child_id} ({name}) failed: {result.error}")
         return ToolResult(
             call_id=call.id, name=call.name, output=f"Subagent {child_id} ({name}) answered:\n{result.answer or ''}"
         )
