@@ -78,26 +78,6 @@ class CliError(Exception):
 # --- the Python API the commands use --------------------------------------------------------
 
 
-async def start_session(
-    client: Client,
-    agent_path: str,
-    task: str,
-    *,
-    session_id: str | None = None,
-    one_shot: bool = False,
-    workspace: WorkspaceSeed | None = None,
-) -> WorkflowHandle[Any, SessionResult]:
-    return await start_agent_session(
-        client,
-        load_agent(agent_path),
-        task,
-        session_id=session_id,
-        one_shot=one_shot,
-        source=agent_path,
-        workspace=workspace,
-    )
-
-
 async def start_agent_session(
     client: Client,
     agent: AgentSpec,
@@ -245,8 +225,14 @@ def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
 
 
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
-    handle = await start_session(
-        client, args.agent, args.task, session_id=args.id, one_shot=args.one_shot, workspace=workspace_seed(args)
+    handle = await start_agent_session(
+        client,
+        load_agent(args.agent),
+        args.task,
+        session_id=args.id,
+        one_shot=args.one_shot,
+        source=args.agent,
+        workspace=workspace_seed(args),
     )
     print(handle.id, flush=True)
     if args.wait:
