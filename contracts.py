@@ -69,10 +69,44 @@ class _Strict(BaseModel):
 # --- agent definition --------------------------------------------------------------------------
 
 
+class Price(_Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0, description="default: 10% of input")
+    cache_write: float | None = Field(default=None, ge=0, description="default: 125% of input")
+
+    def cost(self, usage: Usage) -> float:
+        cache_read = self.input * 0.1 if self.cache_read is None else self.cache_read
+        cache_write = self.input * 1.25 if self.cache_write is None else self.cache_write
+        return (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_input_tokens * cache_read
+            + usage.cache_creation_input_tokens * cache_write
+        ) / 1_000_000
+
+
+# Used when a model names no price: by model family, in US$ per million tokens. Check them
+# against Anthropic's price list and set `model.price` in the agent file where they differ.
+DEFAULT_PRICES = {
+    "opus": Price(input=5.0, output=25.0),
+    "sonnet": Price(input=3.0, output=15.0),
+    "haiku": Price(input=1.0, output=5.0),
+}
+
+
 class ModelSpec(_Strict):
     name: str = Field(min_length=1, description="Anthropic model id, e.g. claude-sonnet-5-5")
     max_tokens: int = Field(default=4096, ge=1, le=128_000)
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    price: Price | None = Field(default=None, description="default: by model family (DEFAULT_PRICES)")
+
+    def cost(self, usage: Usage) -> float | None:
+        """US$ of `usage` on this model; None if no price is known for it."""
+        price = self.price or next((p for family, p in DEFAULT_PRICES.items() if family in self.name), None)
+        return None if price is None else price.cost(usage)
 
 
 class SandboxSpec(_Strict):
@@ -118,6 +152,13 @@ class Limits(_Strict):
     max_children: int = Field(default=50, ge=0, le=10_000, description="subagents per session")
     idle_timeout_s: float = Field(default=3600, gt=0, description="an idle session ends after this")
     tool_output_cap: int = Field(default=30_000, ge=1_000, le=1_000_000, description="characters")
+    max_tokens_total: int | None = Field(
+        default=None, ge=1, description="budget: input + output tokens of the session and its subagents"
+    )
+    max_cost_usd: float | None = Field(default=None, gt=0, description="budget: US$ of the session and its subagents")
+    loop_limit: int = Field(
+        default=3, ge=2, le=100, description="the same tool call with the same input this often in a row is refused"
+    )
 
 
 class Skill(_Strict):
@@ -342,6 +383,7 @@ class SessionState(_Strict):
     usage: Usage
     last_answer: str | None
     sandbox: SandboxHandle | None
+    cost_usd: float | None = None
     awaiting_approval: list[ToolCall] = Field(default_factory=list)
 
 
@@ -351,6 +393,7 @@ class SessionResult(_Strict):
     turns: int
     usage: Usage  # this session's own and its subagents'
     error: str | None = None
+    cost_usd: float | None = None  # likewise; None where a model's price is unknown
 
 
 # --- model activity -----------------------------------------------------------------------------

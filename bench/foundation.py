@@ -78,7 +78,8 @@ async def bench_send(client: Client, server: ScriptedModelServer, sends: int) ->
 async def bench_tool_loop(client: Client, server: ScriptedModelServer, turns: int) -> dict[str, Any]:
     agent = load_agent(ROOT / "agents" / "coder.yaml")
     agent = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_turns": turns + 5})})
-    steps = [Step(tool_use=ToolUse(name="bash", input={"command": "true"})) for _ in range(turns)]
+    # (each command differs, or the loop guard would refuse the third identical call)
+    steps = [Step(tool_use=ToolUse(name="bash", input={"command": f"true # {i}"})) for i in range(turns)]
     marker = add_scenario(server, [*steps, Step(text="done")])
     handle = await start_agent_session(client, agent, f"loop {marker}", one_shot=True)
     await handle.result()

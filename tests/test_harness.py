@@ -273,3 +273,25 @@ def test_skill_folders_are_read_at_load(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("name: b\nmodel: {name: m}\nskills: nowhere\n")
     with pytest.raises(AgentFileError, match="b.yaml: skills.0: nowhere: no such folder"):
         load_agent(tmp_path / "b.yaml")
+
+
+def test_loop_guard_and_budgets_and_prices() -> None:
+    from contracts import Limits, ModelSpec, Price, Usage
+    from workflows.harness import LoopGuard, budget_exhausted
+
+    guard = LoopGuard(3)
+    a = ToolCall(id="1", name="bash", input={"command": "ls", "timeout_s": 5})
+    a_reordered = ToolCall(id="2", name="bash", input={"timeout_s": 5, "command": "ls"})
+    b = ToolCall(id="3", name="bash", input={"command": "pwd"})
+    assert guard.check(a) is None and guard.check(a_reordered) is None
+    assert "3 times in a row" in (guard.check(a) or "")
+    assert guard.check(b) is None and guard.check(a) is None  # a different call resets the count
+    usage = Usage(input_tokens=900, output_tokens=100)
+    assert budget_exhausted(Limits(max_tokens_total=1001), usage, None) is None
+    assert "1000 of 1000 tokens" in (budget_exhausted(Limits(max_tokens_total=1000), usage, None) or "")
+    assert budget_exhausted(Limits(max_cost_usd=1.0), usage, None) is None  # unknown price: no cost budget
+    assert "cost budget exhausted" in (budget_exhausted(Limits(max_cost_usd=0.001), usage, 0.002) or "")
+    assert ModelSpec(name="claude-haiku-5-5").cost(Usage(input_tokens=10**6)) == 1.0
+    assert ModelSpec(name="mystery-model").cost(usage) is None
+    custom = ModelSpec(name="x", price=Price(input=2, output=10, cache_read=0.5))
+    assert custom.cost(Usage(output_tokens=10**6, cache_read_input_tokens=10**6)) == 10.5

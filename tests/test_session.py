@@ -319,3 +319,29 @@ async def test_skills_are_listed_loaded_and_copied(client: Client, scripted: Scr
     first = next(r.body for r in scripted.requests if marker in json.dumps(r.body))
     assert "- python-checks: Check a Python program before answering" in first["system"]
     assert "load_skill" in [t["name"] for t in first["tools"]]
+
+
+async def test_a_repeated_identical_tool_call_is_refused(client: Client, scripted: ScriptedModelServer) -> None:
+    same = ToolUse(name="bash", input={"command": "echo again >> /workspace/count; wc -l < /workspace/count"})
+    marker = add_scenario(scripted, [Step(tool_use=same), Step(tool_use=same), Step(tool_use=same), Step(text="ok")])
+    result, events, _ = await run_one_shot(client, f"Loop. {marker}")
+    outputs = [e.tool_result for e in events if e.tool_result]
+    assert [r.output for r in outputs[:2]] == ["1\n", "2\n"]
+    assert outputs[2].is_error and "same input 3 times in a row, so it was not run again" in outputs[2].output
+    assert result.status == "done"
+
+
+async def test_budgets_stop_the_session_with_a_reason(client: Client, scripted: ScriptedModelServer) -> None:
+    steps = [Step(tool_use=ToolUse(name="bash", input={"command": f"echo {i}"})) for i in range(20)]
+    marker = add_scenario(scripted, steps)
+    agent = coder()
+    tokens = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_tokens_total": 3000})})
+    result, events, _ = await run_one_shot(client, f"Spend. {marker}", tokens)
+    assert result.status == "failed" and (result.error or "").startswith("token budget exhausted:")
+    assert result.usage.input_tokens + result.usage.output_tokens >= 3000 and result.turns < 20
+    assert any(e.kind == "error" and (e.text or "").startswith("stopped: token budget") for e in events)
+    money = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_cost_usd": 0.01})})
+    marker = add_scenario(scripted, steps)
+    result, _, _ = await run_one_shot(client, f"Spend money. {marker}", money)
+    assert result.status == "failed" and (result.error or "").startswith("cost budget exhausted: $0.01")
+    assert result.cost_usd is not None and result.cost_usd >= 0.01

@@ -4,6 +4,7 @@ the model context and its digests, and the texts the Temporal UI shows. No I/O, 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from contracts import (
     Subagent,
     ToolCall,
     ToolResult,
+    Usage,
     chain_digest,
     context_root,
 )
@@ -216,6 +218,36 @@ def render_task(template: str, now: datetime, last_result: str) -> str:
     return template.replace("{date}", now.date().isoformat()).replace(
         "{last_result}", last_result or "(no earlier run has an answer yet)"
     )
+
+
+class LoopGuard:
+    """Refuses a tool call that repeats the previous ones exactly (same tool, same input) `limit` times."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._last: tuple[str, str] | None = None
+        self._count = 0
+
+    def check(self, call: ToolCall) -> str | None:
+        signature = (call.name, json.dumps(call.input, sort_keys=True))
+        self._count = self._count + 1 if signature == self._last else 1
+        self._last = signature
+        if self._count < self.limit:
+            return None
+        return (
+            f"This is the same {call.name} call with the same input {self._count} times in a row, so it was not run "
+            "again: the result would not change. Try a different approach, or say what is blocking you."
+        )
+
+
+def budget_exhausted(limits: Limits, usage: Usage, cost_usd: float | None) -> str | None:
+    """Why the session must stop for its budget, or None."""
+    tokens = usage.input_tokens + usage.output_tokens
+    if limits.max_tokens_total is not None and tokens >= limits.max_tokens_total:
+        return f"token budget exhausted: {tokens} of {limits.max_tokens_total} tokens used"
+    if limits.max_cost_usd is not None and cost_usd is not None and cost_usd >= limits.max_cost_usd:
+        return f"cost budget exhausted: ${cost_usd:.4f} of ${limits.max_cost_usd:.4f} spent"
+    return None
 
 
 # --- what the Temporal UI shows -----------------------------------------------------------------

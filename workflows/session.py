@@ -66,7 +66,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.harness import (
         ContextBuilder,
+        LoopGuard,
         available_tools,
+        budget_exhausted,
         check_tool_call,
         is_sandbox_tool,
         render_task,
@@ -150,6 +152,9 @@ class SessionWorkflow:
         self._interrupt_requested = False
         self._turn_calls: list[ToolCall] = []
         self._turn_results: dict[str, ToolResult] = {}
+        self.loop_guard = LoopGuard(inp.agent.limits.loop_limit)
+        self.cost_usd: float | None = 0.0  # None once a model's price is unknown
+        self.stop_reason: str | None = None  # a budget ran out: the session ends
         self.awaiting: dict[str, ToolCall] = {}  # tool calls waiting for approval, by tool-use id
         self._decisions: dict[str, str | None] = {}  # tool-use id -> None (approved) or the denial reason
 
@@ -206,7 +211,7 @@ class SessionWorkflow:
                 self._record("user_message", text=text)
                 self.context.add_user_text(text)
                 await self._respond_interruptibly()
-                if inp.one_shot:
+                if inp.one_shot or self.stop_reason:
                     break
                 if self.sandbox is not None and self.owns_sandbox and workflow.patched(SNAPSHOTS_PATCH):
                     await self._snapshot()
@@ -215,10 +220,15 @@ class SessionWorkflow:
         finally:
             await self._destroy_sandbox()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        final: SessionStatus = "failed" if inp.one_shot and self.last_error else "done"
+        final: SessionStatus = "failed" if (inp.one_shot and self.last_error) or self.stop_reason else "done"
         self._set_status(final)
         return SessionResult(
-            status=final, answer=self.last_answer, turns=self.turns, usage=self.usage, error=self.last_error
+            status=final,
+            answer=self.last_answer,
+            turns=self.turns,
+            usage=self.usage,
+            error=self.stop_reason or self.last_error,
+            cost_usd=self.cost_usd,
         )
 
     async def _respond_interruptibly(self) -> None:
@@ -263,7 +273,7 @@ class SessionWorkflow:
                 self._record("error", text=self.last_error)
                 return
             self.turns += 1
-            self.usage = self.usage + turn.usage
+            self._spend(turn.usage, self.agent.model.cost(turn.usage))
             self.context.model_answered(turn.content)
             calls = tool_calls_of(turn.content)
             self._record(
@@ -278,18 +288,23 @@ class SessionWorkflow:
             self._details()
             if not calls:
                 self.last_answer = text_of(turn.content)
+                self._over_budget()  # the answer stands; a spent budget ends the session after it
+                return
+            if self._over_budget():
                 return
             self._turn_calls, self._turn_results = calls, {}
             results = await asyncio.gather(*(self._run_tool(call) for call in calls))
             self.context.add_tool_results(list(results))
             self._turn_calls = []
+            if self._over_budget():  # subagents spend too
+                return
         self.last_error = f"the turn limit ({self.agent.limits.max_turns} model calls) was reached"
         self._record("error", text=self.last_error)
 
     # --- tools ------------------------------------------------------------------------------
 
     async def _run_tool(self, call: ToolCall) -> ToolResult:
-        problem = check_tool_call(call, self.tools)
+        problem = check_tool_call(call, self.tools) or self.loop_guard.check(call)
         if problem is None and self.agent.policy(call.name) == "always_ask":
             denial = await self._await_approval(call)
             if denial is not None:
@@ -460,6 +475,17 @@ class SessionWorkflow:
                 workflow.logger.warning("no last result for %s: %s", schedule, _failure_message(e))
         return render_task(template, workflow.now(), last)
 
+    def _spend(self, usage: Usage, cost_usd: float | None) -> None:
+        self.usage = self.usage + usage
+        self.cost_usd = None if cost_usd is None or self.cost_usd is None else self.cost_usd + cost_usd
+
+    def _over_budget(self) -> bool:
+        reason = budget_exhausted(self.agent.limits, self.usage, self.cost_usd)
+        if reason is not None:
+            self.stop_reason = reason
+            self._record("error", text=f"stopped: {reason}")
+        return reason is not None
+
     async def _load_skill(self, call: ToolCall) -> ToolResult:
         name = str(call.input["name"])
         skill = next((s for s in self.agent.skills if s.name == name), None)
@@ -550,7 +576,7 @@ class SessionWorkflow:
             return tool_error(call, f"Subagent {child_id} ({name}) failed: {reason}")
         finally:
             self.children_running -= 1
-        self.usage = self.usage + result.usage
+        self._spend(result.usage, result.cost_usd)
         self._record(
             "subagent_finished",
             child=child_id,
@@ -652,6 +678,7 @@ class SessionWorkflow:
             usage=self.usage,
             last_answer=self.last_answer,
             sandbox=self.sandbox,
+            cost_usd=self.cost_usd,
             awaiting_approval=list(self.awaiting.values()),
         )
 
