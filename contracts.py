@@ -311,6 +311,11 @@ class Usage(_Strict):
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
 
+    @property
+    def total_tokens(self) -> int:
+        """Every token billed: input (uncached, read from and written to the cache) and output."""
+        return self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens + self.output_tokens
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,

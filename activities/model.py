@@ -145,6 +145,28 @@ def anthropic_client_from_env() -> anthropic.AsyncAnthropic | None:
     )
 
 
+CACHE_POINT = {"type": "ephemeral"}
+
+
+def cached_request(ctx: _CachedContext) -> dict[str, Any]:
+    """system, tools and messages with prompt-caching breakpoints: after the tools and system
+    prompt (stable for the whole session) and on the newest message, so the next request, whose
+    prefix is this one byte for byte, reads it from the cache. The cached context is not changed."""
+    request: dict[str, Any] = {"messages": ctx.messages}
+    if ctx.tools:
+        request["tools"] = [*ctx.tools[:-1], {**ctx.tools[-1], "cache_control": CACHE_POINT}]
+    if ctx.system:
+        request["system"] = [{"type": "text", "text": ctx.system, "cache_control": CACHE_POINT}]
+    if ctx.messages:
+        last = ctx.messages[-1]
+        content = last["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        if blocks:
+            blocks[-1] = {**blocks[-1], "cache_control": CACHE_POINT}
+            request["messages"] = [*ctx.messages[:-1], {**last, "content": blocks}]
+    return request
+
+
 class ModelActivities:
     def __init__(self, client: Client, anthropic_client: anthropic.AsyncAnthropic | None) -> None:
         self._client = client
@@ -179,15 +201,7 @@ class ModelActivities:
                 non_retryable=True,
             )
         ctx = await self._context(req)
-        params: dict[str, Any] = {
-            "model": req.model,
-            "max_tokens": req.max_tokens,
-            "messages": ctx.messages,
-        }
-        if ctx.system:
-            params["system"] = ctx.system
-        if ctx.tools:
-            params["tools"] = ctx.tools
+        params: dict[str, Any] = {"model": req.model, "max_tokens": req.max_tokens, **cached_request(ctx)}
         if req.temperature is not None:
             params["temperature"] = req.temperature
 

@@ -118,7 +118,26 @@ class ScriptedModel:
     scenarios: list[Scenario]
     requests: list[RecordedRequest] = field(default_factory=list)
     _errors_served: dict[tuple[str, int], int] = field(default_factory=dict)
+    _cached_prefixes: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _cache_usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(input, cache read, cache write) tokens, estimated at 4 bytes a token, as a prompt cache
+        would count them: the longest prefix an earlier request with breakpoints ended on is read."""
+        clean = _without_cache_control({k: body.get(k) for k in ("system", "tools", "messages")})
+        head, messages = [clean["system"], clean["tools"]], clean["messages"] or []
+
+        def key(k: int) -> str:
+            return hashlib.sha256(json.dumps([head, messages[:k]], sort_keys=True).encode()).hexdigest()
+
+        total = max(1, len(json.dumps(clean)) // 4)
+        if not _has_cache_control(body):
+            return total, 0, 0
+        with self._lock:
+            hit = next((k for k in range(len(messages), 0, -1) if key(k) in self._cached_prefixes), 0)
+            self._cached_prefixes.add(key(len(messages)))
+        read = len(json.dumps([head, messages[:hit]])) // 4 if hit else 0
+        return 1, read, max(0, total - read - 1)
 
     def scenario_for(self, messages: list[dict[str, Any]]) -> Scenario | None:
         first = _first_user_text(messages)
@@ -160,7 +179,7 @@ class ScriptedModel:
             content.append({"type": "tool_use", "id": tool_id, "name": call.name, "input": call.input})
         if not content:
             content.append({"type": "text", "text": ""})
-        size = len(json.dumps(body))
+        input_tokens, cache_read, cache_write = self._cache_usage(body)
         message = {
             "id": f"msg_scripted_{conversation}_{index}",
             "type": "message",
@@ -170,13 +189,29 @@ class ScriptedModel:
             "stop_reason": "tool_use" if step.calls() else "end_turn",
             "stop_sequence": None,
             "usage": {
-                "input_tokens": max(1, size // 4),
+                "input_tokens": input_tokens,
                 "output_tokens": max(1, len(json.dumps(content)) // 4),
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": cache_write,
+                "cache_read_input_tokens": cache_read,
             },
         }
         return 200, message, {}, delay
+
+
+def _without_cache_control(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_without_cache_control(v) for v in value]
+    return value
+
+
+def _has_cache_control(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "cache_control" in value or any(_has_cache_control(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_cache_control(v) for v in value)
+    return False
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

@@ -317,7 +317,7 @@ async def test_skills_are_listed_loaded_and_copied(client: Client, scripted: Scr
     assert "[1 file(s) copied to /workspace/skills/python-checks/: check.sh]" in loaded.output
     assert [e.text for e in events if e.kind == "skill_loaded"] == ["python-checks"]
     first = next(r.body for r in scripted.requests if marker in json.dumps(r.body))
-    assert "- python-checks: Check a Python program before answering" in first["system"]
+    assert "- python-checks: Check a Python program before answering" in first["system"][0]["text"]
     assert "load_skill" in [t["name"] for t in first["tools"]]
 
 
@@ -338,10 +338,41 @@ async def test_budgets_stop_the_session_with_a_reason(client: Client, scripted: 
     tokens = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_tokens_total": 3000})})
     result, events, _ = await run_one_shot(client, f"Spend. {marker}", tokens)
     assert result.status == "failed" and (result.error or "").startswith("token budget exhausted:")
-    assert result.usage.input_tokens + result.usage.output_tokens >= 3000 and result.turns < 20
+    assert result.usage.total_tokens >= 3000 and result.turns < 20
     assert any(e.kind == "error" and (e.text or "").startswith("stopped: token budget") for e in events)
     money = agent.model_copy(update={"limits": agent.limits.model_copy(update={"max_cost_usd": 0.01})})
     marker = add_scenario(scripted, steps)
     result, _, _ = await run_one_shot(client, f"Spend money. {marker}", money)
     assert result.status == "failed" and (result.error or "").startswith("cost budget exhausted: $0.01")
     assert result.cost_usd is not None and result.cost_usd >= 0.01
+
+
+async def test_prompt_caching_breakpoints_and_a_byte_stable_prefix(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    steps = [Step(tool_use=ToolUse(name="bash", input={"command": f"echo step {i}"})) for i in range(5)]
+    marker = add_scenario(scripted, [*steps, Step(text="done")])
+    result, events, _ = await run_one_shot(client, f"Cache. {marker}")
+    sent = [r.body for r in scripted.requests if marker in json.dumps(r.body)]
+    assert len(sent) == 6
+    for body in sent:
+        assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+
+    from scripted_model.server import _without_cache_control
+
+    def plain(value: Any) -> str:
+        return json.dumps(_without_cache_control(value), sort_keys=True)
+
+    for earlier, later in zip(sent, sent[1:], strict=False):  # each request is the previous one, extended
+        n = len(earlier["messages"])
+        assert plain(later["messages"][:n]) == plain(earlier["messages"])
+        assert plain(later["system"]) == plain(earlier["system"]) and plain(later["tools"]) == plain(earlier["tools"])
+    turns = [e.usage for e in events if e.kind == "model_turn" and e.usage]
+    assert turns[0].cache_read_input_tokens == 0 and turns[0].cache_creation_input_tokens > 0
+    assert all(u.cache_read_input_tokens > 0 for u in turns[1:])
+    read = sum(u.cache_read_input_tokens for u in turns)
+    total = sum(u.cache_read_input_tokens + u.cache_creation_input_tokens + u.input_tokens for u in turns)
+    print(f"cache: {read} of {total} input tokens read from the cache ({read / total:.0%})")
+    assert read / total > 0.5

@@ -242,7 +242,7 @@ class LoopGuard:
 
 def budget_exhausted(limits: Limits, usage: Usage, cost_usd: float | None) -> str | None:
     """Why the session must stop for its budget, or None."""
-    tokens = usage.input_tokens + usage.output_tokens
+    tokens = usage.total_tokens
     if limits.max_tokens_total is not None and tokens >= limits.max_tokens_total:
         return f"token budget exhausted: {tokens} of {limits.max_tokens_total} tokens used"
     if limits.max_cost_usd is not None and cost_usd is not None and cost_usd >= limits.max_cost_usd:
