@@ -160,7 +160,11 @@ def format_event(e: SessionEvent, full: bool = False) -> str:
     if e.kind == "model_turn":
         parts = [_short(e.text, limit)] if e.text else []
         parts += [f"→ {c.name}({_short(json.dumps(c.input), 120)})" for c in e.tool_calls or []]
-        usage = f" [{e.usage.input_tokens}→{e.usage.output_tokens} tok]" if e.usage else ""
+        usage = ""
+        if e.usage:
+            u = e.usage
+            read = f", {u.cache_read_input_tokens} cached" if u.cache_read_input_tokens else ""
+            usage = f" [{u.total_tokens - u.output_tokens}{read} → {u.output_tokens} tok]"
         return f"{head} {' '.join(parts)}{usage}"
     if e.kind == "tool_result" and e.tool_result:
         mark = "✗" if e.tool_result.is_error else "✓"
