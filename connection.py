@@ -5,6 +5,7 @@ custom search attributes, shared by workers, the CLI, tests and benchmarks.
 from __future__ import annotations
 
 import os
+import weakref
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -45,8 +46,19 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
     )
 
 
+_registered: weakref.WeakKeyDictionary[Client, bool] = weakref.WeakKeyDictionary()
+
+
 async def ensure_search_attributes(client: Client) -> bool:
-    """Register AgentName and SessionStatus where missing; False where the server won't let us."""
+    """Register our search attributes where missing; False where the server won't let us.
+    Asked once per client, not on every session start."""
+    if client in _registered:
+        return _registered[client]
+    _registered[client] = await _register(client)
+    return _registered[client]
+
+
+async def _register(client: Client) -> bool:
     try:
         listed = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace=client.namespace)

@@ -367,14 +367,7 @@ async def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
     action = args.schedule_command
     if action == "create":
         req = schedules.ScheduleRequest(
-            name=args.name,
-            agent_path=args.agent,
-            prompt=args.prompt,
-            cron=args.cron,
-            every=args.every,
-            timezone=args.timezone,
-            overlap=args.overlap,
-            paused=args.paused,
+            name=args.name, agent_path=args.agent, prompt=args.prompt, paused=args.paused, **_timing(args)
         )
         handle = await schedules.create(client, req)
         description = await handle.describe()
@@ -423,20 +416,16 @@ async def cmd_schedule(client: Client, args: argparse.Namespace) -> int:
     elif action == "backfill":
         await schedules.backfill(client, args.name, _parse_time(args.from_), _parse_time(args.to))
     elif action == "update":
-        await schedules.update(
-            client,
-            args.name,
-            agent_path=args.agent,
-            prompt=args.prompt,
-            cron=args.cron,
-            every=args.every,
-            timezone=args.timezone,
-            overlap=args.overlap,
-        )
+        await schedules.update(client, args.name, agent_path=args.agent, prompt=args.prompt, **_timing(args))
     elif action == "delete":
         await handle.delete()
     print(f"schedule {args.name}: {action} done")
     return 0
+
+
+def _timing(args: argparse.Namespace) -> dict[str, Any]:
+    """The timing flags `schedule create` and `schedule update` share."""
+    return {"cron": args.cron, "every": args.every, "timezone": args.timezone, "overlap": args.overlap}
 
 
 def _parse_time(text: str) -> datetime:

@@ -74,8 +74,7 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int) -> Non
     if sandbox:
         sandboxes = DockerSandboxes(host_id, namespace=client.namespace)
         pool = WarmPool(sandboxes, warm_pool)
-        reaper = Reaper(client, sandboxes)
-        reaper.keep = pool.held
+        reaper = Reaper(client, sandboxes, keep=pool.held)
         workers += sandbox_workers(client, SandboxActivities(sandboxes, pool=pool))
         tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
     stop = asyncio.Event()

@@ -8,7 +8,6 @@ history. The SDK's own retries are off: Temporal's retry policy is the only one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from contracts import (
     CALL_MODEL,
     GET_MODEL_CONTEXT,
@@ -205,21 +205,13 @@ class ModelActivities:
         if req.temperature is not None:
             params["temperature"] = req.temperature
 
-        async def heartbeat() -> None:
-            # Not at once: a heartbeat pending at completion delays the completion.
-            while True:
-                await asyncio.sleep(HEARTBEAT_EVERY_S)
-                activity.heartbeat()
-
-        beating = asyncio.create_task(heartbeat())
         try:
-            response = await self._anthropic.messages.create(**params)
+            async with heartbeating(HEARTBEAT_EVERY_S):
+                response = await self._anthropic.messages.create(**params)
         except Exception as e:  # noqa: BLE001 - every SDK error is classified for Temporal
             error = classify_model_error(e)
             log.warning("model call failed", error=str(error), retryable=not error.non_retryable)
             raise error from e
-        finally:
-            beating.cancel()
         content = [_block_dict(b) for b in response.content]
         ctx.extend([{"role": "assistant", "content": content}])
         u = response.usage

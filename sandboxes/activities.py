@@ -20,6 +20,7 @@ import docker.errors
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
@@ -170,18 +171,12 @@ class SandboxActivities:
         log = activity_log()
         script = tool_script(req.name, req.input)
 
-        async def heartbeat() -> None:
-            # Not at once: a heartbeat pending at completion delays the completion.
-            while True:
-                await asyncio.sleep(HEARTBEAT_EVERY_S)
-                activity.heartbeat()
-
-        beating = asyncio.create_task(heartbeat())
         started = time.monotonic()
         try:
-            out = await asyncio.to_thread(
-                self.sandboxes.run, req.handle.sandbox_id, req.call_id, script, req.output_cap, req.timeout_s
-            )
+            async with heartbeating(HEARTBEAT_EVERY_S):
+                out = await asyncio.to_thread(
+                    self.sandboxes.run, req.handle.sandbox_id, req.call_id, script, req.output_cap, req.timeout_s
+                )
         except asyncio.CancelledError:
             # Interrupted: stop the command too, not only the wait for it.
             await asyncio.to_thread(self.sandboxes.interrupt, req.handle.sandbox_id)
@@ -209,8 +204,6 @@ class SandboxActivities:
                 "was started with the working directory and exported variables from before it]",
                 is_error=True,
             )
-        finally:
-            beating.cancel()
         output = out.output
         if out.cut:
             output += (

@@ -25,12 +25,19 @@ log = structlog.get_logger("reaper")
 
 
 class Reaper:
-    def __init__(self, client: Client, sandboxes: DockerSandboxes, every_s: float = 30, grace_s: float = 60) -> None:
+    def __init__(
+        self,
+        client: Client,
+        sandboxes: DockerSandboxes,
+        every_s: float = 30,
+        grace_s: float = 60,
+        keep: set[str] | None = None,
+    ) -> None:
         self.client = client
         self.sandboxes = sandboxes
         self.every_s = every_s
         self.grace_s = grace_s  # a container this young may not be in its session's state yet
-        self.keep: set[str] = set()  # the warm pool's containers (the pool shares its set)
+        self.keep = keep if keep is not None else set()  # the warm pool's containers (its own live set)
 
     async def _why_orphaned(self, container: Container) -> str | None:
         if container.status not in ("running", "created", "restarting"):

@@ -182,8 +182,7 @@ async def test_the_warm_pool_binds_prestarted_containers(docker_sandboxes: Docke
         )
         assert not cold.from_pool
         # The reaper leaves the pool's containers alone and knows the bound one by its session file.
-        reaper = Reaper(None, docker_sandboxes)  # type: ignore[arg-type]
-        reaper.keep = pool.held
+        reaper = Reaper(None, docker_sandboxes, keep=pool.held)  # type: ignore[arg-type]
         mine = {c.id: c for c in docker_sandboxes.mine()}
         assert docker_sandboxes.bound_session(mine[warm.sandbox_id]) == "pool-session"
         for held in pool.held:

@@ -175,7 +175,8 @@ class SessionWorkflow:
 
     def _details(self, last: str | None = None) -> None:
         u = self.usage
-        text = f"status: {self.status} · turn {self.turns} · tokens in {u.input_tokens} / out {u.output_tokens}"
+        tokens_in = u.total_tokens - u.output_tokens  # cached or not
+        text = f"status: {self.status} · turn {self.turns} · tokens in {tokens_in} / out {u.output_tokens}"
         if last:
             text += f" · last: {last}"
         workflow.set_current_details(text)
