@@ -25,6 +25,7 @@ bench: setup
 	@$(PY) bench/foundation.py
 	@$(PY) bench/sandboxes.py
 	@$(PY) bench/subagents.py
+	@$(PY) bench/session_log.py
 
 lint:
 	@.venv/bin/ruff check .

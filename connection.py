@@ -10,10 +10,10 @@ import weakref
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS
+from payload_store import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
 SEARCH_ATTRIBUTES = {
@@ -42,7 +42,7 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
     return await Client.connect(
         address or temporal_address(),
         namespace=namespace or temporal_namespace(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
     )
 
 

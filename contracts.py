@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # --- durable names -----------------------------------------------------------------------------
@@ -34,6 +35,7 @@ END_SESSION = "end_session"
 INTERRUPT = "interrupt"
 APPROVE = "approve"
 DENY = "deny"
+TOOL_RESULT = "tool_result"  # the result of a custom (client-executed) tool call
 GET_EVENTS = "events"
 GET_STATE = "state"
 GET_MODEL_CONTEXT = "model_context"
@@ -48,6 +50,14 @@ SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
 SANDBOX_IMAGE_MISSING = "SandboxImageMissing"
 MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: retrying cannot help
 MODEL_NOT_CONFIGURED = "ModelNotConfigured"
+
+# The instruction that turns a model call into a compaction (a summary of the conversation so far).
+COMPACTION_INSTRUCTION = (
+    "[compaction] The conversation above is about to be replaced by your summary of it, to keep the "
+    "context within its budget. Write that summary now: the user's goals and instructions, what you did "
+    "and found (files, commands, results, errors), decisions made, and what remains to be done. Be "
+    "complete about facts you will need; be brief about everything else. Answer with the summary only."
+)
 
 SANDBOX_TOOLS = ("bash", "read_file", "write_file", "edit_file")
 SANDBOX_TMP_MB = 128  # size of a sandbox's /tmp (tmpfs), which also holds the tool-call records
@@ -151,7 +161,9 @@ class Limits(_Strict):
     max_concurrent_children: int = Field(default=8, ge=1, le=100)
     max_children: int = Field(default=50, ge=0, le=10_000, description="subagents per session")
     idle_timeout_s: float = Field(default=3600, gt=0, description="an idle session ends after this")
-    tool_output_cap: int = Field(default=30_000, ge=1_000, le=1_000_000, description="characters")
+    tool_output_cap: int = Field(
+        default=30_000, ge=1_000, le=10_000_000, description="characters; large outputs go to the payload store"
+    )
     max_tokens_total: int | None = Field(
         default=None, ge=1, description="budget: input + output tokens of the session and its subagents"
     )
@@ -159,6 +171,49 @@ class Limits(_Strict):
     loop_limit: int = Field(
         default=3, ge=2, le=100, description="the same tool call with the same input this often in a row is refused"
     )
+    context_tokens: int | None = Field(
+        default=150_000,
+        ge=1_000,
+        description="context budget: when the next request would exceed it (estimated), older turns are "
+        "compacted into a summary; null: never",
+    )
+    keep_recent_tokens: int | None = Field(
+        default=None, ge=0, description="what compaction keeps verbatim, newest first; default: a quarter of the budget"
+    )
+    history_events: int = Field(
+        default=5_000,
+        ge=200,
+        le=40_000,
+        description="continue-as-new after this many history events (or sooner, when Temporal suggests it)",
+    )
+
+
+class CustomTool(_Strict):
+    """A tool the client executes: the session records the call and waits for its result."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = Field(min_length=1)
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}, description="JSON Schema of the input"
+    )
+
+    @field_validator("input_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        if schema.get("type") != "object":
+            raise ValueError("input_schema must describe an object (type: object)")
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as e:
+            raise ValueError(f"input_schema is not a valid JSON Schema: {e.message}") from None
+        return schema
+
+
+class ClientToolResult(_Strict):
+    """What a client posts for a custom tool call: the output text the model sees."""
+
+    content: str
+    is_error: bool = False
 
 
 class Skill(_Strict):
@@ -204,6 +259,23 @@ class AgentSpec(_Strict):
     skills: list[Skill] = Field(
         default_factory=list, description="in a file: skill folders (each with a SKILL.md), relative to it"
     )
+    custom_tools: list[CustomTool] = Field(
+        default_factory=list, description="tools the client executes (starter.py tool-result or the Python API)"
+    )
+
+    @field_validator("custom_tools")
+    @classmethod
+    def _custom_names(cls, custom: list[CustomTool]) -> list[CustomTool]:
+        names = [t.name for t in custom]
+        if len(set(names)) != len(names):
+            raise ValueError("two custom tools have the same name")
+        for name in names:
+            if name in (*KNOWN_TOOLS, SPAWN_AGENT, LOAD_SKILL):
+                raise ValueError(f"custom tool {name!r} has the name of a built-in tool")
+        return custom
+
+    def custom_tool(self, name: str) -> CustomTool | None:
+        return next((t for t in self.custom_tools if t.name == name), None)
 
     @field_validator("subagents")
     @classmethod
@@ -235,7 +307,8 @@ class AgentSpec(_Strict):
     @model_validator(mode="after")
     def _policies_name_tools(self) -> AgentSpec:
         for name in self.policies:
-            if name not in self.tools and not (name == SPAWN_AGENT and self.subagents):
+            custom = any(t.name == name for t in self.custom_tools)
+            if name not in self.tools and not custom and not (name == SPAWN_AGENT and self.subagents):
                 raise ValueError(f"policies: {name!r} is not one of this agent's tools")
         return self
 
@@ -303,6 +376,8 @@ class SessionInput(_Strict):
     schedule: str | None = None
     # False on servers where the custom search attributes could not be registered.
     search_attributes: bool = True
+    # Set when a run continues as new: the state the next run starts from.
+    carry: SessionCarry | None = None
 
 
 class Usage(_Strict):
@@ -354,6 +429,9 @@ EventKind = Literal[
     "approval_requested",
     "approval_granted",
     "approval_denied",
+    "tool_requested",
+    "compaction",
+    "continued",
     "error",
     "status",
 ]
@@ -378,6 +456,8 @@ class SessionEvent(_Strict):
     child: str | None = None  # subagent events: the child session's id
     agent: AgentSpec | None = None  # session_started: the definition this session runs
     agent_version: str | None = None
+    covers: list[int] | None = None  # compaction: [first, last] offsets of the events it summarised
+    run_id: str | None = None  # continued: the run this one continues
 
 
 class SessionState(_Strict):
@@ -390,6 +470,37 @@ class SessionState(_Strict):
     sandbox: SandboxHandle | None
     cost_usd: float | None = None
     awaiting_approval: list[ToolCall] = Field(default_factory=list)
+    awaiting_client: list[ToolCall] = Field(default_factory=list)  # custom tool calls waiting for a result
+    first_offset: int = 0  # offset of this run's first event (earlier runs hold the ones before)
+    run: int = 1  # 1 + how often the session continued as new
+    context_tokens: int = 0  # estimated size of the next request
+
+
+class SessionCarry(_Strict):
+    """A session's compact state, carried into the next run when it continues as new."""
+
+    first_offset: int
+    run: int
+    messages: list[dict[str, Any]]
+    synced: int
+    pending: list[str]
+    status: SessionStatus
+    resume: bool  # continued in the middle of answering: go on without a new user message
+    response_turns: int  # model calls already made for the current user message
+    turns: int
+    usage: Usage
+    cost_usd: float | None
+    last_answer: str | None
+    last_error: str | None
+    sandbox: SandboxHandle | None
+    owns_sandbox: bool
+    snapshot: SnapshotRef | None
+    children_started: int
+    loop_last: list[str] | None
+    loop_count: int
+    last_input_tokens: int
+    estimated_since: int  # messages counted in last_input_tokens
+    compacted_until: int  # offset after the last compaction
 
 
 class SessionResult(_Strict):
@@ -509,4 +620,5 @@ class ExecuteResult(_Strict):
 
 SessionEvent.model_rebuild()
 Subagent.model_rebuild()
+SessionCarry.model_rebuild()
 SessionInput.model_rebuild()

@@ -4,6 +4,8 @@
     starter.py send ID "text" [--wait]
     starter.py follow ID
     starter.py events ID [--from N] [--to M] [--child sub-N] [--json]
+    starter.py export ID > session.jsonl
+    starter.py tool-result ID TOOL_USE_ID (--file out.json | --text "..." [--error])
     starter.py interrupt ID
     starter.py approve ID TOOL_USE_ID [--wait];  starter.py deny ID TOOL_USE_ID --reason "..." [--wait]
     starter.py result ID
@@ -44,13 +46,12 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.service import RPCError, RPCStatusCode
 
 import schedules
+import session_log
 from agent_files import AgentFileError, agent_version, load_agent
 from connection import connect, ensure_search_attributes, temporal_address
 from contracts import (
     AGENTS_QUEUE,
     END_SESSION,
-    GET_EVENTS,
-    GET_STATE,
     INTERRUPT,
     SA_AGENT_NAME,
     SA_AGENT_VERSION,
@@ -119,12 +120,11 @@ async def start_agent_session(
 async def session_events(
     client: Client, session_id: str, start: int = 0, stop: int | None = None
 ) -> list[SessionEvent]:
-    handle = client.get_workflow_handle(session_id)
-    return await handle.query(GET_EVENTS, args=[start, stop], result_type=list[SessionEvent])
+    return await session_log.read_events(client, session_id, start, stop)
 
 
 async def session_state(client: Client, session_id: str) -> SessionState:
-    return await client.get_workflow_handle(session_id).query(GET_STATE, result_type=SessionState)
+    return await session_log.session_state(client, session_id)
 
 
 async def send_message(client: Client, session_id: str, text: str) -> int:
@@ -287,6 +287,41 @@ async def cmd_events(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_export(client: Client, args: argparse.Namespace) -> int:
+    count = await session_log.export(client, args.id, sys.stdout)
+    print(f"{args.id}: {count} events exported", file=sys.stderr)
+    return 0
+
+
+def client_tool_result(args: argparse.Namespace) -> dict[str, Any]:
+    """--file out.json ({"content": "...", "is_error": false}) or --text "..." [--error]."""
+    if (args.file is None) == (args.text is None):
+        raise CliError("give the result with --file out.json or --text TEXT (one of them)")
+    if args.text is not None:
+        return {"content": args.text, "is_error": args.error}
+    try:
+        raw = Path(args.file).read_text()
+    except OSError as e:
+        raise CliError(f"--file {args.file}: {e.strerror}") from None
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CliError(f"--file {args.file}: not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(body, dict):
+        raise CliError(f'--file {args.file}: expected a JSON object {{"content": "...", "is_error": false}}')
+    if args.error:
+        body["is_error"] = True
+    return body
+
+
+async def cmd_tool_result(client: Client, args: argparse.Namespace) -> int:
+    offset = await session_log.post_tool_result(client, args.id, args.tool_use_id, client_tool_result(args))
+    print(f"{args.tool_use_id}: result posted")
+    if args.wait:
+        print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
+    return 0
+
+
 def print_settled(state: SessionState, session_id: str) -> None:
     if state.status == "waiting":
         for call in state.awaiting_approval:
@@ -294,6 +329,9 @@ def print_settled(state: SessionState, session_id: str) -> None:
             print(
                 f"  starter.py approve {session_id} {call.id}   |   starter.py deny {session_id} {call.id} --reason ..."
             )
+        for call in state.awaiting_client:
+            print(f"waiting for the client: {call.id} {call.name} {json.dumps(call.input)[:200]}")
+            print(f"  starter.py tool-result {session_id} {call.id} --file out.json")
     else:
         print(state.last_answer or f"(no answer; session status: {state.status})")
 
@@ -490,6 +528,15 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--to", type=int, default=None, help="last event offset (inclusive)")
             s.add_argument("--child", help="a subagent's events instead: sub-N or its full session id")
         s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s = sub.add_parser("export", help="write the whole session log as JSON Lines to stdout")
+    s.add_argument("id")
+    s = sub.add_parser("tool-result", help="post the result of a custom tool call the session waits on")
+    s.add_argument("id")
+    s.add_argument("tool_use_id")
+    s.add_argument("--file", help='JSON file: {"content": "...", "is_error": false}')
+    s.add_argument("--text", help="the result text")
+    s.add_argument("--error", action="store_true", help="the tool failed: the model sees an error")
+    s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     s = sub.add_parser("result", help="print the session's last answer")
     s.add_argument("id")
     s = sub.add_parser("sessions", help="list sessions with their status")
@@ -561,6 +608,8 @@ COMMANDS = {
     "send": cmd_send,
     "follow": cmd_follow,
     "events": cmd_events,
+    "export": cmd_export,
+    "tool-result": cmd_tool_result,
     "result": cmd_result,
     "sessions": cmd_sessions,
     "end": cmd_end,
@@ -589,11 +638,13 @@ async def amain(argv: list[str]) -> int:
         except RuntimeError as e:
             raise CliError(f"cannot reach Temporal at {temporal_address()}: {e} (is `make up` running?)") from None
         return await COMMANDS[args.command](client, args)
-    except (AgentFileError, CliError, schedules.ScheduleError) as e:
+    except (AgentFileError, CliError, schedules.ScheduleError, session_log.SessionLogError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
+        if e.status == RPCStatusCode.NOT_FOUND and "already completed" in e.message:
+            print(f"error: session {getattr(args, 'id', '')!r} has ended; start a new one", file=sys.stderr)
+        elif e.status == RPCStatusCode.NOT_FOUND:
             print(f"error: no session {getattr(args, 'id', '')!r}: {e.message}", file=sys.stderr)
         elif e.status == RPCStatusCode.ALREADY_EXISTS:
             print(f"error: a session with id {args.id!r} already exists", file=sys.stderr)

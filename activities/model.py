@@ -184,7 +184,9 @@ class ModelActivities:
         handle = self._client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
         full: ModelContext = await handle.query(GET_MODEL_CONTEXT, result_type=ModelContext)
         entry = _CachedContext.new(full.system, full.tools)
-        entry.extend(full.messages)
+        entry.extend(full.messages[: req.prefix_count])
+        # A normal turn's new messages are the rest of the context; a compaction's end differently.
+        entry.extend(req.new_messages)
         if entry.digests[-1] != req.digest:
             raise ApplicationError("the session's context moved on while this call waited", type="StaleContext")
         self.cache.store(req.session_id, entry)

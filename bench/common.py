@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 from temporalio.client import Client  # noqa: E402
 from temporalio.common import SearchAttributeKey  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS  # noqa: E402
+from payload_store import data_converter  # noqa: E402
 from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
 
 
@@ -79,7 +79,7 @@ async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> lis
 @asynccontextmanager
 async def local_stack(warm_pool: int = 2) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
         dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db"),
         search_attributes=[

@@ -16,6 +16,12 @@ Scenario file (YAML):
         tool_use: {name: bash, input: {command: "ls"}}   # or tool_uses: [...]
       - error: {status: 429, message: "slow down", retry_after: 1, times: 1}
       - text: "Done. The output was: {last_tool_result}"
+      - tool_use: {name: load_skill, input: {name: "a-{n}"}}
+        repeat: 100             # this step 100 times ({n}: 0..99 in its text and input)
+
+A request that ends with the harness's compaction instruction is answered with a summary that
+keeps the first user message (so the scenario still matches) and how many assistant turns it
+replaced (so the step numbers go on where they were).
 
     python -m scripted_model.server --port 8765 scripted_model/scenarios/*.yaml
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -35,6 +42,10 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import COMPACTION_INSTRUCTION
+
+COMPACTION_PREFIX = COMPACTION_INSTRUCTION.split("]")[0] + "]"
 
 
 class _Strict(BaseModel):
@@ -61,6 +72,7 @@ class Step(_Strict):
     error: ScriptedError | None = None
     delay_ms: int | None = None
     then: Step | None = None  # what the step answers once its error has been served
+    repeat: int = Field(default=1, ge=1, description="the step this many times; {n} counts them from 0")
 
     def calls(self) -> list[ToolUse]:
         return ([self.tool_use] if self.tool_use else []) + self.tool_uses
@@ -75,6 +87,17 @@ class Scenario(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
         return cls.model_validate(yaml.safe_load(Path(path).read_text()))
+
+    def step(self, index: int) -> Step:
+        """Step `index`, counting a repeated step as that many steps."""
+        for step in self.steps:
+            if index < step.repeat:
+                if step.repeat == 1:
+                    return step
+                data = json.loads(json.dumps(step.model_dump(exclude={"repeat"})).replace("{n}", str(index)))
+                return Step.model_validate(data)
+            index -= step.repeat
+        return Step(text="(end of scripted scenario)")
 
 
 @dataclass
@@ -96,6 +119,34 @@ def _first_user_text(messages: list[dict[str, Any]]) -> str:
                 return content
             return "\n".join(b.get("text", "") for b in content if isinstance(b, dict))
     return ""
+
+
+SUMMARY_MARK = "[scripted summary: {turns} earlier assistant turns]"
+_SUMMARY_RE = re.compile(r"\[scripted summary: (\d+) earlier assistant turns\]")
+
+
+def _all_text(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return "\n".join(parts)
+
+
+def _summarised_turns(messages: list[dict[str, Any]]) -> int:
+    """Assistant turns an earlier (scripted) summary in this conversation stands for."""
+    found = _SUMMARY_RE.search(_first_user_text(messages))
+    return int(found.group(1)) if found else 0
+
+
+def _is_compaction(messages: list[dict[str, Any]]) -> bool:
+    content = messages[-1].get("content")
+    if not isinstance(content, list) or not content or not isinstance(content[-1], dict):
+        return False
+    return str(content[-1].get("text", "")).startswith(COMPACTION_PREFIX)
 
 
 def _last_tool_result(messages: list[dict[str, Any]]) -> str:
@@ -155,9 +206,20 @@ class ScriptedModel:
         scenario = self.scenario_for(messages)
         if scenario is None:
             return 400, _error("invalid_request_error", "no scripted scenario matches this conversation"), {}, 0
-        index = sum(1 for m in messages if m.get("role") == "assistant")
-        conversation = hashlib.sha256(json.dumps(messages[0], sort_keys=True).encode()).hexdigest()[:16]
-        step = scenario.steps[index] if index < len(scenario.steps) else Step(text="(end of scripted scenario)")
+        index = sum(1 for m in messages if m.get("role") == "assistant") + _summarised_turns(messages)
+        conversation = hashlib.sha256(_first_user_text(messages).encode()).hexdigest()[:16]
+        if _is_compaction(messages):
+            first = _first_user_text(messages)
+            summary = _SUMMARY_RE.sub("", first).strip()
+            summary = summary.split("\n", 1)[1] if summary.startswith("[Summary") else summary
+            text = (
+                f"The user asked: {summary.strip()[:2000]}\n"
+                f"So far {len(messages)} messages, {len(_all_text(messages))} characters of text.\n"
+                + SUMMARY_MARK.format(turns=index)
+            )
+            step = Step(text=text)
+        else:
+            step = scenario.step(index)
         delay = (step.delay_ms if step.delay_ms is not None else scenario.delay_ms) / 1000
         if step.error is not None:
             with self._lock:

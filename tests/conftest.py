@@ -22,8 +22,9 @@ import docker
 import pytest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+
+from payload_store import data_converter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,7 +53,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     if not TEMPORAL_CLI.exists():
         pytest.fail(f"{TEMPORAL_CLI} is missing: run `make setup`")
     environment = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),
         dev_server_existing_path=str(TEMPORAL_CLI),
         search_attributes=[
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
@@ -129,7 +130,7 @@ def docker_sandboxes() -> Iterator[DockerSandboxes]:
 @pytest.fixture
 async def chaos_client(address: str) -> Client:
     """A client of the chaos namespace, where only the tests' own worker processes poll."""
-    return await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=pydantic_data_converter)
+    return await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=data_converter())
 
 
 @pytest.fixture

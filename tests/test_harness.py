@@ -295,3 +295,113 @@ def test_loop_guard_and_budgets_and_prices() -> None:
     assert ModelSpec(name="mystery-model").cost(usage) is None
     custom = ModelSpec(name="x", price=Price(input=2, output=10, cache_read=0.5))
     assert custom.cost(Usage(output_tokens=10**6, cache_read_input_tokens=10**6)) == 10.5
+
+
+# --- compaction, custom tools, continue-as-new state ----------------------------------------------
+
+
+def _tool_turns(ctx: ContextBuilder, n: int, output: str = "x" * 400) -> None:
+    for i in range(n):
+        ctx.model_answered([{"type": "tool_use", "id": f"t{i}", "name": "bash", "input": {"command": str(i)}}])
+        ctx.add_tool_results([ToolResult(call_id=f"t{i}", name="bash", output=output)])
+
+
+def test_compaction_cuts_where_no_tool_result_loses_its_call() -> None:
+    from workflows.harness import compaction_cut
+
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("task")
+    _tool_turns(ctx, 6)
+    cut = compaction_cut(ctx.messages, keep_tokens=400)  # an exchange is ~151 tokens
+    assert cut is not None and ctx.messages[cut]["role"] == "assistant"
+    assert len(ctx.messages) - cut == 4  # two whole exchanges fit in 400, three do not
+    assert compaction_cut(ctx.messages, keep_tokens=0) == len(ctx.messages) - 2  # at least the newest exchange
+    assert compaction_cut(ctx.messages[:1], keep_tokens=0) is None  # nothing older to summarise
+    # A plain user message may start the kept part; a tool-result message may not.
+    ctx2 = ContextBuilder("sys", [])
+    ctx2.add_user_text("one")
+    ctx2.model_answered([{"type": "text", "text": "ok"}])
+    ctx2.add_user_text("two")
+    assert compaction_cut(ctx2.messages, keep_tokens=5) == 2
+
+
+def test_compaction_request_shares_the_prefix_and_compact_keeps_the_newest_turns() -> None:
+    from contracts import COMPACTION_INSTRUCTION
+    from workflows.harness import SUMMARY_HEADER, compaction_cut
+
+    model = ModelSpec(name="m")
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("task")
+    _tool_turns(ctx, 6)
+    ctx.synced = len(ctx.messages) - 1
+    cut = compaction_cut(ctx.messages, keep_tokens=400)
+    assert cut is not None
+    ask = ctx.compaction_request(cut, "s", model)
+    assert ask.prefix_count == cut - 1 and ask.prefix_digest == ctx.digests[cut - 1]
+    assert ask.new_messages[-1]["role"] == "user"
+    assert ask.new_messages[-1]["content"][-1]["text"] == COMPACTION_INSTRUCTION
+    assert ask.new_messages[-1]["content"][0]["type"] == "tool_result"  # joined, roles still alternate
+    cache = ContextCache()
+    entry = _CachedContext.new("sys", [])
+    entry.extend(ctx.messages[: ctx.synced])
+    cache.store("s", entry)
+    assert cache.lookup(ask) is not None  # the activity's cached prefix serves the compaction too
+
+    kept = ctx.messages[cut:]
+    before = ctx.estimated_tokens()
+    ctx.compact(cut, "the summary")
+    assert ctx.messages[0] == {"role": "user", "content": [{"type": "text", "text": f"{SUMMARY_HEADER}\nthe summary"}]}
+    assert ctx.messages[1:] == kept and ctx.synced == 0
+    assert ctx.estimated_tokens() < before
+    request = ctx.request("s", model)
+    assert request.system == "sys" and request.prefix_count == 0 and len(request.new_messages) == len(ctx.messages)
+
+
+def test_the_api_s_token_count_replaces_the_estimate() -> None:
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("task")
+    ctx.model_answered([{"type": "text", "text": "ok"}], input_tokens=5000)
+    ctx.add_user_text("more")
+    assert 5000 < ctx.estimated_tokens() < 5100
+
+
+def test_a_carried_context_resumes_with_the_same_digests() -> None:
+    from workflows.harness import LoopGuard
+
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("task")
+    _tool_turns(ctx, 3)
+    restored = ContextBuilder.restore("sys", [], ctx.messages, ctx.synced)
+    assert restored.digests == ctx.digests and restored.synced == ctx.synced
+    guard = LoopGuard(3)
+    call = ToolCall(id="a", name="bash", input={"command": "ls"})
+    assert guard.check(call) is None and guard.check(call) is None
+    last, count = guard.state()
+    assert LoopGuard(3, last, count).check(call) is not None  # the third in a row, across runs
+
+
+def test_custom_tools_are_defined_checked_and_must_not_clash() -> None:
+    from pydantic import ValidationError
+
+    from contracts import AgentSpec, CustomTool
+    from workflows.harness import available_tools
+
+    tool = CustomTool(
+        name="lookup",
+        description="look it up",
+        input_schema={"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+    )
+    agent = AgentSpec(name="a", model=ModelSpec(name="m"), custom_tools=[tool], policies={"lookup": "always_ask"})
+    names = available_tools(agent)
+    assert names[-1] == "lookup"
+    defs = tool_definitions(names, custom=agent.custom_tools)
+    assert defs[-1] == {"name": "lookup", "description": "look it up", "input_schema": tool.input_schema}
+    assert check_tool_call(ToolCall(id="1", name="lookup", input={"q": "x"}), names, agent.custom_tools) is None
+    problem = check_tool_call(ToolCall(id="1", name="lookup", input={"q": 3}), names, agent.custom_tools)
+    assert problem == "Invalid input for lookup: q: 3 is not of type 'string'."
+    with pytest.raises(ValidationError, match="has the name of a built-in tool"):
+        AgentSpec(name="a", model=ModelSpec(name="m"), custom_tools=[tool.model_copy(update={"name": "bash"})])
+    with pytest.raises(ValidationError, match="input_schema must describe an object"):
+        CustomTool(name="x", description="d", input_schema={"type": "string"})
+    with pytest.raises(ValidationError, match="not a valid JSON Schema"):
+        CustomTool(name="x", description="d", input_schema={"type": "object", "properties": 3})

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from payload_store import data_converter
 from workflows.session import SessionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -25,7 +25,7 @@ HISTORIES = Path(__file__).resolve().parent / "histories"
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
 async def test_recorded_histories_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[SessionWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[SessionWorkflow], data_converter=data_converter())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
 
@@ -35,7 +35,7 @@ def test_there_are_recorded_histories() -> None:
 
 
 async def record(address: str, session_id: str, name: str) -> None:
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    client = await Client.connect(address, data_converter=data_converter())
     history = await client.get_workflow_handle(session_id).fetch_history()
     (HISTORIES / f"{name}.json").write_text(history.to_json())
 

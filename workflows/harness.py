@@ -8,13 +8,16 @@ import json
 from datetime import datetime
 from typing import Any
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import (
+    COMPACTION_INSTRUCTION,
     LOAD_SKILL,
     SANDBOX_TOOLS,
     SPAWN_AGENT,
     AgentSpec,
+    CustomTool,
     Limits,
     ModelRequest,
     ModelSpec,
@@ -105,8 +108,14 @@ def _input_schema(model: type[_ToolInput]) -> dict[str, Any]:
 
 
 def available_tools(agent: AgentSpec) -> list[str]:
-    """The agent's tools, plus spawn_agent when it has subagents and load_skill when it has skills."""
-    return [*agent.tools] + ([SPAWN_AGENT] if agent.subagents else []) + ([LOAD_SKILL] if agent.skills else [])
+    """The agent's tools, plus spawn_agent when it has subagents, load_skill when it has skills,
+    and its custom (client-executed) tools."""
+    return (
+        [*agent.tools]
+        + ([SPAWN_AGENT] if agent.subagents else [])
+        + ([LOAD_SKILL] if agent.skills else [])
+        + [t.name for t in agent.custom_tools]
+    )
 
 
 def system_prompt(agent: AgentSpec) -> str:
@@ -120,11 +129,19 @@ def system_prompt(agent: AgentSpec) -> str:
 
 
 def tool_definitions(
-    tools: list[str], subagents: list[Subagent] | None = None, skills: list[Skill] | None = None
+    tools: list[str],
+    subagents: list[Subagent] | None = None,
+    skills: list[Skill] | None = None,
+    custom: list[CustomTool] | None = None,
 ) -> list[dict[str, Any]]:
     """Anthropic tool definitions, in the agent's order (stable, so the prompt prefix is too)."""
     definitions = []
+    by_name = {t.name: t for t in custom or []}
     for name in tools:
+        if name in by_name:
+            tool = by_name[name]
+            definitions.append({"name": name, "description": tool.description, "input_schema": tool.input_schema})
+            continue
         if name == SPAWN_AGENT:
             definitions.append(_spawn_definition(subagents or []))
             continue
@@ -177,20 +194,31 @@ def spawn_refusal(
     return None
 
 
+def validation_problems(error: ValidationError, root: str = "input") -> str:
+    """A pydantic error as one line: `field: problem; field: problem`."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or root}: {err['msg']}" for err in error.errors())
+
+
 def tool_error(call: ToolCall, text: str) -> ToolResult:
     """A tool result the model should see as an error (the loop goes on)."""
     return ToolResult(call_id=call.id, name=call.name, output=text, is_error=True)
 
 
-def check_tool_call(call: ToolCall, allowed: list[str]) -> str | None:
+def check_tool_call(call: ToolCall, allowed: list[str], custom: list[CustomTool] | None = None) -> str | None:
     """None if the call may run; otherwise the error the model should see."""
     if call.name not in allowed:
         return f"Unknown tool {call.name!r}. Available tools: {', '.join(allowed)}."
+    tool = next((t for t in custom or [] if t.name == call.name), None)
+    if tool is not None:
+        errors = sorted(jsonschema.Draft202012Validator(tool.input_schema).iter_errors(call.input), key=str)
+        if errors:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e.absolute_path) or 'input'}: {e.message}" for e in errors)
+            return f"Invalid input for {call.name}: {problems}."
+        return None
     try:
         TOOL_INPUTS[call.name].model_validate(call.input)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in e.errors())
-        return f"Invalid input for {call.name}: {problems}."
+        return f"Invalid input for {call.name}: {validation_problems(e)}."
     return None
 
 
@@ -223,10 +251,14 @@ def render_task(template: str, now: datetime, last_result: str) -> str:
 class LoopGuard:
     """Refuses a tool call that repeats the previous ones exactly (same tool, same input) `limit` times."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, last: list[str] | None = None, count: int = 0) -> None:
         self.limit = limit
-        self._last: tuple[str, str] | None = None
-        self._count = 0
+        self._last: tuple[str, str] | None = (last[0], last[1]) if last else None
+        self._count = count
+
+    def state(self) -> tuple[list[str] | None, int]:
+        """What a continued run needs to go on counting."""
+        return (list(self._last) if self._last else None), self._count
 
     def check(self, call: ToolCall) -> str | None:
         signature = (call.name, json.dumps(call.input, sort_keys=True))
@@ -269,6 +301,8 @@ def tool_summary(call: ToolCall) -> str:
         return f"load_skill: {call.input.get('name', '?')}"
     if call.name == "bash":
         return f"bash: {_first_line(str(call.input.get('command', '')))}"
+    if "path" not in call.input:
+        return f"{call.name}: {_first_line(json.dumps(call.input, sort_keys=True))}"
     return f"{call.name}: {_first_line(str(call.input.get('path', '')))}"
 
 
@@ -364,7 +398,120 @@ class ContextBuilder:
             tools=self.tools if first else None,
         )
 
-    def model_answered(self, content: list[dict[str, Any]]) -> None:
-        """Record the model's answer; the activity appended the same message to its cache."""
+    def model_answered(self, content: list[dict[str, Any]], input_tokens: int | None = None) -> None:
+        """Record the model's answer; the activity appended the same message to its cache.
+        input_tokens: what the API counted for the request (it replaces the estimate)."""
+        if input_tokens:
+            self.measured_tokens, self.measured_count = input_tokens, len(self.messages)
         self.add_assistant(content)
         self.synced = len(self.messages)
+
+    # --- size and compaction --------------------------------------------------------------
+
+    measured_tokens = 0  # the API's count for the first `measured_count` messages (+ system, tools)
+    measured_count = 0
+
+    @classmethod
+    def restore(
+        cls, system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]], synced: int
+    ) -> ContextBuilder:
+        """A context carried over from an earlier run (digests recomputed, so they match the
+        activity's cache, which the earlier run filled)."""
+        builder = cls(system, tools)
+        for message in messages:
+            builder._append(message)
+        builder.synced = min(synced, len(messages))
+        return builder
+
+    def estimated_tokens(self) -> int:
+        """The next request's size: measured where the API told us, estimated for the rest."""
+        if self.measured_count and self.measured_count <= len(self.messages):
+            return self.measured_tokens + sum(estimate_tokens(m) for m in self.messages[self.measured_count :])
+        return estimate_tokens([self.system, self.tools, self.messages])
+
+    def compaction_request(self, cut: int, session_id: str, model: ModelSpec) -> ModelRequest:
+        """A request that asks the model to summarise messages[:cut]; it shares the prompt-cache prefix
+        of the session's requests up to the message before the cut."""
+        instruction = {"type": "text", "text": COMPACTION_INSTRUCTION}
+        last = self.messages[cut - 1]
+        if last["role"] == "user":  # the instruction joins it: roles must alternate
+            content = last["content"]
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+            head, tail = self.messages[: cut - 1], [{**last, "content": [*blocks, instruction]}]
+        else:
+            head, tail = self.messages[:cut], [{"role": "user", "content": [instruction]}]
+        prefix = min(self.synced, len(head))
+        new = [*head[prefix:], *tail]
+        digest = self.digests[prefix]
+        for message in new:
+            digest = chain_digest(digest, message)
+        first = prefix == 0
+        return ModelRequest(
+            session_id=session_id,
+            model=model.name,
+            max_tokens=model.max_tokens,
+            temperature=model.temperature,
+            prefix_count=prefix,
+            prefix_digest=self.digests[prefix],
+            new_messages=new,
+            digest=digest,
+            system=self.system if first else None,
+            tools=self.tools if first else None,
+        )
+
+    def compact(self, cut: int, summary: str) -> None:
+        """Replace messages[:cut] by the summary. The next request starts a new prompt prefix."""
+        kept = self.messages[cut:]
+        if kept and kept[0]["role"] == "user":
+            content = kept[0]["content"]
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+            kept = [{"role": "user", "content": summary_blocks(summary) + blocks}, *kept[1:]]
+        else:
+            kept = [{"role": "user", "content": summary_blocks(summary)}, *kept]
+        self.messages = []
+        self.digests = [self.digests[0]]
+        for message in kept:
+            self._append(message)
+        self.synced = 0
+        self.measured_tokens = self.measured_count = 0
+
+
+# --- compaction ---------------------------------------------------------------------------------
+
+SUMMARY_HEADER = "[Summary of the earlier conversation, written when the context outgrew its budget]"
+
+
+def estimate_tokens(value: Any) -> int:
+    """Tokens of a piece of context, estimated at 4 bytes of JSON a token (the API's usage figures
+    replace the estimate wherever a request has been answered)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) // 4 + 1
+
+
+def _has_tool_results(message: dict[str, Any]) -> bool:
+    content = message["content"]
+    return isinstance(content, list) and any(b.get("type") == "tool_result" for b in content)
+
+
+def compaction_cut(messages: list[dict[str, Any]], keep_tokens: int) -> int | None:
+    """Where to cut the context: messages before the cut are summarised, those from it on are kept
+    verbatim. The kept part holds the newest messages that fit in keep_tokens (at least the newest
+    exchange) and starts where no tool_result loses its tool_use: at an assistant message, or at a
+    user message without tool results. None when there is nothing before the newest exchange."""
+    valid = [
+        i for i in range(1, len(messages)) if messages[i]["role"] == "assistant" or not _has_tool_results(messages[i])
+    ]
+    if not valid:
+        return None
+    kept, cut = 0, None
+    sizes = [estimate_tokens(m) for m in messages]
+    for i in range(len(messages) - 1, 0, -1):
+        kept += sizes[i]
+        if i in valid and (kept <= keep_tokens or cut is None):
+            cut = i
+        if kept > keep_tokens and cut is not None:
+            break
+    return cut
+
+
+def summary_blocks(summary: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": f"{SUMMARY_HEADER}\n{summary.strip()}"}]

@@ -12,6 +12,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutType
@@ -45,13 +46,16 @@ with workflow.unsafe.imports_passed_through():
         SESSION_WORKFLOW,
         SNAPSHOT_WORKSPACE,
         SPAWN_AGENT,
+        TOOL_RESULT,
         AgentSpec,
+        ClientToolResult,
         ExecuteRequest,
         ExecuteResult,
         ModelContext,
         ModelTurn,
         ProvisionRequest,
         SandboxHandle,
+        SessionCarry,
         SessionEvent,
         SessionInput,
         SessionResult,
@@ -70,6 +74,8 @@ with workflow.unsafe.imports_passed_through():
         available_tools,
         budget_exhausted,
         check_tool_call,
+        compaction_cut,
+        estimate_tokens,
         is_sandbox_tool,
         render_task,
         sandbox_reset_message,
@@ -82,12 +88,14 @@ with workflow.unsafe.imports_passed_through():
         tool_error,
         tool_summary,
         tool_timeout,
+        validation_problems,
     )
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
 AGENT_KEY = SearchAttributeKey.for_keyword(SA_AGENT_NAME)
 VERSION_KEY = SearchAttributeKey.for_keyword(SA_AGENT_VERSION)
 INTERRUPTED = "Interrupted by the user before this call finished."
+MIN_COMPACTION_TOKENS = 1_000  # a summary of less than this saves nothing
 
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -130,9 +138,9 @@ class SessionWorkflow:
         self.agent = inp.agent
         self.events: list[SessionEvent] = []
         self.tools = available_tools(inp.agent)
-        self.context = ContextBuilder(
-            system_prompt(inp.agent), tool_definitions(self.tools, inp.agent.subagents, inp.agent.skills)
-        )
+        system = system_prompt(inp.agent)
+        definitions = tool_definitions(self.tools, inp.agent.subagents, inp.agent.skills, inp.agent.custom_tools)
+        self.context = ContextBuilder(system, definitions)
         self.pending: list[str] = [inp.task]
         self.status: SessionStatus = "running"
         self.ending = False
@@ -157,11 +165,69 @@ class SessionWorkflow:
         self.stop_reason: str | None = None  # a budget ran out: the session ends
         self.awaiting: dict[str, ToolCall] = {}  # tool calls waiting for approval, by tool-use id
         self._decisions: dict[str, str | None] = {}  # tool-use id -> None (approved) or the denial reason
+        self.client_waiting: dict[str, ToolCall] = {}  # custom tool calls waiting for the client's result
+        self._client_results: dict[str, ClientToolResult] = {}
+        # Continue-as-new: where this run's events start, and what the previous run left to do.
+        self.first_offset = 0
+        self.run_number = 1
+        self.resume = False  # go on answering without a new user message (continued mid-answer)
+        self.response_turns = 0  # model calls made for the current user message
+        self.compacted_until = 0  # offset of the first event no compaction has summarised yet
+        self._continuing = False
+        if inp.carry is not None:
+            self._restore(inp.carry, system, definitions)
+
+    def _restore(self, c: SessionCarry, system: str, definitions: list[dict[str, Any]]) -> None:
+        self.context = ContextBuilder.restore(system, definitions, c.messages, c.synced)
+        self.context.measured_tokens, self.context.measured_count = c.last_input_tokens, c.estimated_since
+        self.first_offset, self.run_number = c.first_offset, c.run
+        self.pending, self.status = list(c.pending), c.status
+        self.resume, self.response_turns = c.resume, c.response_turns
+        self.turns, self.usage, self.cost_usd = c.turns, c.usage, c.cost_usd
+        self.last_answer, self.last_error = c.last_answer, c.last_error
+        self.sandbox, self.owns_sandbox, self.snapshot = c.sandbox, c.owns_sandbox, c.snapshot
+        self.children_started = c.children_started
+        self.loop_guard = LoopGuard(self.agent.limits.loop_limit, c.loop_last, c.loop_count)
+        self.compacted_until = c.compacted_until
+
+    def _carry(self) -> SessionCarry:
+        last, count = self.loop_guard.state()
+        return SessionCarry(
+            first_offset=self.first_offset + len(self.events),
+            run=self.run_number + 1,
+            messages=self.context.messages,
+            synced=self.context.synced,
+            pending=self.pending,
+            status=self.status,
+            resume=self.resume,
+            response_turns=self.response_turns,
+            turns=self.turns,
+            usage=self.usage,
+            cost_usd=self.cost_usd,
+            last_answer=self.last_answer,
+            last_error=self.last_error,
+            sandbox=self.sandbox,
+            owns_sandbox=self.owns_sandbox,
+            snapshot=self.snapshot,
+            children_started=self.children_started,
+            loop_last=last,
+            loop_count=count,
+            last_input_tokens=self.context.measured_tokens,
+            estimated_since=self.context.measured_count,
+            compacted_until=self.compacted_until,
+        )
+
+    def _should_continue(self) -> bool:
+        """Temporal suggests it (history count or size), or this run reached the agent's limit."""
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested() or info.get_current_history_length() >= self.agent.limits.history_events
+        )
 
     # --- the log ----------------------------------------------------------------------------
 
     def _record(self, kind: Any, **fields: Any) -> SessionEvent:
-        event = SessionEvent(offset=len(self.events), kind=kind, at=workflow.now(), **fields)
+        event = SessionEvent(offset=self.first_offset + len(self.events), kind=kind, at=workflow.now(), **fields)
         self.events.append(event)
         return event
 
@@ -185,33 +251,50 @@ class SessionWorkflow:
 
     @workflow.run
     async def run(self, inp: SessionInput) -> SessionResult:
-        if inp.schedule is not None:
-            self.pending = [await self._render_scheduled_task(inp.task, inp.schedule)]
-        self._record(
-            "session_started",
-            text=self.pending[0],
-            model=inp.agent.model.name,
-            agent=inp.agent,
-            agent_version=agent_version(inp.agent),
-        )
+        if inp.carry is not None:
+            previous = workflow.info().continued_run_id
+            self._record(
+                "continued",
+                run_id=previous,
+                text=f"run {self.run_number} of this session, continued from run {previous} "
+                f"(events before offset {self.first_offset} are in the earlier runs)",
+            )
+        else:
+            if inp.schedule is not None:
+                self.pending = [await self._render_scheduled_task(inp.task, inp.schedule)]
+            self._record(
+                "session_started",
+                text=self.pending[0],
+                model=inp.agent.model.name,
+                agent=inp.agent,
+                agent_version=agent_version(inp.agent),
+            )
         try:
             while True:
-                try:
-                    await workflow.wait_condition(
-                        lambda: bool(self.pending) or self.ending,
-                        timeout=timedelta(seconds=inp.agent.limits.idle_timeout_s),
-                        timeout_summary="idle: waiting for a user message",
-                    )
-                except TimeoutError:  # the idle timeout
+                if self._should_continue():
+                    self._continuing = True
                     break
-                if self.ending or not self.pending:
-                    break
-                self._set_status("running")
-                text = "\n\n".join(self.pending)
-                self.pending.clear()
-                self._record("user_message", text=text)
-                self.context.add_user_text(text)
+                if not self.resume:
+                    try:
+                        await workflow.wait_condition(
+                            lambda: bool(self.pending) or self.ending,
+                            timeout=timedelta(seconds=inp.agent.limits.idle_timeout_s),
+                            timeout_summary="idle: waiting for a user message",
+                        )
+                    except TimeoutError:  # the idle timeout
+                        break
+                    if self.ending or not self.pending:
+                        break
+                    self._set_status("running")
+                    text = "\n\n".join(self.pending)
+                    self.pending.clear()
+                    self._record("user_message", text=text)
+                    self.context.add_user_text(text)
+                    self.response_turns = 0
+                self.resume = False
                 await self._respond_interruptibly()
+                if self._continuing:  # in the middle of the answer: the next run goes on with it
+                    break
                 if inp.one_shot or self.stop_reason:
                     break
                 if self.sandbox is not None and self.owns_sandbox and workflow.patched(SNAPSHOTS_PATCH):
@@ -219,8 +302,18 @@ class SessionWorkflow:
                 self._set_status("idle")
                 self._details()
         finally:
-            await self._destroy_sandbox()
+            if not self._continuing:  # the next run keeps the sandbox
+                await self._destroy_sandbox()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._continuing:
+            workflow.continue_as_new(
+                inp.model_copy(update={"carry": self._carry(), "schedule": None}),
+                memo={
+                    "first_offset": self.first_offset + len(self.events),
+                    "run": self.run_number + 1,
+                    "previous_run_id": workflow.info().run_id,
+                },
+            )
         final: SessionStatus = "failed" if (inp.one_shot and self.last_error) or self.stop_reason else "done"
         self._set_status(final)
         return SessionResult(
@@ -257,7 +350,12 @@ class SessionWorkflow:
     async def _respond(self) -> None:
         """Model and tools until the model ends its turn (or the turn budget runs out)."""
         self.last_error = None
-        for _ in range(self.agent.limits.max_turns):
+        while self.response_turns < self.agent.limits.max_turns:
+            if self.response_turns and self._should_continue():
+                self.resume = self._continuing = True
+                return
+            if self._over_context_budget():
+                await self._compact()
             request = self.context.request(workflow.info().workflow_id, self.agent.model)
             try:
                 turn: ModelTurn = await workflow.execute_activity(
@@ -274,8 +372,9 @@ class SessionWorkflow:
                 self._record("error", text=self.last_error)
                 return
             self.turns += 1
+            self.response_turns += 1
             self._spend(turn.usage, self.agent.model.cost(turn.usage))
-            self.context.model_answered(turn.content)
+            self.context.model_answered(turn.content, turn.usage.total_tokens - turn.usage.output_tokens)
             calls = tool_calls_of(turn.content)
             self._record(
                 "model_turn",
@@ -302,16 +401,66 @@ class SessionWorkflow:
         self.last_error = f"the turn limit ({self.agent.limits.max_turns} model calls) was reached"
         self._record("error", text=self.last_error)
 
+    # --- compaction -------------------------------------------------------------------------
+
+    def _over_context_budget(self) -> bool:
+        budget = self.agent.limits.context_tokens
+        return budget is not None and self.context.estimated_tokens() > budget
+
+    async def _compact(self) -> None:
+        """Summarise the older part of the context (a model call); keep the newest turns verbatim.
+        The events stay as they are: only what the model sees changes."""
+        limits = self.agent.limits
+        keep = limits.keep_recent_tokens if limits.keep_recent_tokens is not None else (limits.context_tokens or 0) // 4
+        cut = compaction_cut(self.context.messages, keep)
+        if cut is None or estimate_tokens(self.context.messages[:cut]) < MIN_COMPACTION_TOKENS:
+            return  # nothing worth summarising: the newest turns alone are over the budget
+        before = self.context.estimated_tokens()
+        request = self.context.compaction_request(cut, workflow.info().workflow_id, self.agent.model)
+        try:
+            turn: ModelTurn = await workflow.execute_activity(
+                CALL_MODEL,
+                request,
+                result_type=ModelTurn,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=MODEL_RETRY,
+                summary=f"compaction: summarise {cut} of {len(self.context.messages)} messages",
+            )
+        except ActivityError as e:
+            self._record("error", text=f"compaction failed, the context stays as it is: {_failure_message(e)}")
+            return
+        self._spend(turn.usage, self.agent.model.cost(turn.usage))
+        summary = text_of(turn.content)
+        if not summary:
+            self._record("error", text="compaction failed: the model wrote an empty summary")
+            return
+        kept = len(self.context.messages) - cut
+        self.context.compact(cut, summary)
+        last = self.first_offset + len(self.events) - 1
+        self._record(
+            "compaction",
+            text=summary,
+            covers=[self.compacted_until, last],
+            usage=turn.usage,
+            model=turn.model,
+            stop_reason=f"context ~{before} tokens over its budget of {limits.context_tokens}: {cut} messages "
+            f"summarised, {kept} kept; now ~{self.context.estimated_tokens()} tokens",
+        )
+        self.compacted_until = last + 1
+
     # --- tools ------------------------------------------------------------------------------
 
     async def _run_tool(self, call: ToolCall) -> ToolResult:
-        problem = check_tool_call(call, self.tools) or self.loop_guard.check(call)
+        problem = check_tool_call(call, self.tools, self.agent.custom_tools) or self.loop_guard.check(call)
         if problem is None and self.agent.policy(call.name) == "always_ask":
             denial = await self._await_approval(call)
             if denial is not None:
                 problem = f"The user denied this {call.name} call: {denial}"
         if problem is not None:
             result = tool_error(call, problem)
+        elif self.agent.custom_tool(call.name) is not None:
+            result = await self._await_client(call)
         elif call.name == SPAWN_AGENT:
             result = await self._spawn(call)
         elif call.name == LOAD_SKILL:
@@ -519,14 +668,31 @@ class SessionWorkflow:
             await workflow.wait_condition(lambda: call.id in self._decisions)
         finally:
             self.awaiting.pop(call.id, None)
-            if not self.awaiting and self.status == "waiting":
-                self._set_status("running")
+            self._done_waiting()
         denial = self._decisions.pop(call.id)
         if denial is None:
             self._record("approval_granted", tool_calls=[call], text=tool_summary(call))
         else:
             self._record("approval_denied", tool_calls=[call], text=denial)
         return denial
+
+    def _done_waiting(self) -> None:
+        if not self.awaiting and not self.client_waiting and self.status == "waiting":
+            self._set_status("running")
+
+    async def _await_client(self, call: ToolCall) -> ToolResult:
+        """A custom tool: the client runs it and posts the result (durably awaited, like approvals)."""
+        self.client_waiting[call.id] = call
+        self._record("tool_requested", tool_calls=[call], text=tool_summary(call))
+        self._set_status("waiting")
+        self._details(f"waiting for the client: {tool_summary(call)}")
+        try:
+            await workflow.wait_condition(lambda: call.id in self._client_results)
+        finally:
+            self.client_waiting.pop(call.id, None)
+            self._done_waiting()
+        posted = self._client_results.pop(call.id)
+        return ToolResult(call_id=call.id, name=call.name, output=posted.content, is_error=posted.is_error)
 
     # --- subagents ---------------------------------------------------------------------------
 
@@ -612,7 +778,7 @@ class SessionWorkflow:
     @workflow.update(name=APPROVE)
     def approve(self, tool_use_id: str) -> int:
         self._decisions[tool_use_id] = None
-        return len(self.events)
+        return self.first_offset + len(self.events)
 
     @approve.validator
     def _validate_approve(self, tool_use_id: str) -> None:
@@ -621,7 +787,7 @@ class SessionWorkflow:
     @workflow.update(name=DENY)
     def deny(self, tool_use_id: str, reason: str) -> int:
         self._decisions[tool_use_id] = reason.strip() or "no reason given"
-        return len(self.events)
+        return self.first_offset + len(self.events)
 
     @deny.validator
     def _validate_deny(self, tool_use_id: str, reason: str) -> None:
@@ -632,6 +798,22 @@ class SessionWorkflow:
             waiting = ", ".join(f"{i} ({c.name})" for i, c in self.awaiting.items()) or "none"
             raise ValueError(f"no tool call {tool_use_id!r} is waiting for approval (waiting: {waiting})")
 
+    @workflow.update(name=TOOL_RESULT)
+    def tool_result(self, tool_use_id: str, result: dict[str, Any]) -> int:
+        self._client_results[tool_use_id] = ClientToolResult.model_validate(result)
+        return self.first_offset + len(self.events)
+
+    @tool_result.validator
+    def _validate_tool_result(self, tool_use_id: str, result: dict[str, Any]) -> None:
+        if tool_use_id not in self.client_waiting or tool_use_id in self._client_results:
+            waiting = ", ".join(f"{i} ({c.name})" for i, c in self.client_waiting.items()) or "none"
+            raise ValueError(f"no custom tool call {tool_use_id!r} is waiting for a result (waiting: {waiting})")
+        try:
+            ClientToolResult.model_validate(result)
+        except ValidationError as e:
+            shape = '{"content": string, "is_error": bool (optional)}'
+            raise ValueError(f"a tool result is a JSON object {shape}: {validation_problems(e, 'result')}") from None
+
     @workflow.update(name=INTERRUPT)
     async def interrupt(self) -> int:
         """Cancel the model call, tool runs and subagents in flight; the session goes idle."""
@@ -639,7 +821,7 @@ class SessionWorkflow:
         if self._turn is not None:
             self._turn.cancel()
         await workflow.wait_condition(lambda: self._turn is None)
-        return len(self.events)
+        return self.first_offset + len(self.events)
 
     @interrupt.validator
     def _validate_interrupt(self) -> None:
@@ -650,7 +832,7 @@ class SessionWorkflow:
     async def send_message(self, text: str) -> int:
         """Queue a user message; returns the offset the session log had when it arrived."""
         self.pending.append(text)
-        return len(self.events)
+        return self.first_offset + len(self.events)
 
     @send_message.validator
     def _validate_message(self, text: str) -> None:
@@ -667,7 +849,10 @@ class SessionWorkflow:
 
     @workflow.query(name=GET_EVENTS)
     def get_events(self, start: int = 0, stop: int | None = None) -> list[SessionEvent]:
-        return self.events[start:stop]
+        """Events by offset; this run holds those from first_offset on (earlier runs, the others)."""
+        lo = max(0, start - self.first_offset)
+        hi = None if stop is None else max(0, stop - self.first_offset)
+        return self.events[lo:hi]
 
     @workflow.query(name=GET_STATE)
     def get_state(self) -> SessionState:
@@ -675,12 +860,16 @@ class SessionWorkflow:
             status=self.status,
             agent=self.agent.name,
             turns=self.turns,
-            events=len(self.events),
+            events=self.first_offset + len(self.events),
             usage=self.usage,
             last_answer=self.last_answer,
             sandbox=self.sandbox,
             cost_usd=self.cost_usd,
             awaiting_approval=list(self.awaiting.values()),
+            awaiting_client=list(self.client_waiting.values()),
+            first_offset=self.first_offset,
+            run=self.run_number,
+            context_tokens=self.context.estimated_tokens(),
         )
 
     @workflow.query(name=GET_MODEL_CONTEXT)
