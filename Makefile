@@ -26,6 +26,7 @@ bench: setup
 	@$(PY) bench/sandboxes.py
 	@$(PY) bench/subagents.py
 	@$(PY) bench/session_log.py
+	@$(PY) bench/scale.py
 
 lint:
 	@.venv/bin/ruff check .

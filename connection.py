@@ -16,6 +16,20 @@ from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS
 from payload_store import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
+# Dynamic config for the dev server (and advice for any cluster that runs agents):
+# - the history service polls its transfer queue at most 20 times a second by default, which
+#   puts ~40 ms between a task's creation and its dispatch: every workflow task and activity of
+#   every turn waited for it;
+# - eager activity execution hands an activity scheduled on the workflow's own queue (the model
+#   call) straight back to the worker that scheduled it, without a trip through matching.
+DEV_SERVER_TUNING = [
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=10000",
+    "--dynamic-config-value",
+    "history.visibilityProcessorMaxPollRPS=10000",
+    "--dynamic-config-value",
+    "system.enableActivityEagerExecution=true",
+]
 SEARCH_ATTRIBUTES = {
     SA_AGENT_NAME: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     SA_SESSION_STATUS: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,

@@ -138,6 +138,11 @@ class SandboxSpec(_Strict):
         ge=0,
         description="snapshot /workspace after a tool call if the last is this old; 0: when idle only",
     )
+    eager: bool = Field(
+        default=False,
+        description="provision before the first model call (the coupled design, kept to measure against); "
+        "default: on the first sandbox tool call",
+    )
 
     @model_validator(mode="after")
     def _disk_fits_in_memory(self) -> SandboxSpec:

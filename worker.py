@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.model import ModelActivities, anthropic_client_from_env
 from activities.schedules import ScheduleActivities
@@ -33,6 +34,9 @@ from sandboxes.reaper import Reaper
 from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("worker")
+# The sandbox still checks every call a workflow makes for non-determinism, but no longer
+# re-imports the modules for each workflow run: starting a session costs a fraction of the CPU.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
 def harness_worker(client: Client, model: ModelActivities) -> Worker:
@@ -42,6 +46,10 @@ def harness_worker(client: Client, model: ModelActivities) -> Worker:
         task_queue=AGENTS_QUEUE,
         workflows=[SessionWorkflow],
         activities=[model.call_model, schedules.last_scheduled_result],
+        # Model calls wait on the network, not the CPU: one worker holds many at once.
+        max_concurrent_activities=int(os.environ.get("HARNESS_MAX_ACTIVITIES", "1000")),
+        workflow_runner=WORKFLOW_RUNNER,
+        max_cached_workflows=int(os.environ.get("HARNESS_MAX_CACHED_WORKFLOWS", "2000")),
     )
 
 

@@ -23,9 +23,20 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.common import SearchAttributeKey  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from connection import DEV_SERVER_TUNING  # noqa: E402
 from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS  # noqa: E402
 from payload_store import data_converter  # noqa: E402
 from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
+
+WORKER_PIDS: dict[str, int] = {}  # role -> pid of the local stack's worker processes
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def pct(values: list[float], p: float) -> float:
@@ -77,11 +88,15 @@ async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> lis
 
 
 @asynccontextmanager
-async def local_stack(warm_pool: int = 2) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
+async def local_stack(
+    warm_pool: int = 2, database: str | None = "file"
+) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
+    """database: "file" (SQLite in a temporary file, as `make up` runs it) or None (in memory)."""
     env = await WorkflowEnvironment.start_local(
         data_converter=data_converter(),
         dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
-        dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db"),
+        dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db") if database == "file" else None,
+        dev_server_extra_args=DEV_SERVER_TUNING,
         search_attributes=[
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
@@ -102,6 +117,7 @@ async def local_stack(warm_pool: int = 2) -> AsyncIterator[tuple[Client, Scripte
         subprocess.Popen([sys.executable, str(ROOT / "worker.py"), role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
         for role in ("--harness", "--sandbox")
     ]
+    WORKER_PIDS.update({"harness": workers[0].pid, "sandbox": workers[1].pid})
     try:
         yield env.client, server
     finally:

@@ -6,7 +6,8 @@ Everything is real and local: a Temporal dev server (SQLite in a temporary file)
 loopback (answers in about a millisecond, so the figures are the harness's own costs).
 
 - start → first model request: from the client's start_workflow call to the scripted server
-  receiving the first Messages request (the server timestamps arrival). No container is made first.
+  receiving the first Messages request (the server timestamps arrival). Lazy (our default: no
+  container first) against eager (`sandbox.eager: true`, a cold container before the first call).
 - turn overhead, no tool: from a `send_message` update to the model request it causes.
 - turn with `bash true`: the interval between consecutive model requests in a tool loop
   (model answer → workflow → execute on the host queue → workflow → next model call).
@@ -45,8 +46,10 @@ from scripted_model.server import ScriptedModelServer, Step, ToolUse  # noqa: E4
 from starter import send_message, start_agent_session, wait_until_settled  # noqa: E402
 
 
-async def bench_start(client: Client, server: ScriptedModelServer, sessions: int) -> list[float]:
+async def bench_start(client: Client, server: ScriptedModelServer, sessions: int, eager: bool = False) -> list[float]:
     agent = load_agent(ROOT / "agents" / "coder.yaml")
+    if eager:  # the coupled design: a container before the first model call
+        agent = agent.model_copy(update={"sandbox": agent.sandbox.model_copy(update={"eager": True})})
     out = []
     for _ in range(sessions):
         marker = add_scenario(server, [Step(text="ok")])
@@ -173,7 +176,10 @@ async def main() -> None:
     rows: list[dict[str, Any]] = []
     async with local_stack(warm_pool=0) as (client, server):
         await bench_start(client, server, 3)  # warm up
-        rows.append(summary("start → first model request", await bench_start(client, server, args.sessions)))
+        lazy = await bench_start(client, server, args.sessions)
+        eager = await bench_start(client, server, args.sessions, eager=True)
+        rows.append(summary("start → first model request (lazy sandbox)", lazy))
+        rows.append(summary("start → first model request (eager sandbox)", eager))
         rows.append(summary("turn overhead, no tool (send → model request)", await bench_send(client, server, 20)))
         loop = await bench_tool_loop(client, server, args.turns)
         rows.append(summary("turn with `bash true` (model request → next)", loop["gaps"]))
@@ -194,7 +200,15 @@ async def main() -> None:
         "events_per_turn": round(loop["history_events"] / loop["turns"], 2),
         "total_bytes": loop["history_bytes"],
     }
-    report("foundation", rows, {"history": history})
+    ratios = {
+        "first_request_lazy_vs_eager_p50": round(rows[0]["p50"] / rows[1]["p50"], 3),
+        "first_request_lazy_vs_eager_p95": round(rows[0]["p95"] / rows[1]["p95"], 3),
+    }
+    report("foundation", rows, {"history": history, "ratios": ratios})
+    print(
+        f"lazy provisioning: time to first model request is {1 - ratios['first_request_lazy_vs_eager_p50']:.0%} "
+        f"lower at p50 and {1 - ratios['first_request_lazy_vs_eager_p95']:.0%} lower at p95 than eager"
+    )
     print(
         f"history of a {history['turns']}-turn tool loop: {history['bytes_per_turn']} bytes and "
         f"{history['events_per_turn']} events per turn ({history['total_bytes']} bytes in all)"

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,7 +58,10 @@ class ToolUse(_Strict):
 
 
 class ScriptedError(_Strict):
-    status: int
+    # status: an HTTP error with an error body; drop: headers of a 200, part of the body, then the
+    # connection is closed (a connection lost mid-response); malformed: a 200 whose body is not JSON.
+    fault: Literal["status", "drop", "malformed"] = "status"
+    status: int = 500
     type: str = "api_error"
     message: str = "scripted error"
     retry_after: float | None = None
@@ -108,6 +111,7 @@ class RecordedRequest:
     body: dict[str, Any]
 
 
+FAULT_HEADER = "x-scripted-fault"  # internal: how to break the response (never sent)
 _SECRET_HEADERS = {"x-api-key", "authorization", "cookie"}
 
 
@@ -229,6 +233,8 @@ class ScriptedModel:
                     headers = {}
                     if step.error.retry_after is not None:
                         headers["retry-after"] = f"{step.error.retry_after:g}"
+                    if step.error.fault != "status":
+                        headers[FAULT_HEADER] = step.error.fault
                     return step.error.status, _error(step.error.type, step.error.message), headers, delay
             step = step.then or Step(text="(scripted step recovered from its error)")
         content: list[dict[str, Any]] = []
@@ -376,6 +382,21 @@ class _Handler(BaseHTTPRequestHandler):
         status, payload, extra, delay = self.model.respond(body)
         if delay:
             time.sleep(delay)
+        fault = extra.pop(FAULT_HEADER, None)
+        if fault == "drop":
+            whole = json.dumps({"id": "msg_dropped", "type": "message", "content": []}).encode() * 4
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(whole)))
+            self.end_headers()
+            self.wfile.write(whole[: len(whole) // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            self.request.shutdown(socket.SHUT_RDWR)
+            return
+        if fault == "malformed":
+            self._send(200, b'{"id": "msg_malformed", "type": "message", "content": [', "application/json", {})
+            return
         if status == 200 and body.get("stream"):
             self._send(status, _sse(payload), "text/event-stream", extra)
         else:

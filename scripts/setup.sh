@@ -80,6 +80,11 @@ setup_docker() {
   say "docker: dockerd did not answer; see .data/dockerd.log"; tail -20 .data/dockerd.log; exit 1
 }
 
+# docker-compose (Debian's) only validates docker-compose.yml here: its images need a registry.
+setup_compose() {
+  command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose || say "docker-compose not available"
+}
+
 setup_image() {
   bash sandboxes/image/build.sh
 }
@@ -89,6 +94,6 @@ case "${1:-all}" in
   temporal) setup_temporal ;;
   docker) setup_docker ;;
   image) setup_docker; setup_image ;;
-  all) setup_python; setup_temporal; setup_docker; setup_image ;;
+  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_image ;;
   *) echo "usage: $0 [all|python|temporal|docker|image]" >&2; exit 2 ;;
 esac

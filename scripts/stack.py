@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connection import DEV_SERVER_TUNING  # noqa: E402
+
 DATA = ROOT / ".data"
 PIDS = DATA / "pids"
 LOGS = DATA / "logs"
@@ -107,6 +111,7 @@ def up() -> None:
                 "SessionStatus=Keyword",
                 "--search-attribute",
                 "AgentVersion=Keyword",
+                *DEV_SERVER_TUNING,
             ],
         )
         _wait_port("temporal", 7233)

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
+from connection import DEV_SERVER_TUNING
 from payload_store import data_converter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
             SearchAttributeKey.for_keyword(SA_AGENT_VERSION),
         ],
-        dev_server_extra_args=["--namespace", CHAOS_NAMESPACE],
+        dev_server_extra_args=["--namespace", CHAOS_NAMESPACE, *DEV_SERVER_TUNING],
     )
     yield environment
     await environment.shutdown()

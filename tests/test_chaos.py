@@ -86,3 +86,177 @@ async def test_sigkill_of_the_worker_mid_session_loses_nothing(
     history = await handle.fetch_history()
     assert CHAOS_KEY not in history.to_json()
     assert CHAOS_KEY not in json.dumps([r.__dict__ for r in scripted.requests])
+
+
+# --- more faults: each session completes (or stops with a clear reason), every turn is in its log
+# exactly once, no tool command ran twice, no container is left behind ---------------------------
+
+
+def assert_clean(events: list[SessionEvent], turns: int, session_id: str) -> None:
+    assert [e.offset for e in events] == list(range(len(events))), "the log has gaps"
+    model_turns = [e for e in events if e.kind == "model_turn"]
+    assert len(model_turns) == turns, f"{len(model_turns)} model turns recorded, expected {turns}"
+    call_ids = [c.id for t in model_turns for c in t.tool_calls or []]
+    results = [e.tool_result.call_id for e in events if e.tool_result]
+    assert len(set(call_ids)) == len(call_ids) and results == call_ids, "a tool call ran twice or not at all"
+    leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={session_id}"})
+    assert leftover == [], "a container was left behind"
+
+
+def appends(*lines: str) -> list[Step]:
+    """One bash step per line, each appending it to a file: a command that ran twice shows."""
+    return [Step(tool_use=ToolUse(name="bash", input={"command": f"echo {x} >> /workspace/ran"})) for x in lines]
+
+
+async def test_model_api_faults_are_retried_and_each_turn_is_recorded_once(
+    client: Client, scripted: ScriptedModelServer, workers: object
+) -> None:
+    from scripted_model.server import ScriptedError
+
+    def failing(step: Step, **error: object) -> Step:
+        return Step(error=ScriptedError.model_validate(error), then=step)
+
+    a, b, c, d = appends("a", "b", "c", "d")
+    marker = add_scenario(
+        scripted,
+        [
+            failing(a, status=429, type="rate_limit_error", retry_after=0.2),
+            failing(b, status=529, type="overloaded_error"),
+            failing(c, status=500, type="api_error"),
+            failing(d, fault="drop"),
+            failing(Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})), fault="malformed"),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    handle = await start_agent_session(client, coder(), f"Flaky API. {marker}", one_shot=True)
+    result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done" and (result.answer or "").split() == ["a", "b", "c", "d"]
+    assert requests_for(scripted, marker) == 6 + 5  # every fault cost one extra request, no more
+    assert_clean(await session_events(client, handle.id), 6, handle.id)
+
+
+async def test_sigkill_of_the_harness_worker_during_a_model_call(
+    chaos_client: Client,
+    scripted: ScriptedModelServer,
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    slow = Step(tool_use=ToolUse(name="bash", input={"command": "echo b >> /workspace/ran"}), delay_ms=4000)
+    marker = add_scenario(
+        scripted,
+        [
+            *appends("a"),
+            slow,
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    worker = worker_processes()
+    handle = await start_agent_session(chaos_client, coder(), f"Slow model. {marker}", one_shot=True)
+
+    async def slow_call_in_flight() -> bool:
+        return requests_for(scripted, marker) >= 2
+
+    await wait_for(slow_call_in_flight, within_s=60, what="the slow model call")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    worker_processes()
+    result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done" and (result.answer or "").split() == ["a", "b"]
+    assert_clean(await session_events(chaos_client, handle.id), 4, handle.id)
+
+
+async def test_sigkill_of_the_sandbox_worker_during_execute(
+    chaos_client: Client,
+    scripted: ScriptedModelServer,
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    long_command = "sleep 3; echo a >> /workspace/ran"
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": long_command})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    worker_processes("--harness")
+    sandbox = worker_processes("--sandbox", "--warm-pool", "0")
+    handle = await start_agent_session(chaos_client, coder(), f"Kill the hands. {marker}", one_shot=True)
+
+    async def command_running() -> bool:
+        events = await session_events(chaos_client, handle.id)
+        return any(e.kind == "sandbox_provisioned" for e in events)
+
+    await wait_for(command_running, within_s=60, what="the sandbox")
+    await asyncio.sleep(1.0)
+    sandbox.send_signal(signal.SIGKILL)
+    sandbox.wait(timeout=10)
+    worker_processes("--sandbox", "--warm-pool", "0")  # same host id: it finds its containers
+    result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done" and (result.answer or "").split() == ["a"]  # ran once, result kept
+    assert_clean(await session_events(chaos_client, handle.id), 3, handle.id)
+
+
+async def test_restart_of_the_temporal_server_mid_session(
+    scripted: ScriptedModelServer,
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    from connection import DEV_SERVER_TUNING, connect
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    port, ui_port = free_port(), free_port()
+    server_cmd = [
+        str(ROOT / ".bin" / "temporal"), "server", "start-dev", "--db-filename", str(tmp_path / "temporal.db"),
+        "--port", str(port), "--ui-port", str(ui_port), "--log-level", "error", *DEV_SERVER_TUNING,
+    ]  # fmt: skip
+    address = f"127.0.0.1:{port}"
+
+    def start_server() -> subprocess.Popen[bytes]:
+        log = open(tmp_path / "server.log", "ab")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(server_cmd, stdout=log, stderr=log)
+
+    async def server_up() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    server = start_server()
+    try:
+        await wait_for(server_up, within_s=60, what="the dev server")
+        client = await connect(address, "default")
+        worker_processes(env={"TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": "default"})
+        steps = [
+            Step(tool_use=ToolUse(name="bash", input={"command": f"sleep 1; echo {x} >> /workspace/ran"}))
+            for x in "abcd"
+        ]
+        marker = add_scenario(
+            scripted,
+            [
+                *steps,
+                Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})),
+                Step(text="{last_tool_result}"),
+            ],
+        )
+        handle = await start_agent_session(client, coder(), f"Outlive the server. {marker}", one_shot=True)
+
+        async def second_call() -> bool:
+            return requests_for(scripted, marker) >= 2
+
+        await wait_for(second_call, within_s=60, what="the second model call")
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        await asyncio.sleep(2)
+        server = start_server()
+        await wait_for(server_up, within_s=60, what="the restarted dev server")
+        result: SessionResult = await asyncio.wait_for(handle.result(), timeout=180)
+        assert result.status == "done" and (result.answer or "").split() == ["a", "b", "c", "d"]
+        assert_clean(await session_events(client, handle.id), 6, handle.id)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -269,6 +269,11 @@ class SessionWorkflow:
                 agent=inp.agent,
                 agent_version=agent_version(inp.agent),
             )
+        if inp.carry is None and self.agent.sandbox.eager and self.owns_sandbox:
+            try:
+                await self._ensure_sandbox()
+            except ActivityError as e:  # the first sandbox tool call tries again
+                self._record("error", text=f"eager provisioning failed: {_failure_message(e)}")
         try:
             while True:
                 if self._should_continue():
@@ -363,7 +368,7 @@ class SessionWorkflow:
                     request,
                     result_type=ModelTurn,
                     start_to_close_timeout=timedelta(minutes=10),
-                    heartbeat_timeout=timedelta(seconds=30),
+                    heartbeat_timeout=timedelta(seconds=15),
                     retry_policy=MODEL_RETRY,
                     summary=f"model: {request.model}",
                 )
@@ -423,7 +428,7 @@ class SessionWorkflow:
                 request,
                 result_type=ModelTurn,
                 start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(seconds=30),
+                heartbeat_timeout=timedelta(seconds=15),
                 retry_policy=MODEL_RETRY,
                 summary=f"compaction: summarise {cut} of {len(self.context.messages)} messages",
             )

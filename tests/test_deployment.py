@@ -1,0 +1,127 @@
+"""The production-like stack, as far as these machines can test it: the compose file is valid and
+keeps credentials and the Docker socket where they belong, and several harness and sandbox workers
+(as processes) share the load and outlive each other."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from starter import session_events, start_agent_session
+from tests.conftest import add_scenario, wait_for
+from tests.test_session import coder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_compose_file_is_valid_and_keeps_secrets_and_the_socket_apart() -> None:
+    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-compose-check"}
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    services = yaml.safe_load(out)["services"]
+    assert set(services) == {"postgresql", "temporal", "temporal-ui", "harness-worker", "sandbox-worker"}
+
+    def volumes(name: str) -> str:
+        return str(services[name].get("volumes", []))
+
+    assert "docker.sock" in volumes("sandbox-worker") and "docker.sock" not in volumes("harness-worker")
+    assert services["harness-worker"]["environment"]["ANTHROPIC_API_KEY"] == "sk-compose-check"
+    assert "ANTHROPIC_API_KEY" not in services["sandbox-worker"]["environment"]
+    assert services["harness-worker"]["environment"]["DA_PAYLOAD_STORE"] == "/data/payloads"
+    assert "dynamicconfig" in volumes("temporal")
+    missing = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"},
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0 and "set ANTHROPIC_API_KEY" in missing.stderr
+
+
+async def test_two_harness_and_two_sandbox_workers_share_the_load_and_survive_each_other(
+    chaos_client: Client,
+    scripted: ScriptedModelServer,
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    hosts = [f"host-a-{uuid.uuid4().hex[:4]}", f"host-b-{uuid.uuid4().hex[:4]}"]
+    harness = [worker_processes("--harness") for _ in range(2)]
+    sandboxes = {h: worker_processes("--sandbox", "--warm-pool", "0", env={"SANDBOX_HOST_ID": h}) for h in hosts}
+    # Sessions land on both harness workers and both sandbox hosts.
+    marker = add_scenario(
+        scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "hostname"})), Step(text="ok")]
+    )
+    handles = await asyncio.gather(
+        *(start_agent_session(chaos_client, coder(), f"Spread {i}. {marker}", one_shot=True) for i in range(10))
+    )
+    results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=120)
+    assert [r.status for r in results] == ["done"] * len(handles)
+    used_hosts, identities = set(), set()
+    for h in handles:
+        events = await session_events(chaos_client, h.id)
+        used_hosts |= {e.sandbox.host_queue for e in events if e.kind == "sandbox_provisioned" and e.sandbox}
+        history = await h.fetch_history()
+        identities |= {
+            e.workflow_task_started_event_attributes.identity
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+        }
+    assert used_hosts == {f"sandboxes-{h}" for h in hosts}, used_hosts
+    assert len({i.split("@")[0] for i in identities}) == 2, identities  # two worker processes (pids)
+
+    # A session survives losing one harness worker and the sandbox host that holds its container.
+    agent = coder(host_wait_s=3, snapshot_every_s=0)
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": "kept.txt", "content": "still here\n"})),
+            Step(text="written"),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/kept.txt"})),
+            # That call meets the lost host: the model is told the sandbox was reset, and tries again.
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/kept.txt"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    handle = await start_agent_session(chaos_client, agent, f"Survive. {marker}")
+
+    async def idle() -> bool:
+        events = await session_events(chaos_client, handle.id)
+        return any(e.kind == "status" and e.status == "idle" for e in events)
+
+    await wait_for(idle, within_s=60, what="the first answer")
+    events = await session_events(chaos_client, handle.id)
+    holder = next(e.sandbox.host_queue for e in events if e.kind == "sandbox_provisioned" and e.sandbox)
+    gone = sandboxes[holder.removeprefix("sandboxes-")]
+    for proc in (gone, harness[0]):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    await handle.execute_update("send_message", "Show me the file.", result_type=int)
+
+    async def answered() -> bool:
+        state = await handle.query("state")
+        return state["status"] == "idle" and state["turns"] >= 5
+
+    await wait_for(answered, within_s=90, what="the answer after losing a harness worker and a host")
+    events = await session_events(chaos_client, handle.id)
+    answer = [e.text for e in events if e.kind == "model_turn" and e.text][-1]
+    assert answer == "still here"  # restored from the snapshot on the other host
+    reset = [e.tool_result for e in events if e.tool_result][1]
+    assert reset.is_error and "a new sandbox was provisioned and /workspace was restored" in reset.output
+    provisioned = [e.sandbox.host_queue for e in events if e.kind == "sandbox_provisioned" and e.sandbox]
+    assert provisioned[0] == holder and provisioned[-1] != holder
+    await handle.signal("end_session")
+    await asyncio.wait_for(handle.result(), timeout=60)
