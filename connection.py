@@ -12,7 +12,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS
+from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS
 from payload_store import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -34,6 +34,7 @@ SEARCH_ATTRIBUTES = {
     SA_AGENT_NAME: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     SA_SESSION_STATUS: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     SA_AGENT_VERSION: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    SA_PARENT_SESSION: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
 }
 
 

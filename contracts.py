@@ -44,6 +44,7 @@ GET_MODEL_CONTEXT = "model_context"
 SA_AGENT_NAME = "AgentName"
 SA_SESSION_STATUS = "SessionStatus"
 SA_AGENT_VERSION = "AgentVersion"
+SA_PARENT_SESSION = "ParentSession"  # set on subagents: the session that spawned them
 
 # ApplicationError types that cross from activities to the workflow.
 SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one

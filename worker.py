@@ -89,10 +89,10 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", address=temporal_address(), queues=[w.task_queue for w in workers])
     async with contextlib.AsyncExitStack() as stack:
         for w in workers:
             await stack.enter_async_context(w)
+        log.info("worker started", address=temporal_address(), queues=[w.task_queue for w in workers])
         await stop.wait()
         for task in tasks:
             task.cancel()

@@ -24,7 +24,7 @@ from temporalio.common import SearchAttributeKey  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from connection import DEV_SERVER_TUNING  # noqa: E402
-from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS  # noqa: E402
+from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS  # noqa: E402
 from payload_store import data_converter  # noqa: E402
 from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
 
@@ -101,6 +101,7 @@ async def local_stack(
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
             SearchAttributeKey.for_keyword(SA_AGENT_VERSION),
+            SearchAttributeKey.for_keyword(SA_PARENT_SESSION),
         ],
     )
     server = ScriptedModelServer([]).start()

@@ -111,6 +111,8 @@ def up() -> None:
                 "SessionStatus=Keyword",
                 "--search-attribute",
                 "AgentVersion=Keyword",
+                "--search-attribute",
+                "ParentSession=Keyword",
                 *DEV_SERVER_TUNING,
             ],
         )

@@ -31,7 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from activities.model import ModelActivities  # noqa: E402
-from contracts import GET_STATE, SA_AGENT_NAME, SA_AGENT_VERSION, SA_SESSION_STATUS, SessionState  # noqa: E402
+from contracts import (  # noqa: E402
+    GET_STATE,
+    SA_AGENT_NAME,
+    SA_AGENT_VERSION,
+    SA_PARENT_SESSION,
+    SA_SESSION_STATUS,
+    SessionState,
+)
 from sandboxes.activities import SandboxActivities  # noqa: E402
 from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
 from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
@@ -60,6 +67,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),
             SearchAttributeKey.for_keyword(SA_AGENT_VERSION),
+            SearchAttributeKey.for_keyword(SA_PARENT_SESSION),
         ],
         dev_server_extra_args=["--namespace", CHAOS_NAMESPACE, *DEV_SERVER_TUNING],
     )

@@ -57,16 +57,23 @@ async def test_two_harness_and_two_sandbox_workers_share_the_load_and_survive_ea
     chaos_client: Client,
     scripted: ScriptedModelServer,
     worker_processes: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
 ) -> None:
     hosts = [f"host-a-{uuid.uuid4().hex[:4]}", f"host-b-{uuid.uuid4().hex[:4]}"]
     harness = [worker_processes("--harness") for _ in range(2)]
     sandboxes = {h: worker_processes("--sandbox", "--warm-pool", "0", env={"SANDBOX_HOST_ID": h}) for h in hosts}
+
+    async def all_up() -> bool:  # each worker logs this once its pollers run
+        logs = [p.read_text(errors="replace") for p in tmp_path.glob("worker-*.log")]
+        return len(logs) == 4 and all('"worker started"' in log for log in logs)
+
+    await wait_for(all_up, within_s=60, what="two harness workers and two sandbox workers started")
     # Sessions land on both harness workers and both sandbox hosts.
     marker = add_scenario(
         scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "hostname"})), Step(text="ok")]
     )
     handles = await asyncio.gather(
-        *(start_agent_session(chaos_client, coder(), f"Spread {i}. {marker}", one_shot=True) for i in range(10))
+        *(start_agent_session(chaos_client, coder(), f"Spread {i}. {marker}", one_shot=True) for i in range(16))
     )
     results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=120)
     assert [r.status for r in results] == ["done"] * len(handles)
@@ -102,7 +109,12 @@ async def test_two_harness_and_two_sandbox_workers_share_the_load_and_survive_ea
         events = await session_events(chaos_client, handle.id)
         return any(e.kind == "status" and e.status == "idle" for e in events)
 
-    await wait_for(idle, within_s=60, what="the first answer")
+    try:
+        await wait_for(idle, within_s=60, what="the first answer")
+    except BaseException:
+        for e in await session_events(chaos_client, handle.id):
+            print(e.offset, e.kind, e.text, e.tool_result, e.status)
+        raise
     events = await session_events(chaos_client, handle.id)
     holder = next(e.sandbox.host_queue for e in events if e.kind == "sandbox_provisioned" and e.sandbox)
     gone = sandboxes[holder.removeprefix("sandboxes-")]

@@ -102,6 +102,15 @@ async def test_three_children_in_parallel_each_in_its_own_sandbox(
     assert result.usage.input_tokens == parent_own + child_usage
     kinds = [e.kind for e in events]
     assert kinds.count("subagent_started") == 3 and kinds.count("subagent_finished") == 3
+    # The UI and `temporal workflow list` find a session's children by the ParentSession attribute.
+    children: list[str] = []
+
+    async def listed() -> bool:
+        children[:] = [w.id async for w in client.list_workflows(f'ParentSession="{handle.id}"')]
+        return len(children) == 3
+
+    await wait_for(listed, within_s=30, what="the children by ParentSession")
+    assert sorted(children) == [f"{handle.id}/sub-{i}" for i in range(1, 4)]
 
 
 @pytest.mark.usefixtures("workers")

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         PROVISION_SANDBOX,
         SA_AGENT_NAME,
         SA_AGENT_VERSION,
+        SA_PARENT_SESSION,
         SA_SESSION_STATUS,
         SANDBOX_IMAGE_MISSING,
         SANDBOX_LOST,
@@ -94,6 +95,7 @@ with workflow.unsafe.imports_passed_through():
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
 AGENT_KEY = SearchAttributeKey.for_keyword(SA_AGENT_NAME)
 VERSION_KEY = SearchAttributeKey.for_keyword(SA_AGENT_VERSION)
+PARENT_KEY = SearchAttributeKey.for_keyword(SA_PARENT_SESSION)
 INTERRUPTED = "Interrupted by the user before this call finished."
 MIN_COMPACTION_TOKENS = 1_000  # a summary of less than this saves nothing
 
@@ -775,6 +777,7 @@ class SessionWorkflow:
                 SearchAttributePair(AGENT_KEY, agent.name),
                 SearchAttributePair(STATUS_KEY, "running"),
                 SearchAttributePair(VERSION_KEY, agent_version(agent)),
+                SearchAttributePair(PARENT_KEY, workflow.info().workflow_id),
             ]
         )
 
