@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         ExecuteRequest,
         ExecuteResult,
         ModelContext,
+        ModelRequest,
         ModelTurn,
         ProvisionRequest,
         SandboxHandle,
@@ -365,15 +366,7 @@ class SessionWorkflow:
                 await self._compact()
             request = self.context.request(workflow.info().workflow_id, self.agent.model)
             try:
-                turn: ModelTurn = await workflow.execute_activity(
-                    CALL_MODEL,
-                    request,
-                    result_type=ModelTurn,
-                    start_to_close_timeout=timedelta(minutes=10),
-                    heartbeat_timeout=timedelta(seconds=15),
-                    retry_policy=MODEL_RETRY,
-                    summary=f"model: {request.model}",
-                )
+                turn = await self._call_model(request, f"model: {request.model}")
             except ActivityError as e:
                 self.last_error = f"model call failed: {_failure_message(e)}"
                 self._record("error", text=self.last_error)
@@ -408,6 +401,18 @@ class SessionWorkflow:
         self.last_error = f"the turn limit ({self.agent.limits.max_turns} model calls) was reached"
         self._record("error", text=self.last_error)
 
+    async def _call_model(self, request: ModelRequest, summary: str) -> ModelTurn:
+        turn: ModelTurn = await workflow.execute_activity(
+            CALL_MODEL,
+            request,
+            result_type=ModelTurn,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=15),
+            retry_policy=MODEL_RETRY,
+            summary=summary,
+        )
+        return turn
+
     # --- compaction -------------------------------------------------------------------------
 
     def _over_context_budget(self) -> bool:
@@ -425,14 +430,8 @@ class SessionWorkflow:
         before = self.context.estimated_tokens()
         request = self.context.compaction_request(cut, workflow.info().workflow_id, self.agent.model)
         try:
-            turn: ModelTurn = await workflow.execute_activity(
-                CALL_MODEL,
-                request,
-                result_type=ModelTurn,
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(seconds=15),
-                retry_policy=MODEL_RETRY,
-                summary=f"compaction: summarise {cut} of {len(self.context.messages)} messages",
+            turn = await self._call_model(
+                request, f"compaction: summarise {cut} of {len(self.context.messages)} messages"
             )
         except ActivityError as e:
             self._record("error", text=f"compaction failed, the context stays as it is: {_failure_message(e)}")
