@@ -10,6 +10,7 @@ import weakref
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
 from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS
@@ -53,11 +54,20 @@ def ui_url(session_id: str | None = None) -> str:
     return f"{base}/namespaces/{temporal_namespace()}/workflows/{session_id}"
 
 
-async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+def metrics_runtime(port: int) -> Runtime:
+    """A Temporal runtime whose SDK metrics (task slots, schedule-to-start latency, failures, sticky
+    cache, model and sandbox activities) are served for Prometheus on http://0.0.0.0:PORT/metrics."""
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}", durations_as_seconds=True))
+    )
+
+
+async def connect(address: str | None = None, namespace: str | None = None, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         address or temporal_address(),
         namespace=namespace or temporal_namespace(),
         data_converter=data_converter(),
+        runtime=runtime,
     )
 
 

@@ -24,7 +24,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.model import ModelActivities, anthropic_client_from_env
 from activities.schedules import ScheduleActivities
-from connection import connect, temporal_address
+from connection import connect, metrics_runtime, temporal_address
 from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
 from logs import configure_logging
 from sandboxes.activities import SandboxActivities
@@ -67,8 +67,10 @@ def sandbox_workers(
     ]
 
 
-async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int) -> None:
-    client = await connect()
+async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metrics_port: int | None = None) -> None:
+    client = await connect(runtime=metrics_runtime(metrics_port) if metrics_port else None)
+    if metrics_port:
+        log.info("metrics", url=f"http://0.0.0.0:{metrics_port}/metrics")
     workers: list[Worker] = []
     if harness:
         anthropic_client = anthropic_client_from_env()
@@ -112,10 +114,16 @@ def main() -> None:
         default=int(os.environ.get("SANDBOX_WARM_POOL", "2")),
         help="pre-started sandboxes of the default spec (0 disables; env SANDBOX_WARM_POOL)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("DA_METRICS_PORT", "0")) or None,
+        help="serve SDK metrics for Prometheus on this port (env DA_METRICS_PORT; off by default)",
+    )
     args = parser.parse_args()
     both = not args.harness and not args.sandbox
     configure_logging()
-    asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id, args.warm_pool))
+    asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id, args.warm_pool, args.metrics_port))
 
 
 if __name__ == "__main__":
