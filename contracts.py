@@ -193,6 +193,12 @@ class Limits(_Strict):
         description="continue-as-new after this many history events (or sooner, when Temporal suggests it)",
     )
 
+    def keep_tokens(self) -> int:
+        """What compaction keeps verbatim: keep_recent_tokens, or a quarter of the budget."""
+        if self.keep_recent_tokens is not None:
+            return self.keep_recent_tokens
+        return (self.context_tokens or 0) // 4
+
 
 class CustomTool(_Strict):
     """A tool the client executes: the session records the call and waits for its result."""
@@ -504,8 +510,8 @@ class SessionCarry(_Strict):
     children_started: int
     loop_last: list[str] | None
     loop_count: int
-    last_input_tokens: int
-    estimated_since: int  # messages counted in last_input_tokens
+    measured_tokens: int  # the API's token count of the first measured_count messages
+    measured_count: int
     compacted_until: int  # offset after the last compaction
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -41,7 +42,7 @@ from contracts import (  # noqa: E402
 )
 from sandboxes.activities import SandboxActivities  # noqa: E402
 from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
-from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
+from scripted_model.server import Scenario, ScriptedModelServer, Step, ToolUse  # noqa: E402
 from worker import harness_worker, sandbox_workers  # noqa: E402
 
 TEMPORAL_CLI = ROOT / ".bin" / "temporal"
@@ -91,6 +92,27 @@ def scripted() -> Iterator[ScriptedModelServer]:
     server = ScriptedModelServer([demo]).start()
     yield server
     server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_then_read_twice(server: ScriptedModelServer, path: str, content: str, answer: str) -> str:
+    """write `path`, answer, then (on the next message) read it, read it again and answer: the first
+    read meets a lost sandbox and is told the environment was reset; the second sees the restore."""
+    return add_scenario(
+        server,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": path, "content": content})),
+            Step(text="Written."),
+            Step(tool_use=ToolUse(name="bash", input={"command": f"cat /workspace/{path}"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": f"cat /workspace/{path}"})),
+            Step(text=answer),
+        ],
+    )
 
 
 def add_scenario(server: ScriptedModelServer, steps: list[Step], **options: Any) -> str:

@@ -205,11 +205,7 @@ async def test_restart_of_the_temporal_server_mid_session(
     import socket
 
     from connection import DEV_SERVER_TUNING, connect
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+    from tests.conftest import free_port
 
     port, ui_port = free_port(), free_port()
     server_cmd = [

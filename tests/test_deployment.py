@@ -18,7 +18,7 @@ from temporalio.client import Client
 
 from scripted_model.server import ScriptedModelServer, Step, ToolUse
 from starter import session_events, start_agent_session
-from tests.conftest import add_scenario, wait_for
+from tests.conftest import add_scenario, wait_for, write_then_read_twice
 from tests.test_session import coder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,17 +92,8 @@ async def test_two_harness_and_two_sandbox_workers_share_the_load_and_survive_ea
 
     # A session survives losing one harness worker and the sandbox host that holds its container.
     agent = coder(host_wait_s=3, snapshot_every_s=0)
-    marker = add_scenario(
-        scripted,
-        [
-            Step(tool_use=ToolUse(name="write_file", input={"path": "kept.txt", "content": "still here\n"})),
-            Step(text="written"),
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/kept.txt"})),
-            # That call meets the lost host: the model is told the sandbox was reset, and tries again.
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/kept.txt"})),
-            Step(text="{last_tool_result}"),
-        ],
-    )
+    # The first read meets the lost host: the model is told the sandbox was reset, and reads again.
+    marker = write_then_read_twice(scripted, "kept.txt", "still here\n", "{last_tool_result}")
     handle = await start_agent_session(chaos_client, agent, f"Survive. {marker}")
 
     async def idle() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import urllib.request
 from collections.abc import Callable
@@ -12,14 +11,8 @@ from temporalio.client import Client
 
 from scripted_model.server import ScriptedModelServer, Step, ToolUse
 from starter import start_agent_session
-from tests.conftest import add_scenario, wait_for
+from tests.conftest import add_scenario, free_port, wait_for
 from tests.test_session import coder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_a_worker_serves_sdk_metrics_for_prometheus(

@@ -19,7 +19,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from contracts import EXECUTE, SessionEvent
 from scripted_model.server import ScriptedModelServer, Step, ToolUse
 from starter import send_message, session_events, start_agent_session, wait_until_settled
-from tests.conftest import add_scenario
+from tests.conftest import add_scenario, write_then_read_twice
 from tests.test_session import coder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,16 +33,7 @@ def results_of(events: list[SessionEvent]) -> list[Any]:
 async def test_a_killed_container_is_replaced_with_the_workspace_restored(
     client: Client, scripted: ScriptedModelServer
 ) -> None:
-    marker = add_scenario(
-        scripted,
-        [
-            Step(tool_use=ToolUse(name="write_file", input={"path": "notes.txt", "content": "kept\n"})),
-            Step(text="Saved."),
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat notes.txt"})),
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/notes.txt"})),
-            Step(text="Still there: {last_tool_result}"),
-        ],
-    )
+    marker = write_then_read_twice(scripted, "notes.txt", "kept\n", "Still there: {last_tool_result}")
     handle = await start_agent_session(client, coder(), f"Keep a note. {marker}")
     await wait_until_settled(client, handle.id)
     events = await session_events(client, handle.id)
@@ -73,16 +64,7 @@ async def test_a_sandbox_host_that_goes_away_is_replaced_by_another(
     hosts = {f"host-a-{suffix}": None, f"host-b-{suffix}": None}
     processes("--harness")
     workers = {host: processes("--sandbox", "--host-id", host) for host in hosts}
-    marker = add_scenario(
-        scripted,
-        [
-            Step(tool_use=ToolUse(name="write_file", input={"path": "a.txt", "content": "from the first host\n"})),
-            Step(text="Written."),
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat a.txt"})),
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat a.txt"})),
-            Step(text="{last_tool_result}"),
-        ],
-    )
+    marker = write_then_read_twice(scripted, "a.txt", "from the first host\n", "{last_tool_result}")
     handle = await start_agent_session(chaos_client, coder(host_wait_s=3), f"Two hosts. {marker}")
     await wait_until_settled(chaos_client, handle.id)
     events = await session_events(chaos_client, handle.id)

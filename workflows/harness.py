@@ -350,6 +350,9 @@ class ContextBuilder:
         self.messages: list[dict[str, Any]] = []
         self.digests: list[str] = [context_root(system, tools)]  # digests[n]: first n messages
         self.synced = 0
+        # The API's token count of the first measured_count messages (with system and tools).
+        self.measured_tokens = 0
+        self.measured_count = 0
 
     def _append(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
@@ -384,16 +387,22 @@ class ContextBuilder:
         )
 
     def request(self, session_id: str, model: ModelSpec) -> ModelRequest:
-        first = self.synced == 0
+        return self._request(session_id, model, self.synced, self.messages[self.synced :], self.digests[-1])
+
+    def _request(
+        self, session_id: str, model: ModelSpec, prefix: int, new: list[dict[str, Any]], digest: str
+    ) -> ModelRequest:
+        """The first `prefix` messages (which the activity holds) and the new ones after them."""
+        first = prefix == 0
         return ModelRequest(
             session_id=session_id,
             model=model.name,
             max_tokens=model.max_tokens,
             temperature=model.temperature,
-            prefix_count=self.synced,
-            prefix_digest=self.digests[self.synced],
-            new_messages=self.messages[self.synced :],
-            digest=self.digests[-1],
+            prefix_count=prefix,
+            prefix_digest=self.digests[prefix],
+            new_messages=new,
+            digest=digest,
             system=self.system if first else None,
             tools=self.tools if first else None,
         )
@@ -407,9 +416,6 @@ class ContextBuilder:
         self.synced = len(self.messages)
 
     # --- size and compaction --------------------------------------------------------------
-
-    measured_tokens = 0  # the API's count for the first `measured_count` messages (+ system, tools)
-    measured_count = 0
 
     @classmethod
     def restore(
@@ -445,19 +451,7 @@ class ContextBuilder:
         digest = self.digests[prefix]
         for message in new:
             digest = chain_digest(digest, message)
-        first = prefix == 0
-        return ModelRequest(
-            session_id=session_id,
-            model=model.name,
-            max_tokens=model.max_tokens,
-            temperature=model.temperature,
-            prefix_count=prefix,
-            prefix_digest=self.digests[prefix],
-            new_messages=new,
-            digest=digest,
-            system=self.system if first else None,
-            tools=self.tools if first else None,
-        )
+        return self._request(session_id, model, prefix, new, digest)
 
     def compact(self, cut: int, summary: str) -> None:
         """Replace messages[:cut] by the summary. The next request starts a new prompt prefix."""

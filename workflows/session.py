@@ -133,6 +133,15 @@ def _is_sandbox_lost(error: ActivityError) -> bool:
     return isinstance(cause, TemporalTimeout) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 
+def _check_waiting(
+    tool_use_id: str, waiting: dict[str, ToolCall], answered: dict[str, Any], noun: str, what: str
+) -> None:
+    """An update validator's refusal: nothing with this id waits for an answer (or it has one)."""
+    if tool_use_id not in waiting or tool_use_id in answered:
+        listing = ", ".join(f"{i} ({c.name})" for i, c in waiting.items()) or "none"
+        raise ValueError(f"no {noun} {tool_use_id!r} is waiting for {what} (waiting: {listing})")
+
+
 @workflow.defn(name=SESSION_WORKFLOW)
 class SessionWorkflow:
     @workflow.init
@@ -182,7 +191,7 @@ class SessionWorkflow:
 
     def _restore(self, c: SessionCarry, system: str, definitions: list[dict[str, Any]]) -> None:
         self.context = ContextBuilder.restore(system, definitions, c.messages, c.synced)
-        self.context.measured_tokens, self.context.measured_count = c.last_input_tokens, c.estimated_since
+        self.context.measured_tokens, self.context.measured_count = c.measured_tokens, c.measured_count
         self.first_offset, self.run_number = c.first_offset, c.run
         self.pending, self.status = list(c.pending), c.status
         self.resume, self.response_turns = c.resume, c.response_turns
@@ -196,7 +205,7 @@ class SessionWorkflow:
     def _carry(self) -> SessionCarry:
         last, count = self.loop_guard.state()
         return SessionCarry(
-            first_offset=self.first_offset + len(self.events),
+            first_offset=self.next_offset,
             run=self.run_number + 1,
             messages=self.context.messages,
             synced=self.context.synced,
@@ -215,8 +224,8 @@ class SessionWorkflow:
             children_started=self.children_started,
             loop_last=last,
             loop_count=count,
-            last_input_tokens=self.context.measured_tokens,
-            estimated_since=self.context.measured_count,
+            measured_tokens=self.context.measured_tokens,
+            measured_count=self.context.measured_count,
             compacted_until=self.compacted_until,
         )
 
@@ -229,8 +238,13 @@ class SessionWorkflow:
 
     # --- the log ----------------------------------------------------------------------------
 
+    @property
+    def next_offset(self) -> int:
+        """The offset the next event gets (earlier runs hold those before first_offset)."""
+        return self.first_offset + len(self.events)
+
     def _record(self, kind: Any, **fields: Any) -> SessionEvent:
-        event = SessionEvent(offset=self.first_offset + len(self.events), kind=kind, at=workflow.now(), **fields)
+        event = SessionEvent(offset=self.next_offset, kind=kind, at=workflow.now(), **fields)
         self.events.append(event)
         return event
 
@@ -254,29 +268,7 @@ class SessionWorkflow:
 
     @workflow.run
     async def run(self, inp: SessionInput) -> SessionResult:
-        if inp.carry is not None:
-            previous = workflow.info().continued_run_id
-            self._record(
-                "continued",
-                run_id=previous,
-                text=f"run {self.run_number} of this session, continued from run {previous} "
-                f"(events before offset {self.first_offset} are in the earlier runs)",
-            )
-        else:
-            if inp.schedule is not None:
-                self.pending = [await self._render_scheduled_task(inp.task, inp.schedule)]
-            self._record(
-                "session_started",
-                text=self.pending[0],
-                model=inp.agent.model.name,
-                agent=inp.agent,
-                agent_version=agent_version(inp.agent),
-            )
-        if inp.carry is None and self.agent.sandbox.eager and self.owns_sandbox:
-            try:
-                await self._ensure_sandbox()
-            except ActivityError as e:  # the first sandbox tool call tries again
-                self._record("error", text=f"eager provisioning failed: {_failure_message(e)}")
+        await self._begin(inp)
         try:
             while True:
                 if self._should_continue():
@@ -314,13 +306,10 @@ class SessionWorkflow:
                 await self._destroy_sandbox()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._continuing:
+            carry = self._carry()
             workflow.continue_as_new(
-                inp.model_copy(update={"carry": self._carry(), "schedule": None}),
-                memo={
-                    "first_offset": self.first_offset + len(self.events),
-                    "run": self.run_number + 1,
-                    "previous_run_id": workflow.info().run_id,
-                },
+                inp.model_copy(update={"carry": carry, "schedule": None}),
+                memo={"first_offset": carry.first_offset, "run": carry.run, "previous_run_id": workflow.info().run_id},
             )
         final: SessionStatus = "failed" if (inp.one_shot and self.last_error) or self.stop_reason else "done"
         self._set_status(final)
@@ -332,6 +321,32 @@ class SessionWorkflow:
             error=self.stop_reason or self.last_error,
             cost_usd=self.cost_usd,
         )
+
+    async def _begin(self, inp: SessionInput) -> None:
+        """The run's first event: the session's start, or where a continued run picks up."""
+        if inp.carry is not None:
+            previous = workflow.info().continued_run_id
+            self._record(
+                "continued",
+                run_id=previous,
+                text=f"run {self.run_number} of this session, continued from run {previous} "
+                f"(events before offset {self.first_offset} are in the earlier runs)",
+            )
+            return
+        if inp.schedule is not None:
+            self.pending = [await self._render_scheduled_task(inp.task, inp.schedule)]
+        self._record(
+            "session_started",
+            text=self.pending[0],
+            model=inp.agent.model.name,
+            agent=inp.agent,
+            agent_version=agent_version(inp.agent),
+        )
+        if self.agent.sandbox.eager and self.owns_sandbox:
+            try:
+                await self._ensure_sandbox()
+            except ActivityError as e:  # the first sandbox tool call tries again
+                self._record("error", text=f"eager provisioning failed: {_failure_message(e)}")
 
     async def _respond_interruptibly(self) -> None:
         self._interrupt_requested = False
@@ -423,8 +438,7 @@ class SessionWorkflow:
         """Summarise the older part of the context (a model call); keep the newest turns verbatim.
         The events stay as they are: only what the model sees changes."""
         limits = self.agent.limits
-        keep = limits.keep_recent_tokens if limits.keep_recent_tokens is not None else (limits.context_tokens or 0) // 4
-        cut = compaction_cut(self.context.messages, keep)
+        cut = compaction_cut(self.context.messages, limits.keep_tokens())
         if cut is None or estimate_tokens(self.context.messages[:cut]) < MIN_COMPACTION_TOKENS:
             return  # nothing worth summarising: the newest turns alone are over the budget
         before = self.context.estimated_tokens()
@@ -443,7 +457,7 @@ class SessionWorkflow:
             return
         kept = len(self.context.messages) - cut
         self.context.compact(cut, summary)
-        last = self.first_offset + len(self.events) - 1
+        last = self.next_offset - 1
         self._record(
             "compaction",
             text=summary,
@@ -664,40 +678,38 @@ class SessionWorkflow:
         self._record("skill_loaded", text=name)
         return ToolResult(call_id=call.id, name=call.name, output=skill.body + note)
 
-    async def _await_approval(self, call: ToolCall) -> str | None:
-        """Wait, durably (hours or days, across worker restarts), for approve or deny."""
-        self.awaiting[call.id] = call
-        self._record("approval_requested", tool_calls=[call], text=tool_summary(call))
+    async def _wait_on_someone(
+        self, call: ToolCall, waiting: dict[str, ToolCall], answers: dict[str, Any], kind: Any, what: str
+    ) -> Any:
+        """Wait, durably (hours or days, across worker restarts), until an update answers `call`."""
+        waiting[call.id] = call
+        self._record(kind, tool_calls=[call], text=tool_summary(call))
         self._set_status("waiting")
-        self._details(f"waiting for approval: {tool_summary(call)}")
+        self._details(f"{what}: {tool_summary(call)}")
         try:
-            await workflow.wait_condition(lambda: call.id in self._decisions)
+            await workflow.wait_condition(lambda: call.id in answers)
         finally:
-            self.awaiting.pop(call.id, None)
-            self._done_waiting()
-        denial = self._decisions.pop(call.id)
+            waiting.pop(call.id, None)
+            if not self.awaiting and not self.client_waiting and self.status == "waiting":
+                self._set_status("running")
+        return answers.pop(call.id)
+
+    async def _await_approval(self, call: ToolCall) -> str | None:
+        """approve (None) or deny (the reason)."""
+        denial: str | None = await self._wait_on_someone(
+            call, self.awaiting, self._decisions, "approval_requested", "waiting for approval"
+        )
         if denial is None:
             self._record("approval_granted", tool_calls=[call], text=tool_summary(call))
         else:
             self._record("approval_denied", tool_calls=[call], text=denial)
         return denial
 
-    def _done_waiting(self) -> None:
-        if not self.awaiting and not self.client_waiting and self.status == "waiting":
-            self._set_status("running")
-
     async def _await_client(self, call: ToolCall) -> ToolResult:
-        """A custom tool: the client runs it and posts the result (durably awaited, like approvals)."""
-        self.client_waiting[call.id] = call
-        self._record("tool_requested", tool_calls=[call], text=tool_summary(call))
-        self._set_status("waiting")
-        self._details(f"waiting for the client: {tool_summary(call)}")
-        try:
-            await workflow.wait_condition(lambda: call.id in self._client_results)
-        finally:
-            self.client_waiting.pop(call.id, None)
-            self._done_waiting()
-        posted = self._client_results.pop(call.id)
+        """A custom tool: the client runs it and posts the result."""
+        posted: ClientToolResult = await self._wait_on_someone(
+            call, self.client_waiting, self._client_results, "tool_requested", "waiting for the client"
+        )
         return ToolResult(call_id=call.id, name=call.name, output=posted.content, is_error=posted.is_error)
 
     # --- subagents ---------------------------------------------------------------------------
@@ -785,7 +797,7 @@ class SessionWorkflow:
     @workflow.update(name=APPROVE)
     def approve(self, tool_use_id: str) -> int:
         self._decisions[tool_use_id] = None
-        return self.first_offset + len(self.events)
+        return self.next_offset
 
     @approve.validator
     def _validate_approve(self, tool_use_id: str) -> None:
@@ -794,27 +806,23 @@ class SessionWorkflow:
     @workflow.update(name=DENY)
     def deny(self, tool_use_id: str, reason: str) -> int:
         self._decisions[tool_use_id] = reason.strip() or "no reason given"
-        return self.first_offset + len(self.events)
+        return self.next_offset
 
     @deny.validator
     def _validate_deny(self, tool_use_id: str, reason: str) -> None:
         self._check_awaiting(tool_use_id)
 
     def _check_awaiting(self, tool_use_id: str) -> None:
-        if tool_use_id not in self.awaiting or tool_use_id in self._decisions:
-            waiting = ", ".join(f"{i} ({c.name})" for i, c in self.awaiting.items()) or "none"
-            raise ValueError(f"no tool call {tool_use_id!r} is waiting for approval (waiting: {waiting})")
+        _check_waiting(tool_use_id, self.awaiting, self._decisions, "tool call", "approval")
 
     @workflow.update(name=TOOL_RESULT)
     def tool_result(self, tool_use_id: str, result: dict[str, Any]) -> int:
         self._client_results[tool_use_id] = ClientToolResult.model_validate(result)
-        return self.first_offset + len(self.events)
+        return self.next_offset
 
     @tool_result.validator
     def _validate_tool_result(self, tool_use_id: str, result: dict[str, Any]) -> None:
-        if tool_use_id not in self.client_waiting or tool_use_id in self._client_results:
-            waiting = ", ".join(f"{i} ({c.name})" for i, c in self.client_waiting.items()) or "none"
-            raise ValueError(f"no custom tool call {tool_use_id!r} is waiting for a result (waiting: {waiting})")
+        _check_waiting(tool_use_id, self.client_waiting, self._client_results, "custom tool call", "a result")
         try:
             ClientToolResult.model_validate(result)
         except ValidationError as e:
@@ -828,7 +836,7 @@ class SessionWorkflow:
         if self._turn is not None:
             self._turn.cancel()
         await workflow.wait_condition(lambda: self._turn is None)
-        return self.first_offset + len(self.events)
+        return self.next_offset
 
     @interrupt.validator
     def _validate_interrupt(self) -> None:
@@ -839,7 +847,7 @@ class SessionWorkflow:
     async def send_message(self, text: str) -> int:
         """Queue a user message; returns the offset the session log had when it arrived."""
         self.pending.append(text)
-        return self.first_offset + len(self.events)
+        return self.next_offset
 
     @send_message.validator
     def _validate_message(self, text: str) -> None:
@@ -867,7 +875,7 @@ class SessionWorkflow:
             status=self.status,
             agent=self.agent.name,
             turns=self.turns,
-            events=self.first_offset + len(self.events),
+            events=self.next_offset,
             usage=self.usage,
             last_answer=self.last_answer,
             sandbox=self.sandbox,
