@@ -27,6 +27,10 @@ PROVISION_SANDBOX = "provision_sandbox"
 EXECUTE = "execute"
 DESTROY_SANDBOX = "destroy_sandbox"
 LAST_SCHEDULED_RESULT = "last_scheduled_result"
+DISCOVER_MCP_TOOLS = "discover_mcp_tools"
+CALL_MCP_TOOL = "call_mcp_tool"
+CHECK_SECRETS = "check_secrets"
+MCP_SEPARATOR = "__"  # the model sees MCP tools as <server>__<tool>
 SNAPSHOT_WORKSPACE = "snapshot_workspace"
 
 # Queries and updates of SessionWorkflow.
@@ -51,6 +55,7 @@ SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
 SANDBOX_IMAGE_MISSING = "SandboxImageMissing"
 MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: retrying cannot help
 MODEL_NOT_CONFIGURED = "ModelNotConfigured"
+SECRET_MISSING = "SecretMissing"  # a secret an agent names is in no vault backend of the worker
 
 # The instruction that turns a model call into a compaction (a summary of the conversation so far).
 COMPACTION_INSTRUCTION = (
@@ -120,6 +125,28 @@ class ModelSpec(_Strict):
         return None if price is None else price.cost(usage)
 
 
+class SecretRef(_Strict):
+    """A value taken from the vault by name, inside the trusted activity that uses it."""
+
+    secret: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    prefix: str = Field(default="", description="text before the value, e.g. 'Bearer ' for an Authorization header")
+
+
+class EgressRule(_Strict):
+    """A host a sandbox may reach through the egress proxy, and the credential the proxy adds for it.
+    The sandbox speaks plain HTTP to the proxy (HTTP_PROXY is set); the proxy makes the request
+    upstream over `scheme` with the header added, so the secret never enters the sandbox."""
+
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")
+    port: int | None = Field(default=None, ge=1, le=65535, description="default: 443 for https, 80 for http")
+    scheme: Literal["http", "https"] = Field(default="https", description="how the proxy reaches the host")
+    header: str = Field(default="Authorization", min_length=1, pattern=r"^[A-Za-z0-9-]+$")
+    secret: SecretRef | None = Field(default=None, description="the header's value, from the vault")
+
+    def upstream_port(self) -> int:
+        return self.port or (443 if self.scheme == "https" else 80)
+
+
 class SandboxSpec(_Strict):
     image: str = "durable-agents/sandbox:latest"
     cpus: float = Field(default=1.0, gt=0, le=64)
@@ -127,7 +154,11 @@ class SandboxSpec(_Strict):
     disk_mb: int = Field(default=512, ge=16, le=65_536, description="size of the writable workspace")
     pids: int = Field(default=256, ge=16, le=32_768)
     timeout_s: float = Field(default=120, gt=0, le=3600, description="default limit of one tool call")
-    network: bool = False
+    network: bool = Field(default=False, description="unfiltered network access (default: none)")
+    egress: list[EgressRule] = Field(
+        default_factory=list,
+        description="hosts reachable through the credential-injecting egress proxy (the only network it gets)",
+    )
     runtime: Literal["runc", "runsc"] | None = Field(
         default=None, description="container runtime; None is Docker's default (runc)"
     )
@@ -146,6 +177,17 @@ class SandboxSpec(_Strict):
     )
 
     @model_validator(mode="after")
+    def _egress_alone(self) -> SandboxSpec:
+        if self.egress and self.network:
+            raise ValueError("egress (proxied, named hosts) and network: true (everything) exclude each other")
+        if self.egress and self.runtime == "runsc":
+            raise ValueError("egress needs the runc runtime: gVisor (runsc) here runs with no network at all")
+        return self
+
+    def secrets(self) -> list[str]:
+        return [r.secret.secret for r in self.egress if r.secret is not None]
+
+    @model_validator(mode="after")
     def _disk_fits_in_memory(self) -> SandboxSpec:
         # /workspace and /tmp are tmpfs: their pages count against the memory limit, so a full disk
         # must leave memory for the processes, or filling it gets the shell OOM-killed.
@@ -158,7 +200,8 @@ class SandboxSpec(_Strict):
 
     def container_key(self) -> tuple[object, ...]:
         """What the container is made of: specs with equal keys can share a warm-pool container."""
-        return (self.image, self.cpus, self.memory_mb, self.disk_mb, self.pids, self.network, self.runtime)
+        egress = tuple(r.model_dump_json() for r in self.egress)
+        return (self.image, self.cpus, self.memory_mb, self.disk_mb, self.pids, self.network, self.runtime, egress)
 
 
 class Limits(_Strict):
@@ -253,6 +296,89 @@ class Subagent(_Strict):
         return self
 
 
+class McpServer(_Strict):
+    """An MCP server the harness worker reaches: a command over stdio, or a Streamable HTTP URL."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="the tools' prefix: the model sees <name>__<tool> (so no '__' in it)",
+    )
+    command: str | None = Field(default=None, description="stdio: the program the harness worker starts")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str | SecretRef] = Field(
+        default_factory=dict, description="stdio: environment of the server; values or {secret: NAME}"
+    )
+    url: str | None = Field(default=None, description="Streamable HTTP endpoint, e.g. https://host/mcp")
+    headers: dict[str, str | SecretRef] = Field(
+        default_factory=dict,
+        description="HTTP: request headers; values or {secret: NAME, prefix: 'Bearer '}",
+    )
+    policy: ToolPolicy = Field(default="always_ask", description="default policy of this server's tools")
+    tools: dict[str, ToolPolicy] = Field(
+        default_factory=dict, description="per-tool policy (tool name as the server has it)"
+    )
+    only: list[str] | None = Field(default=None, description="expose only these tools (default: all it lists)")
+    timeout_s: float = Field(default=60, gt=0, le=3600, description="limit of one tool call")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if MCP_SEPARATOR in self.name or self.name.endswith("_"):
+            raise ValueError(f"mcp server {self.name!r}: '__' separates server from tool, so a name cannot hold it")
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"mcp server {self.name!r}: give either command (stdio) or url (Streamable HTTP)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"mcp server {self.name!r}: url must be http:// or https://, not {self.url!r}")
+        if self.url is not None and (self.args or self.env):
+            raise ValueError(f"mcp server {self.name!r}: args and env are for stdio servers (command)")
+        if self.command is not None and self.headers:
+            raise ValueError(f"mcp server {self.name!r}: headers are for HTTP servers (url)")
+        return self
+
+    def secrets(self) -> list[str]:
+        return [v.secret for v in (*self.env.values(), *self.headers.values()) if isinstance(v, SecretRef)]
+
+    def policy_of(self, tool: str) -> ToolPolicy:
+        return self.tools.get(tool, self.policy)
+
+
+class McpTool(_Strict):
+    """A tool discovered on an MCP server, as the model sees it."""
+
+    name: str  # <server>__<tool>
+    server: str
+    tool: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+
+
+class McpDiscoverRequest(_Strict):
+    servers: list[McpServer]
+    refresh: bool = False
+
+
+class McpDiscovery(_Strict):
+    tools: list[McpTool] = Field(default_factory=list)
+    failures: dict[str, str] = Field(default_factory=dict, description="server -> why its tools are missing")
+
+
+class McpCallRequest(_Strict):
+    server: McpServer
+    tool: str
+    input: dict[str, Any]
+    call_id: str
+    output_cap: int
+
+
+class SecretCheck(_Strict):
+    names: list[str]
+    uses: dict[str, str] = Field(default_factory=dict, description="secret -> what needs it (for the message)")
+
+
 class AgentSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -274,6 +400,26 @@ class AgentSpec(_Strict):
     custom_tools: list[CustomTool] = Field(
         default_factory=list, description="tools the client executes (starter.py tool-result or the Python API)"
     )
+    mcp_servers: list[McpServer] = Field(
+        default_factory=list, description="MCP servers whose tools the model may use, as <server>__<tool>"
+    )
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_servers(cls, servers: list[McpServer]) -> list[McpServer]:
+        names = [s.name for s in servers]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(f"two MCP servers are named {clash[0]!r}: their tools would clash")
+        return servers
+
+    def mcp_server(self, name: str) -> McpServer | None:
+        return next((s for s in self.mcp_servers if s.name == name), None)
+
+    def mcp_server_of(self, tool: str) -> McpServer | None:
+        """The server of a namespaced MCP tool name (<server>__<tool>), if it is one of ours."""
+        server, sep, _ = tool.partition(MCP_SEPARATOR)
+        return self.mcp_server(server) if sep else None
 
     @field_validator("custom_tools")
     @classmethod
@@ -319,13 +465,19 @@ class AgentSpec(_Strict):
     @model_validator(mode="after")
     def _policies_name_tools(self) -> AgentSpec:
         for name in self.policies:
-            custom = any(t.name == name for t in self.custom_tools)
+            custom = any(t.name == name for t in self.custom_tools) or self.mcp_server_of(name) is not None
             if name not in self.tools and not custom and not (name == SPAWN_AGENT and self.subagents):
                 raise ValueError(f"policies: {name!r} is not one of this agent's tools")
         return self
 
     def policy(self, tool: str) -> ToolPolicy:
-        return self.policies.get(tool, "always_allow")
+        """The agent's `policies:` first; MCP tools then follow their server (always_ask by default)."""
+        if tool in self.policies:
+            return self.policies[tool]
+        server = self.mcp_server_of(tool)
+        if server is not None:
+            return server.policy_of(tool.partition(MCP_SEPARATOR)[2])
+        return "always_allow"
 
     @field_validator("tools")
     @classmethod
@@ -353,7 +505,7 @@ class GitSource(_Strict):
     token_secret: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="name of a secret the sandbox worker resolves (env DA_SECRET_<NAME>); never sent anywhere else",
+        description="name of a vault secret the sandbox worker resolves for the clone; never sent anywhere else",
     )
 
 
@@ -444,6 +596,7 @@ EventKind = Literal[
     "tool_requested",
     "compaction",
     "continued",
+    "mcp_tools",
     "error",
     "status",
 ]
@@ -513,6 +666,7 @@ class SessionCarry(_Strict):
     measured_tokens: int  # the API's token count of the first measured_count messages
     measured_count: int
     compacted_until: int  # offset after the last compaction
+    mcp_tools: list[McpTool] = Field(default_factory=list)  # discovered at the start: same tools, same prompt
 
 
 class SessionResult(_Strict):

@@ -33,6 +33,8 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from codec import payload_codec
+
 DEFAULT_DIR = Path(__file__).resolve().parent / ".data" / "payloads"
 DEFAULT_THRESHOLD = 256 * 1024
 
@@ -135,5 +137,8 @@ def external_storage() -> ExternalStorage | None:
 
 
 def data_converter() -> DataConverter:
-    """Pydantic payloads, large ones in the payload store: every client and worker uses this."""
-    return dataclasses.replace(pydantic_data_converter, external_storage=external_storage())
+    """Pydantic payloads, encrypted when DA_ENCRYPT_HISTORY is on (codec.py), large ones in the payload
+    store (encrypted first): every client and worker uses this."""
+    return dataclasses.replace(
+        pydantic_data_converter, payload_codec=payload_codec(), external_storage=external_storage()
+    )

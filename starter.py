@@ -16,6 +16,8 @@
     starter.py schedule list | describe NAME | pause NAME | unpause NAME | trigger NAME | delete NAME
     starter.py schedule backfill NAME --from ISO --to ISO;  schedule update NAME [--agent] [--prompt] [--cron] ...
     starter.py agent schema | agent validate FILE
+    starter.py vault set NAME < value | vault list | vault delete NAME
+    starter.py codec-key new | codec-key rotate;  starter.py codec-server [--port 8081] [--cors-origin URL]
 
 Connects to TEMPORAL_ADDRESS (default localhost:7233), namespace TEMPORAL_NAMESPACE.
 """
@@ -45,8 +47,10 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+import codec
 import schedules
 import session_log
+import vault
 from agent_files import AgentFileError, agent_version, load_agent
 from connection import connect, ensure_search_attributes, temporal_address
 from contracts import (
@@ -115,6 +119,24 @@ async def start_agent_session(
         f"tools: {', '.join(agent.tools)}",
         search_attributes=attributes,
     )
+
+
+async def check_taken_up(handle: WorkflowHandle[Any, Any], within_s: float = 10.0) -> str | None:
+    """Wait until a harness worker has run the session's first workflow task. If a worker cannot (a
+    codec key it lacks, a payload it cannot read), end the session and raise with the worker's reason
+    rather than leave it retrying forever; None if no worker took it up in time (it will later)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while asyncio.get_running_loop().time() < deadline:
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_task_completed_event_attributes"):
+                return None
+            if event.HasField("workflow_task_failed_event_attributes"):
+                failed = event.workflow_task_failed_event_attributes
+                reason = f"worker {failed.identity or '?'} cannot run it: {failed.failure.message}"
+                await handle.terminate(reason=reason)
+                raise CliError(f"session {handle.id} could not start and was ended: {reason}")
+        await asyncio.sleep(0.05)
+    return f"no harness worker has taken session {handle.id} up within {within_s:.0f} s (is one running?)"
 
 
 async def session_events(
@@ -239,6 +261,9 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
         workspace=workspace_seed(args),
     )
     print(handle.id, flush=True)
+    warning = await check_taken_up(handle)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.wait:
         print_settled(await wait_until_settled(client, handle.id), handle.id)
     return 0
@@ -498,6 +523,56 @@ async def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the vault (this machine's encrypted file; workers read it, nothing else does) ---------------
+
+
+async def cmd_vault(args: argparse.Namespace) -> int:
+    store = vault.FileVault()
+    if args.vault_command == "list":
+        for name in vault.load_vault().names():
+            print(name)
+        return 0
+    if args.vault_command == "delete":
+        if not store.delete(args.name):
+            raise CliError(f"no secret {args.name!r} in {store.path}")
+        print(f"deleted {args.name}", file=sys.stderr)
+        return 0
+    if sys.stdin.isatty():
+        print(f"value for {args.name} (then Enter; it is not echoed):", file=sys.stderr)
+        import getpass
+
+        value = getpass.getpass(prompt="")
+    else:
+        value = sys.stdin.read()
+    store.set(args.name, value.rstrip("\n"))
+    print(f"stored {args.name} in {store.path}", file=sys.stderr)
+    return 0
+
+
+# --- encrypted history ---------------------------------------------------------------------------
+
+
+async def cmd_codec_key(args: argparse.Namespace) -> int:
+    path = codec.key_file()
+    if args.codec_command == "new" and path.exists():
+        raise CliError(f"{path} exists already (`codec-key rotate` adds a key to it)")
+    if args.codec_command == "rotate" and not path.exists():
+        raise CliError(f"{path} does not exist (`codec-key new` creates it)")
+    ring = codec.new_key_file(path)
+    print(f"{path}: active key {ring.active} (keys: {', '.join(ring.keys)})", file=sys.stderr)
+    return 0
+
+
+async def cmd_codec_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = codec.codec_server_app(codec.EncryptionCodec(codec.KeyRing.load()), args.cors_origin)
+    print(f"codec server on http://{args.host}:{args.port} (CORS: {', '.join(args.cors_origin)})", file=sys.stderr)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    await server.serve()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -547,6 +622,26 @@ def parser() -> argparse.ArgumentParser:
     )
     a.add_parser("schema", help="print the JSON Schema of agent files")
     a.add_parser("validate", help="validate an agent file without running it").add_argument("file")
+    v = sub.add_parser("vault", help="secrets the workers resolve by name: set, list, delete").add_subparsers(
+        dest="vault_command", required=True
+    )
+    v.add_parser("set", help="store a secret; the value is read from stdin").add_argument("name")
+    v.add_parser("list", help="secret names (never values)")
+    v.add_parser("delete", help="remove a secret").add_argument("name")
+    k = sub.add_parser("codec-key", help="keys of the encrypted history (DA_CODEC_KEY_FILE)").add_subparsers(
+        dest="codec_command", required=True
+    )
+    k.add_parser("new", help="create the key file with one key")
+    k.add_parser("rotate", help="add a key and make it the one new payloads use (old keys still decrypt)")
+    c = sub.add_parser("codec-server", help="decrypt payloads for the Temporal UI and CLI (the key stays here)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8081)
+    c.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        help="a Web UI origin allowed to call it (repeatable; default http://localhost:8233 and 127.0.0.1:8233)",
+    )
     for name, helptext in (
         ("approve", "let a tool call that waits for approval run"),
         ("deny", "refuse a tool call that waits for approval; the model is told why"),
@@ -620,11 +715,28 @@ COMMANDS = {
 }
 
 
+USER_ERRORS = (
+    AgentFileError,
+    CliError,
+    schedules.ScheduleError,
+    session_log.SessionLogError,
+    vault.VaultError,
+    codec.CodecKeyError,
+)
+
+
 async def amain(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "agent":
             return await cmd_agent(args)
+        if args.command == "vault":
+            return await cmd_vault(args)
+        if args.command == "codec-key":
+            return await cmd_codec_key(args)
+        if args.command == "codec-server":
+            args.cors_origin = args.cors_origin or ["http://localhost:8233", "http://127.0.0.1:8233"]
+            return await cmd_codec_server(args)
         if args.command == "schedule" and args.schedule_command == "create":
             args.overlap = args.overlap or "skip"
             # Bad input fails before anything connects.
@@ -638,7 +750,7 @@ async def amain(argv: list[str]) -> int:
         except RuntimeError as e:
             raise CliError(f"cannot reach Temporal at {temporal_address()}: {e} (is `make up` running?)") from None
         return await COMMANDS[args.command](client, args)
-    except (AgentFileError, CliError, schedules.ScheduleError, session_log.SessionLogError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RPCError as e:

@@ -2,10 +2,11 @@
 
     python worker.py [--harness] [--sandbox] [--host-id ID]
 
-The harness worker runs SessionWorkflow and `call_model` on the `agents` queue; it alone holds
-the model API key. The sandbox worker takes `provision_sandbox` from the shared `sandboxes`
-queue and runs `execute` / `destroy_sandbox` on its own host queue (`sandboxes-<host id>`);
-it holds no credential.
+The harness worker runs SessionWorkflow, `call_model` and the MCP activities on the `agents` queue;
+it alone holds the model API key, and reads MCP servers' secrets from the vault. The sandbox worker
+takes `provision_sandbox` from the shared `sandboxes` queue and runs `execute` / `destroy_sandbox` on
+its own host queue (`sandboxes-<host id>`); it holds no model key, and reads from the vault only the
+git tokens and egress credentials it uses outside the containers.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.mcp_tools import McpActivities, check_secrets
 from activities.model import ModelActivities, anthropic_client_from_env
 from activities.schedules import ScheduleActivities
+from codec import CodecKeyError
 from connection import connect, metrics_runtime, temporal_address
 from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
 from logs import configure_logging
@@ -31,6 +34,7 @@ from sandboxes.activities import SandboxActivities
 from sandboxes.docker_sandbox import DockerSandboxes, default_host_id
 from sandboxes.pool import WarmPool
 from sandboxes.reaper import Reaper
+from vault import VaultError
 from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("worker")
@@ -39,13 +43,14 @@ log = structlog.get_logger("worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
-def harness_worker(client: Client, model: ModelActivities) -> Worker:
+def harness_worker(client: Client, model: ModelActivities, mcp: McpActivities | None = None) -> Worker:
     schedules = ScheduleActivities(client)
+    mcp = mcp or McpActivities()
     return Worker(
         client,
         task_queue=AGENTS_QUEUE,
         workflows=[SessionWorkflow],
-        activities=[model.call_model, schedules.last_scheduled_result],
+        activities=[model.call_model, schedules.last_scheduled_result, mcp.discover_mcp_tools, mcp.call_mcp_tool],
         # Model calls wait on the network, not the CPU: one worker holds many at once.
         max_concurrent_activities=int(os.environ.get("HARNESS_MAX_ACTIVITIES", "1000")),
         workflow_runner=WORKFLOW_RUNNER,
@@ -57,7 +62,12 @@ def sandbox_workers(
     client: Client, sandboxes: SandboxActivities, interceptors: Sequence[Interceptor] = ()
 ) -> list[Worker]:
     return [
-        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandboxes.provision_sandbox], interceptors=interceptors),
+        Worker(
+            client,
+            task_queue=SANDBOXES_QUEUE,
+            activities=[sandboxes.provision_sandbox, check_secrets],
+            interceptors=interceptors,
+        ),
         Worker(
             client,
             task_queue=sandboxes.queue,
@@ -72,13 +82,15 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
     if metrics_port:
         log.info("metrics", url=f"http://0.0.0.0:{metrics_port}/metrics")
     workers: list[Worker] = []
+    mcp: McpActivities | None = None
     if harness:
         anthropic_client = anthropic_client_from_env()
         if anthropic_client is None:
             log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
         else:
             log.info("model endpoint", base_url=str(anthropic_client.base_url))
-        workers.append(harness_worker(client, ModelActivities(client, anthropic_client)))
+        mcp = McpActivities()
+        workers.append(harness_worker(client, ModelActivities(client, anthropic_client), mcp))
     tasks: list[asyncio.Task[None]] = []
     pool: WarmPool | None = None
     if sandbox:
@@ -100,6 +112,8 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
             task.cancel()
     if pool is not None:
         await asyncio.to_thread(pool.drain)
+    if mcp is not None:
+        await mcp.close()  # stdio MCP servers end with the worker
     log.info("worker stopped")
 
 
@@ -123,7 +137,11 @@ def main() -> None:
     args = parser.parse_args()
     both = not args.harness and not args.sandbox
     configure_logging()
-    asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id, args.warm_pool, args.metrics_port))
+    try:
+        asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id, args.warm_pool, args.metrics_port))
+    except (CodecKeyError, VaultError) as e:  # misconfigured: say so and stop, before taking any work
+        log.error("cannot start", error=str(e))
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

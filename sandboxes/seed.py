@@ -1,8 +1,8 @@
 """Seeding a new sandbox's /workspace: inline files and a git repository cloned on the host.
 
 The clone runs on the sandbox worker, outside the container. A token (for private repositories)
-is resolved here and handed to git for that one command (`-c http.extraHeader=...`), so it lands
-in no file: not in `.git/config`, not in the container, not in its environment.
+is resolved here from the vault (vault.py) and handed to git for that one command
+(`-c http.extraHeader=...`), so it lands in no file: not in `.git/config`, not in the container, not in its environment.
 """
 
 from __future__ import annotations
@@ -18,19 +18,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from contracts import GitSource, WorkspaceSeed
+from vault import VaultError, load_vault
 
 
 class SeedError(Exception):
     pass
-
-
-def secret_from_env(name: str) -> str:
-    """The env backend of secrets on the sandbox worker: DA_SECRET_<NAME>."""
-    var = "DA_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-    value = os.environ.get(var)
-    if not value:
-        raise SeedError(f"secret {name!r} is not configured on this sandbox worker (set {var})")
-    return value
 
 
 def _without_credentials(url: str) -> str:
@@ -44,7 +36,10 @@ def _clone(source: GitSource, into: Path) -> None:
     url = _without_credentials(source.url)
     argv = ["git"]
     if source.token_secret:
-        token = secret_from_env(source.token_secret)
+        try:
+            token = load_vault().resolve(source.token_secret)
+        except VaultError as e:
+            raise SeedError(str(e)) from None
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         argv += ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
     argv += ["clone", "--quiet", "--depth", "1"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs, idempotent and cached: a second run takes seconds.
-#   scripts/setup.sh [all|python|temporal|docker|image]
+#   scripts/setup.sh [all|python|temporal|docker|image|mcp]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -85,6 +85,17 @@ setup_compose() {
   command -v docker-compose >/dev/null 2>&1 || apt_install docker-compose || say "docker-compose not available"
 }
 
+# MCP servers from the npm registry (the example agents and the tests use them), pinned by the lock file.
+setup_mcp() {
+  local stamp=mcp-servers/node_modules/.lock.sha
+  local want; want=$(sha256sum mcp-servers/package-lock.json | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  command -v npm >/dev/null 2>&1 || { say "mcp: installing Debian's nodejs and npm"; apt_install nodejs npm; }
+  say "mcp: installing the MCP servers from npm (mcp-servers/package-lock.json)"
+  (cd mcp-servers && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$want" > "$stamp"
+}
+
 setup_image() {
   bash sandboxes/image/build.sh
 }
@@ -94,6 +105,7 @@ case "${1:-all}" in
   temporal) setup_temporal ;;
   docker) setup_docker ;;
   image) setup_docker; setup_image ;;
-  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_image ;;
-  *) echo "usage: $0 [all|python|temporal|docker|image]" >&2; exit 2 ;;
+  mcp) setup_mcp ;;
+  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image ;;
+  *) echo "usage: $0 [all|python|temporal|docker|image|mcp]" >&2; exit 2 ;;
 esac

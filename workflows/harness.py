@@ -5,6 +5,7 @@ the model context and its digests, and the texts the Temporal UI shows. No I/O, 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from contracts import (
     AgentSpec,
     CustomTool,
     Limits,
+    McpTool,
     ModelRequest,
     ModelSpec,
     SandboxHandle,
@@ -204,11 +206,14 @@ def tool_error(call: ToolCall, text: str) -> ToolResult:
     return ToolResult(call_id=call.id, name=call.name, output=text, is_error=True)
 
 
-def check_tool_call(call: ToolCall, allowed: list[str], custom: list[CustomTool] | None = None) -> str | None:
-    """None if the call may run; otherwise the error the model should see."""
+def check_tool_call(
+    call: ToolCall, allowed: list[str], schema_tools: Sequence[CustomTool | McpTool] = ()
+) -> str | None:
+    """None if the call may run; otherwise the error the model should see. Custom and MCP tools
+    are checked against their JSON Schema, built-in ones against their pydantic input model."""
     if call.name not in allowed:
         return f"Unknown tool {call.name!r}. Available tools: {', '.join(allowed)}."
-    tool = next((t for t in custom or [] if t.name == call.name), None)
+    tool = next((t for t in schema_tools if t.name == call.name), None)
     if tool is not None:
         errors = sorted(jsonschema.Draft202012Validator(tool.input_schema).iter_errors(call.input), key=str)
         if errors:

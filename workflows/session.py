@@ -22,9 +22,12 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from contracts import (
         APPROVE,
+        CALL_MCP_TOOL,
         CALL_MODEL,
+        CHECK_SECRETS,
         DENY,
         DESTROY_SANDBOX,
+        DISCOVER_MCP_TOOLS,
         END_SESSION,
         EXECUTE,
         GET_EVENTS,
@@ -43,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         SANDBOX_IMAGE_MISSING,
         SANDBOX_LOST,
         SANDBOXES_QUEUE,
+        SECRET_MISSING,
         SEND_MESSAGE,
         SESSION_WORKFLOW,
         SNAPSHOT_WORKSPACE,
@@ -52,11 +56,16 @@ with workflow.unsafe.imports_passed_through():
         ClientToolResult,
         ExecuteRequest,
         ExecuteResult,
+        McpCallRequest,
+        McpDiscoverRequest,
+        McpDiscovery,
+        McpTool,
         ModelContext,
         ModelRequest,
         ModelTurn,
         ProvisionRequest,
         SandboxHandle,
+        SecretCheck,
         SessionCarry,
         SessionEvent,
         SessionInput,
@@ -100,6 +109,12 @@ PARENT_KEY = SearchAttributeKey.for_keyword(SA_PARENT_SESSION)
 INTERRUPTED = "Interrupted by the user before this call finished."
 MIN_COMPACTION_TOKENS = 1_000  # a summary of less than this saves nothing
 
+MCP_RETRY = RetryPolicy(  # transport errors only: a tool's own error comes back as an is_error result
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+    non_retryable_error_types=[SECRET_MISSING],
+)
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -150,6 +165,7 @@ class SessionWorkflow:
         self.agent = inp.agent
         self.events: list[SessionEvent] = []
         self.tools = available_tools(inp.agent)
+        self.mcp_tools: dict[str, McpTool] = {}  # discovered when the session starts, by namespaced name
         system = system_prompt(inp.agent)
         definitions = tool_definitions(self.tools, inp.agent.subagents, inp.agent.skills, inp.agent.custom_tools)
         self.context = ContextBuilder(system, definitions)
@@ -189,7 +205,14 @@ class SessionWorkflow:
         if inp.carry is not None:
             self._restore(inp.carry, system, definitions)
 
+    def _add_mcp_tools(self, tools: list[McpTool]) -> list[dict[str, Any]]:
+        """MCP tools join the built-in ones (after them, in discovery order: a stable prompt prefix)."""
+        self.mcp_tools = {t.name: t for t in tools if t.name not in self.tools}
+        self.tools = [*self.tools, *self.mcp_tools]
+        return [t.definition() for t in self.mcp_tools.values()]
+
     def _restore(self, c: SessionCarry, system: str, definitions: list[dict[str, Any]]) -> None:
+        definitions = definitions + self._add_mcp_tools(c.mcp_tools)
         self.context = ContextBuilder.restore(system, definitions, c.messages, c.synced)
         self.context.measured_tokens, self.context.measured_count = c.measured_tokens, c.measured_count
         self.first_offset, self.run_number = c.first_offset, c.run
@@ -227,6 +250,7 @@ class SessionWorkflow:
             measured_tokens=self.context.measured_tokens,
             measured_count=self.context.measured_count,
             compacted_until=self.compacted_until,
+            mcp_tools=list(self.mcp_tools.values()),
         )
 
     def _should_continue(self) -> bool:
@@ -270,7 +294,7 @@ class SessionWorkflow:
     async def run(self, inp: SessionInput) -> SessionResult:
         await self._begin(inp)
         try:
-            while True:
+            while not self.stop_reason:  # set at the start when the session cannot run (unknown secret)
                 if self._should_continue():
                     self._continuing = True
                     break
@@ -342,11 +366,85 @@ class SessionWorkflow:
             agent=inp.agent,
             agent_version=agent_version(inp.agent),
         )
+        try:
+            await self._check_sandbox_secrets(inp)
+            await self._discover_mcp_tools()
+        except ActivityError as e:  # an unknown secret: nothing will work as the agent file says
+            self.stop_reason = f"the session cannot start: {_failure_message(e)}"
+            self._record("error", text=self.stop_reason)
+            return
         if self.agent.sandbox.eager and self.owns_sandbox:
             try:
                 await self._ensure_sandbox()
             except ActivityError as e:  # the first sandbox tool call tries again
                 self._record("error", text=f"eager provisioning failed: {_failure_message(e)}")
+
+    async def _check_sandbox_secrets(self, inp: SessionInput) -> None:
+        """Secrets the sandbox workers will need (egress credentials, a git token), checked now on one
+        of them: an unknown name is an error at the start, not at the first tool call."""
+        uses = {name: "sandbox egress" for name in self.agent.sandbox.secrets()}
+        git = inp.workspace.git if inp.workspace else None
+        if git is not None and git.token_secret:
+            uses[git.token_secret] = f"git clone of {git.url}"
+        if not uses or not self.owns_sandbox:
+            return
+        await workflow.execute_activity(
+            CHECK_SECRETS,
+            SecretCheck(names=list(uses), uses=uses),
+            task_queue=SANDBOXES_QUEUE,
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(seconds=self.agent.sandbox.host_wait_s + 30),
+            retry_policy=MCP_RETRY,
+            summary=f"check secrets: {', '.join(uses)}",
+        )
+
+    async def _discover_mcp_tools(self, refresh: bool = False) -> None:
+        servers = self.agent.mcp_servers
+        if not servers:
+            return
+        found: McpDiscovery = await workflow.execute_activity(
+            DISCOVER_MCP_TOOLS,
+            McpDiscoverRequest(servers=servers, refresh=refresh),
+            result_type=McpDiscovery,
+            start_to_close_timeout=timedelta(seconds=90),
+            retry_policy=MCP_RETRY,
+            summary=f"mcp: list tools of {', '.join(s.name for s in servers)}",
+        )
+        for failure in found.failures.values():
+            self._record("error", text=f"{failure}; the session goes on without its tools")
+        base = [t for t in self.tools if t not in self.mcp_tools]
+        self.tools = base
+        definitions = tool_definitions(base, self.agent.subagents, self.agent.skills, self.agent.custom_tools)
+        definitions += self._add_mcp_tools(found.tools)
+        self.context = ContextBuilder.restore(
+            system_prompt(self.agent), definitions, self.context.messages, self.context.synced
+        )
+        self._record("mcp_tools", text=", ".join(self.mcp_tools) or "no MCP tools")
+
+    async def _call_mcp(self, call: ToolCall) -> ToolResult:
+        tool = self.mcp_tools[call.name]
+        server = self.agent.mcp_server(tool.server)
+        assert server is not None
+        request = McpCallRequest(
+            server=server,
+            tool=tool.tool,
+            input=call.input,
+            call_id=call.id,
+            output_cap=self.agent.limits.tool_output_cap,
+        )
+        try:
+            result: ToolResult = await workflow.execute_activity(
+                CALL_MCP_TOOL,
+                request,
+                result_type=ToolResult,
+                start_to_close_timeout=timedelta(seconds=server.timeout_s + 30),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=MCP_RETRY,
+                summary=tool_summary(call),
+            )
+        except ActivityError as e:
+            result = tool_error(call, f"{call.name} failed: {_failure_message(e)}")
+        return result
 
     async def _respond_interruptibly(self) -> None:
         self._interrupt_requested = False
@@ -472,7 +570,8 @@ class SessionWorkflow:
     # --- tools ------------------------------------------------------------------------------
 
     async def _run_tool(self, call: ToolCall) -> ToolResult:
-        problem = check_tool_call(call, self.tools, self.agent.custom_tools) or self.loop_guard.check(call)
+        schemas = [*self.agent.custom_tools, *self.mcp_tools.values()]
+        problem = check_tool_call(call, self.tools, schemas) or self.loop_guard.check(call)
         if problem is None and self.agent.policy(call.name) == "always_ask":
             denial = await self._await_approval(call)
             if denial is not None:
@@ -481,6 +580,8 @@ class SessionWorkflow:
             result = tool_error(call, problem)
         elif self.agent.custom_tool(call.name) is not None:
             result = await self._await_client(call)
+        elif call.name in self.mcp_tools:
+            result = await self._call_mcp(call)
         elif call.name == SPAWN_AGENT:
             result = await self._spawn(call)
         elif call.name == LOAD_SKILL:
