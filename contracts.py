@@ -142,6 +142,12 @@ class EgressRule(_Strict):
     scheme: Literal["http", "https"] = Field(default="https", description="how the proxy reaches the host")
     header: str = Field(default="Authorization", min_length=1, pattern=r"^[A-Za-z0-9-]+$")
     secret: SecretRef | None = Field(default=None, description="the header's value, from the vault")
+    connect_to: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.:-]+$",
+        description="connect to this address instead of resolving `host` (an internal service; the Host header "
+        "still names `host`)",
+    )
 
     def upstream_port(self) -> int:
         return self.port or (443 if self.scheme == "https" else 80)

@@ -112,6 +112,7 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
             task.cancel()
     if pool is not None:
         await asyncio.to_thread(pool.drain)
+        pool.sandboxes.close()  # shells, and the egress proxy with its firewall rule
     if mcp is not None:
         await mcp.close()  # stdio MCP servers end with the worker
     log.info("worker stopped")

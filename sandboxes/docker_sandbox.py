@@ -26,6 +26,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from contracts import SANDBOX_TMP_MB, SandboxSpec
+from sandboxes.egress import NETWORK, RULES_LABEL, EgressProxy, rules_label
 
 LABEL = "durable-agents.sandbox"
 SESSION_LABEL = "durable-agents.session"
@@ -191,6 +192,14 @@ class DockerSandboxes:
         self._shells: dict[str, _Shell] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._egress: EgressProxy | None = None
+
+    def egress_proxy(self) -> EgressProxy:
+        with self._guard:
+            if self._egress is None:
+                self._egress = EgressProxy(self.docker)
+        self._egress.ensure()
+        return self._egress
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -218,7 +227,7 @@ class DockerSandboxes:
             },
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
-            network_mode="bridge" if spec.network else "none",
+            network_mode=NETWORK if spec.egress else "bridge" if spec.network else "none",
             pids_limit=spec.pids,
             mem_limit=f"{spec.memory_mb}m",
             memswap_limit=f"{spec.memory_mb}m",
@@ -234,6 +243,11 @@ class DockerSandboxes:
         )
         if spec.runtime:
             kwargs["runtime"] = spec.runtime
+        if spec.egress:  # the proxy is its only way out; no DNS (names are the proxy's business)
+            proxy = self.egress_proxy()
+            kwargs["environment"] = {**kwargs["environment"], **proxy.environment()}
+            kwargs["labels"][RULES_LABEL] = rules_label(spec.egress)
+            kwargs["dns"] = ["127.0.0.1"]
         container: Container = self.docker.containers.run(**kwargs)
         return container
 
@@ -421,6 +435,8 @@ class DockerSandboxes:
     def close(self) -> None:
         for container_id in list(self._shells):
             self._drop_shell(container_id)
+        if self._egress is not None:
+            self._egress.close()
 
 
 def default_host_id() -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import codec  # noqa: E402
 from connection import DEV_SERVER_TUNING  # noqa: E402
 
 DATA = ROOT / ".data"
@@ -25,6 +26,7 @@ LOGS = DATA / "logs"
 PY = str(ROOT / ".venv" / "bin" / "python")
 TEMPORAL = str(ROOT / ".bin" / "temporal")
 SCRIPTED_PORT = int(os.environ.get("SCRIPTED_MODEL_PORT", "8765"))
+CODEC_PORT = int(os.environ.get("DA_CODEC_PORT", "8081"))
 SCENARIOS = sorted(str(p) for p in (ROOT / "scripted_model" / "scenarios").glob("*.yaml"))
 DEMO_TASK = (
     "Write a Python program fib.py that prints the first 10 Fibonacci numbers, run it, "
@@ -90,8 +92,22 @@ def model_env() -> tuple[dict[str, str], str]:
     )
 
 
+def encryption() -> list[str]:
+    """With DA_ENCRYPT_HISTORY=1: a key file (made once), and the codec server the UI decrypts through."""
+    if not codec.encryption_enabled():
+        return []
+    if not codec.key_file().exists() and not os.environ.get("DA_CODEC_KEYS"):
+        ring = codec.new_key_file()
+        say(f"encryption: created {codec.key_file()} (key {ring.active}); give it to every worker and client")
+    _spawn("codec-server", [PY, "starter.py", "codec-server", "--port", str(CODEC_PORT)])
+    _wait_port("codec-server", CODEC_PORT)
+    say(f"encryption: history is AES-GCM ciphertext; the UI decrypts through http://127.0.0.1:{CODEC_PORT}")
+    return ["--ui-codec-endpoint", f"http://127.0.0.1:{CODEC_PORT}"]
+
+
 def up() -> None:
     DATA.mkdir(exist_ok=True)
+    codec_args = encryption()
     if not _port_open("127.0.0.1", 7233):
         _spawn(
             "temporal",
@@ -113,6 +129,7 @@ def up() -> None:
                 "AgentVersion=Keyword",
                 "--search-attribute",
                 "ParentSession=Keyword",
+                *codec_args,
                 *DEV_SERVER_TUNING,
             ],
         )
@@ -131,7 +148,7 @@ def up() -> None:
 
 
 def down() -> None:
-    for name in ("harness-worker", "sandbox-worker", "scripted-model", "temporal"):
+    for name in ("harness-worker", "sandbox-worker", "scripted-model", "codec-server", "temporal"):
         pid = _alive(name)
         if pid is None:
             continue
@@ -146,7 +163,7 @@ def down() -> None:
 
 
 def status() -> None:
-    for name in ("temporal", "scripted-model", "harness-worker", "sandbox-worker"):
+    for name in ("temporal", "scripted-model", "codec-server", "harness-worker", "sandbox-worker"):
         pid = _alive(name)
         print(f"{name:<16} {f'running (pid {pid})' if pid else 'stopped'}")
 
