@@ -36,6 +36,7 @@ SNAPSHOT_WORKSPACE = "snapshot_workspace"
 # Queries and updates of SessionWorkflow.
 SEND_MESSAGE = "send_message"
 END_SESSION = "end_session"
+REFRESH_TOOLS = "refresh_tools"  # re-list the MCP servers' tools before the next model call
 INTERRUPT = "interrupt"
 APPROVE = "approve"
 DENY = "deny"

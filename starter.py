@@ -6,7 +6,7 @@
     starter.py events ID [--from N] [--to M] [--child sub-N] [--json]
     starter.py export ID > session.jsonl
     starter.py tool-result ID TOOL_USE_ID (--file out.json | --text "..." [--error])
-    starter.py interrupt ID
+    starter.py interrupt ID;  starter.py refresh-tools ID
     starter.py approve ID TOOL_USE_ID [--wait];  starter.py deny ID TOOL_USE_ID --reason "..." [--wait]
     starter.py result ID
     starter.py sessions
@@ -57,6 +57,7 @@ from contracts import (
     AGENTS_QUEUE,
     END_SESSION,
     INTERRUPT,
+    REFRESH_TOOLS,
     SA_AGENT_NAME,
     SA_AGENT_VERSION,
     SA_SESSION_STATUS,
@@ -385,6 +386,17 @@ async def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_refresh_tools(client: Client, args: argparse.Namespace) -> int:
+    try:
+        offset = await client.get_workflow_handle(args.id).execute_update(REFRESH_TOOLS, result_type=int)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        raise CliError(f"{args.id}: tools not refreshed: {getattr(cause, 'message', None) or cause}") from None
+    events = await session_events(client, args.id, offset, offset + 1)
+    print(f"{args.id}: MCP tools now: {events[0].text if events else '?'}")
+    return 0
+
+
 async def cmd_result(client: Client, args: argparse.Namespace) -> int:
     state = await session_state(client, args.id)
     if state.last_answer is None:
@@ -654,6 +666,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     s = sub.add_parser("interrupt", help="stop what the session is doing (model call, tools, subagents)")
     s.add_argument("id")
+    s = sub.add_parser("refresh-tools", help="re-list the MCP servers' tools before the session's next model call")
+    s.add_argument("id")
     s = sub.add_parser("end", help="end a session (its sandbox is destroyed)")
     s.add_argument("id")
     return p
@@ -709,6 +723,7 @@ COMMANDS = {
     "sessions": cmd_sessions,
     "end": cmd_end,
     "interrupt": cmd_interrupt,
+    "refresh-tools": cmd_refresh_tools,
     "approve": cmd_decide,
     "deny": cmd_decide,
     "schedule": cmd_schedule,

@@ -264,3 +264,37 @@ def test_bad_mcp_definitions_are_refused_when_the_agent_loads() -> None:
         McpServer(name="a", command="y", url="http://a/mcp")
     with pytest.raises(ValidationError, match="headers are for HTTP servers"):
         McpServer(name="a", command="y", headers={"X": "1"})
+
+
+async def test_tools_are_refreshed_on_demand(
+    client: Client, address: str, scripted: ScriptedModelServer, tmp_path: Path
+) -> None:
+    from tests.test_cli import cli
+
+    marker = add_scenario(
+        scripted, [Step(text="ready"), Step(tool_use=ToolUse(name="memory__read_graph", input={})), Step(text="read")]
+    )
+    agent = agent_with(memory_server(tmp_path, policy="always_allow"))
+    handle = await start_agent_session(client, agent, f"Wait. {marker}")
+
+    async def idle() -> bool:
+        return (await handle.query(GET_STATE, result_type=SessionState)).status == "idle"
+
+    await wait_for(idle, what="the first answer")
+    code, out, err = await cli(address, "refresh-tools", handle.id)
+    assert code == 0, err
+    assert "MCP tools now: memory__create_entities" in out and "memory__read_graph" in out
+    events = await session_log.read_events(client, handle.id)
+    assert [e.kind for e in events].count("mcp_tools") == 2
+    # The session still works with the refreshed list.
+    await handle.execute_update("send_message", "now read", result_type=int)
+    await wait_for(idle, what="the second answer")
+    events = await session_log.read_events(client, handle.id)
+    assert next(e.tool_result for e in events if e.tool_result).is_error is False
+    await handle.signal("end_session")
+    await handle.result()
+
+    plain = await start_agent_session(client, load_agent(ROOT / "agents" / "coder.yaml"), f"Plain. {marker}")
+    code, out, err = await cli(address, "refresh-tools", plain.id)
+    assert code == 2 and "lists no MCP servers" in err
+    await plain.signal("end_session")

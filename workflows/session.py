@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         MODEL_NOT_CONFIGURED,
         MODEL_REQUEST_REJECTED,
         PROVISION_SANDBOX,
+        REFRESH_TOOLS,
         SA_AGENT_NAME,
         SA_AGENT_VERSION,
         SA_PARENT_SESSION,
@@ -202,6 +203,8 @@ class SessionWorkflow:
         self.response_turns = 0  # model calls made for the current user message
         self.compacted_until = 0  # offset of the first event no compaction has summarised yet
         self._continuing = False
+        self._refresh_requested = False
+        self._refreshed_at = 0
         if inp.carry is not None:
             self._restore(inp.carry, system, definitions)
 
@@ -301,12 +304,15 @@ class SessionWorkflow:
                 if not self.resume:
                     try:
                         await workflow.wait_condition(
-                            lambda: bool(self.pending) or self.ending,
+                            lambda: bool(self.pending) or self.ending or self._refresh_requested,
                             timeout=timedelta(seconds=inp.agent.limits.idle_timeout_s),
                             timeout_summary="idle: waiting for a user message",
                         )
                     except TimeoutError:  # the idle timeout
                         break
+                    if self._refresh_requested and not self.ending:
+                        await self._refresh_mcp_tools()
+                        continue
                     if self.ending or not self.pending:
                         break
                     self._set_status("running")
@@ -421,6 +427,14 @@ class SessionWorkflow:
         )
         self._record("mcp_tools", text=", ".join(self.mcp_tools) or "no MCP tools")
 
+    async def _refresh_mcp_tools(self) -> None:
+        try:
+            await self._discover_mcp_tools(refresh=True)
+        except ActivityError as e:
+            self._record("error", text=f"refreshing the MCP tools failed, the old list stays: {_failure_message(e)}")
+        self._refreshed_at = self.next_offset - 1
+        self._refresh_requested = False
+
     async def _call_mcp(self, call: ToolCall) -> ToolResult:
         tool = self.mcp_tools[call.name]
         server = self.agent.mcp_server(tool.server)
@@ -475,6 +489,8 @@ class SessionWorkflow:
             if self.response_turns and self._should_continue():
                 self.resume = self._continuing = True
                 return
+            if self._refresh_requested:
+                await self._refresh_mcp_tools()
             if self._over_context_budget():
                 await self._compact()
             request = self.context.request(workflow.info().workflow_id, self.agent.model)
@@ -958,6 +974,21 @@ class SessionWorkflow:
             raise ValueError(f"the session is {'ending' if self.ending else self.status}; start a new one")
         if self.input.one_shot:
             raise ValueError("this is a one-shot session; it takes no further messages")
+
+    @workflow.update(name=REFRESH_TOOLS)
+    async def refresh_tools(self) -> int:
+        """Re-list the MCP servers' tools (bypassing the workers' caches) before the next model call;
+        answers once done, with the offset of the new `mcp_tools` event."""
+        self._refresh_requested = True
+        await workflow.wait_condition(lambda: not self._refresh_requested)
+        return self._refreshed_at
+
+    @refresh_tools.validator
+    def _validate_refresh(self) -> None:
+        if not self.agent.mcp_servers:
+            raise ValueError("this session's agent lists no MCP servers")
+        if self.status in ("done", "failed"):
+            raise ValueError(f"the session is {self.status}")
 
     @workflow.signal(name=END_SESSION)
     def end_session(self) -> None:
