@@ -531,6 +531,10 @@ async def cmd_agent(args: argparse.Namespace) -> int:
         parts.append(f"subagents: {', '.join(s.name for s in agent.subagents)}")
     if agent.skills:
         parts.append(f"skills: {', '.join(s.name for s in agent.skills)}")
+    for server in agent.mcp_servers:
+        where = server.url or " ".join([server.command or "", *server.args])
+        secrets = f", secrets: {', '.join(server.secrets())}" if server.secrets() else ""
+        parts.append(f"mcp {server.name} ({where}; {server.policy}{secrets})")
     print(f"{args.file}: valid — " + ", ".join(parts))
     return 0
 

@@ -178,7 +178,12 @@ def test_the_shipped_agent_files_are_valid() -> None:
     assert agent.name == "coder" and agent.tools == ALL and not agent.sandbox.network
     researcher = load_agent(ROOT / "agents" / "researcher.yaml")
     assert researcher.subagents[0].spec == agent
-    assert {p.stem for p in (ROOT / "agents").glob("*.yaml")} == {"coder", "researcher", "reviewer", "daily-report"}
+    shipped = {p.stem for p in (ROOT / "agents").glob("*.yaml")}
+    assert shipped == {"coder", "researcher", "reviewer", "daily-report", "librarian"}
+    librarian = load_agent(ROOT / "agents" / "librarian.yaml")
+    assert librarian.policy("memory__read_graph") == "always_allow"
+    assert librarian.policy("memory__create_entities") == "always_ask"
+    assert (ROOT / str(librarian.mcp_servers[0].command)).exists(), "make setup installs the MCP servers"
     reviewer = load_agent(ROOT / "agents" / "reviewer.yaml")
     assert reviewer.system.startswith("You review code.") and reviewer.system_file is None
     assert load_agent(ROOT / "agents" / "daily-report.yaml").name == "daily-report"
