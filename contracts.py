@@ -470,6 +470,14 @@ class AgentSpec(_Strict):
         return data
 
     @model_validator(mode="after")
+    def _no_clash_with_mcp(self) -> AgentSpec:
+        for tool in self.custom_tools:
+            server = self.mcp_server_of(tool.name)
+            if server is not None:
+                raise ValueError(f"custom tool {tool.name!r} clashes with the tools of MCP server {server.name!r}")
+        return self
+
+    @model_validator(mode="after")
     def _policies_name_tools(self) -> AgentSpec:
         for name in self.policies:
             custom = any(t.name == name for t in self.custom_tools) or self.mcp_server_of(name) is not None

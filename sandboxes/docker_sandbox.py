@@ -278,11 +278,13 @@ class DockerSandboxes:
         """The session a container belongs to: its label, or for a pool container its bind file."""
         if SESSION_LABEL in container.labels:
             return str(container.labels[SESSION_LABEL])
-        try:
-            code, out = self.exec(container.id or "", ["cat", SESSION_FILE])
-        except docker.errors.APIError:
-            return None
-        return out.decode() if code == 0 and out else None
+        # An API error propagates: "could not tell" must not read as "unbound" (the reaper would remove
+        # a session's container). The exit code can still be unknown (-1) when the exec has just ended.
+        code, out = self.exec(container.id or "", ["sh", "-c", f"cat {SESSION_FILE} 2>/dev/null || echo '\n'"])
+        text = out.decode().strip()
+        if code not in (0, -1):
+            raise RuntimeError(f"reading {SESSION_FILE} failed ({code}): {text[:200]}")
+        return text or None
 
     def mine(self) -> list[Container]:
         """This host's sandbox containers in this namespace, running or not."""

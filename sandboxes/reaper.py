@@ -44,7 +44,11 @@ class Reaper:
             return f"stopped ({container.status})"
         if container.id in self.keep:
             return None  # in the warm pool, waiting for a session
-        session_id = await asyncio.to_thread(self.sandboxes.bound_session, container)
+        try:
+            session_id = await asyncio.to_thread(self.sandboxes.bound_session, container)
+        except (docker.errors.APIError, RuntimeError) as e:  # cannot tell now: keep it, look again next sweep
+            log.warning("bound session unknown", container=(container.id or "")[:12], error=str(e))
+            return None
         if not session_id:
             return "an unbound pool container no pool holds"
         try:

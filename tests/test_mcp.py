@@ -258,6 +258,14 @@ def test_bad_mcp_definitions_are_refused_when_the_agent_loads() -> None:
                 "mcp_servers": [{"name": "x", "url": "http://a/mcp"}, {"name": "x", "command": "y"}],
             }
         )
+    with pytest.raises(ValidationError, match="custom tool 'x__y' clashes with the tools of MCP server 'x'"):
+        agent_with().model_validate(
+            {
+                **agent_with().model_dump(),
+                "mcp_servers": [{"name": "x", "url": "http://a/mcp"}],
+                "custom_tools": [{"name": "x__y", "description": "d"}],
+            }
+        )
     with pytest.raises(ValidationError, match="'__' separates server from tool"):
         McpServer(name="a__b", command="y")
     with pytest.raises(ValidationError, match="give either command"):
