@@ -47,6 +47,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 import schedules
 import session_log
+import telemetry
 from agent_files import AgentFileError, agent_version, load_agent
 from connection import connect, ensure_search_attributes, temporal_address
 from contracts import (
@@ -655,6 +656,7 @@ async def amain(argv: list[str]) -> int:
 
 def main() -> None:
     code = asyncio.run(amain(sys.argv[1:]))
+    telemetry.shutdown()  # os._exit skips the exit hooks that would export the last spans
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: the client's Rust threads can abort it at exit

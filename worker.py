@@ -31,6 +31,7 @@ from sandboxes.activities import SandboxActivities
 from sandboxes.docker_sandbox import DockerSandboxes, default_host_id
 from sandboxes.pool import WarmPool
 from sandboxes.reaper import Reaper
+from telemetry import shutdown as flush_traces
 from workflows.session import SessionWorkflow
 
 log = structlog.get_logger("worker")
@@ -100,6 +101,7 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
             task.cancel()
     if pool is not None:
         await asyncio.to_thread(pool.drain)
+    await asyncio.to_thread(flush_traces)
     log.info("worker stopped")
 
 
