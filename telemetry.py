@@ -36,7 +36,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from contracts import CALL_MODEL, EXECUTE, ExecuteRequest, ModelRequest, ModelTurn
 
-__all__ = ["SpanAttributes", "enabled", "plugins", "shutdown"]
+__all__ = ["SpanAttributes", "enabled", "plugins", "shutdown", "tracing_plugins"]
 
 SERVICE_NAME = "durable-agents"
 # Attribute names: OpenTelemetry's session and GenAI semantic conventions.
@@ -120,6 +120,12 @@ def plugins() -> list[Any]:
     if not enabled():
         return []
     _setup()
+    return tracing_plugins()
+
+
+def tracing_plugins() -> list[Any]:
+    """The tracing plugins themselves (for clients, workers, replayers); they need the global
+    tracer provider to be a replay-safe one (`plugins()` installs it)."""
     return [
         OpenTelemetryPlugin(add_temporal_spans=True),
         SimplePlugin("durable-agents.SpanAttributes", interceptors=[SpanAttributes()]),
