@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
+import telemetry
 from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS
 from payload_store import data_converter
 
@@ -63,11 +64,14 @@ def metrics_runtime(port: int) -> Runtime:
 
 
 async def connect(address: str | None = None, namespace: str | None = None, runtime: Runtime | None = None) -> Client:
+    """A client (and, through its plugins, every worker built from it) that traces where the
+    environment asks for it (see telemetry.py)."""
     return await Client.connect(
         address or temporal_address(),
         namespace=namespace or temporal_namespace(),
         data_converter=data_converter(),
         runtime=runtime,
+        plugins=telemetry.plugins(),
     )
 
 

@@ -50,6 +50,7 @@ from temporalio.service import RPCError, RPCStatusCode
 import codec
 import schedules
 import session_log
+import telemetry
 import vault
 from agent_files import AgentFileError, agent_version, load_agent
 from connection import connect, ensure_search_attributes, temporal_address
@@ -786,6 +787,7 @@ async def amain(argv: list[str]) -> int:
 
 def main() -> None:
     code = asyncio.run(amain(sys.argv[1:]))
+    telemetry.shutdown()  # os._exit skips the exit hooks that would export the last spans
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: the client's Rust threads can abort it at exit

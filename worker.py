@@ -34,6 +34,7 @@ from sandboxes.activities import SandboxActivities
 from sandboxes.docker_sandbox import DockerSandboxes, default_host_id
 from sandboxes.pool import WarmPool
 from sandboxes.reaper import Reaper
+from telemetry import shutdown as flush_traces
 from vault import VaultError
 from workflows.session import SessionWorkflow
 
@@ -115,6 +116,7 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
         pool.sandboxes.close()  # shells, and the egress proxy with its firewall rule
     if mcp is not None:
         await mcp.close()  # stdio MCP servers end with the worker
+    await asyncio.to_thread(flush_traces)
     log.info("worker stopped")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs, idempotent and cached: a second run takes seconds.
-#   scripts/setup.sh [all|python|temporal|docker|image|mcp]
+#   scripts/setup.sh [all|python|temporal|docker|image|mcp|browser]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -100,12 +100,21 @@ setup_image() {
   bash sandboxes/image/build.sh
 }
 
+# The UI test drives Debian's Chromium with Playwright: the Python package (pinned in
+# pyproject.toml) launches this browser and never downloads one of its own.
+setup_browser() {
+  if command -v chromium >/dev/null 2>&1; then return; fi
+  say "browser: installing Debian's chromium (for the Temporal UI test)"
+  apt_install chromium
+}
+
 case "${1:-all}" in
   python) setup_python ;;
   temporal) setup_temporal ;;
   docker) setup_docker ;;
   image) setup_docker; setup_image ;;
   mcp) setup_mcp ;;
-  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image ;;
-  *) echo "usage: $0 [all|python|temporal|docker|image|mcp]" >&2; exit 2 ;;
+  browser) setup_browser ;;
+  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image; setup_browser ;;
+  *) echo "usage: $0 [all|python|temporal|docker|image|mcp|browser]" >&2; exit 2 ;;
 esac

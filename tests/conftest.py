@@ -8,6 +8,7 @@ in-process workers do not poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -129,19 +130,28 @@ class Workers:
     host_id: str
 
 
-@pytest.fixture(scope="session")
-async def workers(client: Client, scripted: ScriptedModelServer) -> AsyncIterator[Workers]:
+@contextlib.asynccontextmanager
+async def running_workers(client: Client, scripted: ScriptedModelServer) -> AsyncIterator[Workers]:
+    """A harness worker (model: the scripted server) and a sandbox worker in this process."""
     host_id = f"pytest-{uuid.uuid4().hex[:6]}"
     model_client = anthropic.AsyncAnthropic(api_key="test-key", base_url=scripted.url, max_retries=0)
     model = ModelActivities(client, model_client)
     sandbox_activities = SandboxActivities(DockerSandboxes(host_id))
     running = [harness_worker(client, model), *sandbox_workers(client, sandbox_activities)]
     tasks = [asyncio.create_task(w.run()) for w in running]
-    yield Workers(model=model, sandboxes=sandbox_activities, host_id=host_id)
-    for w in running:
-        await w.shutdown()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    remove_containers(sandbox_activities.sandboxes)
+    try:
+        yield Workers(model=model, sandboxes=sandbox_activities, host_id=host_id)
+    finally:
+        for w in running:
+            await w.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        remove_containers(sandbox_activities.sandboxes)
+
+
+@pytest.fixture(scope="session")
+async def workers(client: Client, scripted: ScriptedModelServer) -> AsyncIterator[Workers]:
+    async with running_workers(client, scripted) as running:
+        yield running
 
 
 def remove_containers(sandboxes: DockerSandboxes) -> None:

@@ -13,10 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.opentelemetry import create_tracer_provider
 from temporalio.worker import Replayer
 
 from payload_store import data_converter
+from telemetry import tracing_plugins
 from workflows.session import SessionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -28,6 +33,29 @@ async def test_recorded_histories_replay(path: Path) -> None:
     replayer = Replayer(workflows=[SessionWorkflow], data_converter=data_converter())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
+
+
+@pytest.fixture(scope="module")
+def replayed_spans() -> InMemorySpanExporter:
+    """The process's tracer provider: the SDK's replay-safe one, keeping what it exports in memory."""
+    provider = create_tracer_provider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        pytest.fail("another tracer provider was installed in this process first")
+    return exporter
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_histories_replay_with_tracing_on(path: Path, replayed_spans: InMemorySpanExporter) -> None:
+    """Turning traces on does not break sessions recorded without them, and replaying emits nothing."""
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[SessionWorkflow], data_converter=data_converter(), plugins=tracing_plugins())
+    replayed_spans.clear()
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays with tracing on: {result.replay_failure}"
+    assert [s.name for s in replayed_spans.get_finished_spans()] == []
 
 
 def test_there_are_recorded_histories() -> None:

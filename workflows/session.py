@@ -282,6 +282,7 @@ class SessionWorkflow:
         self._record("status", status=status)
         if self.input.search_attributes:
             workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
+        self._details()  # the UI's current details show the new status (a done session: "done")
 
     def _details(self, last: str | None = None) -> None:
         u = self.usage
