@@ -21,6 +21,7 @@ from typing import Any
 
 import anthropic
 import docker
+import docker.errors
 import pytest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
@@ -182,6 +183,7 @@ def worker_processes(
     tmp_path/worker-N.log. Everything they leave is removed at the end."""
     started: list[subprocess.Popen[bytes]] = []
     host_id = f"chaos-{uuid.uuid4().hex[:6]}"
+    hosts: set[str] = set()
 
     def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         full_env = {
@@ -198,6 +200,9 @@ def worker_processes(
             [sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=full_env, stdout=log, stderr=log
         )
         started.append(proc)
+        hosts.add(full_env["SANDBOX_HOST_ID"])
+        if "--host-id" in args:
+            hosts.add(args[args.index("--host-id") + 1])
         return proc
 
     yield spawn
@@ -206,11 +211,11 @@ def worker_processes(
             proc.terminate()
             proc.wait(timeout=30)
     # Hosts that never come back leave their containers (a warm pool after SIGKILL) to nobody.
-    leftovers = docker.from_env().containers.list(
-        all=True, filters={"label": f"durable-agents.namespace={CHAOS_NAMESPACE}"}
-    )
-    for container in leftovers:
-        container.remove(force=True)
+    # Only the hosts this test started: other test runs may share the Docker engine.
+    for host in hosts:
+        for container in docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.host={host}"}):
+            with contextlib.suppress(docker.errors.NotFound):  # its reaper may be removing it too
+                container.remove(force=True)
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float = 60, what: str = "condition") -> None:
