@@ -3,7 +3,8 @@
     python worker.py [--harness] [--sandbox] [--host-id ID]
 
 The harness worker runs SessionWorkflow and `call_model` on the `agents` queue; it alone holds
-the model API key. The sandbox worker takes `provision_sandbox` from the shared `sandboxes`
+the model API key. With DA_LIVE_URL set it publishes model text as it streams to that live
+server (`starter.py serve`). The sandbox worker takes `provision_sandbox` from the shared `sandboxes`
 queue and runs `execute` / `destroy_sandbox` on its own host queue (`sandboxes-<host id>`);
 it holds no credential.
 """
@@ -78,7 +79,10 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
             log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
         else:
             log.info("model endpoint", base_url=str(anthropic_client.base_url))
-        workers.append(harness_worker(client, ModelActivities(client, anthropic_client)))
+        model = ModelActivities(client, anthropic_client)
+        if model.publisher.enabled:
+            log.info("live relay: model text is published as it streams", url=model.publisher.url)
+        workers.append(harness_worker(client, model))
     tasks: list[asyncio.Task[None]] = []
     pool: WarmPool | None = None
     if sandbox:
@@ -100,6 +104,8 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
             task.cancel()
     if pool is not None:
         await asyncio.to_thread(pool.drain)
+    if harness:
+        await model.publisher.close()
     log.info("worker stopped")
 
 
