@@ -27,6 +27,7 @@ bench: setup
 	@$(PY) bench/subagents.py
 	@$(PY) bench/session_log.py
 	@$(PY) bench/scale.py
+	@$(PY) bench/streaming.py
 
 lint:
 	@.venv/bin/ruff check .
