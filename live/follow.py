@@ -74,6 +74,9 @@ class TemporalSource:
         started_at = first[0].at if first else None
         while True:
             state, events = await session_log.read_new(self.client, session_id, offset)
+            if offset > state.events:
+                end = f"{state.events} events"
+                raise FollowError(f"offset {offset} is past the end of the log of {session_id!r} ({end})")
             now = time.time()
             for event in events:
                 yield Item(session_id, "event", now, str(event.offset), event=event)

@@ -121,8 +121,14 @@ class LiveCall:
         self._seq = 0
 
     def _emit(self, **fields: object) -> None:
-        self._publisher.publish(LiveDelta.model_validate({**self._key, "seq": self._seq, "at": time.time(), **fields}))
+        try:
+            delta = LiveDelta.model_validate({**self._key, "seq": self._seq, "at": time.time(), **fields})
+        except ValueError as e:  # a delta we cannot describe is dropped; the model call goes on
+            self._publisher.dropped += 1
+            log.warning("live delta dropped", error=str(e))
+            return
         self._seq += 1
+        self._publisher.publish(delta)
 
     def start(self, model: str) -> None:
         self._emit(kind="start", model=model)

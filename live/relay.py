@@ -262,14 +262,15 @@ class SessionFeed:
                 if self.known is None:  # the first poll has not answered yet
                     await changed.wait()
                     continue
-                while offset < self.cache_start:  # older than what is kept: read them again
+                if offset < self.cache_start:  # older than what is kept: read them again
                     stop = min(self.cache_start, offset + READ_CHUNK)
                     older = await session_log.read_events(self.relay.client, self.session_id, offset, stop)
-                    if not older:
-                        break
+                    if not older:  # not readable just now: never skip over them
+                        await asyncio.sleep(self.relay.poll_s)
                     for event in older:
                         yield _sse_event(self.session_id, event)
                         offset, position = event.offset + 1, None
+                    continue  # the cache may have moved on meanwhile
                 for event in [e for e in self.cache if e.offset >= offset]:
                     yield _sse_event(self.session_id, event)
                     offset, position = event.offset + 1, None
@@ -305,9 +306,11 @@ class Relay:
         self.rejected = 0
         self._swept = time.monotonic()
 
-    def feed(self, session_id: str) -> SessionFeed:
+    def feed(self, session_id: str, *, following: bool = False) -> SessionFeed:
+        """The session's feed; for a new follower, a fresh one if the session it knew has ended
+        (a workflow id can be used again by a new session)."""
         feed = self.feeds.get(session_id)
-        if feed is None:
+        if feed is None or (following and feed.closed):
             feed = self.feeds[session_id] = SessionFeed(self, session_id)
         return feed
 
@@ -375,7 +378,7 @@ def create_app(relay: Relay) -> Starlette:
                 400, f"offset {cursor.offset} is past the end of the log of {session_id!r} ({state.events} events)"
             )
         return EventSourceResponse(
-            relay.feed(session_id).stream(cursor),
+            relay.feed(session_id, following=True).stream(cursor),
             ping=PING_S,
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )

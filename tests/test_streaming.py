@@ -579,6 +579,8 @@ async def test_bad_inputs_get_clear_errors(
     assert code == 2 and "no session 'session-nope'" in err
     code, _, err = await run(address, "follow", handle.id, "--from", "999", "--server", live_url)
     assert code == 2 and "past the end of the log" in err
+    code, _, err = await run(address, "follow", handle.id, "--from", "999")  # without a server, the same
+    assert code == 2 and "past the end of the log" in err
     code, _, err = await run(address, "follow", handle.id, "--from", "-1")
     assert code == 2 and "offsets start at 0" in err
 
@@ -685,3 +687,23 @@ async def test_follow_in_a_terminal_shows_tokens_approvals_and_progress(
     assert " streaming" in after  # the live area showed the call as it streamed
     assert "word000 word001" in after and "word039" in after  # and the turn was printed whole
     assert re.search(r"done · turn 2 · \d+ in / \d+ out tokens · \$\d+\.\d{4} · 0:00:\d\d elapsed", after)
+
+
+async def test_a_session_id_used_again_is_followed_afresh(
+    client: Client, scripted: ScriptedModelServer, harness: Harness, live_url: str
+) -> None:
+    session_id = f"reused-{uuid.uuid4().hex[:8]}"
+    url = f"{live_url}/sessions/{session_id}/events"
+    first = [Step(text="first answer")]
+    second = [Step(tool_use=ToolUse(name="fly", input={})), Step(text="second answer")]  # a longer log
+    for steps, texts in ((first, ["first answer"]), (second, [None, "second answer"])):
+        marker = add_scenario(scripted, steps)
+        handle = await start_agent_session(
+            client, coder(), f"Again. {marker}", session_id=session_id, one_shot=True, task_queue=harness.queue
+        )
+        await handle.result()
+        got = await read_sse(url, until=lambda got: False)
+        assert got[-1].event == "end"
+        events = durable(got)
+        assert [e["text"] for e in events if e["kind"] == "model_turn"] == texts  # this session's, whole
+        assert len(events) == (await state_of(client, session_id)).events
