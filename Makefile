@@ -28,6 +28,7 @@ bench: setup
 	@$(PY) bench/session_log.py
 	@$(PY) bench/scale.py
 	@$(PY) bench/security.py
+	@$(PY) bench/streaming.py
 
 lint:
 	@.venv/bin/ruff check .

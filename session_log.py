@@ -80,6 +80,18 @@ async def read_events(client: Client, session_id: str, start: int = 0, stop: int
     return events
 
 
+async def read_new(client: Client, session_id: str, start: int) -> tuple[SessionState, list[SessionEvent]]:
+    """The session's state and its events from `start` up to what that state counts: one query
+    when nothing is new, two when something is (what followers poll)."""
+    handle = client.get_workflow_handle(session_id)
+    state = await handle.query(GET_STATE, result_type=SessionState)
+    if start >= state.events:
+        return state, []
+    if start >= state.first_offset:
+        return state, await handle.query(GET_EVENTS, args=[start, state.events], result_type=list[SessionEvent])
+    return state, await read_events(client, session_id, start, state.events)
+
+
 async def iter_events(client: Client, session_id: str, start: int = 0) -> AsyncIterator[SessionEvent]:
     """Every event from `start` on, in chunks (a run is replayed once per chunk it holds)."""
     offset = start

@@ -2,7 +2,8 @@
 
     starter.py start --agent agents/coder.yaml [--id ID] [--wait] [--one-shot] "task"
     starter.py send ID "text" [--wait]
-    starter.py follow ID
+    starter.py follow ID [--from N] [--json] [--server URL]
+    starter.py serve [--host 127.0.0.1] [--port 8780]
     starter.py events ID [--from N] [--to M] [--child sub-N] [--json]
     starter.py export ID > session.jsonl
     starter.py tool-result ID TOOL_USE_ID (--file out.json | --text "..." [--error])
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
@@ -72,6 +74,10 @@ from contracts import (
     SessionState,
     WorkspaceSeed,
 )
+from live.follow import FollowError, SseSource, TemporalSource, follow
+from live.publisher import LIVE_URL_ENV
+from live.relay import DEFAULT_PORT, Relay, create_app
+from live.render import JsonRenderer, PlainRenderer, RichRenderer, format_event
 from workflows.harness import available_tools, session_summary
 
 POLL_S = 0.25
@@ -94,6 +100,7 @@ async def start_agent_session(
     one_shot: bool = False,
     source: str = "(inline)",
     workspace: WorkspaceSeed | None = None,
+    task_queue: str = AGENTS_QUEUE,
 ) -> WorkflowHandle[Any, SessionResult]:
     if not task.strip():
         raise CliError("the task is empty")
@@ -114,7 +121,7 @@ async def start_agent_session(
         SESSION_WORKFLOW,
         SessionInput(agent=agent, task=task, one_shot=one_shot, search_attributes=with_attributes, workspace=workspace),
         id=session_id,
-        task_queue=AGENTS_QUEUE,
+        task_queue=task_queue,
         result_type=SessionResult,
         static_summary=session_summary(agent.name, task),
         static_details=f"agent file: {source}\nagent version: {agent_version(agent)}\nmodel: {agent.model.name}\n"
@@ -172,38 +179,6 @@ async def wait_until_settled(client: Client, session_id: str, after_event: int =
 # --- printing -------------------------------------------------------------------------------
 
 
-def _short(text: str | None, limit: int = 200) -> str:
-    text = (text or "").strip().replace("\n", " ⏎ ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def format_event(e: SessionEvent, full: bool = False) -> str:
-    when = e.at.strftime("%H:%M:%S")
-    head = f"[{e.offset:>4}] {when} {e.kind:<19}"
-    limit = 100_000 if full else 200
-    if e.kind == "model_turn":
-        parts = [_short(e.text, limit)] if e.text else []
-        parts += [f"→ {c.name}({_short(json.dumps(c.input), 120)})" for c in e.tool_calls or []]
-        usage = ""
-        if e.usage:
-            u = e.usage
-            read = f", {u.cache_read_input_tokens} cached" if u.cache_read_input_tokens else ""
-            usage = f" [{u.total_tokens - u.output_tokens}{read} → {u.output_tokens} tok]"
-        return f"{head} {' '.join(parts)}{usage}"
-    if e.kind == "tool_result" and e.tool_result:
-        mark = "✗" if e.tool_result.is_error else "✓"
-        return f"{head} {mark} {e.tool_result.name}: {_short(e.tool_result.output, limit)}"
-    if e.kind == "status":
-        return f"{head} {e.status}"
-    if e.kind in ("subagent_started", "subagent_finished") and e.child:
-        status = f"{e.status}: " if e.status else ""
-        return f"{head} {e.child.rsplit('/', 1)[-1]} {status}{_short(e.text, limit)}"
-    if e.kind in ("sandbox_provisioned", "sandbox_destroyed") and e.sandbox:
-        extra = f" ({e.text})" if e.text else ""
-        return f"{head} {e.sandbox.sandbox_id[:12]} on {e.sandbox.host_queue}{extra}"
-    return f"{head} {_short(e.text, limit)}"
-
-
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> None:
     if not rows:
         print(empty)
@@ -218,15 +193,11 @@ def print_events(events: list[SessionEvent], as_json: bool) -> None:
         print_event(e, as_json)
 
 
-def print_event(e: SessionEvent, as_json: bool, depth: int = 0, session_id: str | None = None) -> None:
+def print_event(e: SessionEvent, as_json: bool) -> None:
     if as_json:
-        line = e.model_dump(mode="json")
-        if session_id is not None:
-            line["session"] = session_id
-        print(json.dumps(line), flush=True)
+        print(json.dumps(e.model_dump(mode="json")), flush=True)
     else:
-        prefix = "    " * depth + (f"↳ {session_id.rsplit('/', 1)[-1]} " if depth and session_id else "")
-        print(prefix + format_event(e), flush=True)
+        print(format_event(e), flush=True)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -281,28 +252,54 @@ async def cmd_send(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
-    """The session's events as they come, its subagents' nested under it, until idle or done."""
-    offsets = {args.id: args.from_}  # sessions being followed -> next offset
-    while True:
-        printed = 0
-        for session_id in list(offsets):
-            events = await session_events(client, session_id, offsets[session_id])
-            depth = session_id.count("/sub-") - args.id.count("/sub-")
-            for e in events:
-                print_event(e, args.json, depth=depth, session_id=session_id)
-                if e.kind == "subagent_started" and e.child:
-                    offsets.setdefault(e.child, 0)
-            offsets[session_id] += len(events)
-            printed += len(events)
-            if session_id != args.id and not events:
-                state = await session_state(client, session_id)
-                if state.status in ("done", "failed") and offsets[session_id] >= state.events:
-                    del offsets[session_id]
-        if not printed:
-            state = await session_state(client, args.id)
-            if state.status in IDLE_OR_DONE and offsets[args.id] >= state.events and len(offsets) == 1:
-                return 0
-            await asyncio.sleep(POLL_S)
+    """The session as it happens, its subagents nested, until it is idle or has ended: through the
+    live server (tokens as they stream) when one is given, else from Temporal (events only)."""
+    if args.from_ < 0:
+        raise CliError(f"--from {args.from_}: offsets start at 0")
+    source: TemporalSource | SseSource = TemporalSource(client)
+    server = args.server if args.server is not None else os.environ.get(LIVE_URL_ENV, "")
+    if server:
+        sse = SseSource(server)
+        problem = await sse.reachable()
+        if problem is None:
+            source = sse
+        else:
+            print(
+                f"note: the live server at {server} does not answer ({problem}); showing durable events from Temporal",
+                file=sys.stderr,
+            )
+    if not source.live:
+        print(
+            "note: no live server: showing durable events only; token streaming needs `starter.py serve` "
+            f"(--server URL or {LIVE_URL_ENV})",
+            file=sys.stderr,
+        )
+    renderer: JsonRenderer | PlainRenderer | RichRenderer
+    if args.json:
+        renderer = JsonRenderer()
+    elif sys.stdout.isatty():
+        renderer = RichRenderer(args.id, live=source.live)
+    else:
+        renderer = PlainRenderer(args.id)
+    try:
+        await follow(source, args.id, args.from_, renderer)
+    except FollowError as e:
+        raise CliError(f"{args.id}: {e}") from None
+    return 0
+
+
+async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
+    """The live relay: workers post model-call deltas, clients read sessions as Server-Sent Events."""
+    app = create_app(Relay(client, poll_s=args.poll_ms / 1000))
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))
+    url = f"http://{args.host}:{args.port}"
+    print(
+        f"live server on {url}: GET {url}/sessions/ID/events (Server-Sent Events); workers publish with "
+        f"{LIVE_URL_ENV}={url}",
+        flush=True,
+    )
+    await server.serve()
+    return 0 if server.started else 2
 
 
 async def cmd_events(client: Client, args: argparse.Namespace) -> int:
@@ -610,7 +607,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("text")
     s.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     for name, helptext in (
-        ("follow", "print events live until the session is idle or done"),
+        ("follow", "show the session as it happens until it is idle or has ended"),
         ("events", "print a slice of the session log"),
     ):
         s = sub.add_parser(name, help=helptext)
@@ -619,7 +616,17 @@ def parser() -> argparse.ArgumentParser:
         if name == "events":
             s.add_argument("--to", type=int, default=None, help="last event offset (inclusive)")
             s.add_argument("--child", help="a subagent's events instead: sub-N or its full session id")
+        else:
+            s.add_argument(
+                "--server",
+                help=f"the live server (`starter.py serve`) for token streaming (default: env {LIVE_URL_ENV}; "
+                "'' for none)",
+            )
         s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s = sub.add_parser("serve", help="the live server: sessions as Server-Sent Events, model text as it streams")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    s.add_argument("--poll-ms", type=int, default=200, help="how often a watched session's log is read")
     s = sub.add_parser("export", help="write the whole session log as JSON Lines to stdout")
     s.add_argument("id")
     s = sub.add_parser("tool-result", help="post the result of a custom tool call the session waits on")
@@ -721,6 +728,7 @@ COMMANDS = {
     "start": cmd_start,
     "send": cmd_send,
     "follow": cmd_follow,
+    "serve": cmd_serve,
     "events": cmd_events,
     "export": cmd_export,
     "tool-result": cmd_tool_result,

@@ -3,10 +3,11 @@
     python worker.py [--harness] [--sandbox] [--host-id ID]
 
 The harness worker runs SessionWorkflow, `call_model` and the MCP activities on the `agents` queue;
-it alone holds the model API key, and reads MCP servers' secrets from the vault. The sandbox worker
-takes `provision_sandbox` from the shared `sandboxes` queue and runs `execute` / `destroy_sandbox` on
-its own host queue (`sandboxes-<host id>`); it holds no model key, and reads from the vault only the
-git tokens and egress credentials it uses outside the containers.
+it alone holds the model API key, and reads MCP servers' secrets from the vault. With DA_LIVE_URL
+set it publishes model text as it streams to that live server (`starter.py serve`). The sandbox
+worker takes `provision_sandbox` from the shared `sandboxes` queue and runs `execute` /
+`destroy_sandbox` on its own host queue (`sandboxes-<host id>`); it holds no model key, and reads
+from the vault only the git tokens and egress credentials it uses outside the containers.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
         else:
             log.info("model endpoint", base_url=str(anthropic_client.base_url))
         mcp = McpActivities()
-        workers.append(harness_worker(client, ModelActivities(client, anthropic_client), mcp))
+        model = ModelActivities(client, anthropic_client)
+        if model.publisher.enabled:
+            log.info("live relay: model text is published as it streams", url=model.publisher.url)
+        workers.append(harness_worker(client, model, mcp))
     tasks: list[asyncio.Task[None]] = []
     pool: WarmPool | None = None
     if sandbox:
@@ -117,6 +121,8 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
     if mcp is not None:
         await mcp.close()  # stdio MCP servers end with the worker
     await asyncio.to_thread(flush_traces)
+    if harness:
+        await model.publisher.close()
     log.info("worker stopped")
 
 

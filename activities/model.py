@@ -4,11 +4,16 @@ The workflow sends only what is new since its previous call (see `ModelRequest`)
 keeps the prefix per session. On a miss (another worker took the session, this one restarted)
 it queries the workflow for the whole context: a query reads workflow state without adding to
 history. The SDK's own retries are off: Temporal's retry policy is the only one.
+
+The call streams (the Messages API's server-sent events): text as it arrives is handed to the
+live publisher (`live.publisher`, outside history), and the turn returned, recorded once in
+history, is the accumulated final message, exactly what a non-streaming call returns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,6 +21,8 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
+import httpx2
+from anthropic.types import Message
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -33,9 +40,18 @@ from contracts import (
     chain_digest,
     context_root,
 )
+from live.publisher import DeltaPublisher, LiveCall
 from logs import activity_log
 
 RETRYABLE_STATUS = {408, 409, 429}
+# Error types the API may send in an `error` event of a streamed answer that retrying cannot help.
+REJECTED_TYPES = {
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "billing_error",
+}
 HEARTBEAT_EVERY_S = 5.0
 
 
@@ -109,14 +125,21 @@ def classify_model_error(error: Exception) -> ApplicationError:
         status = error.status_code
         kind = error.type or type(error).__name__
         detail = error.api_message or str(error)
+        if status < 400:  # an `error` event in the middle of a streamed answer: judged by its type
+            message = f"Anthropic API failed mid-answer ({kind}): {detail}"
+            if kind in REJECTED_TYPES:
+                return ApplicationError(message, type=MODEL_REQUEST_REJECTED, non_retryable=True)
+            return ApplicationError(message, type="ModelUnavailable")
         message = f"Anthropic API answered {status} ({kind}): {detail}"
         if status in RETRYABLE_STATUS or status >= 500:
             return ApplicationError(message, type="ModelUnavailable", next_retry_delay=_retry_after(error))
         return ApplicationError(message, type=MODEL_REQUEST_REJECTED, non_retryable=True)
     if isinstance(error, anthropic.APIConnectionError):
         return ApplicationError(f"Anthropic API unreachable: {error}", type="ModelUnavailable")
-    if isinstance(error, anthropic.APIResponseValidationError):
+    if isinstance(error, anthropic.APIResponseValidationError | json.JSONDecodeError):
         return ApplicationError(f"Anthropic API sent an invalid response: {error}", type="ModelUnavailable")
+    if isinstance(error, httpx2.TransportError):  # e.g. the connection closed in the middle of a stream
+        return ApplicationError(f"Anthropic API connection lost: {error!r}", type="ModelUnavailable")
     return ApplicationError(f"{type(error).__name__}: {error}", type="ModelError")
 
 
@@ -168,10 +191,16 @@ def cached_request(ctx: _CachedContext) -> dict[str, Any]:
 
 
 class ModelActivities:
-    def __init__(self, client: Client, anthropic_client: anthropic.AsyncAnthropic | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        anthropic_client: anthropic.AsyncAnthropic | None,
+        publisher: DeltaPublisher | None = None,
+    ) -> None:
         self._client = client
         self._anthropic = anthropic_client
         self.cache = ContextCache()
+        self.publisher = publisher or DeltaPublisher.from_env()
 
     async def _context(self, req: ModelRequest) -> _CachedContext:
         entry = self.cache.lookup(req)
@@ -207,11 +236,13 @@ class ModelActivities:
         if req.temperature is not None:
             params["temperature"] = req.temperature
 
+        info = activity.info()
+        live = self.publisher.call(req.session_id, req.event_offset, info.attempt)
         try:
             async with heartbeating(HEARTBEAT_EVERY_S):
-                response = await self._anthropic.messages.create(**params)
+                response, request_id = await self._stream(params, live)
         except Exception as e:  # noqa: BLE001 - every SDK error is classified for Temporal
-            error = classify_model_error(e)
+            error = e if isinstance(e, ApplicationError) else classify_model_error(e)
             log.warning("model call failed", error=str(error), retryable=not error.non_retryable)
             raise error from e
         content = [_block_dict(b) for b in response.content]
@@ -236,5 +267,27 @@ class ModelActivities:
             stop_reason=response.stop_reason,
             usage=usage,
             model=response.model,
-            request_id=getattr(response, "_request_id", None),
+            request_id=request_id,
         )
+
+    async def _stream(self, params: dict[str, Any], live: LiveCall | None) -> tuple[Message, str | None]:
+        """One streamed Messages call: the final message (and its request id); text deltas and
+        tool calls go to `live` as they arrive."""
+        assert self._anthropic is not None
+        if live is not None:
+            live.start(params["model"])
+        stopped = False
+        async with self._anthropic.messages.stream(**params) as stream:
+            async for event in stream:
+                if live is not None:
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        live.text(event.index, event.delta.text)
+                    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                        live.tool_use(event.index, event.content_block.id, event.content_block.name)
+                stopped = stopped or event.type == "message_stop"
+            if not stopped:  # a cleanly closed but unfinished stream is a lost answer, not a short one
+                raise ApplicationError("the model's answer stream ended before message_stop", type="ModelUnavailable")
+            message = await stream.get_final_message()
+            if live is not None:
+                live.end(message.stop_reason)
+            return message, stream.request_id

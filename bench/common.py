@@ -89,9 +89,10 @@ async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> lis
 
 @asynccontextmanager
 async def local_stack(
-    warm_pool: int = 2, database: str | None = "file"
+    warm_pool: int = 2, database: str | None = "file", worker_env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
-    """database: "file" (SQLite in a temporary file, as `make up` runs it) or None (in memory)."""
+    """database: "file" (SQLite in a temporary file, as `make up` runs it) or None (in memory);
+    worker_env: more environment for the worker processes."""
     env = await WorkflowEnvironment.start_local(
         data_converter=data_converter(),
         dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
@@ -113,6 +114,7 @@ async def local_stack(
         "SANDBOX_HOST_ID": f"bench-{uuid.uuid4().hex[:6]}",
         "SANDBOX_WARM_POOL": str(warm_pool),
         "LOG_LEVEL": "WARNING",
+        **(worker_env or {}),
     }
     workers = [
         subprocess.Popen([sys.executable, str(ROOT / "worker.py"), role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220

@@ -11,6 +11,8 @@ Scenario file (YAML):
     name: coder-demo
     match: "fibonacci"          # optional: used when the first user message contains this
     delay_ms: 0                 # optional latency of every response
+    stream_chunk: 16            # optional: characters per text delta when the client streams
+    stream_delay_ms: 0          # optional: pause between streamed text deltas
     steps:
       - text: "I'll write it."  # optional text block
         tool_use: {name: bash, input: {command: "ls"}}   # or tool_uses: [...]
@@ -18,6 +20,10 @@ Scenario file (YAML):
       - text: "Done. The output was: {last_tool_result}"
       - tool_use: {name: load_skill, input: {name: "a-{n}"}}
         repeat: 100             # this step 100 times ({n}: 0..99 in its text and input)
+
+Streamed text deltas are sent as they are made (chunked transfer encoding), each stamped with
+the time it left (`ScriptedModel.chunks`, `GET /_scripted/chunks`) so latency can be measured
+downstream. The faults `drop`, `malformed` and `event` break a streamed answer in its middle.
 
 A request that ends with the harness's compaction instruction is answered with a summary that
 keeps the first user message (so the scenario still matches) and how many assistant turns it
@@ -35,6 +41,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -59,8 +66,11 @@ class ToolUse(_Strict):
 
 class ScriptedError(_Strict):
     # status: an HTTP error with an error body; drop: headers of a 200, part of the body, then the
-    # connection is closed (a connection lost mid-response); malformed: a 200 whose body is not JSON.
-    fault: Literal["status", "drop", "malformed"] = "status"
+    # connection is closed (a connection lost mid-response; when streaming, after half the text);
+    # malformed: a 200 whose body is not JSON (when streaming, an event whose data is not JSON);
+    # event: when streaming, half the text and then an `error` event (how the API reports an
+    # overload that starts mid-answer); without streaming, the same as status.
+    fault: Literal["status", "drop", "malformed", "event"] = "status"
     status: int = 500
     type: str = "api_error"
     message: str = "scripted error"
@@ -74,6 +84,8 @@ class Step(_Strict):
     tool_uses: list[ToolUse] = Field(default_factory=list)
     error: ScriptedError | None = None
     delay_ms: int | None = None
+    stream_chunk: int | None = Field(default=None, ge=1, description="characters per streamed text delta")
+    stream_delay_ms: int | None = Field(default=None, ge=0, description="pause between streamed text deltas")
     then: Step | None = None  # what the step answers once its error has been served
     repeat: int = Field(default=1, ge=1, description="the step this many times; {n} counts them from 0")
 
@@ -85,6 +97,8 @@ class Scenario(_Strict):
     name: str
     match: str | None = None
     delay_ms: int = 0
+    stream_chunk: int = Field(default=16, ge=1)
+    stream_delay_ms: int = Field(default=0, ge=0)
     steps: list[Step]
 
     @classmethod
@@ -111,7 +125,29 @@ class RecordedRequest:
     body: dict[str, Any]
 
 
-FAULT_HEADER = "x-scripted-fault"  # internal: how to break the response (never sent)
+@dataclass
+class Reply:
+    """What the server answers one request with."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    fault: ScriptedError | None = None  # a 200 broken on the way (drop, malformed, event)
+    stream_chunk: int = 16
+    stream_delay_s: float = 0.0
+
+
+@dataclass
+class SentChunk:
+    """A streamed text delta and when it left the server (Unix time)."""
+
+    at: float
+    message_id: str
+    index: int  # of the content block
+    text: str
+
+
 _SECRET_HEADERS = {"x-api-key", "authorization", "cookie"}
 
 
@@ -175,6 +211,8 @@ class ScriptedModel:
     _errors_served: dict[tuple[str, int], int] = field(default_factory=dict)
     _cached_prefixes: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Streamed text deltas with the time each left, newest last (bounded).
+    chunks: deque[SentChunk] = field(default_factory=lambda: deque(maxlen=100_000))
 
     def _cache_usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
         """(input, cache read, cache write) tokens, estimated at 4 bytes a token, as a prompt cache
@@ -201,15 +239,15 @@ class ScriptedModel:
                 return scenario
         return next((s for s in self.scenarios if not s.match), None)
 
-    def respond(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str], float]:
-        """(status, JSON body, extra headers, delay in seconds) for one request."""
+    def respond(self, body: dict[str, Any]) -> Reply:
+        """The reply to one request (not yet sent)."""
         messages = body.get("messages") or []
         model = str(body.get("model", "scripted"))
         if not isinstance(messages, list) or not messages:
-            return 400, _error("invalid_request_error", "messages: at least one message is required"), {}, 0
+            return Reply(400, _error("invalid_request_error", "messages: at least one message is required"))
         scenario = self.scenario_for(messages)
         if scenario is None:
-            return 400, _error("invalid_request_error", "no scripted scenario matches this conversation"), {}, 0
+            return Reply(400, _error("invalid_request_error", "no scripted scenario matches this conversation"))
         index = sum(1 for m in messages if m.get("role") == "assistant") + _summarised_turns(messages)
         conversation = hashlib.sha256(_first_user_text(messages).encode()).hexdigest()[:16]
         if _is_compaction(messages):
@@ -225,17 +263,22 @@ class ScriptedModel:
         else:
             step = scenario.step(index)
         delay = (step.delay_ms if step.delay_ms is not None else scenario.delay_ms) / 1000
+        chunk = step.stream_chunk or scenario.stream_chunk
+        chunk_delay = (step.stream_delay_ms if step.stream_delay_ms is not None else scenario.stream_delay_ms) / 1000
+        fault: ScriptedError | None = None
         if step.error is not None:
             with self._lock:
                 served = self._errors_served.get((conversation, index), 0)
-                if served < step.error.times:
+                failing = served < step.error.times
+                if failing:
                     self._errors_served[(conversation, index)] = served + 1
+            if failing:
+                fault = step.error
+                if fault.fault == "status" or (fault.fault == "event" and not body.get("stream")):
                     headers = {}
-                    if step.error.retry_after is not None:
-                        headers["retry-after"] = f"{step.error.retry_after:g}"
-                    if step.error.fault != "status":
-                        headers[FAULT_HEADER] = step.error.fault
-                    return step.error.status, _error(step.error.type, step.error.message), headers, delay
+                    if fault.retry_after is not None:
+                        headers["retry-after"] = f"{fault.retry_after:g}"
+                    return Reply(fault.status, _error(fault.type, fault.message), headers, delay)
             step = step.then or Step(text="(scripted step recovered from its error)")
         content: list[dict[str, Any]] = []
         if step.text is not None:
@@ -263,7 +306,10 @@ class ScriptedModel:
                 "cache_read_input_tokens": cache_read,
             },
         }
-        return 200, message, {}, delay
+        return Reply(200, message, {}, delay, fault=fault, stream_chunk=chunk, stream_delay_s=chunk_delay)
+
+    def sent(self, message_id: str, index: int, text: str) -> None:
+        self.chunks.append(SentChunk(at=time.time(), message_id=message_id, index=index, text=text))
 
 
 def _without_cache_control(value: Any) -> Any:
@@ -286,42 +332,49 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def _sse(message: dict[str, Any]) -> bytes:
-    def event(name: str, data: dict[str, Any]) -> str:
-        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+def _sse_event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
 
+
+@dataclass
+class _Frame:
+    payload: bytes
+    text: tuple[int, str] | None = None  # a text delta: (block index, text)
+
+
+def _sse_frames(message: dict[str, Any], chunk: int = 16) -> list[_Frame]:
+    """The streaming form of a message, one frame per server-sent event."""
     start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 0}}
-    out = [event("message_start", {"message": start})]
+    out = [_Frame(_sse_event("message_start", {"message": start}))]
     for i, block in enumerate(message["content"]):
         if block["type"] == "text":
-            out.append(event("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}))
-            text = block["text"]
-            for j in range(0, len(text), 16):
-                out.append(
-                    event(
-                        "content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": text[j : j + 16]}}
-                    )
-                )
-        else:
-            out.append(event("content_block_start", {"index": i, "content_block": {**block, "input": {}}}))
             out.append(
-                event(
-                    "content_block_delta",
-                    {"index": i, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}},
-                )
+                _Frame(_sse_event("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}))
             )
-        out.append(event("content_block_stop", {"index": i}))
+            text = block["text"]
+            for j in range(0, len(text), chunk):
+                piece = text[j : j + chunk]
+                delta = {"index": i, "delta": {"type": "text_delta", "text": piece}}
+                out.append(_Frame(_sse_event("content_block_delta", delta), text=(i, piece)))
+        else:
+            out.append(_Frame(_sse_event("content_block_start", {"index": i, "content_block": {**block, "input": {}}})))
+            delta = {"index": i, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
+            out.append(_Frame(_sse_event("content_block_delta", delta)))
+        out.append(_Frame(_sse_event("content_block_stop", {"index": i})))
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
     out.append(
-        event(
-            "message_delta",
-            {
-                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": message["usage"]["output_tokens"]},
-            },
+        _Frame(
+            _sse_event("message_delta", {"delta": stop, "usage": {"output_tokens": message["usage"]["output_tokens"]}})
         )
     )
-    out.append(event("message_stop", {}))
-    return "".join(out).encode()
+    out.append(_Frame(_sse_event("message_stop", {})))
+    return out
+
+
+def _fault_point(frames: list[_Frame]) -> int:
+    """Where a streamed answer breaks: after half its text deltas (after message_start if none)."""
+    texts = [i for i, f in enumerate(frames) if f.text is not None]
+    return texts[len(texts) // 2] if texts else 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -350,6 +403,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/_scripted/requests"):
             data = [r.__dict__ for r in self.model.requests]
             self._send(200, json.dumps(data).encode(), "application/json", {})
+        elif self.path.startswith("/_scripted/chunks"):
+            chunks = [c.__dict__ for c in list(self.model.chunks)]
+            self._send(200, json.dumps(chunks).encode(), "application/json", {})
         elif self.path == "/_scripted/health":
             self._send(200, b'{"ok": true}', "application/json", {})
         else:
@@ -379,10 +435,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
         self.model.requests.append(RecordedRequest(at=arrived, path=self.path, headers=headers, body=body))
-        status, payload, extra, delay = self.model.respond(body)
-        if delay:
-            time.sleep(delay)
-        fault = extra.pop(FAULT_HEADER, None)
+        reply = self.model.respond(body)
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        fault = reply.fault.fault if reply.fault is not None else None
+        if body.get("stream") and reply.status == 200:
+            self._stream(reply)
+            return
         if fault == "drop":
             whole = json.dumps({"id": "msg_dropped", "type": "message", "content": []}).encode() * 4
             self.send_response(200)
@@ -390,17 +449,48 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("content-length", str(len(whole)))
             self.end_headers()
             self.wfile.write(whole[: len(whole) // 3])
-            self.wfile.flush()
-            self.close_connection = True
-            self.request.shutdown(socket.SHUT_RDWR)
+            self._cut()
             return
         if fault == "malformed":
             self._send(200, b'{"id": "msg_malformed", "type": "message", "content": [', "application/json", {})
             return
-        if status == 200 and body.get("stream"):
-            self._send(status, _sse(payload), "text/event-stream", extra)
-        else:
-            self._send(status, json.dumps(payload).encode(), "application/json", extra)
+        self._send(reply.status, json.dumps(reply.body).encode(), "application/json", reply.headers)
+
+    def _cut(self) -> None:
+        """Close the connection in the middle of a response."""
+        self.wfile.flush()
+        self.close_connection = True
+        self.request.shutdown(socket.SHUT_RDWR)
+
+    def _stream(self, reply: Reply) -> None:
+        """Server-sent events, each written as it is made (chunked), text deltas `stream_delay_s`
+        apart; a fault breaks the stream half-way through its text."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("request-id", f"req_scripted_{int(time.time() * 1000)}")
+        self.end_headers()
+
+        def write(data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+        frames = _sse_frames(reply.body, reply.stream_chunk)
+        cut = _fault_point(frames) if reply.fault is not None else len(frames)
+        for frame in frames[:cut]:
+            if frame.text is not None and reply.stream_delay_s:
+                time.sleep(reply.stream_delay_s)
+            write(frame.payload)
+            if frame.text is not None:
+                self.model.sent(reply.body["id"], *frame.text)
+        fault = reply.fault
+        if fault is not None and fault.fault == "drop":
+            self._cut()
+            return
+        if fault is not None and fault.fault == "malformed":
+            write(b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {\n\n')
+        elif fault is not None and fault.fault == "event":
+            write(_sse_event("error", {"error": {"type": fault.type, "message": fault.message}}))
+        write(b"")  # the last chunk
 
 
 class ScriptedModelServer:

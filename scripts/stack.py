@@ -1,5 +1,6 @@
 """The local stack in the background: Temporal dev server, scripted model (when no
-ANTHROPIC_API_KEY), a harness worker and a sandbox worker. Used by `make up|down|demo`.
+ANTHROPIC_API_KEY), the live server (`starter.py serve`, to which the harness worker publishes
+model text as it streams), a harness worker and a sandbox worker. Used by `make up|down|demo`.
 
     python scripts/stack.py up | down | status | demo
 """
@@ -27,6 +28,9 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 TEMPORAL = str(ROOT / ".bin" / "temporal")
 SCRIPTED_PORT = int(os.environ.get("SCRIPTED_MODEL_PORT", "8765"))
 CODEC_PORT = int(os.environ.get("DA_CODEC_PORT", "8081"))
+LIVE_PORT = int(os.environ.get("DA_LIVE_PORT", "8780"))
+LIVE_URL = os.environ.get("DA_LIVE_URL") or f"http://127.0.0.1:{LIVE_PORT}"
+PROCESSES = ("temporal", "scripted-model", "codec-server", "live-server", "harness-worker", "sandbox-worker")
 SCENARIOS = sorted(str(p) for p in (ROOT / "scripted_model" / "scenarios").glob("*.yaml"))
 DEMO_TASK = (
     "Write a Python program fib.py that prints the first 10 Fibonacci numbers, run it, "
@@ -140,15 +144,20 @@ def up() -> None:
     if not os.environ.get("ANTHROPIC_API_KEY"):
         _spawn("scripted-model", [PY, "-m", "scripted_model.server", "--port", str(SCRIPTED_PORT), *SCENARIOS])
         _wait_port("scripted-model", SCRIPTED_PORT)
+    if not os.environ.get("DA_LIVE_URL"):  # else the user runs their own
+        _spawn("live-server", [PY, "starter.py", "serve", "--port", str(LIVE_PORT)])
+        _wait_port("live-server", LIVE_PORT)
+    env["DA_LIVE_URL"] = LIVE_URL
     _spawn("harness-worker", [PY, "worker.py", "--harness"], env=env)
     sandbox_env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     _spawn("sandbox-worker", [PY, "worker.py", "--sandbox"], env=sandbox_env)
     say(f"model: {which}")
     say("Temporal UI: http://localhost:8233")
+    say(f"live server: {LIVE_URL} (`DA_LIVE_URL={LIVE_URL} starter.py follow ID` streams model text)")
 
 
 def down() -> None:
-    for name in ("harness-worker", "sandbox-worker", "scripted-model", "codec-server", "temporal"):
+    for name in ("harness-worker", "sandbox-worker", "live-server", "scripted-model", "codec-server", "temporal"):
         pid = _alive(name)
         if pid is None:
             continue
@@ -163,7 +172,7 @@ def down() -> None:
 
 
 def status() -> None:
-    for name in ("temporal", "scripted-model", "codec-server", "harness-worker", "sandbox-worker"):
+    for name in PROCESSES:
         pid = _alive(name)
         print(f"{name:<16} {f'running (pid {pid})' if pid else 'stopped'}")
 
@@ -182,12 +191,14 @@ def demo() -> None:
         sys.exit(started.stderr)
     session_id = started.stdout.strip()
     say(f"session {session_id} started; its events:")
-    subprocess.run([PY, "starter.py", "follow", session_id], cwd=ROOT, check=True)
+    follow_env = {**os.environ, "DA_LIVE_URL": LIVE_URL}  # model text token by token
+    subprocess.run([PY, "starter.py", "follow", session_id], cwd=ROOT, env=follow_env, check=True)
     result = subprocess.run([PY, "starter.py", "result", session_id], cwd=ROOT, capture_output=True, text=True)
     print("\n" + "=" * 72)
     print(f"model:   {which}")
     print(f"session: {session_id}")
     print(f"UI:      http://localhost:8233/namespaces/default/workflows/{session_id}")
+    print(f"live:    {LIVE_URL}/sessions/{session_id}/events (Server-Sent Events)")
     print("answer:\n" + (result.stdout.strip() or result.stderr.strip()))
     print("=" * 72)
     say("the stack keeps running for the CLI (`make down` stops it)")

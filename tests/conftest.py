@@ -53,8 +53,10 @@ CHAOS_NAMESPACE = "chaos"
 
 @pytest.fixture(autouse=True, scope="session")
 def no_real_model() -> Iterator[None]:
-    """No test may reach a real model: the key and endpoint come only from the fixtures."""
-    saved = {k: os.environ.pop(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL") if k in os.environ}
+    """No test may reach a real model (the key and endpoint come only from the fixtures), nor a live
+    server outside the tests."""
+    names = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DA_LIVE_URL")
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
     yield
     os.environ.update(saved)
 

@@ -34,7 +34,7 @@ def test_the_compose_file_is_valid_and_keeps_secrets_and_the_socket_apart() -> N
         check=True,
     ).stdout
     services = yaml.safe_load(out)["services"]
-    assert set(services) == {"postgresql", "temporal", "temporal-ui", "harness-worker", "sandbox-worker"}
+    assert set(services) == {"postgresql", "temporal", "temporal-ui", "harness-worker", "sandbox-worker", "live-server"}
 
     def volumes(name: str) -> str:
         return str(services[name].get("volumes", []))
@@ -43,6 +43,8 @@ def test_the_compose_file_is_valid_and_keeps_secrets_and_the_socket_apart() -> N
     assert services["harness-worker"]["environment"]["ANTHROPIC_API_KEY"] == "sk-compose-check"
     assert "ANTHROPIC_API_KEY" not in services["sandbox-worker"]["environment"]
     assert services["harness-worker"]["environment"]["DA_PAYLOAD_STORE"] == "/data/payloads"
+    assert services["harness-worker"]["environment"]["DA_LIVE_URL"] == "http://live-server:8780"
+    assert "ANTHROPIC_API_KEY" not in services["live-server"]["environment"]  # it needs no credential
     assert "dynamicconfig" in volumes("temporal")
     missing = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],

@@ -410,3 +410,10 @@ def test_custom_tools_are_defined_checked_and_must_not_clash() -> None:
         CustomTool(name="x", description="d", input_schema={"type": "string"})
     with pytest.raises(ValidationError, match="not a valid JSON Schema"):
         CustomTool(name="x", description="d", input_schema={"type": "object", "properties": 3})
+
+
+def test_an_error_event_inside_a_streamed_answer_is_judged_by_its_type() -> None:
+    overloaded = classify_model_error(_status_error(200, kind="overloaded_error"))
+    assert not overloaded.non_retryable and "mid-answer" in overloaded.message
+    rejected = classify_model_error(_status_error(200, kind="invalid_request_error"))
+    assert rejected.non_retryable and rejected.type == "ModelRequestRejected"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import anthropic
+import httpx2
 import pytest
 
+from activities.model import classify_model_error
 from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
 from tests.conftest import add_scenario
 
@@ -83,3 +88,49 @@ async def test_scripted_errors_carry_status_and_retry_after(scripted: ScriptedMo
     assert raised.value.response.headers["retry-after"] == "2"
     again = await client.messages.create(model="m", max_tokens=10, messages=messages)
     assert again.content[0].text == "recovered"
+
+
+async def test_streams_text_in_chunks_as_they_are_made(scripted: ScriptedModelServer) -> None:
+    text = "one two three four five six"
+    marker = add_scenario(scripted, [Step(text=text, stream_chunk=4, stream_delay_ms=40)])
+    client = _client(scripted)
+    received: list[tuple[float, str]] = []
+    async with client.messages.stream(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": marker}]
+    ) as stream:
+        async for piece in stream.text_stream:
+            received.append((time.time(), piece))
+        final = await stream.get_final_message()
+    assert [p for _, p in received] == [text[i : i + 4] for i in range(0, len(text), 4)]
+    assert final.content[0].type == "text" and final.content[0].text == text
+    sent = [c for c in scripted.model.chunks if c.message_id == final.id]
+    assert [c.text for c in sent] == [p for _, p in received]
+    assert all(b.at - a.at >= 0.04 for a, b in zip(sent, sent[1:], strict=False))  # the pause between deltas
+    assert received[0][0] < sent[-1].at  # the first delta arrived before the last was made: not buffered
+    assert all(got >= chunk.at for (got, _), chunk in zip(received, sent, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("fault", "raised"),
+    [("drop", httpx2.TransportError), ("malformed", json.JSONDecodeError), ("event", anthropic.APIStatusError)],
+)
+async def test_stream_faults_break_the_answer_half_way(
+    scripted: ScriptedModelServer, fault: str, raised: type[Exception]
+) -> None:
+    text = "a streamed answer that breaks in its middle"
+    marker = add_scenario(
+        scripted,
+        [Step(error=ScriptedError(fault=fault, type="overloaded_error"), then=Step(text=text), stream_chunk=5)],
+    )
+    client = _client(scripted)
+    messages = [{"role": "user", "content": marker}]
+    pieces: list[str] = []
+    with pytest.raises(raised) as caught:
+        async with client.messages.stream(model="m", max_tokens=100, messages=messages) as stream:
+            async for piece in stream.text_stream:
+                pieces.append(piece)
+    assert 0 < len("".join(pieces)) < len(text) and text.startswith("".join(pieces))
+    error = classify_model_error(caught.value)
+    assert not error.non_retryable and error.type == "ModelUnavailable"  # Temporal retries it
+    async with client.messages.stream(model="m", max_tokens=100, messages=messages) as stream:
+        assert await stream.get_final_text() == text  # the retry answers in full

@@ -532,9 +532,11 @@ class SessionWorkflow:
         self._record("error", text=self.last_error)
 
     async def _call_model(self, request: ModelRequest, summary: str) -> ModelTurn:
+        # The call's event (its turn, compaction or error) is the next one recorded: its offset
+        # keys the call's live deltas.
         turn: ModelTurn = await workflow.execute_activity(
             CALL_MODEL,
-            request,
+            request.model_copy(update={"event_offset": self.next_offset}),
             result_type=ModelTurn,
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=15),
