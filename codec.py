@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from vault import aes256_key
+
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
@@ -97,13 +99,7 @@ class KeyRing:
 
 
 def _key(text: str, where: str) -> bytes:
-    try:
-        key = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise CodecKeyError(f"{where} is not base64") from None
-    if len(key) != 32:
-        raise CodecKeyError(f"{where} must be 32 bytes (AES-256), not {len(key)}")
-    return key
+    return aes256_key(text, where, CodecKeyError)
 
 
 def write_key_file(ring: KeyRing, path: Path | None = None) -> Path:

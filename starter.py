@@ -374,22 +374,23 @@ async def cmd_decide(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:
+async def _update(client: Client, session_id: str, update: str, refused: str) -> int:
+    """Run an argument-less update on a session; a refusal is a CliError with the session's reason."""
     try:
-        offset = await client.get_workflow_handle(args.id).execute_update(INTERRUPT, result_type=int)
+        return int(await client.get_workflow_handle(session_id).execute_update(update, result_type=int))
     except WorkflowUpdateFailedError as e:
         cause = e.cause
-        raise CliError(f"{args.id}: not interrupted: {getattr(cause, 'message', None) or cause}") from None
-    print(f"{args.id}: interrupted (event {int(offset) - 1}); the session is idle")
+        raise CliError(f"{session_id}: {refused}: {getattr(cause, 'message', None) or cause}") from None
+
+
+async def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:
+    offset = await _update(client, args.id, INTERRUPT, "not interrupted")
+    print(f"{args.id}: interrupted (event {offset - 1}); the session is idle")
     return 0
 
 
 async def cmd_refresh_tools(client: Client, args: argparse.Namespace) -> int:
-    try:
-        offset = await client.get_workflow_handle(args.id).execute_update(REFRESH_TOOLS, result_type=int)
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        raise CliError(f"{args.id}: tools not refreshed: {getattr(cause, 'message', None) or cause}") from None
+    offset = await _update(client, args.id, REFRESH_TOOLS, "tools not refreshed")
     events = await session_events(client, args.id, offset, offset + 1)
     print(f"{args.id}: MCP tools now: {events[0].text if events else '?'}")
     return 0

@@ -140,14 +140,19 @@ class FileVault:
         tmp.replace(self.path)
 
 
-def _decode_key(text: str, where: str) -> bytes:
+def aes256_key(text: str, where: str, error: type[Exception]) -> bytes:
+    """A base64 AES-256 key (the vault's, the codec's), or `error` saying what is wrong with it."""
     try:
         key = base64.b64decode(text, validate=True)
     except ValueError:
-        raise VaultError(f"the vault key in {where} is not base64") from None
+        raise error(f"{where} is not base64") from None
     if len(key) != 32:
-        raise VaultError(f"the vault key in {where} must be 32 bytes (AES-256), not {len(key)}")
+        raise error(f"{where} must be 32 bytes (AES-256), not {len(key)}")
     return key
+
+
+def _decode_key(text: str, where: str) -> bytes:
+    return aes256_key(text, f"the vault key in {where}", VaultError)
 
 
 class ChainVault:

@@ -88,6 +88,26 @@ def memory_server(tmp: Path, **fields: Any) -> McpServer:
     )
 
 
+def auth_servers(http_url: str) -> list[McpServer]:
+    """The auth-checking server over stdio (the secret `mcp-token` as env) and HTTP (as a header)."""
+    expected = hashlib.sha256(TOKEN.encode()).hexdigest()
+    return [
+        McpServer(
+            name="stdio-auth",
+            command=sys.executable,
+            args=[str(ROOT / "tests" / "mcp_auth_server.py"), "stdio"],
+            env={"API_TOKEN": {"secret": "mcp-token"}, "EXPECTED_SHA256": expected},  # type: ignore[dict-item]
+            policy="always_allow",
+        ),
+        McpServer(
+            name="http-auth",
+            url=http_url,
+            headers={"Authorization": {"secret": "mcp-token", "prefix": "Bearer "}},  # type: ignore[dict-item]
+            policy="always_allow",
+        ),
+    ]
+
+
 def agent_with(*servers: McpServer) -> AgentSpec:
     agent = load_agent(ROOT / "agents" / "coder.yaml")
     return agent.model_copy(update={"mcp_servers": list(servers)})
@@ -171,22 +191,7 @@ async def test_secrets_reach_mcp_servers_as_env_and_headers(
             Step(text="checked"),
         ],
     )
-    expected = hashlib.sha256(TOKEN.encode()).hexdigest()
-    agent = agent_with(
-        McpServer(
-            name="stdio-auth",
-            command=sys.executable,
-            args=[str(ROOT / "tests" / "mcp_auth_server.py"), "stdio"],
-            env={"API_TOKEN": {"secret": "mcp-token"}, "EXPECTED_SHA256": expected},  # type: ignore[dict-item]
-            policy="always_allow",
-        ),
-        McpServer(
-            name="http-auth",
-            url=http_servers.auth,
-            headers={"Authorization": {"secret": "mcp-token", "prefix": "Bearer "}},  # type: ignore[dict-item]
-            policy="always_allow",
-        ),
-    )
+    agent = agent_with(*auth_servers(http_servers.auth))
     handle = await start_agent_session(client, agent, f"Who am I? {marker}", one_shot=True)
     result = await handle.result()
     assert result.status == "done"

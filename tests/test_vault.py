@@ -4,7 +4,6 @@ MCP servers; then a whole session that used every path is searched for the secre
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.server
 import json
 import os
@@ -23,7 +22,7 @@ from temporalio.client import Client
 import session_log
 import vault
 from agent_files import load_agent
-from contracts import GET_STATE, EgressRule, GitSource, McpServer, SandboxSpec, SessionState, WorkspaceSeed
+from contracts import GET_STATE, EgressRule, GitSource, SandboxSpec, SessionState, WorkspaceSeed
 from payload_store import data_converter
 from sandboxes.docker_sandbox import DockerSandboxes
 from scripted_model.server import ScriptedModelServer, Step, ToolUse
@@ -32,6 +31,7 @@ from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, wait_for
 from tests.test_mcp import TOKEN as MCP_TOKEN
 from tests.test_mcp import (
     HttpServers,
+    auth_servers,
     http_servers,  # noqa: F401 - a fixture
 )
 
@@ -283,25 +283,10 @@ async def test_a_session_using_every_secret_path_leaks_none(
 
     await wait_for(started, what="the worker to start")
 
-    expected = hashlib.sha256(MCP_TOKEN.encode()).hexdigest()
     agent = load_agent(ROOT / "agents" / "coder.yaml").model_copy(
         update={
             "sandbox": egress_spec(api.port),
-            "mcp_servers": [
-                McpServer(
-                    name="stdio-auth",
-                    command=sys.executable,
-                    args=[str(ROOT / "tests" / "mcp_auth_server.py"), "stdio"],
-                    env={"API_TOKEN": {"secret": "mcp-token"}, "EXPECTED_SHA256": expected},  # type: ignore[dict-item]
-                    policy="always_allow",
-                ),
-                McpServer(
-                    name="http-auth",
-                    url=http_servers.auth,
-                    headers={"Authorization": {"secret": "mcp-token", "prefix": "Bearer "}},  # type: ignore[dict-item]
-                    policy="always_allow",
-                ),
-            ],
+            "mcp_servers": auth_servers(http_servers.auth),
         }
     )
     marker = add_scenario(
