@@ -107,7 +107,6 @@ async def test_streams_text_in_chunks_as_they_are_made(scripted: ScriptedModelSe
     assert [c.text for c in sent] == [p for _, p in received]
     assert all(b.at - a.at >= 0.04 for a, b in zip(sent, sent[1:], strict=False))  # the pause between deltas
     assert received[0][0] < sent[-1].at  # the first delta arrived before the last was made: not buffered
-    assert all(got >= chunk.at for (got, _), chunk in zip(received, sent, strict=True))
 
 
 @pytest.mark.parametrize(
