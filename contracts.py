@@ -126,6 +126,15 @@ class ModelSpec(_Strict):
         return None if price is None else price.cost(usage)
 
 
+def _first_duplicate(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 class SecretRef(_Strict):
     """A value taken from the vault by name, inside the trusted activity that uses it."""
 
@@ -414,10 +423,9 @@ class AgentSpec(_Strict):
     @field_validator("mcp_servers")
     @classmethod
     def _unique_servers(cls, servers: list[McpServer]) -> list[McpServer]:
-        names = [s.name for s in servers]
-        clash = sorted({n for n in names if names.count(n) > 1})
-        if clash:
-            raise ValueError(f"two MCP servers are named {clash[0]!r}: their tools would clash")
+        clash = _first_duplicate([s.name for s in servers])
+        if clash is not None:
+            raise ValueError(f"two MCP servers are named {clash!r}: their tools would clash")
         return servers
 
     def mcp_server(self, name: str) -> McpServer | None:
@@ -432,7 +440,7 @@ class AgentSpec(_Strict):
     @classmethod
     def _custom_names(cls, custom: list[CustomTool]) -> list[CustomTool]:
         names = [t.name for t in custom]
-        if len(set(names)) != len(names):
+        if _first_duplicate(names) is not None:
             raise ValueError("two custom tools have the same name")
         for name in names:
             if name in (*KNOWN_TOOLS, SPAWN_AGENT, LOAD_SKILL):
@@ -445,8 +453,7 @@ class AgentSpec(_Strict):
     @field_validator("subagents")
     @classmethod
     def _unique_subagents(cls, subagents: list[Subagent]) -> list[Subagent]:
-        names = [s.name for s in subagents]
-        if len(set(names)) != len(names):
+        if _first_duplicate([s.name for s in subagents]) is not None:
             raise ValueError("two subagents have the same name")
         return subagents
 
@@ -500,7 +507,7 @@ class AgentSpec(_Strict):
         for tool in tools:
             if tool not in KNOWN_TOOLS:
                 raise ValueError(f"unknown tool {tool!r} (known: {', '.join(KNOWN_TOOLS)})")
-        if len(set(tools)) != len(tools):
+        if _first_duplicate(tools) is not None:
             raise ValueError("a tool is listed twice")
         return tools
 

@@ -134,18 +134,22 @@ async def check_taken_up(handle: WorkflowHandle[Any, Any], within_s: float = 10.
     """Wait until a harness worker has run the session's first workflow task. If a worker cannot (a
     codec key it lacks, a payload it cannot read), end the session and raise with the worker's reason
     rather than leave it retrying forever; None if no worker took it up in time (it will later)."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while asyncio.get_running_loop().time() < deadline:
-        async for event in handle.fetch_history_events():
+
+    async def first_task() -> None:  # one long poll of the history, each event read once
+        async for event in handle.fetch_history_events(wait_new_event=True):
             if event.HasField("workflow_task_completed_event_attributes"):
-                return None
+                return
             if event.HasField("workflow_task_failed_event_attributes"):
                 failed = event.workflow_task_failed_event_attributes
                 reason = f"worker {failed.identity or '?'} cannot run it: {failed.failure.message}"
                 await handle.terminate(reason=reason)
                 raise CliError(f"session {handle.id} could not start and was ended: {reason}")
-        await asyncio.sleep(0.05)
-    return f"no harness worker has taken session {handle.id} up within {within_s:.0f} s (is one running?)"
+
+    try:
+        await asyncio.wait_for(first_task(), within_s)
+    except TimeoutError:
+        return f"no harness worker has taken session {handle.id} up within {within_s:.0f} s (is one running?)"
+    return None
 
 
 async def session_events(
@@ -158,13 +162,18 @@ async def session_state(client: Client, session_id: str) -> SessionState:
     return await session_log.session_state(client, session_id)
 
 
-async def send_message(client: Client, session_id: str, text: str) -> int:
-    handle = client.get_workflow_handle(session_id)
+async def _update(client: Client, session_id: str, update: str, refused: str, *args: Any) -> int:
+    """Run an update on a session: the log offset it answers; a refusal is a CliError with the
+    session's reason."""
     try:
-        return int(await handle.execute_update(SEND_MESSAGE, text, result_type=int))
+        return int(await client.get_workflow_handle(session_id).execute_update(update, args=args, result_type=int))
     except WorkflowUpdateFailedError as e:
         cause = e.cause
-        raise CliError(f"{session_id}: message refused: {getattr(cause, 'message', None) or cause}") from None
+        raise CliError(f"{session_id}: {refused}: {getattr(cause, 'message', None) or cause}") from None
+
+
+async def send_message(client: Client, session_id: str, text: str) -> int:
+    return await _update(client, session_id, SEND_MESSAGE, "message refused", text)
 
 
 async def wait_until_settled(client: Client, session_id: str, after_event: int = 0) -> SessionState:
@@ -361,26 +370,12 @@ def print_settled(state: SessionState, session_id: str) -> None:
 
 
 async def cmd_decide(client: Client, args: argparse.Namespace) -> int:
-    handle = client.get_workflow_handle(args.id)
     update_args = [args.tool_use_id] if args.command == "approve" else [args.tool_use_id, args.reason]
-    try:
-        offset = await handle.execute_update(args.command, args=update_args, result_type=int)
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        raise CliError(f"{args.id}: not {args.command}d: {getattr(cause, 'message', None) or cause}") from None
+    offset = await _update(client, args.id, args.command, f"not {args.command}d", *update_args)
     print(f"{args.tool_use_id}: {args.command}d")
     if args.wait:
-        print_settled(await wait_until_settled(client, args.id, after_event=int(offset)), args.id)
+        print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
     return 0
-
-
-async def _update(client: Client, session_id: str, update: str, refused: str) -> int:
-    """Run an argument-less update on a session; a refusal is a CliError with the session's reason."""
-    try:
-        return int(await client.get_workflow_handle(session_id).execute_update(update, result_type=int))
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        raise CliError(f"{session_id}: {refused}: {getattr(cause, 'message', None) or cause}") from None
 
 
 async def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:

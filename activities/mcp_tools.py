@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -48,23 +49,23 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the Messages API accept
 CONNECT_TIMEOUT_S = 30.0
 
 
-def _message(error: BaseException) -> str:
-    """The innermost useful message (the SDK wraps errors in task-group exception groups)."""
+def _innermost(error: BaseException) -> BaseException:
+    """The first leaf error (the SDK wraps errors in task-group exception groups)."""
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
         error = error.exceptions[0]
+    return error
+
+
+def _message(error: BaseException) -> str:
+    error = _innermost(error)
     if isinstance(error, FileNotFoundError):
         return f"command not found: {error.filename or error}"
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _is_transport_error(error: BaseException) -> bool:
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
-        error = error.exceptions[0]
-    import anyio
-
-    return isinstance(
-        error, OSError | httpx2.TransportError | anyio.ClosedResourceError | anyio.BrokenResourceError | EOFError
-    )
+    transport = OSError | httpx2.TransportError | anyio.ClosedResourceError | anyio.BrokenResourceError | EOFError
+    return isinstance(_innermost(error), transport)
 
 
 @dataclass

@@ -66,6 +66,7 @@ class EgressProxy:
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._http: httpx.AsyncClient | None = None
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -129,10 +130,11 @@ class EgressProxy:
     def _rules_of(self, ip: str) -> list[EgressRule] | None:
         """The rules of the running container with this address, read from its label each time (an
         address is reused once its container is gone: nothing cached can go stale)."""
-        for container in self.docker.containers.list(filters={"network": NETWORK, "label": RULES_LABEL}):
-            address = container.attrs["NetworkSettings"]["Networks"].get(NETWORK, {}).get("IPAddress")
+        # One list call: its summaries carry addresses and labels (containers.list would inspect each).
+        for summary in self.docker.api.containers(filters={"network": NETWORK, "label": RULES_LABEL}):
+            address = summary["NetworkSettings"]["Networks"].get(NETWORK, {}).get("IPAddress")
             if address == ip:
-                return [EgressRule.model_validate(r) for r in json.loads(container.labels[RULES_LABEL])]
+                return [EgressRule.model_validate(r) for r in json.loads(summary["Labels"][RULES_LABEL])]
         return None
 
     def app(self) -> ASGIApp:
@@ -145,6 +147,13 @@ class EgressProxy:
             await response(scope, receive, send)
 
         return proxy
+
+    def _upstream(self) -> httpx.AsyncClient:
+        """One client for the proxy's life (made in its own event loop): connections and the TLS
+        context are reused, not rebuilt per request."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=60, follow_redirects=False)
+        return self._http
 
     async def _forward(self, request: Request) -> Response:
         if request.method == "CONNECT":
@@ -179,8 +188,7 @@ class EgressProxy:
         headers["Host"] = host
         body = await request.body()
         try:
-            async with httpx.AsyncClient(timeout=60, follow_redirects=False) as http:
-                answer = await http.request(request.method, upstream, headers=headers, content=body)
+            answer = await self._upstream().request(request.method, upstream, headers=headers, content=body)
         except httpx.HTTPError as e:
             return _refuse(502, f"{host}: {type(e).__name__}: {e}")
         content = answer.content[:MAX_BODY]

@@ -165,11 +165,13 @@ class SessionWorkflow:
         self.input = inp
         self.agent = inp.agent
         self.events: list[SessionEvent] = []
-        self.tools = available_tools(inp.agent)
+        self.base_tools = available_tools(inp.agent)
         self.mcp_tools: dict[str, McpTool] = {}  # discovered when the session starts, by namespaced name
-        system = system_prompt(inp.agent)
-        definitions = tool_definitions(self.tools, inp.agent.subagents, inp.agent.skills, inp.agent.custom_tools)
-        self.context = ContextBuilder(system, definitions)
+        self.system = system_prompt(inp.agent)
+        self.base_definitions = tool_definitions(
+            self.base_tools, inp.agent.subagents, inp.agent.skills, inp.agent.custom_tools
+        )
+        self.context = ContextBuilder(self.system, self.base_definitions)
         self.pending: list[str] = [inp.task]
         self.status: SessionStatus = "running"
         self.ending = False
@@ -206,17 +208,20 @@ class SessionWorkflow:
         self._refresh_requested = False
         self._refreshed_at = 0
         if inp.carry is not None:
-            self._restore(inp.carry, system, definitions)
+            self._restore(inp.carry)
 
-    def _add_mcp_tools(self, tools: list[McpTool]) -> list[dict[str, Any]]:
-        """MCP tools join the built-in ones (after them, in discovery order: a stable prompt prefix)."""
-        self.mcp_tools = {t.name: t for t in tools if t.name not in self.tools}
-        self.tools = [*self.tools, *self.mcp_tools]
-        return [t.definition() for t in self.mcp_tools.values()]
+    @property
+    def tools(self) -> list[str]:
+        return [*self.base_tools, *self.mcp_tools]
 
-    def _restore(self, c: SessionCarry, system: str, definitions: list[dict[str, Any]]) -> None:
-        definitions = definitions + self._add_mcp_tools(c.mcp_tools)
-        self.context = ContextBuilder.restore(system, definitions, c.messages, c.synced)
+    def _use_mcp_tools(self, tools: list[McpTool], messages: list[dict[str, Any]], synced: int) -> None:
+        """The context with these MCP tools after the built-in ones (in discovery order: a stable prompt prefix)."""
+        self.mcp_tools = {t.name: t for t in tools if t.name not in self.base_tools}
+        definitions = self.base_definitions + [t.definition() for t in self.mcp_tools.values()]
+        self.context = ContextBuilder.restore(self.system, definitions, messages, synced)
+
+    def _restore(self, c: SessionCarry) -> None:
+        self._use_mcp_tools(c.mcp_tools, c.messages, c.synced)
         self.context.measured_tokens, self.context.measured_count = c.measured_tokens, c.measured_count
         self.first_offset, self.run_number = c.first_offset, c.run
         self.pending, self.status = list(c.pending), c.status
@@ -419,13 +424,7 @@ class SessionWorkflow:
         )
         for failure in found.failures.values():
             self._record("error", text=f"{failure}; the session goes on without its tools")
-        base = [t for t in self.tools if t not in self.mcp_tools]
-        self.tools = base
-        definitions = tool_definitions(base, self.agent.subagents, self.agent.skills, self.agent.custom_tools)
-        definitions += self._add_mcp_tools(found.tools)
-        self.context = ContextBuilder.restore(
-            system_prompt(self.agent), definitions, self.context.messages, self.context.synced
-        )
+        self._use_mcp_tools(found.tools, self.context.messages, self.context.synced)
         self._record("mcp_tools", text=", ".join(self.mcp_tools) or "no MCP tools")
 
     async def _refresh_mcp_tools(self) -> None:
