@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from dataclasses import dataclass
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -14,7 +15,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
 import telemetry
-from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS
+from contracts import SEARCH_ATTRIBUTE_NAMES
 from payload_store import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -32,12 +33,7 @@ DEV_SERVER_TUNING = [
     "--dynamic-config-value",
     "system.enableActivityEagerExecution=true",
 ]
-SEARCH_ATTRIBUTES = {
-    SA_AGENT_NAME: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    SA_SESSION_STATUS: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    SA_AGENT_VERSION: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    SA_PARENT_SESSION: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-}
+SEARCH_ATTRIBUTES = {name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTE_NAMES}
 
 
 def temporal_address() -> str:
@@ -75,28 +71,66 @@ async def connect(address: str | None = None, namespace: str | None = None, runt
     )
 
 
-_registered: weakref.WeakKeyDictionary[Client, bool] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True)
+class AttributeCheck:
+    """Which of our search attributes a namespace has, after trying to register the missing ones."""
+
+    namespace: str
+    present: tuple[str, ...]  # ours that the namespace has now
+    added: tuple[str, ...] = ()  # registered by this check
+    problem: str | None = None  # why the missing ones could not be registered (or listed)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(name for name in SEARCH_ATTRIBUTES if name not in self.present)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def advice(self) -> str:
+        """How an operator adds the missing attributes (sessions run without them meanwhile)."""
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {self.namespace} --name {name} --type Keyword"
+            for name in self.missing
+        )
+        return (
+            f"sessions run without {', '.join(self.missing)} (no search or filter by them); add them with: {commands}"
+        )
 
 
-async def ensure_search_attributes(client: Client) -> bool:
-    """Register our search attributes where missing; False where the server won't let us.
-    Asked once per client, not on every session start."""
-    if client in _registered:
-        return _registered[client]
-    _registered[client] = await _register(client)
-    return _registered[client]
-
-
-async def _register(client: Client) -> bool:
+async def check_search_attributes(client: Client, register: bool = True) -> AttributeCheck:
+    """Our search attributes in the client's namespace, registering the missing ones where the
+    server allows it (and `register`). Never raises: a server that refuses says why in `problem`."""
     try:
         listed = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace=client.namespace)
         )
-        missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in listed.custom_attributes}
-        if missing:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
-            )
-        return True
-    except RPCError:
-        return False
+    except RPCError as e:
+        return AttributeCheck(client.namespace, (), problem=f"listing search attributes failed: {e.message}")
+    present = tuple(name for name in SEARCH_ATTRIBUTES if name in listed.custom_attributes)
+    missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in present}
+    if not missing:
+        return AttributeCheck(client.namespace, present)
+    if not register:
+        return AttributeCheck(client.namespace, present, problem="registration is turned off")
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+    except RPCError as e:
+        return AttributeCheck(client.namespace, present, problem=f"the server refused to add them: {e.message}")
+    return AttributeCheck(client.namespace, tuple(SEARCH_ATTRIBUTES), added=tuple(missing))
+
+
+_registered: weakref.WeakKeyDictionary[Client, AttributeCheck] = weakref.WeakKeyDictionary()
+
+
+async def ensure_search_attributes(client: Client) -> bool | list[str]:
+    """What a session started by this client may set (`SessionInput.search_attributes`): True when
+    the namespace has all our search attributes (registering missing ones where allowed), else the
+    ones it has. Asked once per client, not on every session start."""
+    if client not in _registered:
+        _registered[client] = await check_search_attributes(client)
+    check = _registered[client]
+    return True if check.complete else list(check.present)

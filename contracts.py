@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 # --- durable names -----------------------------------------------------------------------------
 
@@ -30,6 +31,7 @@ LAST_SCHEDULED_RESULT = "last_scheduled_result"
 DISCOVER_MCP_TOOLS = "discover_mcp_tools"
 CALL_MCP_TOOL = "call_mcp_tool"
 CHECK_SECRETS = "check_secrets"
+PREPARE_SESSION = "prepare_session"  # a session from a plain client: its agent by name, its search attributes
 MCP_SEPARATOR = "__"  # the model sees MCP tools as <server>__<tool>
 SNAPSHOT_WORKSPACE = "snapshot_workspace"
 
@@ -50,6 +52,26 @@ SA_AGENT_NAME = "AgentName"
 SA_SESSION_STATUS = "SessionStatus"
 SA_AGENT_VERSION = "AgentVersion"
 SA_PARENT_SESSION = "ParentSession"  # set on subagents: the session that spawned them
+SEARCH_ATTRIBUTE_NAMES = (SA_AGENT_NAME, SA_SESSION_STATUS, SA_AGENT_VERSION, SA_PARENT_SESSION)
+
+
+def attribute_allowed(setting: bool | list[str] | None, name: str) -> bool:
+    """May a session set this search attribute? `SessionInput.search_attributes`: True (all of
+    ours are registered), a list (only these are), False or None (none, or not known yet)."""
+    return setting is True or (isinstance(setting, list) and name in setting)
+
+
+def attribute_pairs(setting: bool | list[str] | None, values: dict[str, str]) -> TypedSearchAttributes:
+    """Keyword search attributes, leaving out those the namespace does not have (setting one
+    would fail the workflow task)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
+            for name, value in values.items()
+            if attribute_allowed(setting, name)
+        ]
+    )
+
 
 # ApplicationError types that cross from activities to the workflow.
 SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
@@ -57,6 +79,7 @@ SANDBOX_IMAGE_MISSING = "SandboxImageMissing"
 MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: retrying cannot help
 MODEL_NOT_CONFIGURED = "ModelNotConfigured"
 SECRET_MISSING = "SecretMissing"  # a secret an agent names is in no vault backend of the worker
+AGENT_NOT_FOUND = "AgentNotFound"  # an agent_ref names no agent the harness worker knows
 
 # The instruction that turns a model call into a compaction (a summary of the conversation so far).
 COMPACTION_INSTRUCTION = (
@@ -512,6 +535,11 @@ class AgentSpec(_Strict):
         return tools
 
 
+def unresolved_agent(ref: str) -> AgentSpec:
+    """A placeholder for an agent named by reference until the session has resolved it."""
+    return AgentSpec(name=ref.partition("@")[0], model=ModelSpec(name="unresolved"), tools=[])
+
+
 def agent_version(agent: AgentSpec) -> str:
     """The content hash of a resolved agent definition: same definition, same version."""
     canonical = json.dumps(agent.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -549,8 +577,20 @@ class WorkspaceSeed(_Strict):
         return files
 
 
+AGENT_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$"
+
+
 class SessionInput(_Strict):
-    agent: AgentSpec
+    """What starts a session. A plain Temporal client may send it as JSON, naming its agent
+    (`{"agent_ref": "coder", "task": "..."}`) instead of inlining the definition."""
+
+    agent: AgentSpec | None = Field(default=None, description="the agent definition, inline")
+    agent_ref: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=AGENT_REF_PATTERN,
+        description="an agent by name (or name@version) that the harness worker knows; resolved once at the start",
+    )
     task: str = Field(min_length=1)
     one_shot: bool = False
     workspace: WorkspaceSeed | None = None
@@ -560,10 +600,30 @@ class SessionInput(_Strict):
     shared_sandbox: SandboxHandle | None = None
     # Set for runs of a schedule: its id; the task is then a template ({date}, {last_result}).
     schedule: str | None = None
-    # False on servers where the custom search attributes could not be registered.
-    search_attributes: bool = True
+    # Which custom search attributes the namespace has: True all, a list those, False none; None
+    # (a plain client's session) the session asks at its start. Setting a missing one would fail
+    # the workflow task, so the session sets only these.
+    search_attributes: bool | list[str] | None = None
     # Set when a run continues as new: the state the next run starts from.
     carry: SessionCarry | None = None
+
+    @model_validator(mode="after")
+    def _an_agent(self) -> SessionInput:
+        if self.agent is None and self.agent_ref is None:
+            raise ValueError('give the agent: inline ("agent": {...}) or by name ("agent_ref": "coder")')
+        return self
+
+
+class SessionSetupRequest(_Strict):
+    """What a session started by a plain client asks the harness worker at its start."""
+
+    agent_ref: str | None = None  # resolve this agent
+    check_attributes: bool = False  # and/or: which of our search attributes does the namespace have?
+
+
+class SessionSetup(_Strict):
+    agent: AgentSpec | None = None
+    search_attributes: list[str] | None = None
 
 
 class Usage(_Strict):

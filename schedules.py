@@ -28,7 +28,6 @@ from temporalio.client import (
     ScheduleUpdateInput,
     WorkflowExecutionStatus,
 )
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from agent_files import agent_version, load_agent
@@ -41,6 +40,7 @@ from contracts import (
     AgentSpec,
     SessionInput,
     SessionResult,
+    attribute_pairs,
 )
 from workflows.harness import session_summary
 
@@ -114,19 +114,10 @@ def _spec(cron: str | None, every: str | None, timezone: str | None) -> Schedule
     )
 
 
-def _action(name: str, agent: AgentSpec, prompt: str, with_attributes: bool) -> ScheduleActionStartWorkflow:
+def _action(name: str, agent: AgentSpec, prompt: str, with_attributes: bool | list[str]) -> ScheduleActionStartWorkflow:
     if not prompt.strip():
         raise ScheduleError("the prompt is empty")
-    attributes = (
-        TypedSearchAttributes(
-            [
-                SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_NAME), agent.name),
-                SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_VERSION), agent_version(agent)),
-            ]
-        )
-        if with_attributes
-        else TypedSearchAttributes.empty
-    )
+    attributes = attribute_pairs(with_attributes, {SA_AGENT_NAME: agent.name, SA_AGENT_VERSION: agent_version(agent)})
     return ScheduleActionStartWorkflow(
         SESSION_WORKFLOW,
         SessionInput(agent=agent, task=prompt, one_shot=True, schedule=name, search_attributes=with_attributes),

@@ -46,7 +46,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 import codec
@@ -73,6 +73,7 @@ from contracts import (
     SessionResult,
     SessionState,
     WorkspaceSeed,
+    attribute_pairs,
 )
 from live.follow import FollowError, SseSource, TemporalSource, follow
 from live.publisher import LIVE_URL_ENV
@@ -106,16 +107,9 @@ async def start_agent_session(
         raise CliError("the task is empty")
     with_attributes = await ensure_search_attributes(client)
     session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
-    attributes = (
-        TypedSearchAttributes(
-            [
-                SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_NAME), agent.name),
-                SearchAttributePair(SearchAttributeKey.for_keyword(SA_SESSION_STATUS), "running"),
-                SearchAttributePair(SearchAttributeKey.for_keyword(SA_AGENT_VERSION), agent_version(agent)),
-            ]
-        )
-        if with_attributes
-        else TypedSearchAttributes.empty
+    attributes = attribute_pairs(
+        with_attributes,
+        {SA_AGENT_NAME: agent.name, SA_SESSION_STATUS: "running", SA_AGENT_VERSION: agent_version(agent)},
     )
     return await client.start_workflow(
         SESSION_WORKFLOW,

@@ -27,8 +27,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.mcp_tools import McpActivities, check_secrets
 from activities.model import ModelActivities, anthropic_client_from_env
 from activities.schedules import ScheduleActivities
+from activities.setup import DEFAULT_AGENTS_DIR, AgentFiles, SetupActivities
 from codec import CodecKeyError
-from connection import connect, metrics_runtime, temporal_address
+from connection import check_search_attributes, connect, metrics_runtime, temporal_address
 from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
 from logs import configure_logging
 from sandboxes.activities import SandboxActivities
@@ -45,14 +46,23 @@ log = structlog.get_logger("worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
-def harness_worker(client: Client, model: ModelActivities, mcp: McpActivities | None = None) -> Worker:
+def harness_worker(
+    client: Client, model: ModelActivities, mcp: McpActivities | None = None, setup: SetupActivities | None = None
+) -> Worker:
     schedules = ScheduleActivities(client)
     mcp = mcp or McpActivities()
+    setup = setup or SetupActivities(client)
     return Worker(
         client,
         task_queue=AGENTS_QUEUE,
         workflows=[SessionWorkflow],
-        activities=[model.call_model, schedules.last_scheduled_result, mcp.discover_mcp_tools, mcp.call_mcp_tool],
+        activities=[
+            model.call_model,
+            schedules.last_scheduled_result,
+            mcp.discover_mcp_tools,
+            mcp.call_mcp_tool,
+            setup.prepare_session,
+        ],
         # Model calls wait on the network, not the CPU: one worker holds many at once.
         max_concurrent_activities=int(os.environ.get("HARNESS_MAX_ACTIVITIES", "1000")),
         workflow_runner=WORKFLOW_RUNNER,
@@ -79,13 +89,38 @@ def sandbox_workers(
     ]
 
 
-async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metrics_port: int | None = None) -> None:
+async def announce_search_attributes(client: Client, register: bool) -> None:
+    """Register our search attributes where the server allows it (idempotent) and say once what
+    happened; where they are missing, sessions still run and set only those that exist."""
+    check = await check_search_attributes(client, register=register)
+    if check.added:
+        log.info("search attributes registered", namespace=check.namespace, added=list(check.added))
+    if check.missing:
+        log.warning(
+            "search attributes missing",
+            namespace=check.namespace,
+            missing=list(check.missing),
+            problem=check.problem,
+            advice=check.advice(),
+        )
+
+
+async def run(
+    harness: bool,
+    sandbox: bool,
+    host_id: str,
+    warm_pool: int,
+    metrics_port: int | None = None,
+    agents_dir: str = DEFAULT_AGENTS_DIR,
+    register_attributes: bool = True,
+) -> None:
     client = await connect(runtime=metrics_runtime(metrics_port) if metrics_port else None)
     if metrics_port:
         log.info("metrics", url=f"http://0.0.0.0:{metrics_port}/metrics")
     workers: list[Worker] = []
     mcp: McpActivities | None = None
     if harness:
+        await announce_search_attributes(client, register_attributes)
         anthropic_client = anthropic_client_from_env()
         if anthropic_client is None:
             log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
@@ -95,7 +130,8 @@ async def run(harness: bool, sandbox: bool, host_id: str, warm_pool: int, metric
         model = ModelActivities(client, anthropic_client)
         if model.publisher.enabled:
             log.info("live relay: model text is published as it streams", url=model.publisher.url)
-        workers.append(harness_worker(client, model, mcp))
+        setup = SetupActivities(client, AgentFiles(agents_dir), register_attributes=register_attributes)
+        workers.append(harness_worker(client, model, mcp, setup))
     tasks: list[asyncio.Task[None]] = []
     pool: WarmPool | None = None
     if sandbox:
@@ -143,11 +179,31 @@ def main() -> None:
         default=int(os.environ.get("DA_METRICS_PORT", "0")) or None,
         help="serve SDK metrics for Prometheus on this port (env DA_METRICS_PORT; off by default)",
     )
+    parser.add_argument(
+        "--agents",
+        default=os.environ.get("DA_AGENTS_DIR", DEFAULT_AGENTS_DIR),
+        help="folder of agent files that sessions may name with agent_ref (env DA_AGENTS_DIR; default agents/)",
+    )
+    parser.add_argument(
+        "--no-register-search-attributes",
+        action="store_true",
+        help="do not register missing search attributes (where operators manage them); sessions skip those",
+    )
     args = parser.parse_args()
     both = not args.harness and not args.sandbox
     configure_logging()
     try:
-        asyncio.run(run(args.harness or both, args.sandbox or both, args.host_id, args.warm_pool, args.metrics_port))
+        asyncio.run(
+            run(
+                args.harness or both,
+                args.sandbox or both,
+                args.host_id,
+                args.warm_pool,
+                args.metrics_port,
+                args.agents,
+                not args.no_register_search_attributes,
+            )
+        )
     except (CodecKeyError, VaultError) as e:  # misconfigured: say so and stop, before taking any work
         log.error("cannot start", error=str(e))
         raise SystemExit(2) from None

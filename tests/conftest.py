@@ -215,9 +215,14 @@ def worker_processes(
     # Hosts that never come back leave their containers (a warm pool after SIGKILL) to nobody.
     # Only the hosts this test started: other test runs may share the Docker engine.
     for host in hosts:
-        for container in docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.host={host}"}):
-            with contextlib.suppress(docker.errors.NotFound):  # its reaper may be removing it too
-                container.remove(force=True)
+        remove_host_containers(host)
+
+
+def remove_host_containers(host: str) -> None:
+    """Remove every container of one sandbox host (the host's worker is gone)."""
+    for container in docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.host={host}"}):
+        with contextlib.suppress(docker.errors.NotFound):  # its reaper may be removing it too
+            container.remove(force=True)
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float = 60, what: str = "condition") -> None:

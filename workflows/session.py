@@ -14,13 +14,14 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy, SearchAttributeKey, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutType
 from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts import (
+        AGENT_NOT_FOUND,
         APPROVE,
         CALL_MCP_TOOL,
         CALL_MODEL,
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         LOAD_SKILL,
         MODEL_NOT_CONFIGURED,
         MODEL_REQUEST_REJECTED,
+        PREPARE_SESSION,
         PROVISION_SANDBOX,
         REFRESH_TOOLS,
         SA_AGENT_NAME,
@@ -71,6 +73,8 @@ with workflow.unsafe.imports_passed_through():
         SessionEvent,
         SessionInput,
         SessionResult,
+        SessionSetup,
+        SessionSetupRequest,
         SessionState,
         SessionStatus,
         SnapshotRef,
@@ -79,6 +83,9 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
         Usage,
         agent_version,
+        attribute_allowed,
+        attribute_pairs,
+        unresolved_agent,
     )
     from workflows.harness import (
         ContextBuilder,
@@ -104,9 +111,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
-AGENT_KEY = SearchAttributeKey.for_keyword(SA_AGENT_NAME)
-VERSION_KEY = SearchAttributeKey.for_keyword(SA_AGENT_VERSION)
-PARENT_KEY = SearchAttributeKey.for_keyword(SA_PARENT_SESSION)
 INTERRUPTED = "Interrupted by the user before this call finished."
 MIN_COMPACTION_TOKENS = 1_000  # a summary of less than this saves nothing
 
@@ -122,6 +126,9 @@ MODEL_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=10,
     non_retryable_error_types=[MODEL_REQUEST_REJECTED, MODEL_NOT_CONFIGURED],
+)
+SETUP_RETRY = RetryPolicy(
+    maximum_interval=timedelta(seconds=10), maximum_attempts=5, non_retryable_error_types=[AGENT_NOT_FOUND]
 )
 SANDBOX_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -158,20 +165,18 @@ def _check_waiting(
         raise ValueError(f"no {noun} {tool_use_id!r} is waiting for {what} (waiting: {listing})")
 
 
-@workflow.defn(name=SESSION_WORKFLOW)
+# A session input that does not validate (a plain client's JSON) fails the workflow with the
+# reason, instead of failing its first workflow task over and over.
+@workflow.defn(name=SESSION_WORKFLOW, failure_exception_types=[ValidationError])
 class SessionWorkflow:
     @workflow.init
     def __init__(self, inp: SessionInput) -> None:
         self.input = inp
-        self.agent = inp.agent
+        self.search_attributes = inp.search_attributes  # None: asked at the start (a plain client's session)
         self.events: list[SessionEvent] = []
-        self.base_tools = available_tools(inp.agent)
         self.mcp_tools: dict[str, McpTool] = {}  # discovered when the session starts, by namespaced name
-        self.system = system_prompt(inp.agent)
-        self.base_definitions = tool_definitions(
-            self.base_tools, inp.agent.subagents, inp.agent.skills, inp.agent.custom_tools
-        )
-        self.context = ContextBuilder(self.system, self.base_definitions)
+        # An agent named by agent_ref is resolved at the start; until then a placeholder of that name.
+        self._use_agent(inp.agent or unresolved_agent(inp.agent_ref or "?"))
         self.pending: list[str] = [inp.task]
         self.status: SessionStatus = "running"
         self.ending = False
@@ -191,7 +196,6 @@ class SessionWorkflow:
         self._interrupt_requested = False
         self._turn_calls: list[ToolCall] = []
         self._turn_results: dict[str, ToolResult] = {}
-        self.loop_guard = LoopGuard(inp.agent.limits.loop_limit)
         self.cost_usd: float | None = 0.0  # None once a model's price is unknown
         self.stop_reason: str | None = None  # a budget ran out: the session ends
         self.awaiting: dict[str, ToolCall] = {}  # tool calls waiting for approval, by tool-use id
@@ -209,6 +213,14 @@ class SessionWorkflow:
         self._refreshed_at = 0
         if inp.carry is not None:
             self._restore(inp.carry)
+
+    def _use_agent(self, agent: AgentSpec) -> None:
+        self.agent = agent
+        self.base_tools = available_tools(agent)
+        self.system = system_prompt(agent)
+        self.base_definitions = tool_definitions(self.base_tools, agent.subagents, agent.skills, agent.custom_tools)
+        self.context = ContextBuilder(self.system, self.base_definitions)
+        self.loop_guard = LoopGuard(agent.limits.loop_limit)
 
     @property
     def tools(self) -> list[str]:
@@ -285,7 +297,7 @@ class SessionWorkflow:
             return
         self.status = status
         self._record("status", status=status)
-        if self.input.search_attributes:
+        if attribute_allowed(self.search_attributes, SA_SESSION_STATUS):
             workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
         self._details()  # the UI's current details show the new status (a done session: "done")
 
@@ -311,7 +323,7 @@ class SessionWorkflow:
                     try:
                         await workflow.wait_condition(
                             lambda: bool(self.pending) or self.ending or self._refresh_requested,
-                            timeout=timedelta(seconds=inp.agent.limits.idle_timeout_s),
+                            timeout=timedelta(seconds=self.agent.limits.idle_timeout_s),
                             timeout_summary="idle: waiting for a user message",
                         )
                     except TimeoutError:  # the idle timeout
@@ -343,8 +355,9 @@ class SessionWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._continuing:
             carry = self._carry()
+            resolved = {"agent": self.agent, "search_attributes": self.search_attributes}
             workflow.continue_as_new(
-                inp.model_copy(update={"carry": carry, "schedule": None}),
+                inp.model_copy(update={"carry": carry, "schedule": None, **resolved}),
                 memo={"first_offset": carry.first_offset, "run": carry.run, "previous_run_id": workflow.info().run_id},
             )
         final: SessionStatus = "failed" if (inp.one_shot and self.last_error) or self.stop_reason else "done"
@@ -369,14 +382,21 @@ class SessionWorkflow:
                 f"(events before offset {self.first_offset} are in the earlier runs)",
             )
             return
+        if inp.agent is None or self.search_attributes is None:
+            problem = await self._prepare(inp)
+            if problem is not None:
+                self.stop_reason = f"the session cannot start: {problem}"
+                self._record("session_started", text=self.pending[0])
+                self._record("error", text=self.stop_reason)
+                return
         if inp.schedule is not None:
             self.pending = [await self._render_scheduled_task(inp.task, inp.schedule)]
         self._record(
             "session_started",
             text=self.pending[0],
-            model=inp.agent.model.name,
-            agent=inp.agent,
-            agent_version=agent_version(inp.agent),
+            model=self.agent.model.name,
+            agent=self.agent,
+            agent_version=agent_version(self.agent),
         )
         try:
             await self._check_sandbox_secrets(inp)
@@ -390,6 +410,38 @@ class SessionWorkflow:
                 await self._ensure_sandbox()
             except ActivityError as e:  # the first sandbox tool call tries again
                 self._record("error", text=f"eager provisioning failed: {_failure_message(e)}")
+
+    async def _prepare(self, inp: SessionInput) -> str | None:
+        """A plain client's session: resolve its agent_ref and learn which search attributes the
+        namespace has, in one activity; then set those the starter did not. The problem, or None."""
+        try:
+            setup: SessionSetup = await workflow.execute_activity(
+                PREPARE_SESSION,
+                SessionSetupRequest(
+                    agent_ref=inp.agent_ref if inp.agent is None else None,
+                    check_attributes=self.search_attributes is None,
+                ),
+                result_type=SessionSetup,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SETUP_RETRY,
+                summary=f"prepare: agent {inp.agent_ref}" if inp.agent is None else "prepare: search attributes",
+            )
+        except ActivityError as e:
+            return _failure_message(e)
+        if setup.agent is not None:
+            self._use_agent(setup.agent)
+        if self.search_attributes is None:
+            self.search_attributes = setup.search_attributes or False
+            already = {pair.key.name for pair in workflow.info().typed_search_attributes}
+            wanted = {
+                SA_AGENT_NAME: self.agent.name,
+                SA_AGENT_VERSION: agent_version(self.agent),
+                SA_SESSION_STATUS: self.status,
+            }
+            pairs = attribute_pairs(self.search_attributes, {k: v for k, v in wanted.items() if k not in already})
+            if pairs.search_attributes:
+                workflow.upsert_search_attributes([pair.key.value_set(pair.value) for pair in pairs])
+        return None
 
     async def _check_sandbox_secrets(self, inp: SessionInput) -> None:
         """Secrets the sandbox workers will need (egress credentials, a git token), checked now on one
@@ -861,7 +913,7 @@ class SessionWorkflow:
                     agent=sub.spec,
                     task=task,
                     one_shot=True,
-                    search_attributes=self.input.search_attributes,
+                    search_attributes=self.search_attributes,
                     parent_session=workflow.info().workflow_id,
                     depth=self.input.depth + 1,
                     shared_sandbox=shared,
@@ -900,15 +952,16 @@ class SessionWorkflow:
             raise asyncio.CancelledError
 
     def _child_attributes(self, agent: AgentSpec) -> TypedSearchAttributes | None:
-        if not self.input.search_attributes:
+        if not self.search_attributes:
             return None
-        return TypedSearchAttributes(
-            [
-                SearchAttributePair(AGENT_KEY, agent.name),
-                SearchAttributePair(STATUS_KEY, "running"),
-                SearchAttributePair(VERSION_KEY, agent_version(agent)),
-                SearchAttributePair(PARENT_KEY, workflow.info().workflow_id),
-            ]
+        return attribute_pairs(
+            self.search_attributes,
+            {
+                SA_AGENT_NAME: agent.name,
+                SA_SESSION_STATUS: "running",
+                SA_AGENT_VERSION: agent_version(agent),
+                SA_PARENT_SESSION: workflow.info().workflow_id,
+            },
         )
 
     # --- handlers ---------------------------------------------------------------------------
