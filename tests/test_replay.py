@@ -4,6 +4,14 @@ A change that would make a running session's replay diverge (reordered activitie
 command in the middle of the loop) fails here before it fails a deployment. Recorded from the
 local stack (`make up`): `python tests/test_replay.py record localhost:7233 SESSION_ID NAME`.
 Deliberate changes to the workflow's command sequence need workflow.patched() and a new recording.
+
+Most files come from `tests/histories/record_sessions.py`, one real session per SessionWorkflow
+feature (tools, a lost sandbox, approvals, a custom tool, subagents, compaction, continue-as-new
+with one file per run, a scheduled run, MCP, interrupts, skills, budgets, the loop guard, ...) on the
+dev server, the scripted model and real Docker. Re-record them all (or some, with `-k NAME`) with
+`.venv/bin/python -m pytest tests/histories/record_sessions.py`; each recording checks that its
+feature happened, that nothing went to the payload store and that it replays. A file's stem is the
+workflow id it replays under, so the recorder gives each session its file's name as its id.
 """
 
 from __future__ import annotations
