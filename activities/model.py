@@ -144,7 +144,7 @@ def classify_model_error(error: Exception) -> ApplicationError:
 
 
 def _block_dict(block: Any) -> dict[str, Any]:
-    data: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
+    data: dict[str, Any] = block.model_dump(mode="json", exclude_none=True, warnings=False)
     kind = data.get("type")
     keep = {
         "text": ("type", "text"),

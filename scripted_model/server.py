@@ -82,6 +82,9 @@ class Step(_Strict):
     text: str | None = None
     tool_use: ToolUse | None = None
     tool_uses: list[ToolUse] = Field(default_factory=list)
+    # Content blocks sent as they are, after text and tool uses: any shape, well-formed or not
+    # (a tool_use whose input is a string, one with no id, a block type nobody knows).
+    raw_blocks: list[dict[str, Any]] = Field(default_factory=list)
     error: ScriptedError | None = None
     delay_ms: int | None = None
     stream_chunk: int | None = Field(default=None, ge=1, description="characters per streamed text delta")
@@ -288,6 +291,7 @@ class ScriptedModel:
         for i, call in enumerate(step.calls()):
             tool_id = "toolu_" + hashlib.sha256(f"{conversation}/{index}/{i}".encode()).hexdigest()[:24]
             content.append({"type": "tool_use", "id": tool_id, "name": call.name, "input": call.input})
+        content += step.raw_blocks
         if not content:
             content.append({"type": "text", "text": ""})
         input_tokens, cache_read, cache_write = self._cache_usage(body)
@@ -297,7 +301,7 @@ class ScriptedModel:
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": "tool_use" if step.calls() else "end_turn",
+            "stop_reason": "tool_use" if any(b.get("type") == "tool_use" for b in content) else "end_turn",
             "stop_sequence": None,
             "usage": {
                 "input_tokens": input_tokens,
@@ -356,10 +360,15 @@ def _sse_frames(message: dict[str, Any], chunk: int = 16) -> list[_Frame]:
                 piece = text[j : j + chunk]
                 delta = {"index": i, "delta": {"type": "text_delta", "text": piece}}
                 out.append(_Frame(_sse_event("content_block_delta", delta), text=(i, piece)))
-        else:
-            out.append(_Frame(_sse_event("content_block_start", {"index": i, "content_block": {**block, "input": {}}})))
-            delta = {"index": i, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
-            out.append(_Frame(_sse_event("content_block_delta", delta)))
+        elif block["type"] == "tool_use":
+            start_block = {**block, "input": {}}
+            out.append(_Frame(_sse_event("content_block_start", {"index": i, "content_block": start_block})))
+            if "input" in block:
+                partial = json.dumps(block["input"])
+                delta = {"index": i, "delta": {"type": "input_json_delta", "partial_json": partial}}
+                out.append(_Frame(_sse_event("content_block_delta", delta)))
+        else:  # a block type this server knows nothing of: sent whole in its start event
+            out.append(_Frame(_sse_event("content_block_start", {"index": i, "content_block": block})))
         out.append(_Frame(_sse_event("content_block_stop", {"index": i})))
     stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
     out.append(

@@ -17,6 +17,7 @@ from sandboxes.activities import tool_script
 from workflows.harness import (
     ContextBuilder,
     check_tool_call,
+    parse_tool_uses,
     session_summary,
     text_of,
     tool_calls_of,
@@ -70,6 +71,26 @@ def test_content_helpers() -> None:
     ]
     assert text_of(content) == "hi"
     assert tool_calls_of(content) == [ToolCall(id="t1", name="bash", input={"command": "ls"})]
+
+
+def test_malformed_tool_uses_are_repaired_for_the_context_and_reported() -> None:
+    good = [{"type": "text", "text": "x"}, {"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}}]
+    calls, content, problems = parse_tool_uses(good, "7")
+    assert content == good and problems == {} and calls[0].id == "t1"
+    bad = [
+        {"type": "tool_use", "id": "t1", "name": "bash", "input": "ls"},
+        {"type": "tool_use", "id": "t1", "name": "bash", "input": {}},  # the same id again
+        {"type": "tool_use", "id": "has space", "input": {}},  # a bad id, no name
+        {"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {}},  # not ours: kept as is
+    ]
+    calls, content, problems = parse_tool_uses(bad, "7")
+    assert [c.id for c in calls] == ["t1", "toolu_da_7_1", "toolu_da_7_2"]
+    assert content[0] == {"type": "tool_use", "id": "t1", "name": "bash", "input": {}} and content[3] == bad[3]
+    assert "input was a string" in problems["t1"] and "repeated" in problems["toolu_da_7_1"]
+    assert (
+        "'has space' is not a valid tool-use id" in problems["toolu_da_7_2"]
+        and "named no tool" in problems["toolu_da_7_2"]
+    )
 
 
 def test_context_requests_carry_only_what_is_new() -> None:

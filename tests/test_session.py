@@ -116,6 +116,45 @@ async def test_unknown_tool_and_bad_input_are_told_to_the_model(client: Client, 
     assert last["type"] == "tool_result" and last["is_error"] is True
 
 
+async def test_malformed_tool_uses_get_error_results_and_the_session_goes_on(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    """Each shape a model's tool_use may arrive in: the session never fails a workflow task for it."""
+    bad_blocks: list[dict[str, Any]] = [
+        {"type": "tool_use", "id": "toolu_string_input", "name": "bash", "input": "ls -la"},
+        {"type": "tool_use", "id": "toolu_list_input", "name": "bash", "input": ["ls"]},
+        {"type": "tool_use", "id": "toolu_null_input", "name": "bash", "input": None},
+        {"type": "tool_use", "name": "bash", "input": {"command": "echo no id"}},
+        {"type": "tool_use", "id": "toolu_string_input", "name": "bash", "input": {"command": "echo twice"}},
+        {"type": "mystery_block", "payload": 42},
+    ]
+    marker = add_scenario(
+        scripted,
+        [
+            Step(text="Trying odd calls.", raw_blocks=bad_blocks),
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo fine"})),
+            Step(text="Recovered: {last_tool_result}"),
+        ],
+    )
+    result, events, handle = await run_one_shot(client, f"Send odd tool calls. {marker}")
+    assert result.status == "done" and result.answer == "Recovered: fine"
+    history = await handle.fetch_history()
+    assert not [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    first = [e.tool_result for e in events if e.tool_result][:5]
+    assert all(r is not None and r.is_error and "This tool call was not run" in r.output for r in first)
+    outputs = [r.output for r in first if r is not None]
+    assert "its input was a string, not a JSON object" in outputs[0]
+    assert "its input was a list, not a JSON object" in outputs[1]
+    assert "its input was missing (null), not a JSON object" in outputs[2], outputs[2]
+    assert "its id was missing" in outputs[3] and "its id was missing, repeated" in outputs[4]
+    # The next request was valid: every tool_use has an id and an object input, each answered once.
+    request = [r for r in scripted.requests if marker in json.dumps(r.body)][1].body["messages"]
+    uses = [b for b in request[-2]["content"] if b.get("type") == "tool_use"]
+    answers = [b["tool_use_id"] for b in request[-1]["content"] if b.get("type") == "tool_result"]
+    assert len({u["id"] for u in uses}) == 5 and all(isinstance(u["input"], dict) for u in uses)
+    assert sorted(answers) == sorted(u["id"] for u in uses)
+
+
 async def test_a_command_that_runs_forever_is_cut_at_the_timeout(client: Client, scripted: ScriptedModelServer) -> None:
     marker = add_scenario(
         scripted,

@@ -5,6 +5,7 @@ the model context and its digests, and the texts the Temporal UI shows. No I/O, 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -236,14 +237,64 @@ def tool_timeout(call: ToolCall, default_s: float) -> float:
     return min(float(requested), default_s) if isinstance(requested, int | float) else default_s
 
 
+_TOOL_USE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _kind_of(value: Any) -> str:
+    return {str: "a string", list: "a list", type(None): "missing (null)", bool: "a boolean"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
 def tool_calls_of(content: list[dict[str, Any]]) -> list[ToolCall]:
-    return [
-        ToolCall(id=b["id"], name=b["name"], input=b.get("input") or {}) for b in content if b.get("type") == "tool_use"
-    ]
+    return parse_tool_uses(content, "")[0]
+
+
+def parse_tool_uses(
+    content: list[dict[str, Any]], salt: str
+) -> tuple[list[ToolCall], list[dict[str, Any]], dict[str, str]]:
+    """The tool calls of a model turn, whatever shape its tool_use blocks have.
+
+    Returns the calls (each with a usable id and an object input), the content as the next request
+    may carry it (malformed blocks repaired: a missing or duplicate id replaced by one made from
+    `salt`, an input that is not an object replaced by {}), and for each repaired call the error
+    its tool result gives the model instead of running it. Well-formed content comes back as is."""
+    calls: list[ToolCall] = []
+    problems: dict[str, str] = {}
+    repaired: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, block in enumerate(content):
+        if block.get("type") != "tool_use":
+            repaired.append(block)
+            continue
+        wrong: list[str] = []
+        raw_id, name, raw_input = block.get("id"), block.get("name"), block.get("input", None)
+        call_id = raw_id if isinstance(raw_id, str) and _TOOL_USE_ID.match(raw_id) and raw_id not in seen else None
+        if call_id is None:
+            call_id = f"toolu_da_{salt}_{i}"
+            wrong.append("its id was missing, repeated or malformed" if raw_id is None or raw_id in seen else "")
+            wrong[-1] = wrong[-1] or f"its id {str(raw_id)[:40]!r} is not a valid tool-use id"
+        if not isinstance(name, str) or not name:
+            name = "(no name)"
+            wrong.append("it named no tool")
+        if not isinstance(raw_input, dict):
+            wrong.append(f"its input was {_kind_of(raw_input)}, not a JSON object")
+            raw_input = {}
+        seen.add(call_id)
+        call = ToolCall(id=call_id, name=name, input=raw_input)
+        calls.append(call)
+        if wrong:
+            problems[call_id] = (
+                f"This tool call was not run: {'; '.join(wrong)}. Call the tool again with a JSON object as its input."
+            )
+            repaired.append({"type": "tool_use", "id": call_id, "name": name, "input": raw_input})
+        else:
+            repaired.append(block)
+    return calls, repaired, problems
 
 
 def text_of(content: list[dict[str, Any]]) -> str:
-    return "\n".join(b["text"] for b in content if b.get("type") == "text" and b.get("text")).strip()
+    return "\n".join(str(b["text"]) for b in content if b.get("type") == "text" and b.get("text")).strip()
 
 
 def render_task(template: str, now: datetime, last_result: str) -> str:

@@ -96,13 +96,13 @@ with workflow.unsafe.imports_passed_through():
         compaction_cut,
         estimate_tokens,
         is_sandbox_tool,
+        parse_tool_uses,
         render_task,
         sandbox_reset_message,
         session_summary,
         spawn_refusal,
         system_prompt,
         text_of,
-        tool_calls_of,
         tool_definitions,
         tool_error,
         tool_summary,
@@ -555,8 +555,9 @@ class SessionWorkflow:
             self.turns += 1
             self.response_turns += 1
             self._spend(turn.usage, self.agent.model.cost(turn.usage))
-            self.context.model_answered(turn.content, turn.usage.total_tokens - turn.usage.output_tokens)
-            calls = tool_calls_of(turn.content)
+            # Whatever shape the model's tool_use blocks have: malformed ones get an error result, not a crash.
+            calls, content, malformed = parse_tool_uses(turn.content, str(self.next_offset))
+            self.context.model_answered(content, turn.usage.total_tokens - turn.usage.output_tokens)
             self._record(
                 "model_turn",
                 content=turn.content,
@@ -574,7 +575,7 @@ class SessionWorkflow:
             if self._over_budget():
                 return
             self._turn_calls, self._turn_results = calls, {}
-            results = await asyncio.gather(*(self._run_tool(call) for call in calls))
+            results = await asyncio.gather(*(self._run_tool(call, malformed.get(call.id)) for call in calls))
             self.context.add_tool_results(list(results))
             self._turn_calls = []
             if self._over_budget():  # subagents spend too
@@ -639,9 +640,9 @@ class SessionWorkflow:
 
     # --- tools ------------------------------------------------------------------------------
 
-    async def _run_tool(self, call: ToolCall) -> ToolResult:
+    async def _run_tool(self, call: ToolCall, malformed: str | None = None) -> ToolResult:
         schemas = [*self.agent.custom_tools, *self.mcp_tools.values()]
-        problem = check_tool_call(call, self.tools, schemas) or self.loop_guard.check(call)
+        problem = malformed or check_tool_call(call, self.tools, schemas) or self.loop_guard.check(call)
         if problem is None and self.agent.policy(call.name) == "always_ask":
             denial = await self._await_approval(call)
             if denial is not None:
