@@ -78,6 +78,7 @@ SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
 SANDBOX_IMAGE_MISSING = "SandboxImageMissing"
 MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: retrying cannot help
 MODEL_NOT_CONFIGURED = "ModelNotConfigured"
+CONTEXT_TOO_LONG = "ContextTooLong"  # the API's 400 "prompt is too long": compact, then try the turn again
 SECRET_MISSING = "SecretMissing"  # a secret an agent names is in no vault backend of the worker
 AGENT_NOT_FOUND = "AgentNotFound"  # an agent_ref names no agent the harness worker knows
 
@@ -267,6 +268,16 @@ class Limits(_Strict):
     )
     keep_recent_tokens: int | None = Field(
         default=None, ge=0, description="what compaction keeps verbatim, newest first; default: a quarter of the budget"
+    )
+    compaction_retry_growth: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="after a summary failed, summarise again only once this share of the context's size then has "
+        "been added to it; until then (and after compaction_max_failures) the oldest turns are left out instead",
+    )
+    compaction_max_failures: int = Field(
+        default=3, ge=0, le=1000, description="failed summaries per session before compaction only leaves turns out"
     )
     history_events: int = Field(
         default=5_000,
@@ -704,6 +715,7 @@ class SessionEvent(_Strict):
     agent: AgentSpec | None = None  # session_started: the definition this session runs
     agent_version: str | None = None
     covers: list[int] | None = None  # compaction: [first, last] offsets of the events it summarised
+    method: Literal["summary", "truncation"] | None = None  # compaction: summarised, or left out (None: summary)
     run_id: str | None = None  # continued: the run this one continues
 
 
@@ -748,6 +760,11 @@ class SessionCarry(_Strict):
     measured_tokens: int  # the API's token count of the first measured_count messages
     measured_count: int
     compacted_until: int  # offset after the last compaction
+    # Compaction's back-off: failed summaries, and the context growth at which to try again.
+    compaction_failures: int = 0
+    compaction_retry_at: int | None = None
+    context_grown: int = 0
+    message_upto: list[int] = Field(default_factory=list)  # per context message: its newest event's offset
     mcp_tools: list[McpTool] = Field(default_factory=list)  # discovered at the start: same tools, same prompt
 
 

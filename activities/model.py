@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +31,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from contracts import (
     CALL_MODEL,
+    CONTEXT_TOO_LONG,
     GET_MODEL_CONTEXT,
     MODEL_NOT_CONFIGURED,
     MODEL_REQUEST_REJECTED,
@@ -53,6 +55,8 @@ REJECTED_TYPES = {
     "billing_error",
 }
 HEARTBEAT_EVERY_S = 5.0
+# How the API says a request does not fit the model's context window (a 400 invalid_request_error).
+CONTEXT_TOO_LONG_MESSAGES = re.compile(r"prompt is too long|exceed context limit|context window", re.IGNORECASE)
 
 
 @dataclass
@@ -131,6 +135,8 @@ def classify_model_error(error: Exception) -> ApplicationError:
                 return ApplicationError(message, type=MODEL_REQUEST_REJECTED, non_retryable=True)
             return ApplicationError(message, type="ModelUnavailable")
         message = f"Anthropic API answered {status} ({kind}): {detail}"
+        if status == 400 and CONTEXT_TOO_LONG_MESSAGES.search(detail):
+            return ApplicationError(message, type=CONTEXT_TOO_LONG, non_retryable=True)
         if status in RETRYABLE_STATUS or status >= 500:
             return ApplicationError(message, type="ModelUnavailable", next_retry_delay=_retry_after(error))
         return ApplicationError(message, type=MODEL_REQUEST_REJECTED, non_retryable=True)

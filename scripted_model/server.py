@@ -102,6 +102,10 @@ class Scenario(_Strict):
     delay_ms: int = 0
     stream_chunk: int = Field(default=16, ge=1)
     stream_delay_ms: int = Field(default=0, ge=0)
+    # The model's context window: a bigger request gets the API's 400 "prompt is too long".
+    context_window: int | None = Field(default=None, ge=1)
+    # What compaction requests are answered with (default: a summary; "": an empty one, a summariser that fails).
+    summary: str | None = None
     steps: list[Step]
 
     @classmethod
@@ -179,9 +183,14 @@ def _all_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+_LEFT_OUT_RE = re.compile(r"Your (\d+) earlier turns \(session events")
+
+
 def _summarised_turns(messages: list[dict[str, Any]]) -> int:
-    """Assistant turns an earlier (scripted) summary in this conversation stands for."""
-    found = _SUMMARY_RE.search(_first_user_text(messages))
+    """Assistant turns an earlier (scripted) summary, or the harness's note where it left turns
+    out, stands for in this conversation."""
+    first = _first_user_text(messages)
+    found = _LEFT_OUT_RE.search(first) or _SUMMARY_RE.search(first)
     return int(found.group(1)) if found else 0
 
 
@@ -253,7 +262,14 @@ class ScriptedModel:
             return Reply(400, _error("invalid_request_error", "no scripted scenario matches this conversation"))
         index = sum(1 for m in messages if m.get("role") == "assistant") + _summarised_turns(messages)
         conversation = hashlib.sha256(_first_user_text(messages).encode()).hexdigest()[:16]
-        if _is_compaction(messages):
+        if scenario.context_window is not None:
+            size = len(json.dumps(_without_cache_control({k: body.get(k) for k in ("system", "tools", "messages")})))
+            if size // 4 > scenario.context_window:
+                tokens = f"{size // 4} tokens > {scenario.context_window} maximum"
+                return Reply(400, _error("invalid_request_error", f"prompt is too long: {tokens}"))
+        if _is_compaction(messages) and scenario.summary is not None:
+            step = Step(text=scenario.summary)
+        elif _is_compaction(messages):
             first = _first_user_text(messages)
             summary = _SUMMARY_RE.sub("", first).strip()
             summary = summary.split("\n", 1)[1] if summary.startswith("[Summary") else summary

@@ -12,18 +12,24 @@ import pytest
 
 from activities.model import ContextCache, _CachedContext, classify_model_error
 from agent_files import AgentFileError, load_agent
-from contracts import ModelSpec, ToolCall, ToolResult, chain_digest, context_root
+from contracts import Limits, ModelSpec, ToolCall, ToolResult, chain_digest, context_root
 from sandboxes.activities import tool_script
 from workflows.harness import (
+    TRUNCATION_HEADER,
     ContextBuilder,
     check_tool_call,
+    compaction_cut,
+    compaction_method,
     parse_tool_uses,
+    retry_summary_at,
     session_summary,
+    summary_blocks,
     text_of,
     tool_calls_of,
     tool_definitions,
     tool_summary,
     tool_timeout,
+    truncation_blocks,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -375,7 +381,7 @@ def test_compaction_request_shares_the_prefix_and_compact_keeps_the_newest_turns
 
     kept = ctx.messages[cut:]
     before = ctx.estimated_tokens()
-    ctx.compact(cut, "the summary")
+    ctx.compact(cut, summary_blocks("the summary"))
     assert ctx.messages[0] == {"role": "user", "content": [{"type": "text", "text": f"{SUMMARY_HEADER}\nthe summary"}]}
     assert ctx.messages[1:] == kept and ctx.synced == 0
     assert ctx.estimated_tokens() < before
@@ -438,3 +444,41 @@ def test_an_error_event_inside_a_streamed_answer_is_judged_by_its_type() -> None
     assert not overloaded.non_retryable and "mid-answer" in overloaded.message
     rejected = classify_model_error(_status_error(200, kind="invalid_request_error"))
     assert rejected.non_retryable and rejected.type == "ModelRequestRejected"
+
+
+def test_a_failing_summariser_backs_off_then_only_leaves_turns_out() -> None:
+    limits = Limits(compaction_retry_growth=0.5, compaction_max_failures=2)
+    assert compaction_method(limits, 0, None, 1_000) == "summary"
+    retry = retry_summary_at(limits, grown=1_000, context_tokens=4_000)  # failed on a 4,000-token context
+    assert retry == 3_000
+    assert compaction_method(limits, 1, retry, 2_999) == "truncation"  # not grown enough: no model call
+    assert compaction_method(limits, 1, retry, 3_000) == "summary"
+    assert compaction_method(limits, 2, None, 10**9) == "truncation"  # spent: never again this session
+
+
+def test_leaving_turns_out_keeps_pairs_offsets_and_the_users_words() -> None:
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("the task", at=1)
+    for i in range(6):
+        call = {"type": "tool_use", "id": f"t{i}", "name": "bash", "input": {"command": "x" * 400}}
+        ctx.model_answered([call], at=2 + 2 * i)
+        ctx.add_tool_results([ToolResult(call_id=f"t{i}", name="bash", output="y" * 400)], at=3 + 2 * i)
+    ctx.add_user_text("and also this")  # merged into the last tool-result message
+    cut = compaction_cut(ctx.messages, keep_tokens=300)
+    assert cut is not None
+    assert ctx.covered_until(cut) == cut  # message i holds events up to offset i here
+    grown = ctx.grown
+    ctx.compact(cut, truncation_blocks(ctx.messages[:cut], "Your N earlier turns ..."))
+    assert ctx.grown == grown, "leaving turns out is not growth"
+    lead = ctx.messages[0]["content"]
+    assert lead[0]["text"].startswith(TRUNCATION_HEADER) and lead[1]["text"] == "the task"
+    # Every tool_result that stayed still has its tool_use.
+    uses = {b["id"] for m in ctx.messages if m["role"] == "assistant" for b in m["content"]}
+    results = {b["tool_use_id"] for m in ctx.messages for b in m["content"] if b.get("type") == "tool_result"}
+    assert results <= uses
+    # A second truncation replaces the first note and keeps the task.
+    cut = compaction_cut(ctx.messages, keep_tokens=100)
+    assert cut is not None
+    ctx.compact(cut, truncation_blocks(ctx.messages[:cut], "second"))
+    texts = [b["text"] for b in ctx.messages[0]["content"] if b.get("type") == "text"]
+    assert sum(t.startswith(TRUNCATION_HEADER) for t in texts) == 1 and "the task" in texts

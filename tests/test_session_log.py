@@ -115,6 +115,54 @@ async def test_compaction_summarises_old_turns_and_the_raw_events_stay_readable(
     assert sum(1 for e in events if e.kind == "model_turn") == 13
 
 
+def compaction_requests(server: ScriptedModelServer, marker: str) -> int:
+    return sum(
+        1 for r in server.requests if marker in json.dumps(r.body) and COMPACTION_INSTRUCTION in json.dumps(r.body)
+    )
+
+
+async def test_a_summariser_that_always_fails_is_tried_a_bounded_number_of_times(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    bulky = Skill(name="tick", description="returns a lot of text", body="lorem ipsum " * 150)  # ~1,800 bytes
+    marker = add_scenario(scripted, [*ticks(30), Step(text="all done")], summary="")  # every summary empty
+    agent = agent_with({"context_tokens": 3000, "keep_recent_tokens": 1000}, skills=[bulky])
+    handle = await start_agent_session(client, agent, f"Read a lot. {marker}", one_shot=True)
+    result = await handle.result()
+    assert result.status == "done" and result.answer == "all done" and result.turns == 31, result.error
+
+    spent = compaction_requests(scripted, marker)
+    print(f"model calls spent on compaction by a failing summariser over 31 turns: {spent}")
+    assert 1 <= spent <= agent.limits.compaction_max_failures
+    events = await session_log.read_events(client, handle.id)
+    failures = [e.text or "" for e in events if e.kind == "error" and "compaction failed" in (e.text or "")]
+    assert len(failures) == spent and "the oldest turns are left out instead" in failures[0]
+    left_out = [e for e in events if e.kind == "compaction" and e.method == "truncation"]
+    assert len(left_out) >= 5, "between failed summaries, and after the last, turns are left out instead"
+    previous_end = -1
+    for e in left_out:
+        first, last = e.covers or [0, 0]
+        assert previous_end < first <= last < e.offset and "Your " in (e.text or "")
+        previous_end = last
+    # The model always saw the user's task and went on where it was: every step once.
+    assert sum(1 for e in events if e.kind == "model_turn") == 31
+
+
+async def test_prompt_too_long_compacts_and_tries_the_turn_again(client: Client, scripted: ScriptedModelServer) -> None:
+    bulky = Skill(name="tick", description="returns a lot of text", body="lorem ipsum " * 150)
+    marker = add_scenario(scripted, [*ticks(8), Step(text="all done")], context_window=2500)
+    agent = agent_with(skills=[bulky])  # the default budget (150,000 tokens) never triggers compaction
+    handle = await start_agent_session(client, agent, f"Read a lot. {marker}", one_shot=True)
+    result = await handle.result()
+    assert result.status == "done" and result.answer == "all done", result.error
+
+    events = await session_log.read_events(client, handle.id)
+    too_long = [e for e in events if e.kind == "error" and "prompt is too long" in (e.text or "")]
+    assert too_long and "compacting the context and trying again" in (too_long[0].text or "")
+    assert [e for e in events if e.kind == "compaction" and e.offset > too_long[0].offset]
+    assert sum(1 for e in events if e.kind == "model_turn") == 9
+
+
 async def test_a_5_mb_tool_output_goes_to_the_payload_store_not_into_history(
     client: Client, scripted: ScriptedModelServer
 ) -> None:

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -409,38 +409,53 @@ class ContextBuilder:
         # The API's token count of the first measured_count messages (with system and tools).
         self.measured_tokens = 0
         self.measured_count = 0
+        self.grown = 0  # estimated tokens ever added (compaction does not take them back)
+        # upto[i]: the newest session event whose content is in messages[:i + 1] (-1: not known).
+        self.upto: list[int] = []
 
-    def _append(self, message: dict[str, Any]) -> None:
+    def _append(self, message: dict[str, Any], at: int = -1) -> None:
         self.messages.append(message)
         self.digests.append(chain_digest(self.digests[-1], message))
+        self.upto.append(at)
+        self.grown += estimate_tokens(message)
 
-    def _replace_last(self, message: dict[str, Any]) -> None:
+    def _replace_last(self, message: dict[str, Any], at: int = -1) -> None:
+        self.grown += estimate_tokens(message) - estimate_tokens(self.messages[-1])
         self.messages[-1] = message
         self.digests[-1] = chain_digest(self.digests[-2], message)
+        self.upto[-1] = max(self.upto[-1], at)
         self.synced = min(self.synced, len(self.messages) - 1)
 
-    def _add_user_blocks(self, blocks: list[dict[str, Any]]) -> None:
+    def _add_user_blocks(self, blocks: list[dict[str, Any]], at: int) -> None:
         # The API wants roles to alternate; a user message after a user message is merged.
         if self.messages and self.messages[-1]["role"] == "user":
             last = self.messages[-1]["content"]
             previous = [{"type": "text", "text": last}] if isinstance(last, str) else list(last)
-            self._replace_last({"role": "user", "content": previous + blocks})
+            self._replace_last({"role": "user", "content": previous + blocks}, at)
         else:
-            self._append({"role": "user", "content": blocks})
+            self._append({"role": "user", "content": blocks}, at)
 
-    def add_user_text(self, text: str) -> None:
-        self._add_user_blocks([{"type": "text", "text": text}])
+    def add_user_text(self, text: str, at: int = -1) -> None:
+        """A user message; `at`: the offset of its event in the session log."""
+        self._add_user_blocks([{"type": "text", "text": text}], at)
 
-    def add_assistant(self, content: list[dict[str, Any]]) -> None:
-        self._append({"role": "assistant", "content": content})
+    def add_assistant(self, content: list[dict[str, Any]], at: int = -1) -> None:
+        self._append({"role": "assistant", "content": content}, at)
 
-    def add_tool_results(self, results: list[ToolResult]) -> None:
+    def add_tool_results(self, results: list[ToolResult], at: int = -1) -> None:
+        """Tool results; `at`: the offset of the last one's event."""
         self._add_user_blocks(
             [
                 {"type": "tool_result", "tool_use_id": r.call_id, "content": r.output, "is_error": r.is_error}
                 for r in results
-            ]
+            ],
+            at,
         )
+
+    def covered_until(self, cut: int) -> int | None:
+        """The newest session event whose content is in messages[:cut] (None where not known)."""
+        known = [u for u in self.upto[:cut] if u >= 0]
+        return max(known) if known else None
 
     def request(self, session_id: str, model: ModelSpec) -> ModelRequest:
         return self._request(session_id, model, self.synced, self.messages[self.synced :], self.digests[-1])
@@ -463,26 +478,39 @@ class ContextBuilder:
             tools=self.tools if first else None,
         )
 
-    def model_answered(self, content: list[dict[str, Any]], input_tokens: int | None = None) -> None:
+    def model_answered(self, content: list[dict[str, Any]], input_tokens: int | None = None, at: int = -1) -> None:
         """Record the model's answer; the activity appended the same message to its cache.
-        input_tokens: what the API counted for the request (it replaces the estimate)."""
+        input_tokens: what the API counted for the request (it replaces the estimate); at: the
+        offset of the turn's event."""
         if input_tokens:
             self.measured_tokens, self.measured_count = input_tokens, len(self.messages)
-        self.add_assistant(content)
+        self.add_assistant(content, at)
         self.synced = len(self.messages)
 
     # --- size and compaction --------------------------------------------------------------
 
     @classmethod
     def restore(
-        cls, system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]], synced: int
+        cls,
+        system: str,
+        tools: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        synced: int,
+        upto: list[int] | None = None,
     ) -> ContextBuilder:
         """A context carried over from an earlier run (digests recomputed, so they match the
         activity's cache, which the earlier run filled)."""
         builder = cls(system, tools)
-        for message in messages:
-            builder._append(message)
+        offsets = upto if upto is not None and len(upto) == len(messages) else [-1] * len(messages)
+        for message, at in zip(messages, offsets, strict=True):
+            builder._append(message, at)
         builder.synced = min(synced, len(messages))
+        return builder
+
+    def with_tools(self, tools: list[dict[str, Any]]) -> ContextBuilder:
+        """The same conversation with other tool definitions (a new prompt prefix)."""
+        builder = ContextBuilder.restore(self.system, tools, self.messages, self.synced, self.upto)
+        builder.grown = self.grown
         return builder
 
     def estimated_tokens(self) -> int:
@@ -509,19 +537,21 @@ class ContextBuilder:
             digest = chain_digest(digest, message)
         return self._request(session_id, model, prefix, new, digest)
 
-    def compact(self, cut: int, summary: str) -> None:
-        """Replace messages[:cut] by the summary. The next request starts a new prompt prefix."""
+    def compact(self, cut: int, lead: list[dict[str, Any]]) -> None:
+        """Replace messages[:cut] by `lead` (a summary, or a note of what was left out), which opens
+        the first kept user message. The next request starts a new prompt prefix."""
         kept = self.messages[cut:]
         if kept and kept[0]["role"] == "user":
             content = kept[0]["content"]
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
-            kept = [{"role": "user", "content": summary_blocks(summary) + blocks}, *kept[1:]]
+            kept = [{"role": "user", "content": lead + blocks}, *kept[1:]]
         else:
-            kept = [{"role": "user", "content": summary_blocks(summary)}, *kept]
-        self.messages = []
-        self.digests = [self.digests[0]]
-        for message in kept:
-            self._append(message)
+            kept = [{"role": "user", "content": lead}, *kept]
+        grown, upto = self.grown, self.upto[cut:] if len(kept) == len(self.messages) - cut else self.upto[cut - 1 :]
+        self.messages, self.digests, self.upto = [], [self.digests[0]], []
+        for message, at in zip(kept, upto, strict=True):
+            self._append(message, at)
+        self.grown = grown  # what compaction writes is not growth
         self.synced = 0
         self.measured_tokens = self.measured_count = 0
 
@@ -529,6 +559,7 @@ class ContextBuilder:
 # --- compaction ---------------------------------------------------------------------------------
 
 SUMMARY_HEADER = "[Summary of the earlier conversation, written when the context outgrew its budget]"
+TRUNCATION_HEADER = "[The earlier conversation was left out to keep the context within its budget]"
 
 
 def estimate_tokens(value: Any) -> int:
@@ -565,3 +596,58 @@ def compaction_cut(messages: list[dict[str, Any]], keep_tokens: int) -> int | No
 
 def summary_blocks(summary: str) -> list[dict[str, Any]]:
     return [{"type": "text", "text": f"{SUMMARY_HEADER}\n{summary.strip()}"}]
+
+
+KEEP_USER_CHARS = 8_000  # what a truncation keeps of the user's words: the first, then the newest
+
+
+def truncation_blocks(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
+    """What stands where the oldest turns were left out: the note, then the user's own words from
+    them (their task first, the newest after it, within KEEP_USER_CHARS), earlier summaries among
+    them: the turns go, what was asked stays."""
+    said: list[str] = []
+    for message in messages:
+        if message["role"] != "user":
+            continue
+        content = message["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        said += [str(b.get("text", "")) for b in blocks if b.get("type") == "text" and b.get("text")]
+    said = [t for t in said if not t.startswith(TRUNCATION_HEADER)]  # an earlier note: this one replaces it
+    if said and len(said[0]) > KEEP_USER_CHARS // 2:
+        said[0] = said[0][: KEEP_USER_CHARS // 2] + " […]"
+    kept: list[str] = []
+    room = KEEP_USER_CHARS
+    for text in said[:1] + said[:0:-1]:
+        if len(text) > room:
+            break
+        kept.append(text)
+        room -= len(text)
+    ordered = kept[:1] + kept[:0:-1]
+    return [{"type": "text", "text": f"{TRUNCATION_HEADER}\n{note}"}] + [{"type": "text", "text": t} for t in ordered]
+
+
+CompactionMethod = Literal["summary", "truncation"]
+
+
+def compaction_method(limits: Limits, failures: int, retry_at: int | None, grown: int) -> CompactionMethod:
+    """Summarise (a model call), or leave the oldest turns out (no call)? After a failed summary,
+    summarise again only once the context has grown by the share `limits` sets, and never after
+    `compaction_max_failures` failures: a summariser that fails is not paid on every turn."""
+    if failures >= limits.compaction_max_failures:
+        return "truncation"
+    if retry_at is not None and grown < retry_at:
+        return "truncation"
+    return "summary"
+
+
+def retry_summary_at(limits: Limits, grown: int, context_tokens: int) -> int:
+    """After a failed summary of a context of `context_tokens`: the growth at which to try again."""
+    return grown + max(1, int(limits.compaction_retry_growth * context_tokens))
+
+
+def truncation_note(turns_left_out: int, first: int, last: int) -> str:
+    """What the model reads where the turns it can no longer see were."""
+    return (
+        f"Your {turns_left_out} earlier turns (session events {first} to {last}) are not shown here; what the "
+        "user said in them follows. Ask the user if you need something else from them."
+    )

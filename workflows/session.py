@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         CALL_MCP_TOOL,
         CALL_MODEL,
         CHECK_SECRETS,
+        CONTEXT_TOO_LONG,
         DENY,
         DESTROY_SANDBOX,
         DISCOVER_MCP_TOOLS,
@@ -94,19 +95,24 @@ with workflow.unsafe.imports_passed_through():
         budget_exhausted,
         check_tool_call,
         compaction_cut,
+        compaction_method,
         estimate_tokens,
         is_sandbox_tool,
         parse_tool_uses,
         render_task,
+        retry_summary_at,
         sandbox_reset_message,
         session_summary,
         spawn_refusal,
+        summary_blocks,
         system_prompt,
         text_of,
         tool_definitions,
         tool_error,
         tool_summary,
         tool_timeout,
+        truncation_blocks,
+        truncation_note,
         validation_problems,
     )
 
@@ -138,6 +144,12 @@ SANDBOX_RETRY = RetryPolicy(
 )
 # Workflow versions (workflow.patched): new commands that histories recorded before them lack.
 SNAPSHOTS_PATCH = "workspace-snapshots"
+COMPACTION_BACKOFF_PATCH = "compaction-backoff"  # a failed summary: back off and leave turns out
+
+
+def _error_type(error: ActivityError) -> str | None:
+    cause = error.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _failure_message(error: BaseException) -> str:
@@ -208,6 +220,8 @@ class SessionWorkflow:
         self.resume = False  # go on answering without a new user message (continued mid-answer)
         self.response_turns = 0  # model calls made for the current user message
         self.compacted_until = 0  # offset of the first event no compaction has summarised yet
+        self.compaction_failures = 0  # failed summaries; after some, and between them, turns are left out
+        self.compaction_retry_at: int | None = None  # context growth at which to summarise again
         self._continuing = False
         self._refresh_requested = False
         self._refreshed_at = 0
@@ -226,15 +240,18 @@ class SessionWorkflow:
     def tools(self) -> list[str]:
         return [*self.base_tools, *self.mcp_tools]
 
-    def _use_mcp_tools(self, tools: list[McpTool], messages: list[dict[str, Any]], synced: int) -> None:
+    def _use_mcp_tools(self, tools: list[McpTool]) -> None:
         """The context with these MCP tools after the built-in ones (in discovery order: a stable prompt prefix)."""
         self.mcp_tools = {t.name: t for t in tools if t.name not in self.base_tools}
         definitions = self.base_definitions + [t.definition() for t in self.mcp_tools.values()]
-        self.context = ContextBuilder.restore(self.system, definitions, messages, synced)
+        self.context = self.context.with_tools(definitions)
 
     def _restore(self, c: SessionCarry) -> None:
-        self._use_mcp_tools(c.mcp_tools, c.messages, c.synced)
+        self.context = ContextBuilder.restore(self.system, self.base_definitions, c.messages, c.synced, c.message_upto)
+        self._use_mcp_tools(c.mcp_tools)
         self.context.measured_tokens, self.context.measured_count = c.measured_tokens, c.measured_count
+        self.context.grown = c.context_grown
+        self.compaction_failures, self.compaction_retry_at = c.compaction_failures, c.compaction_retry_at
         self.first_offset, self.run_number = c.first_offset, c.run
         self.pending, self.status = list(c.pending), c.status
         self.resume, self.response_turns = c.resume, c.response_turns
@@ -271,6 +288,10 @@ class SessionWorkflow:
             measured_count=self.context.measured_count,
             compacted_until=self.compacted_until,
             mcp_tools=list(self.mcp_tools.values()),
+            compaction_failures=self.compaction_failures,
+            compaction_retry_at=self.compaction_retry_at,
+            context_grown=self.context.grown,
+            message_upto=self.context.upto,
         )
 
     def _should_continue(self) -> bool:
@@ -336,8 +357,8 @@ class SessionWorkflow:
                     self._set_status("running")
                     text = "\n\n".join(self.pending)
                     self.pending.clear()
-                    self._record("user_message", text=text)
-                    self.context.add_user_text(text)
+                    message = self._record("user_message", text=text)
+                    self.context.add_user_text(text, at=message.offset)
                     self.response_turns = 0
                 self.resume = False
                 await self._respond_interruptibly()
@@ -476,7 +497,7 @@ class SessionWorkflow:
         )
         for failure in found.failures.values():
             self._record("error", text=f"{failure}; the session goes on without its tools")
-        self._use_mcp_tools(found.tools, self.context.messages, self.context.synced)
+        self._use_mcp_tools(found.tools)
         self._record("mcp_tools", text=", ".join(self.mcp_tools) or "no MCP tools")
 
     async def _refresh_mcp_tools(self) -> None:
@@ -526,7 +547,7 @@ class SessionWorkflow:
                 cut = [tool_error(c, INTERRUPTED) for c in missing]
                 for result in cut:
                     self._record("tool_result", tool_result=result)
-                self.context.add_tool_results(cut)
+                self.context.add_tool_results(cut, at=self.next_offset - 1)
             self.last_error = None
             self._record("interrupted", text=f"interrupted by the user; {len(missing)} tool call(s) cut short")
         finally:
@@ -537,6 +558,7 @@ class SessionWorkflow:
     async def _respond(self) -> None:
         """Model and tools until the model ends its turn (or the turn budget runs out)."""
         self.last_error = None
+        retried_too_long = False  # the API's "prompt is too long": compact, then one more try
         while self.response_turns < self.agent.limits.max_turns:
             if self.response_turns and self._should_continue():
                 self.resume = self._continuing = True
@@ -549,15 +571,22 @@ class SessionWorkflow:
             try:
                 turn = await self._call_model(request, f"model: {request.model}")
             except ActivityError as e:
+                if _error_type(e) == CONTEXT_TOO_LONG and not retried_too_long:
+                    retried_too_long = True
+                    self._record("error", text=f"{_failure_message(e)}; compacting the context and trying again")
+                    await self._compact(forced=True)
+                    continue
                 self.last_error = f"model call failed: {_failure_message(e)}"
                 self._record("error", text=self.last_error)
                 return
+            retried_too_long = False
             self.turns += 1
             self.response_turns += 1
             self._spend(turn.usage, self.agent.model.cost(turn.usage))
             # Whatever shape the model's tool_use blocks have: malformed ones get an error result, not a crash.
             calls, content, malformed = parse_tool_uses(turn.content, str(self.next_offset))
-            self.context.model_answered(content, turn.usage.total_tokens - turn.usage.output_tokens)
+            answered_at = self.next_offset  # the model_turn event's
+            self.context.model_answered(content, turn.usage.total_tokens - turn.usage.output_tokens, answered_at)
             self._record(
                 "model_turn",
                 content=turn.content,
@@ -576,7 +605,7 @@ class SessionWorkflow:
                 return
             self._turn_calls, self._turn_results = calls, {}
             results = await asyncio.gather(*(self._run_tool(call, malformed.get(call.id)) for call in calls))
-            self.context.add_tool_results(list(results))
+            self.context.add_tool_results(list(results), at=self.next_offset - 1)
             self._turn_calls = []
             if self._over_budget():  # subagents spend too
                 return
@@ -603,38 +632,88 @@ class SessionWorkflow:
         budget = self.agent.limits.context_tokens
         return budget is not None and self.context.estimated_tokens() > budget
 
-    async def _compact(self) -> None:
+    async def _compact(self, forced: bool = False) -> None:
         """Summarise the older part of the context (a model call); keep the newest turns verbatim.
-        The events stay as they are: only what the model sees changes."""
+        After a summary failed, and until the context has grown enough to try again, leave the
+        oldest turns out instead (no model call). The events stay as they are: only what the
+        model sees changes. forced: the API said the context is too long, whatever the estimate."""
         limits = self.agent.limits
-        cut = compaction_cut(self.context.messages, limits.keep_tokens())
+        before = self.context.estimated_tokens()
+        # Over the model's window, whatever the budget says: keep at most a quarter of it verbatim.
+        keep = min(limits.keep_tokens(), before // 4) if forced else limits.keep_tokens()
+        cut = compaction_cut(self.context.messages, keep)
         if cut is None or estimate_tokens(self.context.messages[:cut]) < MIN_COMPACTION_TOKENS:
             return  # nothing worth summarising: the newest turns alone are over the budget
-        before = self.context.estimated_tokens()
+        why = "the model's context window" if forced else f"its budget of {limits.context_tokens}"
+        reason = f"context ~{before} tokens over {why}"
+        method = compaction_method(limits, self.compaction_failures, self.compaction_retry_at, self.context.grown)
+        if method == "truncation":
+            self._leave_out(cut, reason)
+            return
         request = self.context.compaction_request(cut, workflow.info().workflow_id, self.agent.model)
         try:
             turn = await self._call_model(
                 request, f"compaction: summarise {cut} of {len(self.context.messages)} messages"
             )
         except ActivityError as e:
-            self._record("error", text=f"compaction failed, the context stays as it is: {_failure_message(e)}")
+            self._summary_failed(cut, before, reason, f"compaction failed: {_failure_message(e)}")
             return
         self._spend(turn.usage, self.agent.model.cost(turn.usage))
         summary = text_of(turn.content)
         if not summary:
-            self._record("error", text="compaction failed: the model wrote an empty summary")
+            self._summary_failed(cut, before, reason, "compaction failed: the model wrote an empty summary")
             return
         kept = len(self.context.messages) - cut
-        self.context.compact(cut, summary)
-        last = self.next_offset - 1
+        first, last = self._covers(cut)
+        self.context.compact(cut, summary_blocks(summary))
         self._record(
             "compaction",
             text=summary,
-            covers=[self.compacted_until, last],
+            covers=[first, last],
             usage=turn.usage,
             model=turn.model,
-            stop_reason=f"context ~{before} tokens over its budget of {limits.context_tokens}: {cut} messages "
-            f"summarised, {kept} kept; now ~{self.context.estimated_tokens()} tokens",
+            method="summary",
+            stop_reason=f"{reason}: {cut} messages summarised, {kept} kept; now ~{self.context.estimated_tokens()} "
+            "tokens",
+        )
+        self.compacted_until = last + 1
+
+    def _covers(self, cut: int) -> tuple[int, int]:
+        """The offsets of the events whose content is in messages[:cut]."""
+        until = self.context.covered_until(cut)
+        return self.compacted_until, until if until is not None else self.next_offset - 1
+
+    def _summary_failed(self, cut: int, before: int, reason: str, problem: str) -> None:
+        """Back off (the next summary only once the context has grown) and leave the oldest turns
+        out for now; sessions recorded before the back-off kept the context as it was."""
+        if not workflow.patched(COMPACTION_BACKOFF_PATCH):
+            self._record("error", text=f"{problem}; the context stays as it is")
+            return
+        limits = self.agent.limits
+        self.compaction_failures += 1
+        self.compaction_retry_at = retry_summary_at(limits, self.context.grown, before)
+        if self.compaction_failures >= limits.compaction_max_failures:
+            then = f"no more summaries this session ({self.compaction_failures} failed)"
+        else:
+            then = f"the next summary once ~{self.compaction_retry_at - self.context.grown} more tokens are added"
+        self._record("error", text=f"{problem}; the oldest turns are left out instead, {then}")
+        self._leave_out(cut, reason)
+
+    def _leave_out(self, cut: int, reason: str) -> None:
+        """The deterministic fallback: the oldest turns leave the context (never the log), cut
+        where no tool_result loses its tool_use."""
+        first, last = self._covers(cut)
+        kept = len(self.context.messages) - cut
+        shown = sum(1 for m in self.context.messages[cut:] if m["role"] == "assistant")
+        note = truncation_note(self.turns - shown, first, last)
+        self.context.compact(cut, truncation_blocks(self.context.messages[:cut], note))
+        self._record(
+            "compaction",
+            text=note,
+            covers=[first, last],
+            method="truncation",
+            stop_reason=f"{reason}: {cut} messages left out, {kept} kept; now ~{self.context.estimated_tokens()} "
+            "tokens",
         )
         self.compacted_until = last + 1
 
