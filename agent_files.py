@@ -215,5 +215,5 @@ def _parse(p: Path) -> AgentSpec:
             message = err["msg"]
             if err["type"] == "extra_forbidden":
                 message = "unknown field"
-            lines.append(f"{p}: {field}: {message}" if field else f"{p}: {message}")
+            lines.append(f"{p}: {field}: {message}" if field else f"{p}: {message.removeprefix('Value error, ')}")
         raise AgentFileError("\n".join(lines)) from None

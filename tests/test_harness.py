@@ -3,6 +3,7 @@ error classification, agent files. No Temporal, no Docker, no network."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -510,3 +511,49 @@ def test_an_alias_bomb_fails_fast_and_in_little_memory(tmp_path: Path) -> None:
         pytest.fail("agent validate on an alias bomb did not finish within 60 s")
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stderr.startswith(f"error: {bomb}: ") and "aliases expand to more than" in run.stderr
+
+
+def test_definitions_over_their_context_budget_are_refused(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from contracts import AgentSpec
+
+    (tmp_path / "prompt.md").write_text("x" * 5_000_000)
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: {name: m}\nsystem_file: prompt.md\n")
+    with pytest.raises(AgentFileError) as raised:
+        load_agent(tmp_path / "a.yaml")
+    assert str(tmp_path / "a.yaml") in str(raised.value)
+    assert re.search(
+        r"a.yaml: .*system prompt and tool definitions are ~1,250,0\d\d tokens, over the context budget of 150,000 "
+        r"\(limits.context_tokens\) by 1,100,0\d\d",
+        str(raised.value),
+    )
+    # Inline definitions (the Python API, or JSON from any Temporal client) are checked alike.
+    with pytest.raises(ValidationError, match=r"over the context budget of 2,000 \(limits.context_tokens\)"):
+        AgentSpec.model_validate(
+            {
+                "name": "a",
+                "model": {"name": "m"},
+                "limits": {"context_tokens": 2000},
+                "custom_tools": [{"name": "t", "description": "d" * 10_000}],
+            }
+        )
+    # No budget, no check.
+    (tmp_path / "b.yaml").write_text(
+        "name: b\nmodel: {name: m}\nsystem_file: prompt.md\nlimits: {context_tokens: null}\n"
+    )
+    assert len(load_agent(tmp_path / "b.yaml").system) == 5_000_000
+
+
+def test_the_budget_check_counts_what_the_definition_adds_to_every_request() -> None:
+    """contracts' estimate (no harness there) is the harness's figure less its built-in tool definitions
+    (and a few bytes of JSON)."""
+    from workflows.harness import available_tools, estimate_tokens, system_prompt
+
+    for path in sorted((ROOT / "agents").glob("*.yaml")):
+        agent = load_agent(path)
+        exact = estimate_tokens(system_prompt(agent)) + estimate_tokens(
+            tool_definitions(available_tools(agent), agent.subagents, agent.skills, agent.custom_tools)
+        )
+        builtin = estimate_tokens(tool_definitions([*agent.tools]))
+        assert agent.prompt_tokens() - 5 <= exact <= agent.prompt_tokens() + builtin + 300, path
