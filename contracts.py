@@ -693,6 +693,7 @@ class SessionState(_Strict):
     first_offset: int = 0  # offset of this run's first event (earlier runs hold the ones before)
     run: int = 1  # 1 + how often the session continued as new
     context_tokens: int = 0  # estimated size of the next request
+    error: str | None = None  # why the session stopped, or why its latest answer failed (None: it did not)
 
 
 class SessionCarry(_Strict):
