@@ -498,10 +498,12 @@ async def cmd_end(client: Client, args: argparse.Namespace) -> int:
         return 0
     if await _closed_within(handle, 1.0):
         return _ended(handle.id, await handle.describe())
+    description = await handle.describe()
     failing = await _failing_workflow_task(client, args.id, description.run_id)
     if failing is not None:
-        attempt = (await handle.describe()).raw_description.pending_workflow_task.attempt
-        why = f"its workflow task keeps failing (attempt {attempt}), so it cannot run the signal: {failing}"
+        attempt = description.raw_description.pending_workflow_task.attempt
+        retried = f" (attempt {attempt})" if attempt > 1 else ""
+        why = f"its workflow task keeps failing{retried}, so it cannot run the signal: {failing}"
         await handle.terminate(reason=f"starter.py end: {why}")
         print(f"{args.id}: terminated: {why}; the sandbox host's reaper removes its sandbox, if it had one")
         return 0
