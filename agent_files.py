@@ -1,8 +1,15 @@
-"""Reading agent files (YAML) into AgentSpec, with errors that name the file and the field."""
+"""Reading agent files (YAML) into AgentSpec, with errors that name the file and the field.
+
+Every file is read with a size cap, and YAML with a loader whose aliases may not expand past a
+bound: a few hundred bytes of nested aliases ("billion laughs") would otherwise expand to
+gigabytes in whatever walks the result (validation, hashing, the session's input).
+"""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,90 @@ class AgentFileError(ValueError):
     pass
 
 
+AGENT_FILE_LIMIT = 1_000_000  # bytes of an agent file (YAML); a longer system prompt goes in a system_file
+SYSTEM_FILE_LIMIT = 16_000_000  # bytes of a system_file; the context budget bounds what is sensible
+# What one YAML document may expand to: its nodes plus the characters of its scalars, counted as if
+# every alias were written out. A file within AGENT_FILE_LIMIT that holds no aliases measures less
+# than twice its size (its scalars and separators are in it), so only aliases can reach this.
+YAML_EXPANSION_LIMIT = 2 * AGENT_FILE_LIMIT
+
+
+def _read_text(path: Path, limit: int) -> str:
+    """A UTF-8 text file of at most `limit` bytes (read no further), or AgentFileError naming it."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+            info = os.fstat(f.fileno())
+    except OSError as e:
+        raise AgentFileError(f"{path}: {e.strerror or e}") from None
+    if len(data) > limit:
+        what = f"{info.st_size:,} bytes" if stat.S_ISREG(info.st_mode) else f"more than {limit:,} bytes"
+        raise AgentFileError(f"{path}: {what}, over the limit of {limit:,} for this file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise AgentFileError(f"{path}: not a text file (UTF-8): byte {e.start} is {data[e.start]:#04x}") from None
+
+
+class _ExpansionError(yaml.YAMLError):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that measures a document before constructing it: the size its aliases expand to
+    is computed over the node graph (each node once, so the measure costs what the file does), and a
+    document over YAML_EXPANSION_LIMIT, or an alias inside its own anchor (a loop), is refused
+    before anything is expanded."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node, YAML_EXPANSION_LIMIT)
+        return super().construct_document(node)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    size: dict[int, int] = {}  # id(node) -> its expanded size, once known
+    open_: set[int] = set()  # nodes whose children are being measured (the path from the root)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_.discard(key)
+            own = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+            total = own + sum(size[id(c)] for c in _children(node))
+            if total > limit:
+                raise _ExpansionError(f"its aliases expand to more than {limit:,} nodes and characters")
+            size[key] = total
+        elif key in open_:
+            raise _ExpansionError(f"an alias refers to itself (line {node.start_mark.line + 1}): it would never end")
+        elif key not in size:
+            open_.add(key)
+            stack.append((node, True))
+            stack += [(c, False) for c in _children(node) if id(c) not in size]
+
+
+def _yaml(text: str, path: Path, what: str) -> Any:
+    """One YAML document, loaded with bounded alias expansion; AgentFileError naming the file."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader
+    except _ExpansionError as e:
+        raise AgentFileError(f"{path}: {what} is refused: {e}") from None
+    except yaml.YAMLError as e:
+        raise AgentFileError(f"{path}: {what} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise AgentFileError(f"{path}: {what} is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise AgentFileError(f"{path}: {what} holds a value that cannot be read: {e}") from None
+
+
 def load_agent(path: str | Path) -> AgentSpec:
     """An agent file with its subagents' files resolved into inline specs (so a session's input
     holds the whole definition), or AgentFileError naming the file and field."""
@@ -26,14 +117,6 @@ def load_agent(path: str | Path) -> AgentSpec:
 
 def _load(p: Path, chain: tuple[Path, ...]) -> AgentSpec:
     agent = _parse(p)
-    if agent.system_file is not None:
-        if agent.system:
-            raise AgentFileError(f"{p}: system_file: give system or system_file, not both")
-        try:
-            agent.system = (p.parent / agent.system_file).read_text()
-        except OSError as e:
-            raise AgentFileError(f"{p}: system_file: {agent.system_file}: {e.strerror}") from None
-        agent.system_file = None  # resolved: the session carries the text itself
     for i, sub in enumerate(agent.subagents):
         if sub.spec is not None or sub.agent is None:
             continue
@@ -52,26 +135,20 @@ SKILLS_LIMIT = 1_000_000  # bytes of skill text per agent: it travels in the ses
 
 def _parse_skill(folder: Path) -> dict[str, Any]:
     manifest = folder / "SKILL.md"
-    try:
-        text = manifest.read_text()
-    except OSError as e:
-        raise AgentFileError(f"{manifest}: {e.strerror}") from None
+    text = _read_text(manifest, SKILLS_LIMIT)
     match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", text, re.DOTALL)
     if not match:
         raise AgentFileError(f"{manifest}: expected front-matter between '---' lines (name, description)")
-    try:
-        front = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError as e:
-        raise AgentFileError(f"{manifest}: front-matter is not valid YAML: {e}") from None
+    front = _yaml(match.group(1), manifest, "the front-matter") or {}
     if not isinstance(front, dict) or not front.get("name") or not front.get("description"):
         raise AgentFileError(f"{manifest}: front-matter needs name and description")
     files = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path != manifest:
             try:
-                files[str(path.relative_to(folder))] = path.read_text()
-            except UnicodeDecodeError:
-                raise AgentFileError(f"{path}: skills may hold text files only") from None
+                files[str(path.relative_to(folder))] = _read_text(path, SKILLS_LIMIT)
+            except AgentFileError as e:
+                raise AgentFileError(f"{e} (skills may hold text files only, {SKILLS_LIMIT:,} bytes in all)") from None
     return {"name": front["name"], "description": front["description"], "body": match.group(2), "files": files}
 
 
@@ -103,26 +180,40 @@ def _resolve_skills(p: Path, raw: dict[str, Any]) -> None:
     raw["skills"] = resolved
 
 
-def _parse(p: Path) -> AgentSpec:
+def _resolve_system_file(p: Path, raw: dict[str, Any]) -> None:
+    """The system_file's text as `system` (the session carries the text itself), before validation:
+    the context budget counts it."""
+    name = raw.get("system_file")
+    if not isinstance(name, str):
+        return  # absent, or wrong: validation says so
+    if raw.get("system"):
+        raise AgentFileError(f"{p}: system_file: give system or system_file, not both")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise AgentFileError(f"{p}: no such agent file") from None
-    except IsADirectoryError:
-        raise AgentFileError(f"{p}: is a directory, not an agent file") from None
-    except yaml.YAMLError as e:
-        raise AgentFileError(f"{p}: not valid YAML: {e}") from None
+        raw["system"] = _read_text(p.parent / name, SYSTEM_FILE_LIMIT)
+    except AgentFileError as e:
+        problem = str(e).removeprefix(f"{p.parent / name}: ")
+        raise AgentFileError(f"{p}: system_file: {name}: {problem}") from None
+    del raw["system_file"]
+
+
+def _parse(p: Path) -> AgentSpec:
+    if not p.exists() and not p.is_symlink():
+        raise AgentFileError(f"{p}: no such agent file")
+    if p.is_dir():
+        raise AgentFileError(f"{p}: is a directory, not an agent file")
+    raw = _yaml(_read_text(p, AGENT_FILE_LIMIT), p, "the file")
     if not isinstance(raw, dict):
         raise AgentFileError(f"{p}: expected a mapping of fields (name, model, system, tools, ...)")
+    _resolve_system_file(p, raw)
     _resolve_skills(p, raw)
     try:
         return AgentSpec.model_validate(raw)
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+            field = ".".join(str(part) for part in err["loc"])
             message = err["msg"]
             if err["type"] == "extra_forbidden":
                 message = "unknown field"
-            lines.append(f"{p}: {field}: {message}")
+            lines.append(f"{p}: {field}: {message}" if field else f"{p}: {message.removeprefix('Value error, ')}")
         raise AgentFileError("\n".join(lines)) from None

@@ -107,6 +107,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def estimate_tokens(value: Any) -> int:
+    """Tokens of a piece of context, estimated at 4 bytes of JSON a token (the API's usage figures
+    replace the estimate wherever a request has been answered)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) // 4 + 1
+
+
 # --- agent definition --------------------------------------------------------------------------
 
 
@@ -510,6 +516,32 @@ class AgentSpec(_Strict):
             data = {**data, "tools": tools, "policies": policies}
         return data
 
+    def prompt_tokens(self) -> int:
+        """Estimated tokens of what this definition puts into every model request: its system prompt,
+        its skills' listing, and the tools it defines (custom tools, the subagents' listing). The
+        built-in tools' definitions (workflows.harness.tool_definitions: a few hundred tokens, the same
+        for every agent) are not counted, nor MCP tools (discovered when a session starts)."""
+        return estimate_tokens(
+            [
+                self.system,
+                [[s.name, s.description] for s in self.skills],
+                [[s.name, s.description or (s.spec.description if s.spec else "")] for s in self.subagents],
+                [[t.name, t.description, t.input_schema] for t in self.custom_tools],
+            ]
+        )
+
+    @model_validator(mode="after")
+    def _fits_context_budget(self) -> AgentSpec:
+        """A definition whose every request would exceed its context budget cannot work (compaction
+        can shorten the conversation, not the prompt)."""
+        budget = self.limits.context_tokens
+        if budget is not None and (tokens := self.prompt_tokens()) > budget:
+            raise ValueError(
+                f"system prompt and tool definitions are ~{tokens:,} tokens, over the context budget of {budget:,} "
+                f"(limits.context_tokens) by {tokens - budget:,}"
+            )
+        return self
+
     @model_validator(mode="after")
     def _no_clash_with_mcp(self) -> AgentSpec:
         for tool in self.custom_tools:
@@ -733,6 +765,7 @@ class SessionState(_Strict):
     first_offset: int = 0  # offset of this run's first event (earlier runs hold the ones before)
     run: int = 1  # 1 + how often the session continued as new
     context_tokens: int = 0  # estimated size of the next request
+    error: str | None = None  # why the session stopped, or why its latest answer failed (None: it did not)
 
 
 class SessionCarry(_Strict):

@@ -38,15 +38,21 @@ from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.failure.v1 import Failure
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import (
     Client,
     ScheduleActionExecutionStartWorkflow,
     ScheduleSpec,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 import codec
@@ -102,7 +108,11 @@ async def start_agent_session(
     source: str = "(inline)",
     workspace: WorkspaceSeed | None = None,
     task_queue: str = AGENTS_QUEUE,
+    reuse_closed_id: bool = True,
 ) -> WorkflowHandle[Any, SessionResult]:
+    """Start a session. A running session's id is never reused; a closed one's is unless
+    `reuse_closed_id` is False (the new run then hides the closed one's log from `events` and
+    `export`: the CLI refuses)."""
     if not task.strip():
         raise CliError("the task is empty")
     with_attributes = await ensure_search_attributes(client)
@@ -111,16 +121,42 @@ async def start_agent_session(
         with_attributes,
         {SA_AGENT_NAME: agent.name, SA_SESSION_STATUS: "running", SA_AGENT_VERSION: agent_version(agent)},
     )
-    return await client.start_workflow(
-        SESSION_WORKFLOW,
-        SessionInput(agent=agent, task=task, one_shot=one_shot, search_attributes=with_attributes, workspace=workspace),
-        id=session_id,
-        task_queue=task_queue,
-        result_type=SessionResult,
-        static_summary=session_summary(agent.name, task),
-        static_details=f"agent file: {source}\nagent version: {agent_version(agent)}\nmodel: {agent.model.name}\n"
-        f"tools: {', '.join(agent.tools)}",
-        search_attributes=attributes,
+    try:
+        return await client.start_workflow(
+            SESSION_WORKFLOW,
+            SessionInput(
+                agent=agent, task=task, one_shot=one_shot, search_attributes=with_attributes, workspace=workspace
+            ),
+            id=session_id,
+            task_queue=task_queue,
+            result_type=SessionResult,
+            static_summary=session_summary(agent.name, task),
+            static_details=f"agent file: {source}\nagent version: {agent_version(agent)}\nmodel: {agent.model.name}\n"
+            f"tools: {', '.join(agent.tools)}",
+            search_attributes=attributes,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
+            if reuse_closed_id
+            else WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        raise CliError(await _id_in_use(client, session_id)) from None
+
+
+def _status_name(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower().replace("_", " ") if status is not None else "unknown"
+
+
+async def _id_in_use(client: Client, session_id: str) -> str:
+    """Why a session cannot start under `session_id`, and how to reach the session that has it."""
+    status = (await client.get_workflow_handle(session_id).describe()).status
+    if status == WorkflowExecutionStatus.RUNNING:
+        return (
+            f"session {session_id!r} already exists (running): starter.py follow {session_id} / "
+            f'starter.py send {session_id} "..."'
+        )
+    return (
+        f"session {session_id!r} already exists and has ended ({_status_name(status)}); starter.py start does not "
+        f"reuse the id of a closed session (its log stays readable: starter.py events {session_id}): give a new --id"
     )
 
 
@@ -135,7 +171,7 @@ async def check_taken_up(handle: WorkflowHandle[Any, Any], within_s: float = 10.
                 return
             if event.HasField("workflow_task_failed_event_attributes"):
                 failed = event.workflow_task_failed_event_attributes
-                reason = f"worker {failed.identity or '?'} cannot run it: {failed.failure.message}"
+                reason = f"worker {failed.identity or '?'} cannot run it: {_failure_text(failed.failure)}"
                 await handle.terminate(reason=reason)
                 raise CliError(f"session {handle.id} could not start and was ended: {reason}")
 
@@ -235,22 +271,22 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
         one_shot=args.one_shot,
         source=args.agent,
         workspace=workspace_seed(args),
+        reuse_closed_id=False,
     )
     print(handle.id, flush=True)
     warning = await check_taken_up(handle)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     if args.wait:
-        print_settled(await wait_until_settled(client, handle.id), handle.id)
+        return print_settled(await wait_until_settled(client, handle.id), handle.id)
     return 0
 
 
 async def cmd_send(client: Client, args: argparse.Namespace) -> int:
     offset = await send_message(client, args.id, args.text)
     if args.wait:
-        print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
-    else:
-        print(f"queued at event {offset}")
+        return print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
+    print(f"queued at event {offset}")
     return 0
 
 
@@ -310,7 +346,14 @@ async def cmd_events(client: Client, args: argparse.Namespace) -> int:
     session_id = args.id
     if args.child:
         session_id = args.child if args.child.startswith(args.id + "/") else f"{args.id}/{args.child}"
-    print_events(await session_events(client, session_id, args.from_, stop), args.json)
+    events = await session_events(client, session_id, args.from_, stop)
+    if not events:
+        count = (await session_state(client, session_id)).events
+        if args.from_ >= count:
+            raise CliError(
+                f"{session_id}: --from {args.from_} is past the end: the session has {count} events (0..{count - 1})"
+            )
+    print_events(events, args.json)
     return 0
 
 
@@ -345,11 +388,12 @@ async def cmd_tool_result(client: Client, args: argparse.Namespace) -> int:
     offset = await session_log.post_tool_result(client, args.id, args.tool_use_id, client_tool_result(args))
     print(f"{args.tool_use_id}: result posted")
     if args.wait:
-        print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
+        return print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
     return 0
 
 
-def print_settled(state: SessionState, session_id: str) -> None:
+def print_settled(state: SessionState, session_id: str) -> int:
+    """The answer, what the session waits for, or why it has none; 1 when the session failed."""
     if state.status == "waiting":
         for call in state.awaiting_approval:
             print(f"waiting for approval: {call.id} {call.name} {json.dumps(call.input)[:200]}")
@@ -359,16 +403,27 @@ def print_settled(state: SessionState, session_id: str) -> None:
         for call in state.awaiting_client:
             print(f"waiting for the client: {call.id} {call.name} {json.dumps(call.input)[:200]}")
             print(f"  starter.py tool-result {session_id} {call.id} --file out.json")
-    else:
-        print(state.last_answer or f"(no answer; session status: {state.status})")
+        return 0
+    if state.last_answer:
+        print(state.last_answer)
+    if state.error or not state.last_answer:
+        print(no_answer(state, answered=bool(state.last_answer)))
+    return 1 if state.error else 0
+
+
+def no_answer(state: SessionState, answered: bool = False) -> str:
+    """The line that says the session has no (further) answer, and why if it failed."""
+    why = f": {state.error}" if state.error else ""
+    return f"({'' if answered else 'no answer; '}session status: {state.status}{why})"
 
 
 async def cmd_decide(client: Client, args: argparse.Namespace) -> int:
     update_args = [args.tool_use_id] if args.command == "approve" else [args.tool_use_id, args.reason]
-    offset = await _update(client, args.id, args.command, f"not {args.command}d", *update_args)
-    print(f"{args.tool_use_id}: {args.command}d")
+    done = {"approve": "approved", "deny": "denied"}[args.command]
+    offset = await _update(client, args.id, args.command, f"not {done}", *update_args)
+    print(f"{args.tool_use_id}: {done}")
     if args.wait:
-        print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
+        return print_settled(await wait_until_settled(client, args.id, after_event=offset), args.id)
     return 0
 
 
@@ -386,11 +441,19 @@ async def cmd_refresh_tools(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_result(client: Client, args: argparse.Namespace) -> int:
-    state = await session_state(client, args.id)
-    if state.last_answer is None:
-        print(f"(no answer yet; session status: {state.status})", file=sys.stderr)
+    try:
+        state = await session_state(client, args.id)
+    except (RPCError, WorkflowQueryFailedError):  # a terminated session may not replay: its close says why
+        closed = await closed_reason(client, args.id)
+        if closed is None:
+            raise
+        print(f"(no answer; session {closed})", file=sys.stderr)
         return 1
-    print(state.last_answer)
+    if state.last_answer is not None:
+        print(state.last_answer)
+    if state.last_answer is None or state.error:
+        print(no_answer(state, answered=state.last_answer is not None), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -407,10 +470,118 @@ async def cmd_sessions(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+END_WAIT_S = 5.0  # how long `end` waits for a session to close (it destroys its sandbox first)
+
+
 async def cmd_end(client: Client, args: argparse.Namespace) -> int:
-    await client.get_workflow_handle(args.id).signal(END_SESSION)
-    print(f"{args.id}: ending")
+    """End the session whatever it is doing, and see that it closes. An idle session closes at the
+    signal; a turn in progress (a model call, tools, an approval it waits for) is interrupted first,
+    or the session would finish it (or wait for the approval forever); a session whose workflow task
+    keeps failing cannot run the signal at all, so it is terminated."""
+    handle = client.get_workflow_handle(args.id)
+    description = await handle.describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        print(f"{args.id}: already ended ({_status_name(description.status)})")
+        return 0
+    try:
+        await handle.signal(END_SESSION)
+    except RPCError as e:
+        if e.status != RPCStatusCode.NOT_FOUND:
+            raise
+        print(f"{args.id}: already ended ({_status_name((await handle.describe()).status)})")
+        return 0
+    if await _closed_within(handle, 1.0):
+        return _ended(handle.id, await handle.describe())
+    description = await handle.describe()
+    failing = await _failing_workflow_task(client, args.id, description.run_id)
+    if failing is not None:
+        attempt = description.raw_description.pending_workflow_task.attempt
+        retried = f" (attempt {attempt})" if attempt > 1 else ""
+        why = f"its workflow task keeps failing{retried}, so it cannot run the signal: {failing}"
+        await handle.terminate(reason=f"starter.py end: {why}")
+        print(f"{args.id}: terminated: {why}; the sandbox host's reaper removes its sandbox, if it had one")
+        return 0
+    interrupted = await _interrupt_quietly(client, args.id)
+    if await _closed_within(handle, END_WAIT_S):
+        return _ended(handle.id, await handle.describe(), "its turn in progress was interrupted" if interrupted else "")
+    description = await handle.describe()
+    busy = sorted({a.activity_type.name for a in description.raw_description.pending_activities})
+    doing = f"; still running: {', '.join(busy)}" if busy else ""
+    print(f"{args.id}: ending (not closed within {END_WAIT_S:.0f} s{doing}); starter.py sessions shows when it has")
     return 0
+
+
+def _ended(session_id: str, description: WorkflowExecutionDescription, note: str = "") -> int:
+    print(f"{session_id}: ended ({_status_name(description.status)})" + (f"; {note}" if note else ""))
+    return 0
+
+
+async def _closed_within(handle: WorkflowHandle[Any, Any], seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(POLL_S)
+    return True
+
+
+async def _interrupt_quietly(client: Client, session_id: str) -> bool:
+    """Interrupt the session's turn in progress, if it has one; whether it had."""
+    try:
+        await asyncio.wait_for(_update(client, session_id, INTERRUPT, "not interrupted"), END_WAIT_S)
+    except (CliError, TimeoutError):  # nothing to interrupt, or it takes long: the wait says which
+        return False
+    except RPCError as e:
+        if e.status != RPCStatusCode.NOT_FOUND:  # it closed meanwhile
+            raise
+        return False
+    return True
+
+
+async def _failing_workflow_task(client: Client, session_id: str, run_id: str | None) -> str | None:
+    """The failure of the run's workflow task if its latest one failed (a worker that cannot run the
+    session retries it forever, and only the first failure is in the history), else None."""
+    request = GetWorkflowExecutionHistoryReverseRequest(
+        namespace=client.namespace,
+        execution=WorkflowExecution(workflow_id=session_id, run_id=run_id or ""),
+        maximum_page_size=100,
+    )
+    response = await client.workflow_service.get_workflow_execution_history_reverse(request)
+    for event in response.history.events:
+        if event.HasField("workflow_task_failed_event_attributes"):
+            return _failure_text(event.workflow_task_failed_event_attributes.failure)
+        if event.HasField("workflow_task_completed_event_attributes"):
+            return None
+    return None
+
+
+def _failure_text(failure: Failure) -> str:
+    """A failure and its causes on one line."""
+    messages = [failure.message]
+    while failure.HasField("cause"):
+        failure = failure.cause
+        messages.append(failure.message)
+    return " ".join(": ".join(m for m in messages if m).split())
+
+
+async def closed_reason(client: Client, session_id: str) -> str | None:
+    """How a session that did not complete closed (terminated, failed, timed out, cancelled), with
+    the reason Temporal recorded; None if it is running or completed."""
+    description = await client.get_workflow_handle(session_id).describe()
+    if description.status in (None, WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+        return None
+    request = GetWorkflowExecutionHistoryReverseRequest(
+        namespace=client.namespace,
+        execution=WorkflowExecution(workflow_id=session_id, run_id=description.run_id),
+        maximum_page_size=1,
+    )
+    last = (await client.workflow_service.get_workflow_execution_history_reverse(request)).history.events[0]
+    reason = ""
+    if last.HasField("workflow_execution_terminated_event_attributes"):
+        reason = last.workflow_execution_terminated_event_attributes.reason
+    elif last.HasField("workflow_execution_failed_event_attributes"):
+        reason = _failure_text(last.workflow_execution_failed_event_attributes.failure)
+    return _status_name(description.status) + (f": {reason}" if reason else "")
 
 
 # --- schedules ------------------------------------------------------------------------------

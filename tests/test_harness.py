@@ -3,6 +3,7 @@ error classification, agent files. No Temporal, no Docker, no network."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -482,3 +483,142 @@ def test_leaving_turns_out_keeps_pairs_offsets_and_the_users_words() -> None:
     ctx.compact(cut, truncation_blocks(ctx.messages[:cut], "second"))
     texts = [b["text"] for b in ctx.messages[0]["content"] if b.get("type") == "text"]
     assert sum(t.startswith(TRUNCATION_HEADER) for t in texts) == 1 and "the task" in texts
+
+
+# --- agent files that are not sane YAML mappings -------------------------------------------------
+
+
+def alias_bomb(levels: int = 9, indent: str = "") -> str:
+    """'Billion laughs': each level lists the one before nine times, so a few hundred bytes expand
+    to 9**levels strings."""
+    lines = [f'{indent}l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{indent}l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_binary_files_are_refused_naming_the_file(tmp_path: Path) -> None:
+    binary = bytes(range(256)) * 4
+    (tmp_path / "a.yaml").write_bytes(binary)
+    with pytest.raises(AgentFileError, match=r"a.yaml: not a text file \(UTF-8\)"):
+        load_agent(tmp_path / "a.yaml")
+    (tmp_path / "prompt.bin").write_bytes(binary)
+    (tmp_path / "b.yaml").write_text("name: b\nmodel: {name: m}\nsystem_file: prompt.bin\n")
+    with pytest.raises(AgentFileError, match=r"b.yaml: system_file: .*prompt.bin: not a text file \(UTF-8\)"):
+        load_agent(tmp_path / "b.yaml")
+    skill = tmp_path / "skills" / "s"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_bytes(b"---\nname: s\ndescription: d\n---\n" + binary)
+    (tmp_path / "c.yaml").write_text("name: c\nmodel: {name: m}\nskills: [skills/s]\n")
+    with pytest.raises(AgentFileError, match=r"SKILL.md: not a text file \(UTF-8\)"):
+        load_agent(tmp_path / "c.yaml")
+
+
+def test_oversized_agent_files_are_refused_before_they_are_parsed(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("name: big\nmodel: {name: m}\n" + "# padding\n" * 300_000)  # 3 MB of comments
+    with pytest.raises(AgentFileError, match=r"big.yaml: .*bytes, over the limit of"):
+        load_agent(big)
+
+
+def test_yaml_aliases_may_not_expand_beyond_a_bound(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("name: bomb\nmodel: {name: m}\n" + alias_bomb())
+    with pytest.raises(AgentFileError, match="bomb.yaml: .*aliases expand to more than"):
+        load_agent(bomb)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("name: loop\nmodel: {name: m}\ntools: &t [bash, *t]\n")
+    with pytest.raises(AgentFileError, match="loop.yaml: .*an alias refers to itself"):
+        load_agent(loop)
+    skill = tmp_path / "skills" / "s"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text("---\nname: s\ndescription: d\n" + alias_bomb() + "---\nbody\n")
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: {name: m}\nskills: [skills/s]\n")
+    with pytest.raises(AgentFileError, match="SKILL.md: .*aliases expand to more than"):
+        load_agent(tmp_path / "a.yaml")
+    # A few anchors and aliases, as people use them, still load.
+    fine = tmp_path / "fine.yaml"
+    fine.write_text(
+        "name: fine\nmodel: &m {name: claude-sonnet-5-5, max_tokens: 1024}\n"
+        "sandbox: &box {memory_mb: 1024, disk_mb: 256}\n"
+        "subagents:\n  - name: helper\n    spec: {name: helper, model: *m, sandbox: *box, tools: &tools [bash]}\n"
+        "tools: *tools\n"
+    )
+    agent = load_agent(fine)
+    assert agent.subagents[0].spec and agent.subagents[0].spec.sandbox == agent.sandbox and agent.tools == ["bash"]
+
+
+def test_an_alias_bomb_fails_fast_and_in_little_memory(tmp_path: Path) -> None:
+    """`agent validate` on a 600-byte bomb, in a process that may use 300 MB of address space: unbounded
+    expansion needs gigabytes (it fails with MemoryError, or takes minutes)."""
+    import resource
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "name: bomb\nmodel: {name: m}\ncustom_tools:\n  - name: t\n    description: d\n    input_schema:\n"
+        "      type: object\n" + alias_bomb(indent="      ")
+    )
+    assert bomb.stat().st_size < 700
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (300 * 2**20, 300 * 2**20))
+
+    try:
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "starter.py"), "agent", "validate", str(bomb)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=limit_memory,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("agent validate on an alias bomb did not finish within 60 s")
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.startswith(f"error: {bomb}: ") and "aliases expand to more than" in run.stderr
+
+
+def test_definitions_over_their_context_budget_are_refused(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from contracts import AgentSpec
+
+    (tmp_path / "prompt.md").write_text("x" * 5_000_000)
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: {name: m}\nsystem_file: prompt.md\n")
+    with pytest.raises(AgentFileError) as raised:
+        load_agent(tmp_path / "a.yaml")
+    assert str(tmp_path / "a.yaml") in str(raised.value)
+    assert re.search(
+        r"a.yaml: .*system prompt and tool definitions are ~1,250,0\d\d tokens, over the context budget of 150,000 "
+        r"\(limits.context_tokens\) by 1,100,0\d\d",
+        str(raised.value),
+    )
+    # Inline definitions (the Python API, or JSON from any Temporal client) are checked alike.
+    with pytest.raises(ValidationError, match=r"over the context budget of 2,000 \(limits.context_tokens\)"):
+        AgentSpec.model_validate(
+            {
+                "name": "a",
+                "model": {"name": "m"},
+                "limits": {"context_tokens": 2000},
+                "custom_tools": [{"name": "t", "description": "d" * 10_000}],
+            }
+        )
+    # No budget, no check.
+    (tmp_path / "b.yaml").write_text(
+        "name: b\nmodel: {name: m}\nsystem_file: prompt.md\nlimits: {context_tokens: null}\n"
+    )
+    assert len(load_agent(tmp_path / "b.yaml").system) == 5_000_000
+
+
+def test_the_budget_check_counts_what_the_definition_adds_to_every_request() -> None:
+    """contracts' estimate (no harness there) is the harness's figure less its built-in tool definitions
+    (and a few bytes of JSON)."""
+    from workflows.harness import available_tools, estimate_tokens, system_prompt
+
+    for path in sorted((ROOT / "agents").glob("*.yaml")):
+        agent = load_agent(path)
+        exact = estimate_tokens(system_prompt(agent)) + estimate_tokens(
+            tool_definitions(available_tools(agent), agent.subagents, agent.skills, agent.custom_tools)
+        )
+        builtin = estimate_tokens(tool_definitions([*agent.tools]))
+        assert agent.prompt_tokens() - 5 <= exact <= agent.prompt_tokens() + builtin + 300, path

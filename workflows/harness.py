@@ -33,6 +33,7 @@ from contracts import (
     Usage,
     chain_digest,
     context_root,
+    estimate_tokens,
 )
 
 # --- tools --------------------------------------------------------------------------------------
@@ -560,12 +561,6 @@ class ContextBuilder:
 
 SUMMARY_HEADER = "[Summary of the earlier conversation, written when the context outgrew its budget]"
 TRUNCATION_HEADER = "[The earlier conversation was left out to keep the context within its budget]"
-
-
-def estimate_tokens(value: Any) -> int:
-    """Tokens of a piece of context, estimated at 4 bytes of JSON a token (the API's usage figures
-    replace the estimate wherever a request has been answered)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) // 4 + 1
 
 
 def _has_tool_results(message: dict[str, Any]) -> bool:

@@ -1152,6 +1152,7 @@ class SessionWorkflow:
             first_offset=self.first_offset,
             run=self.run_number,
             context_tokens=self.context.estimated_tokens(),
+            error=self.stop_reason or self.last_error,
         )
 
     @workflow.query(name=GET_MODEL_CONTEXT)
