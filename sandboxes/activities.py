@@ -11,6 +11,7 @@ import base64
 import json
 import posixpath
 import shlex
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -38,7 +39,14 @@ from contracts import (
     host_queue,
 )
 from logs import activity_log
-from sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
+from sandboxes.docker_sandbox import (
+    WORKSPACE,
+    CommandTimedOut,
+    DockerSandboxes,
+    SandboxGone,
+    ShellDied,
+    ShellUnavailable,
+)
 from sandboxes.pool import WarmPool
 from sandboxes.seed import SeedError, seed_archive
 from sandboxes.snapshots import BlobStore, LocalBlobStore
@@ -95,6 +103,13 @@ def tool_script(name: str, args: dict[str, Any]) -> str:
     }
     encoded = base64.b64encode(json.dumps(payload).encode()).decode()
     return f"python3 -c {shlex.quote(_EDIT_PY)} {encoded}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name}, signal {number}"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _safe(session_id: str) -> str:
@@ -182,28 +197,42 @@ class SandboxActivities:
             await asyncio.to_thread(self.sandboxes.interrupt, req.handle.sandbox_id)
             log.info("tool interrupted", tool=req.name)
             raise
-        except TimeoutError:
+        except TimeoutError as e:
             partial = await asyncio.to_thread(
                 self.sandboxes.read_recorded, req.handle.sandbox_id, req.call_id, req.output_cap
             )
             log.info("tool timed out", tool=req.name, timeout_s=req.timeout_s)
+            note = f"[{req.name} timed out after {req.timeout_s:g}s and was killed"
+            if isinstance(e, CommandTimedOut) and e.exhausted_pids:
+                note += (
+                    f"; it had used up the sandbox's process limit ({e.pids_limit} processes, e.g. a fork bomb), "
+                    "and all its processes were stopped"
+                )
             return ExecuteResult(
                 output=(partial + "\n" if partial else "")
-                + f"[{req.name} timed out after {req.timeout_s:g}s and was killed. The shell was restarted; "
-                "the working directory and exported variables from before this command are kept.]",
+                + f"{note}. The shell was restarted; the working directory and exported variables from before "
+                "this command are kept.]",
                 is_error=True,
                 timed_out=True,
             )
         except SandboxGone as e:
             raise ApplicationError(
-                f"sandbox {req.handle.sandbox_id[:12]} is gone", type=SANDBOX_LOST, non_retryable=True
+                f"sandbox {req.handle.sandbox_id[:12]} is gone: {e}", type=SANDBOX_LOST, non_retryable=True
             ) from e
-        except ShellDied:
-            return ExecuteResult(
-                output="[the shell exited while running this command (exit, exec or set -e?); a new shell "
-                "was started with the working directory and exported variables from before it]",
-                is_error=True,
-            )
+        except ShellDied as e:
+            restarted = "a new shell was started with the working directory and exported variables from before it"
+            if e.signal is not None:
+                what = f"the shell running this command was killed ({_signal_name(e.signal)}), with what it had started"
+            elif e.exit_code is not None:
+                what = (
+                    f"the shell exited with code {e.exit_code} while running this command (`exit`, `exec`, "
+                    "or a failing command under `set -e`, end the persistent shell)"
+                )
+            else:
+                what = "the shell ended while running this command"
+            return ExecuteResult(output=f"[{what}; {restarted}]", is_error=True)
+        except ShellUnavailable as e:
+            return ExecuteResult(output=f"[{e}; the command did not run]", is_error=True)
         output = out.output
         if out.cut:
             output += (

@@ -191,3 +191,67 @@ async def test_the_warm_pool_binds_prestarted_containers(docker_sandboxes: Docke
         filling.cancel()
         pool.drain()
     assert pool.held == set()
+
+
+# --- after a timeout or a kill the sandbox is clean and the shell ready (issue 14) ---------------
+
+
+@pytest.fixture
+def fresh(activities: SandboxActivities) -> Iterator[SandboxHandle]:
+    """A sandbox of its own, for a test that may break it."""
+    h: SandboxHandle = _run_sync(activities.provision_sandbox, ProvisionRequest(session_id="t", spec=SandboxSpec()))
+    yield h
+    activities.sandboxes.destroy(h.sandbox_id)
+
+
+async def leftovers(activities: SandboxActivities, handle: SandboxHandle) -> list[str]:
+    """The processes in the container besides its own (session 1: the init and `sleep infinity`),
+    the shell (and the `ps` it runs) and the shell's killer."""
+    out = await run(activities, handle, "bash", {"command": "echo $$; ps -eo sid=,args="})
+    shell, *rows = out.output.splitlines()
+    others = [args for sid, args in (r.split(None, 1) for r in rows) if sid not in ("1", shell)]
+    others.remove("bash --noprofile --norc")  # the killer
+    return others
+
+
+async def test_a_fork_bomb_cut_at_its_timeout_leaves_a_ready_shell(
+    activities: SandboxActivities, fresh: SandboxHandle
+) -> None:
+    await run(activities, fresh, "bash", {"command": "cd /tmp && export KEEP=yes"})
+    bomb = await run(activities, fresh, "bash", {"command": ":(){ :|:& };:; sleep 30"}, timeout_s=3)
+    assert bomb.timed_out and bomb.is_error and "timed out after 3s" in bomb.output, bomb.output
+    assert "used up the sandbox's process limit (256 processes" in bomb.output
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert (after.output, after.exit_code, after.is_error) == ("ok\n", 0, False)
+    assert activities.sandboxes.running(fresh.sandbox_id)  # the same sandbox, not a replacement
+    state = await run(activities, fresh, "bash", {"command": "pwd; echo $KEEP"})
+    assert state.output.split() == ["/tmp", "yes"]
+    assert await leftovers(activities, fresh) == []
+
+
+async def test_a_plain_timeout_then_the_next_command_runs(activities: SandboxActivities, fresh: SandboxHandle) -> None:
+    out = await run(activities, fresh, "bash", {"command": "sleep 100"}, timeout_s=1)
+    assert out.timed_out and "timed out after 1s" in out.output
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert (after.output, after.exit_code, after.is_error) == ("ok\n", 0, False)
+
+
+async def test_a_timeout_stops_every_process_the_command_started(
+    activities: SandboxActivities, fresh: SandboxHandle
+) -> None:
+    """Also those that left the shell's process group or session (setsid, nohup … &)."""
+    command = "sleep 201 & setsid sleep 202 & (setsid bash -c 'sleep 203 & wait' &); sleep 100"
+    out = await run(activities, fresh, "bash", {"command": command}, timeout_s=1.5)
+    assert out.timed_out
+    assert await leftovers(activities, fresh) == []
+
+
+async def test_a_killed_shell_is_not_said_to_have_exited(activities: SandboxActivities, fresh: SandboxHandle) -> None:
+    killed = await run(activities, fresh, "bash", {"command": "sleep 203 & kill -KILL $$"})
+    assert killed.is_error and "killed" in killed.output, killed.output
+    assert "exit, exec or set -e" not in killed.output and "shell exited" not in killed.output
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert after.output == "ok\n"
+    assert await leftovers(activities, fresh) == []
+    exited = await run(activities, fresh, "bash", {"command": "exit 3"})
+    assert exited.is_error and "the shell exited with code 3" in exited.output, exited.output
