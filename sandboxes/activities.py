@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import posixpath
+import re
 import shlex
 import signal
 import subprocess
@@ -56,20 +57,59 @@ HEARTBEAT_EVERY_S = 2.0
 _EDIT_PY = r"""
 import base64, json, sys
 a = json.loads(base64.b64decode(sys.argv[1]))
+p = a["path"]
 try:
-    text = open(a["path"], encoding="utf-8").read()
-except FileNotFoundError:
-    sys.exit(f"edit_file: no such file: {a['path']}")
+    text = open(p, encoding="utf-8").read()
+except (FileNotFoundError, NotADirectoryError):
+    sys.exit(f"edit_file: no such file: {p}")
 except IsADirectoryError:
-    sys.exit(f"edit_file: {a['path']} is a directory")
+    sys.exit(f"edit_file: {p} is a directory")
+except PermissionError:
+    sys.exit(f"edit_file: permission denied: {p}")
+except UnicodeDecodeError:
+    sys.exit(f"edit_file: {p} is not UTF-8 text (a binary file?); change it with bash")
+except OSError as e:
+    sys.exit(f"edit_file: cannot read {p}: {e.strerror}")
 n = text.count(a["old"])
 if n == 0:
-    sys.exit(f"edit_file: old_string was not found in {a['path']}")
+    sys.exit(f"edit_file: old_string was not found in {p}")
 if n > 1 and not a["all"]:
-    sys.exit(f"edit_file: old_string occurs {n} times in {a['path']}; make it unique or set replace_all")
-open(a["path"], "w", encoding="utf-8").write(text.replace(a["old"], a["new"]))
-print(f"edited {a['path']}: {n if a['all'] else 1} replacement(s)")
+    sys.exit(f"edit_file: old_string occurs {n} times in {p}; make it unique or set replace_all")
+try:
+    open(p, "w", encoding="utf-8").write(text.replace(a["old"], a["new"]))
+except OSError as e:
+    sys.exit(f"edit_file: cannot write {p}: {e.strerror}")
+print(f"edited {p}: {n if a['all'] else 1} replacement(s)")
 """
+
+# The file tools run in a subshell (their variables stay out of the user's shell) and say what went
+# wrong in their own words, never with a shell's `bash: line 1:` or a path of ours. __P__ is the path.
+_READ_SH = r"""(
+p=__P__
+if [ -d "$p" ]; then printf 'read_file: %s is a directory (list it with bash: ls -la %q)\n' "$p" "$p"; exit 1
+elif [ -L "$p" ] && [ ! -e "$p" ]; then printf 'read_file: %s is a broken symbolic link\n' "$p"; exit 1
+elif [ ! -e "$p" ]; then printf 'read_file: no such file: %s\n' "$p"; exit 1
+elif [ ! -f "$p" ]; then printf 'read_file: %s is not a regular file (a device, pipe or socket)\n' "$p"; exit 1
+elif [ ! -r "$p" ]; then printf 'read_file: permission denied: %s\n' "$p"; exit 1
+fi
+exec cat -- "$p"
+)"""
+_WRITE_SH = r"""(
+p=__P__ d=__D__
+if [ -d "$p" ]; then printf 'write_file: %s is a directory\n' "$p"; exit 1; fi
+x=$d
+while [ ! -e "$x" ] && [ ! -L "$x" ]; do x=${x%/*}; x=${x:-/}; done
+if [ ! -d "$x" ]; then printf 'write_file: cannot write %s: %s is not a directory\n' "$p" "$x"; exit 1; fi
+e=$(mkdir -p -- "$d" 2>&1) || { printf 'write_file: cannot create the directory %s: %s\n' "$d" "${e##*: }"; exit 1; }
+e=$({ printf %s __DATA__ | base64 -d > "$p"; } 2>&1) || {
+  printf 'write_file: cannot write %s: %s\n' "$p" "${e##*: }"; exit 1; }
+printf 'wrote %s (%s bytes)\n' "$p" "$(wc -c < "$p")"
+)"""
+
+
+def _fill(template: str, **values: str) -> str:
+    """`template` with each __NAME__ replaced by values[NAME], in one pass (a value is not rescanned)."""
+    return re.sub(r"__([A-Z]+)__", lambda m: values[m.group(1)], template)
 
 
 def _path(raw: str) -> str:
@@ -85,16 +125,10 @@ def tool_script(name: str, args: dict[str, Any]) -> str:
     path = _path(str(args["path"]))
     q = shlex.quote(path)
     if name == "read_file":
-        return (
-            f"if [ -d {q} ]; then printf 'read_file: %s is a directory\\n' {q}; false; "
-            f"elif [ ! -f {q} ]; then printf 'read_file: no such file: %s\\n' {q}; false; else cat -- {q}; fi"
-        )
+        return _fill(_READ_SH, P=q)
     if name == "write_file":
         data = base64.b64encode(str(args["content"]).encode()).decode()
-        return (
-            f"mkdir -p -- {shlex.quote(posixpath.dirname(path))} && printf %s {data} | base64 -d > {q} "
-            f'&& echo "wrote {path} ($(wc -c < {q}) bytes)"'
-        )
+        return _fill(_WRITE_SH, P=q, D=shlex.quote(posixpath.dirname(path)), DATA=data)
     payload = {
         "path": path,
         "old": args["old_string"],

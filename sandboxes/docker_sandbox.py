@@ -295,13 +295,19 @@ class _Shell(_Attached):
         self._read_until(f"\n__DA_BEGIN_{call_id}\n".encode(), deadline)
         body = self._read_until(f"\n__DA_END_{call_id} ".encode(), deadline)
         rc, size = self._read_line(deadline).split()[:2]
-        text = body.decode(errors="replace")
+        text = scrub(body.decode(errors="replace"), call_id)
         cut = "\n__DA_CUT__\n" in text
         return CallOutput(text.replace("\n__DA_CUT__\n", "\n"), int(rc), int(size), cut)
 
     def close(self) -> None:
         super().close()
         self.killer.close()
+
+
+def scrub(text: str, call_id: str) -> str:
+    """A call's output as a shell shows it: bash names the sourced call file in its errors
+    (`/tmp/.da/calls/<id>/cmd: line 1: …`) where `bash -c` says `bash: line 1: …`."""
+    return text.replace(f"{STATE_DIR}/calls/{call_id}/cmd", "bash")
 
 
 class DockerSandboxes:
@@ -538,7 +544,7 @@ class DockerSandboxes:
             f"else head -c {half} {path}; printf '\\n[… cut …]\\n'; tail -c {half} {path}; fi"
         )
         try:
-            return self.exec(container_id, ["bash", "-c", cmd])[1].decode(errors="replace")
+            return scrub(self.exec(container_id, ["bash", "-c", cmd])[1].decode(errors="replace"), call_id)
         except docker.errors.APIError:
             return ""
 

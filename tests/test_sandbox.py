@@ -255,3 +255,67 @@ async def test_a_killed_shell_is_not_said_to_have_exited(activities: SandboxActi
     assert await leftovers(activities, fresh) == []
     exited = await run(activities, fresh, "bash", {"command": "exit 3"})
     assert exited.is_error and "the shell exited with code 3" in exited.output, exited.output
+
+
+# --- what the model sees of a failed command: what a shell shows, no path of ours (issue 14) -----
+
+
+async def test_bash_errors_read_like_a_normal_shell(activities: SandboxActivities, handle: SandboxHandle) -> None:
+    missing = await run(activities, handle, "bash", {"command": "insmod foo.ko"})
+    assert missing.output == "bash: line 1: insmod: command not found\n\n[exit code 127]"
+    second = await run(activities, handle, "bash", {"command": "echo a\nnope"})
+    assert second.output == "a\nbash: line 2: nope: command not found\n\n[exit code 127]"
+    syntax = await run(activities, handle, "bash", {"command": "if then"})
+    assert syntax.output.startswith("bash: line 1: syntax error") and syntax.exit_code == 2, syntax.output
+    source = await run(activities, handle, "bash", {"command": 'echo "$0 ${BASH_SOURCE[0]}"; f() { nope; }; f'})
+    assert source.output.startswith("bash bash\nbash: line 1: nope: command not found"), source.output
+    partial = await run(activities, handle, "bash", {"command": "nope; sleep 30"}, timeout_s=1)
+    assert partial.timed_out and partial.output.startswith("bash: line 1: nope: command not found"), partial.output
+    for out in (missing, second, syntax, source, partial):
+        assert "/tmp/.da" not in out.output
+
+
+SECRET = "echo x > secret; chmod 000 secret"
+READ_ONLY = "echo x > ro.txt; chmod 444 ro.txt"
+# (tool, path, set-up command, the start of the expected error); write_file writes "x", edit_file edits x -> y
+FILE_TOOL_ERRORS: list[tuple[str, str, str, str]] = [
+    ("read_file", "nope.txt", "true", "read_file: no such file: /workspace/nope.txt"),
+    ("read_file", "d", "mkdir -p d", "read_file: /workspace/d is a directory"),
+    ("read_file", "secret", SECRET, "read_file: permission denied: /workspace/secret"),
+    ("read_file", "/dev/zero", "true", "read_file: /dev/zero is not a regular file"),
+    ("read_file", "f.txt/x", "echo x > f.txt", "read_file: no such file: /workspace/f.txt/x"),
+    ("write_file", "d", "mkdir -p d", "write_file: /workspace/d is a directory"),
+    ("write_file", "/etc/x", "true", "write_file: cannot write /etc/x: Read-only file system"),
+    ("write_file", "ro.txt", READ_ONLY, "write_file: cannot write /workspace/ro.txt: Permission denied"),
+    (
+        "write_file",
+        "f.txt/x",
+        "echo x > f.txt",
+        "write_file: cannot write /workspace/f.txt/x: /workspace/f.txt is not a directory",
+    ),
+    ("edit_file", "nope.txt", "true", "edit_file: no such file: /workspace/nope.txt"),
+    ("edit_file", "d", "mkdir -p d", "edit_file: /workspace/d is a directory"),
+    ("edit_file", "secret", SECRET, "edit_file: permission denied: /workspace/secret"),
+    ("edit_file", "ro.txt", READ_ONLY, "edit_file: cannot write /workspace/ro.txt: Permission denied"),
+    ("edit_file", "b.bin", "printf 'x\\377\\0' > b.bin", "edit_file: /workspace/b.bin is not UTF-8 text"),
+    ("edit_file", "f.txt/x", "echo x > f.txt", "edit_file: no such file: /workspace/f.txt/x"),
+]
+
+
+@pytest.mark.parametrize(("tool", "path", "setup", "expected"), FILE_TOOL_ERRORS, ids=lambda v: str(v)[:24])
+async def test_file_tool_errors_are_plain(
+    activities: SandboxActivities, handle: SandboxHandle, tool: str, path: str, setup: str, expected: str
+) -> None:
+    await run(activities, handle, "bash", {"command": f"mkdir -p /workspace/e && cd /workspace/e && {setup}"})
+    await run(activities, handle, "bash", {"command": "cd /workspace"})
+    if not path.startswith("/"):
+        path, expected = f"e/{path}", expected.replace("/workspace/", "/workspace/e/")
+    args: dict[str, object] = {"path": path}
+    if tool == "write_file":
+        args["content"] = "x"
+    if tool == "edit_file":
+        args.update(old_string="x", new_string="y")
+    out = await run(activities, handle, tool, args)
+    await run(activities, handle, "bash", {"command": "chmod -R u+rwx /workspace/e; rm -rf /workspace/e"})
+    assert out.is_error and out.output.startswith(expected), out.output
+    assert "/tmp/.da" not in out.output and "Traceback" not in out.output and "line 1" not in out.output
