@@ -92,7 +92,41 @@ elif [ ! -e "$p" ]; then printf 'read_file: no such file: %s\n' "$p"; exit 1
 elif [ ! -f "$p" ]; then printf 'read_file: %s is not a regular file (a device, pipe or socket)\n' "$p"; exit 1
 elif [ ! -r "$p" ]; then printf 'read_file: permission denied: %s\n' "$p"; exit 1
 fi
-exec cat -- "$p"
+# Text is UTF-8 without NUL bytes; anything else is described, not sent as bytes (grep -P missing: text).
+if ! LC_ALL=C.UTF-8 grep -qaxv '.*' -- "$p" 2>/dev/null && ! LC_ALL=C grep -qaP '\x00' -- "$p" 2>/dev/null; then
+  exec cat -- "$p"
+fi
+t=
+command -v file >/dev/null && t=$(file -b -- "$p" 2>/dev/null)
+[ -n "$t" ] || case $(head -c 16 -- "$p" | od -An -tx1 | tr -d ' \n') in
+  89504e470d0a1a0a*) t="PNG image" ;;
+  ffd8ff*) t="JPEG image" ;;
+  47494638*) t="GIF image" ;;
+  52494646????????57454250*) t="WebP image" ;;
+  52494646????????57415645*) t="WAV audio" ;;
+  494433*) t="MP3 audio" ;;
+  4f676753*) t="Ogg media" ;;
+  ????????66747970*) t="MP4/QuickTime media" ;;
+  25504446*) t="PDF document" ;;
+  504b0304*) t="Zip archive (or a format built on zip: docx, xlsx, jar, wheel …)" ;;
+  1f8b*) t="gzip-compressed data" ;;
+  425a68*) t="bzip2-compressed data" ;;
+  fd377a585a00*) t="xz-compressed data" ;;
+  28b52ffd*) t="zstd-compressed data" ;;
+  377abcaf271c*) t="7-zip archive" ;;
+  7f454c46*) t="ELF executable or library" ;;
+  53514c69746520666f726d6174203300*) t="SQLite database" ;;
+  0061736d*) t="WebAssembly module" ;;
+  cafebabe*) t="Java class file" ;;
+  4d5a*) t="Windows executable" ;;
+  *) [ "$(head -c 262 -- "$p" | tail -c 5 | tr -d '\000')" = ustar ] && t="tar archive" ;;
+esac
+if [ -z "$t" ] && ! LC_ALL=C grep -qaP '\x00' -- "$p" 2>/dev/null; then
+  t="not UTF-8: binary data, or text in another encoding such as Latin-1"
+fi
+printf 'read_file: %s is a binary file (%s bytes, %s); read_file returns UTF-8 text only. ' "$p" \
+  "$(wc -c < "$p")" "${t:-data}"
+printf 'To look at its bytes use bash: od -A d -t x1z -N 512 %q (a hex dump), or base64 %q\n' "$p" "$p"
 )"""
 _WRITE_SH = r"""(
 p=__P__ d=__D__

@@ -319,3 +319,30 @@ async def test_file_tool_errors_are_plain(
     await run(activities, handle, "bash", {"command": "chmod -R u+rwx /workspace/e; rm -rf /workspace/e"})
     assert out.is_error and out.output.startswith(expected), out.output
     assert "/tmp/.da" not in out.output and "Traceback" not in out.output and "line 1" not in out.output
+
+
+# --- read_file of a binary file (issue 14) ------------------------------------------------------
+
+
+async def test_read_file_describes_a_binary_file(activities: SandboxActivities, handle: SandboxHandle) -> None:
+    png = "printf '\\211PNG\\r\\n\\032\\n\\0\\0\\0\\rIHDR' > img.png; head -c 1000 /dev/urandom >> img.png"
+    await run(activities, handle, "bash", {"command": f"cd /workspace && {png} && head -c 2048 /dev/urandom > r.bin"})
+    image = await run(activities, handle, "read_file", {"path": "img.png"})
+    assert not image.is_error and "\ufffd" not in image.output
+    assert image.output.startswith("read_file: /workspace/img.png is a binary file (1016 bytes, PNG image)")
+    assert "base64 /workspace/img.png" in image.output and "od " in image.output
+    data = await run(activities, handle, "read_file", {"path": "r.bin"})
+    assert (
+        data.output.startswith("read_file: /workspace/r.bin is a binary file (2048 bytes")
+        and "\ufffd" not in data.output
+    )
+
+
+async def test_read_file_returns_utf8_text_as_it_is(activities: SandboxActivities, handle: SandboxHandle) -> None:
+    text = "héllo ✓ 日本語\n\tçà et là — «quotes»\n🙂 no newline at the end"
+    await run(activities, handle, "write_file", {"path": "utf8.txt", "content": text})
+    read = await run(activities, handle, "read_file", {"path": "utf8.txt"})
+    assert (read.output, read.is_error) == (text, False)
+    empty = await run(activities, handle, "bash", {"command": ": > /workspace/empty.txt"})
+    assert not empty.is_error
+    assert (await run(activities, handle, "read_file", {"path": "empty.txt"})).output == ""
