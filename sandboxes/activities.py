@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import posixpath
 import re
 import shlex
@@ -203,6 +204,14 @@ class SandboxActivities:
 
     @activity.defn(name=PROVISION_SANDBOX)
     async def provision_sandbox(self, req: ProvisionRequest) -> SandboxHandle:
+        """Heartbeats while it works: a worker that dies provisioning is noticed at the heartbeat
+        timeout (seconds), and another sandbox worker takes the retry."""
+        async with heartbeating(HEARTBEAT_EVERY_S):
+            if delay := float(os.environ.get("DA_TEST_PROVISION_DELAY_S", "0")):  # test hook (test_chaos.py)
+                await asyncio.sleep(delay)  # a slow provision, to kill the worker during it
+            return await self._provision(req)
+
+    async def _provision(self, req: ProvisionRequest) -> SandboxHandle:
         log = activity_log()
         started = time.monotonic()
         container_id = None
