@@ -346,3 +346,23 @@ async def test_read_file_returns_utf8_text_as_it_is(activities: SandboxActivitie
     empty = await run(activities, handle, "bash", {"command": ": > /workspace/empty.txt"})
     assert not empty.is_error
     assert (await run(activities, handle, "read_file", {"path": "empty.txt"})).output == ""
+
+
+async def test_an_interrupt_stops_the_command_and_all_it_started(
+    activities: SandboxActivities, fresh: SandboxHandle
+) -> None:
+    import asyncio
+
+    from sandboxes.docker_sandbox import ShellDied
+
+    sandboxes, container = activities.sandboxes, fresh.sandbox_id
+    command = "sleep 301 & setsid sleep 302 & sleep 100"
+    running = asyncio.create_task(asyncio.to_thread(sandboxes.run, container, "interrupted", command, 1000, 60))
+    await asyncio.sleep(1.5)
+    await asyncio.to_thread(sandboxes.interrupt, container)
+    with pytest.raises(ShellDied) as died:
+        await asyncio.wait_for(running, timeout=20)
+    assert died.value.signal == 9
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert (after.output, after.exit_code) == ("ok\n", 0)
+    assert await leftovers(activities, fresh) == []
