@@ -4,7 +4,9 @@ A container runs `sleep infinity` under an init; a long-lived `bash` started wit
 and kept attached runs every tool call, so the working directory and exported variables persist.
 Each call is written to `/tmp/.da/calls/<call id>/` inside the container (command, output,
 exit code) before anything runs: a retried call with the same id reads the recorded result
-instead of running the command again, even from another worker process.
+instead of running the command again, even from another worker process. Beside each shell a
+second bash (`_KILLER`) waits to stop, at a timeout or an interrupt, every process the calls
+started, with builtins only, so it works when a fork bomb leaves no process slot.
 """
 
 from __future__ import annotations
