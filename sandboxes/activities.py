@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import posixpath
+import re
 import shlex
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -38,7 +41,14 @@ from contracts import (
     host_queue,
 )
 from logs import activity_log
-from sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
+from sandboxes.docker_sandbox import (
+    WORKSPACE,
+    CommandTimedOut,
+    DockerSandboxes,
+    SandboxGone,
+    ShellDied,
+    ShellUnavailable,
+)
 from sandboxes.pool import WarmPool
 from sandboxes.seed import SeedError, seed_archive
 from sandboxes.snapshots import BlobStore, LocalBlobStore
@@ -48,20 +58,93 @@ HEARTBEAT_EVERY_S = 2.0
 _EDIT_PY = r"""
 import base64, json, sys
 a = json.loads(base64.b64decode(sys.argv[1]))
+p = a["path"]
 try:
-    text = open(a["path"], encoding="utf-8").read()
-except FileNotFoundError:
-    sys.exit(f"edit_file: no such file: {a['path']}")
+    text = open(p, encoding="utf-8").read()
+except (FileNotFoundError, NotADirectoryError):
+    sys.exit(f"edit_file: no such file: {p}")
 except IsADirectoryError:
-    sys.exit(f"edit_file: {a['path']} is a directory")
+    sys.exit(f"edit_file: {p} is a directory")
+except PermissionError:
+    sys.exit(f"edit_file: permission denied: {p}")
+except UnicodeDecodeError:
+    sys.exit(f"edit_file: {p} is not UTF-8 text (a binary file?); change it with bash")
+except OSError as e:
+    sys.exit(f"edit_file: cannot read {p}: {e.strerror}")
 n = text.count(a["old"])
 if n == 0:
-    sys.exit(f"edit_file: old_string was not found in {a['path']}")
+    sys.exit(f"edit_file: old_string was not found in {p}")
 if n > 1 and not a["all"]:
-    sys.exit(f"edit_file: old_string occurs {n} times in {a['path']}; make it unique or set replace_all")
-open(a["path"], "w", encoding="utf-8").write(text.replace(a["old"], a["new"]))
-print(f"edited {a['path']}: {n if a['all'] else 1} replacement(s)")
+    sys.exit(f"edit_file: old_string occurs {n} times in {p}; make it unique or set replace_all")
+try:
+    open(p, "w", encoding="utf-8").write(text.replace(a["old"], a["new"]))
+except OSError as e:
+    sys.exit(f"edit_file: cannot write {p}: {e.strerror}")
+print(f"edited {p}: {n if a['all'] else 1} replacement(s)")
 """
+
+# The file tools run in a subshell (their variables stay out of the user's shell) and say what went
+# wrong in their own words, never with a shell's `bash: line 1:` or a path of ours. __P__ is the path.
+_READ_SH = r"""(
+p=__P__
+if [ -d "$p" ]; then printf 'read_file: %s is a directory (list it with bash: ls -la %q)\n' "$p" "$p"; exit 1
+elif [ -L "$p" ] && [ ! -e "$p" ]; then printf 'read_file: %s is a broken symbolic link\n' "$p"; exit 1
+elif [ ! -e "$p" ]; then printf 'read_file: no such file: %s\n' "$p"; exit 1
+elif [ ! -f "$p" ]; then printf 'read_file: %s is not a regular file (a device, pipe or socket)\n' "$p"; exit 1
+elif [ ! -r "$p" ]; then printf 'read_file: permission denied: %s\n' "$p"; exit 1
+fi
+# Text is UTF-8 without NUL bytes; anything else is described, not sent as bytes (grep -P missing: text).
+if ! LC_ALL=C.UTF-8 grep -qaxv '.*' -- "$p" 2>/dev/null && ! LC_ALL=C grep -qaP '\x00' -- "$p" 2>/dev/null; then
+  exec cat -- "$p"
+fi
+t=
+command -v file >/dev/null && t=$(file -b -- "$p" 2>/dev/null)
+[ -n "$t" ] || case $(head -c 16 -- "$p" | od -An -tx1 | tr -d ' \n') in
+  89504e470d0a1a0a*) t="PNG image" ;;
+  ffd8ff*) t="JPEG image" ;;
+  47494638*) t="GIF image" ;;
+  52494646????????57454250*) t="WebP image" ;;
+  52494646????????57415645*) t="WAV audio" ;;
+  494433*) t="MP3 audio" ;;
+  4f676753*) t="Ogg media" ;;
+  ????????66747970*) t="MP4/QuickTime media" ;;
+  25504446*) t="PDF document" ;;
+  504b0304*) t="Zip archive (or a format built on zip: docx, xlsx, jar, wheel …)" ;;
+  1f8b*) t="gzip-compressed data" ;;
+  425a68*) t="bzip2-compressed data" ;;
+  fd377a585a00*) t="xz-compressed data" ;;
+  28b52ffd*) t="zstd-compressed data" ;;
+  377abcaf271c*) t="7-zip archive" ;;
+  7f454c46*) t="ELF executable or library" ;;
+  53514c69746520666f726d6174203300*) t="SQLite database" ;;
+  0061736d*) t="WebAssembly module" ;;
+  cafebabe*) t="Java class file" ;;
+  4d5a*) t="Windows executable" ;;
+  *) [ "$(head -c 262 -- "$p" | tail -c 5 | tr -d '\000')" = ustar ] && t="tar archive" ;;
+esac
+if [ -z "$t" ] && ! LC_ALL=C grep -qaP '\x00' -- "$p" 2>/dev/null; then
+  t="not UTF-8: binary data, or text in another encoding such as Latin-1"
+fi
+printf 'read_file: %s is a binary file (%s bytes, %s); read_file returns UTF-8 text only. ' "$p" \
+  "$(wc -c < "$p")" "${t:-data}"
+printf 'To look at its bytes use bash: od -A d -t x1z -N 512 %q (a hex dump), or base64 %q\n' "$p" "$p"
+)"""
+_WRITE_SH = r"""(
+p=__P__ d=__D__
+if [ -d "$p" ]; then printf 'write_file: %s is a directory\n' "$p"; exit 1; fi
+x=$d
+while [ ! -e "$x" ] && [ ! -L "$x" ]; do x=${x%/*}; x=${x:-/}; done
+if [ ! -d "$x" ]; then printf 'write_file: cannot write %s: %s is not a directory\n' "$p" "$x"; exit 1; fi
+e=$(mkdir -p -- "$d" 2>&1) || { printf 'write_file: cannot create the directory %s: %s\n' "$d" "${e##*: }"; exit 1; }
+e=$({ printf %s __DATA__ | base64 -d > "$p"; } 2>&1) || {
+  printf 'write_file: cannot write %s: %s\n' "$p" "${e##*: }"; exit 1; }
+printf 'wrote %s (%s bytes)\n' "$p" "$(wc -c < "$p")"
+)"""
+
+
+def _fill(template: str, **values: str) -> str:
+    """`template` with each __NAME__ replaced by values[NAME], in one pass (a value is not rescanned)."""
+    return re.sub(r"__([A-Z]+)__", lambda m: values[m.group(1)], template)
 
 
 def _path(raw: str) -> str:
@@ -77,16 +160,10 @@ def tool_script(name: str, args: dict[str, Any]) -> str:
     path = _path(str(args["path"]))
     q = shlex.quote(path)
     if name == "read_file":
-        return (
-            f"if [ -d {q} ]; then printf 'read_file: %s is a directory\\n' {q}; false; "
-            f"elif [ ! -f {q} ]; then printf 'read_file: no such file: %s\\n' {q}; false; else cat -- {q}; fi"
-        )
+        return _fill(_READ_SH, P=q)
     if name == "write_file":
         data = base64.b64encode(str(args["content"]).encode()).decode()
-        return (
-            f"mkdir -p -- {shlex.quote(posixpath.dirname(path))} && printf %s {data} | base64 -d > {q} "
-            f'&& echo "wrote {path} ($(wc -c < {q}) bytes)"'
-        )
+        return _fill(_WRITE_SH, P=q, D=shlex.quote(posixpath.dirname(path)), DATA=data)
     payload = {
         "path": path,
         "old": args["old_string"],
@@ -95,6 +172,13 @@ def tool_script(name: str, args: dict[str, Any]) -> str:
     }
     encoded = base64.b64encode(json.dumps(payload).encode()).decode()
     return f"python3 -c {shlex.quote(_EDIT_PY)} {encoded}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name}, signal {number}"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _safe(session_id: str) -> str:
@@ -120,6 +204,14 @@ class SandboxActivities:
 
     @activity.defn(name=PROVISION_SANDBOX)
     async def provision_sandbox(self, req: ProvisionRequest) -> SandboxHandle:
+        """Heartbeats while it works: a worker that dies provisioning is noticed at the heartbeat
+        timeout (seconds), and another sandbox worker takes the retry."""
+        async with heartbeating(HEARTBEAT_EVERY_S):
+            if delay := float(os.environ.get("DA_TEST_PROVISION_DELAY_S", "0")):  # test hook (test_chaos.py)
+                await asyncio.sleep(delay)  # a slow provision, to kill the worker during it
+            return await self._provision(req)
+
+    async def _provision(self, req: ProvisionRequest) -> SandboxHandle:
         log = activity_log()
         started = time.monotonic()
         container_id = None
@@ -182,28 +274,42 @@ class SandboxActivities:
             await asyncio.to_thread(self.sandboxes.interrupt, req.handle.sandbox_id)
             log.info("tool interrupted", tool=req.name)
             raise
-        except TimeoutError:
+        except TimeoutError as e:
             partial = await asyncio.to_thread(
                 self.sandboxes.read_recorded, req.handle.sandbox_id, req.call_id, req.output_cap
             )
             log.info("tool timed out", tool=req.name, timeout_s=req.timeout_s)
+            note = f"[{req.name} timed out after {req.timeout_s:g}s and was killed"
+            if isinstance(e, CommandTimedOut) and e.exhausted_pids:
+                note += (
+                    f"; it had used up the sandbox's process limit ({e.pids_limit} processes, e.g. a fork bomb), "
+                    "and all its processes were stopped"
+                )
             return ExecuteResult(
                 output=(partial + "\n" if partial else "")
-                + f"[{req.name} timed out after {req.timeout_s:g}s and was killed. The shell was restarted; "
-                "the working directory and exported variables from before this command are kept.]",
+                + f"{note}. The shell was restarted; the working directory and exported variables from before "
+                "this command are kept.]",
                 is_error=True,
                 timed_out=True,
             )
         except SandboxGone as e:
             raise ApplicationError(
-                f"sandbox {req.handle.sandbox_id[:12]} is gone", type=SANDBOX_LOST, non_retryable=True
+                f"sandbox {req.handle.sandbox_id[:12]} is gone: {e}", type=SANDBOX_LOST, non_retryable=True
             ) from e
-        except ShellDied:
-            return ExecuteResult(
-                output="[the shell exited while running this command (exit, exec or set -e?); a new shell "
-                "was started with the working directory and exported variables from before it]",
-                is_error=True,
-            )
+        except ShellDied as e:
+            restarted = "a new shell was started with the working directory and exported variables from before it"
+            if e.signal is not None:
+                what = f"the shell running this command was killed ({_signal_name(e.signal)}), with what it had started"
+            elif e.exit_code is not None:
+                what = (
+                    f"the shell exited with code {e.exit_code} while running this command (`exit`, `exec`, "
+                    "or a failing command under `set -e`, end the persistent shell)"
+                )
+            else:
+                what = "the shell ended while running this command"
+            return ExecuteResult(output=f"[{what}; {restarted}]", is_error=True)
+        except ShellUnavailable as e:
+            return ExecuteResult(output=f"[{e}; the command did not run]", is_error=True)
         output = out.output
         if out.cut:
             output += (

@@ -4,7 +4,9 @@ A container runs `sleep infinity` under an init; a long-lived `bash` started wit
 and kept attached runs every tool call, so the working directory and exported variables persist.
 Each call is written to `/tmp/.da/calls/<call id>/` inside the container (command, output,
 exit code) before anything runs: a retried call with the same id reads the recorded result
-instead of running the command again, even from another worker process.
+instead of running the command again, even from another worker process. Beside each shell a
+second bash (`_KILLER`) waits to stop, at a timeout or an interrupt, every process the calls
+started, with builtins only, so it works when a fork bomb leaves no process slot.
 """
 
 from __future__ import annotations
@@ -74,6 +76,46 @@ _RESTORE = (
     "[ -f /tmp/.da/env ] && . /tmp/.da/env 2>/dev/null; "
     '[ -f /tmp/.da/cwd ] && cd "$(cat /tmp/.da/cwd)" 2>/dev/null; true\n'
 )
+# Started beside each shell, in a session of its own: on `stop SHELL_PID CALL_ID RC` it SIGKILLs
+# every process in the container but those of session 1 (the init and its `sleep infinity`) and its
+# own, until none is left, then records RC for the call (so a retry of it does not wait for it).
+# Builtins only, no fork: it works when a command has used up the container's process limit (a fork
+# bomb), where no new process can start. It answers with the processes it found and those left.
+_KILLER = r"""
+exec 2>/dev/null
+__da_sweep() {  # kills (__da_op=kill) or counts; sets __da_left (zombies too) and __da_alive
+  local p s
+  __da_left=0 __da_alive=0
+  for p in /proc/[1-9]*; do
+    p=${p#/proc/}
+    [ "$p" = "$$" ] && continue
+    read -r s < "/proc/$p/stat" || continue
+    s=${s##*) }
+    set -- $s  # state, ppid, pgrp, session, …: digits and a letter, nothing to glob
+    { [ "$4" = 1 ] || [ "$4" = "$$" ]; } && continue
+    __da_left=$((__da_left + 1))
+    [ "$1" = Z ] && continue
+    __da_alive=$((__da_alive + 1))
+    [ "$__da_op" = kill ] && kill -KILL "$p"
+  done
+}
+__da_stop() {
+  local until=$((${EPOCHREALTIME/[.,]/} + 5000000)) found
+  __da_op=count; __da_sweep; found=$__da_alive
+  kill -KILL -- "-$1" "$1"
+  __da_op=kill
+  while __da_sweep; [ "$__da_left" != 0 ] && [ "${EPOCHREALTIME/[.,]/}" -lt "$until" ]; do
+    [ "$__da_alive" = 0 ] && read -r -t 0.01 _  # only zombies left: the init reaps them
+  done
+  case $2 in *[!a-zA-Z0-9_-]* | "" | -) ;; *)
+    [ -d "/tmp/.da/calls/$2" ] && [ ! -e "/tmp/.da/calls/$2/rc" ] && echo "$3" > "/tmp/.da/calls/$2/rc" ;;
+  esac
+  printf '__DA_STOPPED %s %s\n' "$found" "$__da_left"
+}
+while read -r __da_cmd __da_pid __da_call __da_rc; do
+  [ "$__da_cmd" = stop ] && __da_stop "$__da_pid" "$__da_call" "${__da_rc:-124}"
+done
+"""
 
 
 class SandboxGone(Exception):
@@ -81,7 +123,31 @@ class SandboxGone(Exception):
 
 
 class ShellDied(Exception):
-    """The persistent shell ended while running a call (`exit`, `set -e`, killed)."""
+    """The persistent shell ended while running a call: by itself (`exit`, `exec`, `set -e`:
+    `exit_code`) or killed (`signal`)."""
+
+    def __init__(self, message: str, exit_code: int | None = None, signal: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.signal = signal
+
+
+class ShellUnavailable(Exception):
+    """No shell could be started in a container that runs."""
+
+
+class CommandTimedOut(TimeoutError):
+    """A call was killed at its timeout, with `processes` processes running (of `pids_limit`)."""
+
+    def __init__(self, processes: int = 0, pids_limit: int = 0) -> None:
+        super().__init__()
+        self.processes = processes
+        self.pids_limit = pids_limit
+
+    @property
+    def exhausted_pids(self) -> bool:
+        # With the init, `sleep infinity` and the killer; a fork bomb's count varies as it forks and dies.
+        return self.pids_limit > 0 and (self.processes + 3) * 10 >= self.pids_limit * 9
 
 
 def _frame_size(header: bytes) -> int:
@@ -110,11 +176,13 @@ class CallOutput:
     cut: bool
 
 
-class _Shell:
-    """A bash process in the container, attached over the Docker API (stdout/stderr multiplexed)."""
+class _Attached:
+    """A process in the container started with `docker exec`, its stdin and output (multiplexed)
+    attached over the Docker API; `script` is sent to its stdin at once."""
 
-    def __init__(self, api: docker.APIClient, container_id: str) -> None:
-        exec_id = api.exec_create(
+    def __init__(self, api: docker.APIClient, container_id: str, script: bytes) -> None:
+        self.api = api
+        self.exec_id = api.exec_create(
             container_id,
             ["bash", "--noprofile", "--norc"],
             stdin=True,
@@ -123,15 +191,16 @@ class _Shell:
             user="1000:1000",
             workdir=WORKSPACE,
         )["Id"]
-        self._sock: Any = api.exec_start(exec_id, socket=True, demux=False)
+        self._sock: Any = api.exec_start(self.exec_id, socket=True, demux=False)
         self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
         self._buffer = b""
-        self._send(_SHELL_PRELUDE.encode() + _RESTORE.encode())
-        self._read_until(b"__DA_READY ", time.monotonic() + 20)
-        self.pid = int(self._read_line(time.monotonic() + 5).split()[0])
+        self._send(script)
 
     def _send(self, data: bytes) -> None:
-        self._raw.sendall(data)
+        try:
+            self._raw.sendall(data)
+        except OSError as e:
+            raise ShellDied(str(e)) from e
 
     def _fill(self, deadline: float) -> None:
         """Read one multiplexed frame (8-byte header: stream, 0, 0, 0, size) into the buffer."""
@@ -165,21 +234,82 @@ class _Shell:
     def _read_line(self, deadline: float) -> str:
         return self._read_until(b"\n", deadline).decode(errors="replace")
 
+    def ended(self, within_s: float = 2.0) -> ShellDied:
+        """How the process ended (after its output closed): its exit code, or the signal that killed it."""
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                info = self.api.exec_inspect(self.exec_id)
+            except docker.errors.APIError:
+                return ShellDied("the shell ended")
+            code = info.get("ExitCode")
+            if not info.get("Running") and code is not None:
+                if code > 128:
+                    return ShellDied(f"the shell was killed by signal {code - 128}", signal=code - 128)
+                return ShellDied(f"the shell exited with code {code}", exit_code=code)
+            if time.monotonic() > deadline:
+                return ShellDied("the shell ended")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        """Close its stdin too (closing the socket alone does not): a shell or killer then exits,
+        a shell once its current command is done."""
+        for end in (lambda: self._raw.shutdown(socket.SHUT_RDWR), self._sock.close):
+            try:
+                end()
+            except OSError:
+                pass
+
+
+class _Killer(_Attached):
+    """The `_KILLER` loop beside a shell; a lock lets `interrupt` use it from another thread."""
+
+    def __init__(self, api: docker.APIClient, container_id: str) -> None:
+        super().__init__(api, container_id, _KILLER.encode())
+        self.lock = threading.Lock()
+
+    def stop(self, request: bytes, within_s: float = 8) -> tuple[int, int]:
+        """(processes found running, processes left) after stopping all but the container's own."""
+        with self.lock:
+            self._send(request)
+            deadline = time.monotonic() + within_s
+            self._read_until(b"__DA_STOPPED ", deadline)
+            found, left = self._read_line(deadline).split()[:2]
+            return int(found), int(left)
+
+
+class _Shell(_Attached):
+    """The persistent bash of a container, with its killer (started first, while slots are free)."""
+
+    def __init__(self, api: docker.APIClient, container_id: str) -> None:
+        self.killer = _Killer(api, container_id)
+        try:
+            super().__init__(api, container_id, _SHELL_PRELUDE.encode() + _RESTORE.encode())
+            self._read_until(b"__DA_READY ", time.monotonic() + 20)
+            self.pid = int(self._read_line(time.monotonic() + 5).split()[0])
+        except BaseException:
+            self.killer.close()
+            raise
+
     def run(self, call_id: str, script: str, cap: int, deadline: float) -> CallOutput:
         encoded = base64.b64encode(script.encode()).decode()
         self._send(f"__da_run {shlex.quote(call_id)} {encoded} {int(cap)}\n".encode())
         self._read_until(f"\n__DA_BEGIN_{call_id}\n".encode(), deadline)
         body = self._read_until(f"\n__DA_END_{call_id} ".encode(), deadline)
         rc, size = self._read_line(deadline).split()[:2]
-        text = body.decode(errors="replace")
+        text = scrub(body.decode(errors="replace"), call_id)
         cut = "\n__DA_CUT__\n" in text
         return CallOutput(text.replace("\n__DA_CUT__\n", "\n"), int(rc), int(size), cut)
 
     def close(self) -> None:
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        super().close()
+        self.killer.close()
+
+
+def scrub(text: str, call_id: str) -> str:
+    """A call's output as a shell shows it: bash names the sourced call file in its errors
+    (`/tmp/.da/calls/<id>/cmd: line 1: …`) where `bash -c` says `bash: line 1: …`."""
+    return text.replace(f"{STATE_DIR}/calls/{call_id}/cmd", "bash")
 
 
 class DockerSandboxes:
@@ -313,10 +443,23 @@ class DockerSandboxes:
     def _shell(self, container_id: str) -> _Shell:
         shell = self._shells.get(container_id)
         if shell is None:
+            shell = self._shells[container_id] = self._start_shell(container_id)
+        return shell
+
+    def _start_shell(self, container_id: str, within_s: float = 5.0) -> _Shell:
+        """A new shell; tried again for a few seconds (killed processes free their slots as the
+        init reaps them). SandboxGone if the container stopped, else ShellUnavailable."""
+        deadline = time.monotonic() + within_s
+        while True:
             if not self.running(container_id):
                 raise SandboxGone(container_id)
-            shell = self._shells[container_id] = _Shell(self.docker.api, container_id)
-        return shell
+            try:
+                return _Shell(self.docker.api, container_id)
+            except (ShellDied, TimeoutError, docker.errors.APIError) as e:
+                if time.monotonic() > deadline:
+                    problem = str(e) or type(e).__name__
+                    raise ShellUnavailable(f"no shell could be started in the sandbox: {problem}") from e
+            time.sleep(0.2)
 
     def exec(self, container_id: str, argv: list[str], stdin: bytes | None = None) -> tuple[int, bytes]:
         """Run a one-off command in the container as the sandbox user: (exit code, stdout+stderr)."""
@@ -339,32 +482,62 @@ class DockerSandboxes:
     def interrupt(self, container_id: str) -> None:
         """Kill what the shell is running (from another thread; the running call sees ShellDied)."""
         shell = self._shells.get(container_id)
-        if shell is None:
-            return
-        try:
-            self.exec(container_id, ["bash", "-c", f"kill -KILL -- -{shell.pid} {shell.pid} 2>/dev/null; true"])
-        except docker.errors.APIError:
-            pass
+        if shell is not None:
+            self._stop(container_id, shell, "")
 
-    def _kill_shell(self, container_id: str, shell: _Shell, call_id: str) -> None:
-        """Kill the shell and everything it started; a sandbox where that fails is destroyed."""
-        self._drop_shell(container_id)
-        script = (
-            f"for i in $(seq 1 100); do kill -KILL -- -{shell.pid} 2>/dev/null || break; sleep 0.02; done; "
-            f"kill -0 -- -{shell.pid} 2>/dev/null && exit 1; "
-            f"[ -d {STATE_DIR}/calls/{call_id} ] && echo 124 > {STATE_DIR}/calls/{call_id}/rc; exit 0"
-        )
+    def _stop(self, container_id: str, shell: _Shell, call_id: str, rc: int = 124) -> tuple[int, int]:
+        """Stop the shell and every process the calls started (see `_KILLER`): (found, left).
+        Through the shell's killer; where that is gone, the same script in a new process."""
+        request = f"stop {shell.pid} {call_id or '-'} {rc}\n".encode()
         try:
-            code, _ = self.exec(container_id, ["bash", "-c", script])
+            return shell.killer.stop(request)
+        except (ShellDied, TimeoutError, ValueError):
+            if not self.running(container_id):
+                return 0, -1
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                code, out = self.exec(container_id, ["bash", "--noprofile", "--norc", "-c", _KILLER], stdin=request)
+                found, left = out.decode(errors="replace").rsplit("__DA_STOPPED ", 1)[1].split()[:2]
+                return int(found), int(left)
+            except (docker.errors.APIError, IndexError, ValueError):
+                if time.monotonic() > deadline or not self.running(container_id):
+                    return 0, -1
+            time.sleep(0.2)
+
+    def _pids_limit(self, container_id: str) -> int:
+        try:
+            return int(self.docker.api.inspect_container(container_id)["HostConfig"].get("PidsLimit") or 0)
         except docker.errors.APIError:
-            code = -1
-        if code != 0:
-            # E.g. a fork bomb that leaves no process slot to kill it with: the sandbox is cattle.
-            self.destroy(container_id)
-            raise SandboxGone(f"{container_id[:12]}: could not stop the timed-out command; sandbox destroyed")
+            return 0
+
+    def _kill_shell(self, container_id: str, shell: _Shell, call_id: str, timeout_s: float) -> CommandTimedOut:
+        """Stop a timed-out call and all it started, and start a new shell; a sandbox where that
+        fails is destroyed (SandboxGone, naming the cause)."""
+        found, left = self._stop(container_id, shell, call_id)
+        self._drop_shell(container_id)
+        timed_out = CommandTimedOut(found, self._pids_limit(container_id))
+        what = f"the command timed out after {timeout_s:g}s" + (
+            f" and had used up the sandbox's process limit ({timed_out.pids_limit})" if timed_out.exhausted_pids else ""
+        )
+        if left == 0:
+            try:
+                self._shells[container_id] = self._start_shell(container_id)
+                return timed_out
+            except ShellUnavailable as e:
+                problem = f"{what}; after it was stopped, {e}"
+            except SandboxGone:
+                problem = f"{what}, and the container stopped"
+        elif not self.running(container_id):
+            problem = f"{what}, and the container stopped"
+        else:
+            problem = f"{what}, and its processes could not be stopped"
+        self.destroy(container_id)
+        raise SandboxGone(f"{container_id[:12]}: {problem}; the sandbox was destroyed")
 
     def read_recorded(self, container_id: str, call_id: str, cap: int) -> str:
         """The partial output of a call that did not finish (after a timeout)."""
+        call_id = _safe_id(call_id)
         path = f"{STATE_DIR}/calls/{call_id}/out"
         half = cap // 2
         cmd = (
@@ -373,7 +546,7 @@ class DockerSandboxes:
             f"else head -c {half} {path}; printf '\\n[… cut …]\\n'; tail -c {half} {path}; fi"
         )
         try:
-            return self.exec(container_id, ["bash", "-c", cmd])[1].decode(errors="replace")
+            return scrub(self.exec(container_id, ["bash", "-c", cmd])[1].decode(errors="replace"), call_id)
         except docker.errors.APIError:
             return ""
 
@@ -418,27 +591,38 @@ class DockerSandboxes:
             raise RuntimeError(f"restore failed ({code}): {out[-300:].decode(errors='replace')}")
 
     def run(self, container_id: str, call_id: str, script: str, cap: int, timeout_s: float) -> CallOutput:
-        """Run `script` in the persistent shell; TimeoutError after killing it at the deadline."""
-        safe_id = "".join(c for c in call_id if c.isalnum() or c in "_-")[:80] or secrets.token_hex(8)
+        """Run `script` in the persistent shell. At the deadline, CommandTimedOut once the call and
+        all it started are stopped and a new shell is ready; ShellDied if the shell ended."""
+        safe_id = _safe_id(call_id)
         with self._lock(container_id):
             shell = self._shell(container_id)
             deadline = time.monotonic() + timeout_s
             try:
                 return shell.run(safe_id, script, cap, deadline)
             except TimeoutError:
-                self._kill_shell(container_id, shell, safe_id)
-                raise
+                raise self._kill_shell(container_id, shell, safe_id, timeout_s) from None
             except ShellDied:
-                self._drop_shell(container_id)
                 if not self.running(container_id):
-                    raise SandboxGone(container_id) from None
-                raise
+                    self._drop_shell(container_id)
+                    raise SandboxGone(
+                        f"{container_id[:12]}: the container stopped while running this command"
+                    ) from None
+                ended = shell.ended()
+                if ended.signal is not None:  # killed: what it had started goes too, as after a timeout
+                    self._stop(container_id, shell, safe_id, 128 + ended.signal)
+                self._drop_shell(container_id)
+                raise ended from None
 
     def close(self) -> None:
         for container_id in list(self._shells):
             self._drop_shell(container_id)
         if self._egress is not None:
             self._egress.close()
+
+
+def _safe_id(call_id: str) -> str:
+    """A call id as a file name in the container (tool-use ids already are)."""
+    return "".join(c for c in call_id if c.isalnum() or c in "_-")[:80] or secrets.token_hex(8)
 
 
 def default_host_id() -> str:

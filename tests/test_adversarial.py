@@ -30,7 +30,8 @@ CASES: list[tuple[str, str, float, Any]] = [
         "fork bomb",
         ":(){ :|:& };:; sleep 30",  # the call waits, so the bomb is still going at its timeout
         4,
-        lambda r: r.is_error and ("timed out" in r.output or "environment was reset" in r.output),
+        # Stopped where it is, not by destroying the sandbox: the next command runs in the same one.
+        lambda r: r.is_error and "timed out after 4s" in r.output and "process limit" in r.output,
     ),
     (
         "memory bomb above the limit",
@@ -146,6 +147,8 @@ async def test_hostile_code_is_contained(
     attack, after = [e.tool_result for e in await session_events(client, handle.id) if e.tool_result]
     assert isinstance(attack, ToolResult) and check(attack), f"{case}: unexpected tool result:\n{attack.output[:2000]}"
     assert after.output.split() == ["still", "usable", "/workspace"] and not after.is_error
+    events = await session_events(client, handle.id)
+    assert not [e for e in events if e.kind == "sandbox_destroyed" and e.text == "lost"], "the sandbox was replaced"
 
 
 async def test_the_bystander_was_unaffected(client: Client, bystander: WorkflowHandle[Any, Any]) -> None:

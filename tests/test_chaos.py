@@ -256,3 +256,61 @@ async def test_restart_of_the_temporal_server_mid_session(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+async def test_sigkill_of_the_sandbox_worker_while_it_provisions(
+    chaos_client: Client,
+    scripted: ScriptedModelServer,
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """The provision heartbeats: a sandbox worker killed in the middle of it is noticed in seconds
+    (the heartbeat timeout, 10 s), not at its 5-minute start-to-close timeout, and another
+    sandbox worker provisions the sandbox."""
+    from temporalio.api.enums.v1 import PendingActivityState
+
+    from contracts import PROVISION_SANDBOX
+
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": "echo provisioned"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    worker_processes("--harness")
+    # DA_TEST_PROVISION_DELAY_S: the test hook in provision_sandbox; this worker takes 10 minutes.
+    slow = worker_processes("--sandbox", "--warm-pool", "0", env={"DA_TEST_PROVISION_DELAY_S": "600"})
+    handle = await start_agent_session(chaos_client, coder(), f"Slow hands. {marker}", one_shot=True)
+
+    async def provisioning() -> bool:
+        pending = (await handle.describe()).raw_description.pending_activities
+        started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        return any(a.activity_type.name == PROVISION_SANDBOX and a.state == started for a in pending)
+
+    await wait_for(provisioning, within_s=60, what="the slow worker to start provisioning")
+    other_host = f"chaos-other-{uuid.uuid4().hex[:6]}"
+    worker_processes("--sandbox", "--warm-pool", "0", "--host-id", other_host)
+    log = tmp_path / "worker-2.log"
+
+    async def other_polls() -> bool:
+        return log.exists() and b"worker started" in log.read_bytes()
+
+    await wait_for(other_polls, within_s=60, what="the second sandbox worker")
+    await asyncio.sleep(1)
+    slow.send_signal(signal.SIGKILL)
+    slow.wait(timeout=10)
+    killed_at = asyncio.get_running_loop().time()
+
+    async def provisioned() -> bool:
+        return any(e.kind == "sandbox_provisioned" for e in await session_events(chaos_client, handle.id))
+
+    await wait_for(provisioned, within_s=60, what="a sandbox from the second worker")
+    moved_on_s = asyncio.get_running_loop().time() - killed_at
+    print(f"\nprovision: the session moved on {moved_on_s:.1f} s after the sandbox worker was killed")
+    events = await session_events(chaos_client, handle.id)
+    sandbox = next(e.sandbox for e in events if e.kind == "sandbox_provisioned")
+    assert sandbox is not None and sandbox.host_queue == f"sandboxes-{other_host}"
+    result: SessionResult = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.status == "done" and result.answer == "provisioned"
+    assert_clean(await session_events(chaos_client, handle.id), 2, handle.id)

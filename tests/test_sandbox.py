@@ -191,3 +191,178 @@ async def test_the_warm_pool_binds_prestarted_containers(docker_sandboxes: Docke
         filling.cancel()
         pool.drain()
     assert pool.held == set()
+
+
+# --- after a timeout or a kill the sandbox is clean and the shell ready (issue 14) ---------------
+
+
+@pytest.fixture
+def fresh(activities: SandboxActivities) -> Iterator[SandboxHandle]:
+    """A sandbox of its own, for a test that may break it."""
+    h: SandboxHandle = _run_sync(activities.provision_sandbox, ProvisionRequest(session_id="t", spec=SandboxSpec()))
+    yield h
+    activities.sandboxes.destroy(h.sandbox_id)
+
+
+async def leftovers(activities: SandboxActivities, handle: SandboxHandle) -> list[str]:
+    """The processes in the container besides its own (session 1: the init and `sleep infinity`),
+    the shell (and the `ps` it runs) and the shell's killer."""
+    out = await run(activities, handle, "bash", {"command": "echo $$; ps -eo sid=,args="})
+    shell, *rows = out.output.splitlines()
+    others = [args for sid, args in (r.split(None, 1) for r in rows) if sid not in ("1", shell)]
+    others.remove("bash --noprofile --norc")  # the killer
+    return others
+
+
+async def test_a_fork_bomb_cut_at_its_timeout_leaves_a_ready_shell(
+    activities: SandboxActivities, fresh: SandboxHandle
+) -> None:
+    await run(activities, fresh, "bash", {"command": "cd /tmp && export KEEP=yes"})
+    bomb = await run(activities, fresh, "bash", {"command": ":(){ :|:& };:; sleep 30"}, timeout_s=3)
+    assert bomb.timed_out and bomb.is_error and "timed out after 3s" in bomb.output, bomb.output
+    assert "used up the sandbox's process limit (256 processes" in bomb.output
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert (after.output, after.exit_code, after.is_error) == ("ok\n", 0, False)
+    assert activities.sandboxes.running(fresh.sandbox_id)  # the same sandbox, not a replacement
+    state = await run(activities, fresh, "bash", {"command": "pwd; echo $KEEP"})
+    assert state.output.split() == ["/tmp", "yes"]
+    assert await leftovers(activities, fresh) == []
+
+
+async def test_a_plain_timeout_then_the_next_command_runs(activities: SandboxActivities, fresh: SandboxHandle) -> None:
+    out = await run(activities, fresh, "bash", {"command": "sleep 100"}, timeout_s=1)
+    assert out.timed_out and "timed out after 1s" in out.output
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert (after.output, after.exit_code, after.is_error) == ("ok\n", 0, False)
+
+
+async def test_a_timeout_stops_every_process_the_command_started(
+    activities: SandboxActivities, fresh: SandboxHandle
+) -> None:
+    """Also those that left the shell's process group or session (setsid, nohup … &)."""
+    command = "sleep 201 & setsid sleep 202 & (setsid bash -c 'sleep 203 & wait' &); sleep 100"
+    out = await run(activities, fresh, "bash", {"command": command}, timeout_s=1.5)
+    assert out.timed_out
+    assert await leftovers(activities, fresh) == []
+
+
+async def test_a_killed_shell_is_not_said_to_have_exited(activities: SandboxActivities, fresh: SandboxHandle) -> None:
+    killed = await run(activities, fresh, "bash", {"command": "sleep 203 & kill -KILL $$"})
+    assert killed.is_error and "killed" in killed.output, killed.output
+    assert "exit, exec or set -e" not in killed.output and "shell exited" not in killed.output
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert after.output == "ok\n"
+    assert await leftovers(activities, fresh) == []
+    exited = await run(activities, fresh, "bash", {"command": "exit 3"})
+    assert exited.is_error and "the shell exited with code 3" in exited.output, exited.output
+
+
+# --- what the model sees of a failed command: what a shell shows, no path of ours (issue 14) -----
+
+
+async def test_bash_errors_read_like_a_normal_shell(activities: SandboxActivities, handle: SandboxHandle) -> None:
+    missing = await run(activities, handle, "bash", {"command": "insmod foo.ko"})
+    assert missing.output == "bash: line 1: insmod: command not found\n\n[exit code 127]"
+    second = await run(activities, handle, "bash", {"command": "echo a\nnope"})
+    assert second.output == "a\nbash: line 2: nope: command not found\n\n[exit code 127]"
+    syntax = await run(activities, handle, "bash", {"command": "if then"})
+    assert syntax.output.startswith("bash: line 1: syntax error") and syntax.exit_code == 2, syntax.output
+    source = await run(activities, handle, "bash", {"command": 'echo "$0 ${BASH_SOURCE[0]}"; f() { nope; }; f'})
+    assert source.output.startswith("bash bash\nbash: line 1: nope: command not found"), source.output
+    partial = await run(activities, handle, "bash", {"command": "nope; sleep 30"}, timeout_s=1)
+    assert partial.timed_out and partial.output.startswith("bash: line 1: nope: command not found"), partial.output
+    for out in (missing, second, syntax, source, partial):
+        assert "/tmp/.da" not in out.output
+
+
+SECRET = "echo x > secret; chmod 000 secret"
+READ_ONLY = "echo x > ro.txt; chmod 444 ro.txt"
+# (tool, path, set-up command, the start of the expected error); write_file writes "x", edit_file edits x -> y
+FILE_TOOL_ERRORS: list[tuple[str, str, str, str]] = [
+    ("read_file", "nope.txt", "true", "read_file: no such file: /workspace/nope.txt"),
+    ("read_file", "d", "mkdir -p d", "read_file: /workspace/d is a directory"),
+    ("read_file", "secret", SECRET, "read_file: permission denied: /workspace/secret"),
+    ("read_file", "/dev/zero", "true", "read_file: /dev/zero is not a regular file"),
+    ("read_file", "f.txt/x", "echo x > f.txt", "read_file: no such file: /workspace/f.txt/x"),
+    ("write_file", "d", "mkdir -p d", "write_file: /workspace/d is a directory"),
+    ("write_file", "/etc/x", "true", "write_file: cannot write /etc/x: Read-only file system"),
+    ("write_file", "ro.txt", READ_ONLY, "write_file: cannot write /workspace/ro.txt: Permission denied"),
+    (
+        "write_file",
+        "f.txt/x",
+        "echo x > f.txt",
+        "write_file: cannot write /workspace/f.txt/x: /workspace/f.txt is not a directory",
+    ),
+    ("edit_file", "nope.txt", "true", "edit_file: no such file: /workspace/nope.txt"),
+    ("edit_file", "d", "mkdir -p d", "edit_file: /workspace/d is a directory"),
+    ("edit_file", "secret", SECRET, "edit_file: permission denied: /workspace/secret"),
+    ("edit_file", "ro.txt", READ_ONLY, "edit_file: cannot write /workspace/ro.txt: Permission denied"),
+    ("edit_file", "b.bin", "printf 'x\\377\\0' > b.bin", "edit_file: /workspace/b.bin is not UTF-8 text"),
+    ("edit_file", "f.txt/x", "echo x > f.txt", "edit_file: no such file: /workspace/f.txt/x"),
+]
+
+
+@pytest.mark.parametrize(("tool", "path", "setup", "expected"), FILE_TOOL_ERRORS, ids=lambda v: str(v)[:24])
+async def test_file_tool_errors_are_plain(
+    activities: SandboxActivities, handle: SandboxHandle, tool: str, path: str, setup: str, expected: str
+) -> None:
+    await run(activities, handle, "bash", {"command": f"mkdir -p /workspace/e && cd /workspace/e && {setup}"})
+    await run(activities, handle, "bash", {"command": "cd /workspace"})
+    if not path.startswith("/"):
+        path, expected = f"e/{path}", expected.replace("/workspace/", "/workspace/e/")
+    args: dict[str, object] = {"path": path}
+    if tool == "write_file":
+        args["content"] = "x"
+    if tool == "edit_file":
+        args.update(old_string="x", new_string="y")
+    out = await run(activities, handle, tool, args)
+    await run(activities, handle, "bash", {"command": "chmod -R u+rwx /workspace/e; rm -rf /workspace/e"})
+    assert out.is_error and out.output.startswith(expected), out.output
+    assert "/tmp/.da" not in out.output and "Traceback" not in out.output and "line 1" not in out.output
+
+
+# --- read_file of a binary file (issue 14) ------------------------------------------------------
+
+
+async def test_read_file_describes_a_binary_file(activities: SandboxActivities, handle: SandboxHandle) -> None:
+    png = "printf '\\211PNG\\r\\n\\032\\n\\0\\0\\0\\rIHDR' > img.png; head -c 1000 /dev/urandom >> img.png"
+    await run(activities, handle, "bash", {"command": f"cd /workspace && {png} && head -c 2048 /dev/urandom > r.bin"})
+    image = await run(activities, handle, "read_file", {"path": "img.png"})
+    assert not image.is_error and "\ufffd" not in image.output
+    assert image.output.startswith("read_file: /workspace/img.png is a binary file (1016 bytes, PNG image)")
+    assert "base64 /workspace/img.png" in image.output and "od " in image.output
+    data = await run(activities, handle, "read_file", {"path": "r.bin"})
+    assert (
+        data.output.startswith("read_file: /workspace/r.bin is a binary file (2048 bytes")
+        and "\ufffd" not in data.output
+    )
+
+
+async def test_read_file_returns_utf8_text_as_it_is(activities: SandboxActivities, handle: SandboxHandle) -> None:
+    text = "héllo ✓ 日本語\n\tçà et là — «quotes»\n🙂 no newline at the end"
+    await run(activities, handle, "write_file", {"path": "utf8.txt", "content": text})
+    read = await run(activities, handle, "read_file", {"path": "utf8.txt"})
+    assert (read.output, read.is_error) == (text, False)
+    empty = await run(activities, handle, "bash", {"command": ": > /workspace/empty.txt"})
+    assert not empty.is_error
+    assert (await run(activities, handle, "read_file", {"path": "empty.txt"})).output == ""
+
+
+async def test_an_interrupt_stops_the_command_and_all_it_started(
+    activities: SandboxActivities, fresh: SandboxHandle
+) -> None:
+    import asyncio
+
+    from sandboxes.docker_sandbox import ShellDied
+
+    sandboxes, container = activities.sandboxes, fresh.sandbox_id
+    command = "sleep 301 & setsid sleep 302 & sleep 100"
+    running = asyncio.create_task(asyncio.to_thread(sandboxes.run, container, "interrupted", command, 1000, 60))
+    await asyncio.sleep(1.5)
+    await asyncio.to_thread(sandboxes.interrupt, container)
+    with pytest.raises(ShellDied) as died:
+        await asyncio.wait_for(running, timeout=20)
+    assert died.value.signal == 9
+    after = await run(activities, fresh, "bash", {"command": "echo ok"})
+    assert (after.output, after.exit_code) == ("ok\n", 0)
+    assert await leftovers(activities, fresh) == []

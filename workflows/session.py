@@ -761,6 +761,7 @@ class SessionWorkflow:
                 result_type=SandboxHandle,
                 schedule_to_start_timeout=timedelta(minutes=2),
                 start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=SANDBOX_RETRY,
                 task_queue=SANDBOXES_QUEUE,
                 summary=f"provision: {self.agent.sandbox.image}" + (" (restore snapshot)" if restore else ""),
