@@ -768,37 +768,76 @@ class SessionState(_Strict):
     error: str | None = None  # why the session stopped, or why its latest answer failed (None: it did not)
 
 
-class SessionCarry(_Strict):
-    """A session's compact state, carried into the next run when it continues as new."""
+class ContextState(_Strict):
+    """The messages the model sees (the workflow's ContextBuilder keeps their digests beside them)."""
 
-    first_offset: int
-    run: int
-    messages: list[dict[str, Any]]
-    synced: int
-    pending: list[str]
-    status: SessionStatus
-    resume: bool  # continued in the middle of answering: go on without a new user message
-    response_turns: int  # model calls already made for the current user message
-    turns: int
-    usage: Usage
-    cost_usd: float | None
-    last_answer: str | None
-    last_error: str | None
-    sandbox: SandboxHandle | None
-    owns_sandbox: bool
-    snapshot: SnapshotRef | None
-    children_started: int
-    loop_last: list[str] | None
-    loop_count: int
-    measured_tokens: int  # the API's token count of the first measured_count messages
-    measured_count: int
-    compacted_until: int  # offset after the last compaction
-    # Compaction's back-off: failed summaries, and the context growth at which to try again.
-    compaction_failures: int = 0
-    compaction_retry_at: int | None = None
-    context_grown: int = 0
-    message_upto: list[int] = Field(default_factory=list)  # per context message: its newest event's offset
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    synced: int = 0  # messages the model activity already holds
+    measured_tokens: int = 0  # the API's token count of the first measured_count messages
+    measured_count: int = 0
+    grown: int = 0  # estimated tokens ever added (compaction does not take them back)
+    upto: list[int] = Field(default_factory=list)  # per message: the newest event whose content it holds (-1: unknown)
+
+
+class CompactionState(_Strict):
+    compacted_until: int = 0  # offset of the first event no compaction has covered yet
+    failures: int = 0  # failed summaries this session
+    retry_at: int | None = None  # context growth at which a summary is tried again
+
+
+class SandboxState(_Strict):
+    handle: SandboxHandle | None = None
+    owns: bool = True  # False: the parent's sandbox, shared: used, never snapshotted or destroyed
+    snapshot: SnapshotRef | None = None  # the newest snapshot of /workspace
+
+
+class LoopState(_Strict):
+    last: list[str] | None = None  # the previous tool call: [name, canonical input]
+    count: int = 0  # how often in a row
+
+
+class SessionCarry(_Strict):
+    """A session's state. The workflow holds one and carries it whole into the next run when it
+    continues as new: a new field is one line here, never a copy in four places."""
+
+    first_offset: int = 0  # offset of this run's first event (earlier runs hold the ones before)
+    run: int = 1
+    pending: list[str] = Field(default_factory=list)  # user messages not yet taken up
+    status: SessionStatus = "running"
+    resume: bool = False  # continued in the middle of answering: go on without a new user message
+    response_turns: int = 0  # model calls made for the current user message
+    turns: int = 0
+    usage: Usage = Field(default_factory=lambda: Usage())
+    cost_usd: float | None = 0.0  # None once a model's price is unknown
+    last_answer: str | None = None
+    last_error: str | None = None
+    children_started: int = 0
     mcp_tools: list[McpTool] = Field(default_factory=list)  # discovered at the start: same tools, same prompt
+    context: ContextState = Field(default_factory=ContextState)
+    compaction: CompactionState = Field(default_factory=CompactionState)
+    sandbox: SandboxState = Field(default_factory=SandboxState)
+    loop: LoopState = Field(default_factory=LoopState)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat(cls, data: Any) -> Any:
+        """Runs recorded before the state was grouped carried it flat: read those as well."""
+        if not isinstance(data, dict) or "messages" not in data:
+            return data
+        flat = dict(data)
+        context = {k: flat.pop(k) for k in ("messages", "synced", "measured_tokens", "measured_count") if k in flat}
+        if "context_grown" in flat:
+            context["grown"] = flat.pop("context_grown")
+        if "message_upto" in flat:
+            context["upto"] = flat.pop("message_upto")
+        compaction = {"compacted_until": flat.pop("compacted_until", 0)}
+        for old, new in (("compaction_failures", "failures"), ("compaction_retry_at", "retry_at")):
+            if old in flat:
+                compaction[new] = flat.pop(old)
+        sandbox = {"handle": flat.pop("sandbox", None), "owns": flat.pop("owns_sandbox", True)}
+        sandbox["snapshot"] = flat.pop("snapshot", None)
+        loop = {"last": flat.pop("loop_last", None), "count": flat.pop("loop_count", 0)}
+        return {**flat, "context": context, "compaction": compaction, "sandbox": sandbox, "loop": loop}
 
 
 class SessionResult(_Strict):

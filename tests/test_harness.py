@@ -13,24 +13,27 @@ import pytest
 
 from activities.model import ContextCache, _CachedContext, classify_model_error
 from agent_files import AgentFileError, load_agent
-from contracts import Limits, ModelSpec, ToolCall, ToolResult, chain_digest, context_root
+from contracts import Limits, LoopState, ModelSpec, SessionCarry, ToolCall, ToolResult, chain_digest, context_root
 from sandboxes.activities import tool_script
-from workflows.harness import (
+from workflows.context import (
+    SUMMARY_HEADER,
     TRUNCATION_HEADER,
     ContextBuilder,
-    check_tool_call,
     compaction_cut,
     compaction_method,
-    parse_tool_uses,
     retry_summary_at,
-    session_summary,
     summary_blocks,
+    truncation_blocks,
+)
+from workflows.harness import (
+    check_tool_call,
+    parse_tool_uses,
+    session_summary,
     text_of,
     tool_calls_of,
     tool_definitions,
     tool_summary,
     tool_timeout,
-    truncation_blocks,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,7 +133,7 @@ def test_two_user_messages_in_a_row_merge_and_resync() -> None:
     ctx.add_user_text("one")
     ctx.model_answered([{"type": "text", "text": "ok"}])
     ctx.add_user_text("two")
-    ctx.synced = 3  # as if a request with "two" had been sent and then failed
+    ctx.state.synced = 3  # as if a request with "two" had been sent and then failed
     ctx.add_user_text("three")
     assert [m["role"] for m in ctx.messages] == ["user", "assistant", "user"]
     assert [b["text"] for b in ctx.messages[2]["content"]] == ["two", "three"]
@@ -340,8 +343,6 @@ def _tool_turns(ctx: ContextBuilder, n: int, output: str = "x" * 400) -> None:
 
 
 def test_compaction_cuts_where_no_tool_result_loses_its_call() -> None:
-    from workflows.harness import compaction_cut
-
     ctx = ContextBuilder("sys", [])
     ctx.add_user_text("task")
     _tool_turns(ctx, 6)
@@ -360,13 +361,12 @@ def test_compaction_cuts_where_no_tool_result_loses_its_call() -> None:
 
 def test_compaction_request_shares_the_prefix_and_compact_keeps_the_newest_turns() -> None:
     from contracts import COMPACTION_INSTRUCTION
-    from workflows.harness import SUMMARY_HEADER, compaction_cut
 
     model = ModelSpec(name="m")
     ctx = ContextBuilder("sys", [])
     ctx.add_user_text("task")
     _tool_turns(ctx, 6)
-    ctx.synced = len(ctx.messages) - 1
+    ctx.state.synced = len(ctx.messages) - 1
     cut = compaction_cut(ctx.messages, keep_tokens=400)
     assert cut is not None
     ask = ctx.compaction_request(cut, "s", model)
@@ -404,13 +404,14 @@ def test_a_carried_context_resumes_with_the_same_digests() -> None:
     ctx = ContextBuilder("sys", [])
     ctx.add_user_text("task")
     _tool_turns(ctx, 3)
-    restored = ContextBuilder.restore("sys", [], ctx.messages, ctx.synced)
+    carried = SessionCarry.model_validate_json(SessionCarry(context=ctx.state).model_dump_json())
+    restored = ContextBuilder("sys", [], carried.context)
     assert restored.digests == ctx.digests and restored.synced == ctx.synced
     guard = LoopGuard(3)
     call = ToolCall(id="a", name="bash", input={"command": "ls"})
     assert guard.check(call) is None and guard.check(call) is None
-    last, count = guard.state()
-    assert LoopGuard(3, last, count).check(call) is not None  # the third in a row, across runs
+    loop = LoopState.model_validate_json(guard.state.model_dump_json())
+    assert LoopGuard(3, loop).check(call) is not None  # the third in a row, across runs
 
 
 def test_custom_tools_are_defined_checked_and_must_not_clash() -> None:
@@ -613,7 +614,8 @@ def test_definitions_over_their_context_budget_are_refused(tmp_path: Path) -> No
 def test_the_budget_check_counts_what_the_definition_adds_to_every_request() -> None:
     """contracts' estimate (no harness there) is the harness's figure less its built-in tool definitions
     (and a few bytes of JSON)."""
-    from workflows.harness import available_tools, estimate_tokens, system_prompt
+    from contracts import estimate_tokens
+    from workflows.harness import available_tools, system_prompt
 
     for path in sorted((ROOT / "agents").glob("*.yaml")):
         agent = load_agent(path)

@@ -1,0 +1,30 @@
+"""Continue-as-new: when a run's history grows long (Temporal suggests it, or the agent's
+`limits.history_events`), the session goes on in a new run that starts from the state carried
+whole, with a memo linking it to the run before, so the whole log stays readable."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from contracts import SessionCarry
+from workflows.core import Session
+
+
+def should_continue(session: Session) -> bool:
+    """Temporal suggests it (history count or size), or this run reached the agent's limit."""
+    info = workflow.info()
+    return (
+        info.is_continue_as_new_suggested() or info.get_current_history_length() >= session.agent.limits.history_events
+    )
+
+
+def continue_as_new(session: Session) -> None:
+    """Hand the session to its next run (raises: the run ends here)."""
+    carry: SessionCarry = session.state.model_copy(
+        update={"first_offset": session.next_offset, "run": session.state.run + 1}
+    )
+    resolved = {"agent": session.agent, "search_attributes": session.search_attributes}
+    workflow.continue_as_new(
+        session.input.model_copy(update={"carry": carry, "schedule": None, **resolved}),
+        memo={"first_offset": carry.first_offset, "run": carry.run, "previous_run_id": workflow.info().run_id},
+    )

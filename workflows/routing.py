@@ -1,0 +1,45 @@
+"""Routing a tool call, decided once and purely: which capability handles it and under which
+policy, or why it may not run (an error result the model sees instead). No I/O, no Temporal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from contracts import LOAD_SKILL, SPAWN_AGENT, AgentSpec, McpTool, ToolCall, ToolPolicy
+from workflows.harness import check_tool_call, is_sandbox_tool
+
+ToolKind = Literal["refused", "client", "mcp", "spawn", "skill", "sandbox"]
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: ToolKind
+    policy: ToolPolicy = "always_allow"
+    problem: str | None = None  # kind "refused": the error result the model gets instead
+
+
+def route(
+    call: ToolCall, agent: AgentSpec, tools: list[str], mcp_tools: Mapping[str, McpTool], malformed: str | None = None
+) -> Route:
+    """Where `call` goes: a malformed or unknown call, or one whose input fails its schema, is refused;
+    the others go to the client (custom tools), an MCP server, a subagent, the skill loader or the
+    sandbox, each under the agent's policy for that tool."""
+    problem = malformed or check_tool_call(call, tools, [*agent.custom_tools, *mcp_tools.values()])
+    if problem is not None:
+        return Route("refused", problem=problem)
+    kind: ToolKind
+    if agent.custom_tool(call.name) is not None:
+        kind = "client"
+    elif call.name in mcp_tools:
+        kind = "mcp"
+    elif call.name == SPAWN_AGENT:
+        kind = "spawn"
+    elif call.name == LOAD_SKILL:
+        kind = "skill"
+    elif is_sandbox_tool(call.name):
+        kind = "sandbox"
+    else:  # pragma: no cover - check_tool_call admits no other tool
+        return Route("refused", problem=f"Tool {call.name!r} has no handler.")
+    return Route(kind, policy=agent.policy(call.name))

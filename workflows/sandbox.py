@@ -1,0 +1,241 @@
+"""The sandbox lifecycle, workflow side: one method per sandbox operation, each calling one
+activity with the options it needs (task queue, timeouts, heartbeat, retries, summary).
+
+- `ensure`: provision on first use (`provision_sandbox` on the shared `sandboxes` queue); the
+  worker that takes it names its own host queue in the handle, and every later call goes there;
+- `run`: `execute` one tool call; a lost sandbox (`SandboxLost`, or its host's queue has no
+  poller) is replaced at once, with the workspace as last snapshotted, and the model is told;
+- `snapshot`, `destroy`: the workspace kept, the container removed when the session ends;
+- `check_secrets`: the secrets the sandbox workers will need, checked when the session starts.
+A subagent sharing its parent's sandbox uses it but neither snapshots nor destroys it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from contracts import (
+    CHECK_SECRETS,
+    DESTROY_SANDBOX,
+    EXECUTE,
+    PROVISION_SANDBOX,
+    SANDBOX_IMAGE_MISSING,
+    SANDBOX_LOST,
+    SANDBOXES_QUEUE,
+    SECRET_MISSING,
+    SNAPSHOT_WORKSPACE,
+    ExecuteRequest,
+    ExecuteResult,
+    ProvisionRequest,
+    SandboxHandle,
+    SecretCheck,
+    SnapshotRef,
+    SnapshotRequest,
+    ToolCall,
+    ToolResult,
+)
+from workflows.core import Session
+from workflows.failures import failure_message, is_sandbox_lost
+from workflows.harness import sandbox_reset_message, tool_error, tool_summary, tool_timeout
+
+SANDBOX_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+    non_retryable_error_types=[SANDBOX_LOST, SANDBOX_IMAGE_MISSING],
+)
+SECRETS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+    non_retryable_error_types=[SECRET_MISSING],
+)
+# Workflow versions (workflow.patched): new commands that histories recorded before them lack.
+SNAPSHOTS_PATCH = "workspace-snapshots"
+
+
+class Sandbox:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.lock = asyncio.Lock()  # sandbox calls of one turn run one at a time, in order
+        self.snapshot_at = workflow.now()
+
+    @property
+    def handle(self) -> SandboxHandle | None:
+        return self.session.state.sandbox.handle
+
+    def _host_wait(self) -> timedelta:
+        return timedelta(seconds=self.session.agent.sandbox.host_wait_s)
+
+    async def check_secrets(self) -> None:
+        """Secrets the sandbox workers will need (egress credentials, a git token), checked now on one
+        of them: an unknown name is an error at the start, not at the first tool call."""
+        session = self.session
+        uses = {name: "sandbox egress" for name in session.agent.sandbox.secrets()}
+        git = session.input.workspace.git if session.input.workspace else None
+        if git is not None and git.token_secret:
+            uses[git.token_secret] = f"git clone of {git.url}"
+        if not uses or not session.state.sandbox.owns:
+            return
+        await workflow.execute_activity(
+            CHECK_SECRETS,
+            SecretCheck(names=list(uses), uses=uses),
+            task_queue=SANDBOXES_QUEUE,
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=timedelta(seconds=session.agent.sandbox.host_wait_s + 30),
+            retry_policy=SECRETS_RETRY,
+            summary=f"check secrets: {', '.join(uses)}",
+        )
+
+    async def ensure(self) -> SandboxHandle:
+        """The session's sandbox, provisioned now if it has none (restoring the last snapshot)."""
+        state, spec = self.session.state.sandbox, self.session.agent.sandbox
+        if state.handle is None:
+            restore = state.snapshot if workflow.patched(SNAPSHOTS_PATCH) else None
+            state.handle = await workflow.execute_activity(
+                PROVISION_SANDBOX,
+                ProvisionRequest(
+                    session_id=self.session.id,
+                    spec=spec,
+                    restore=restore,
+                    seed=self.session.input.workspace if restore is None else None,
+                ),
+                result_type=SandboxHandle,
+                schedule_to_start_timeout=timedelta(minutes=2),
+                start_to_close_timeout=timedelta(minutes=5),
+                # A sandbox worker that dies while it provisions is noticed in seconds, not minutes.
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=SANDBOX_RETRY,
+                task_queue=SANDBOXES_QUEUE,
+                summary=f"provision: {spec.image}" + (" (restore snapshot)" if restore else ""),
+            )
+            state.owns = True
+            self.snapshot_at = workflow.now()
+            self.session.record("sandbox_provisioned", sandbox=state.handle)
+        return state.handle
+
+    def _lost(self, handle: SandboxHandle) -> None:
+        self.session.state.sandbox.handle = None
+        self.session.record("sandbox_destroyed", sandbox=handle, text="lost")
+
+    async def run(self, call: ToolCall) -> ToolResult:
+        """One sandbox tool call through `execute` on the sandbox's host queue."""
+        session = self.session
+        try:
+            handle = await self.ensure()
+        except ActivityError as e:
+            return tool_error(call, f"No sandbox could be provisioned: {failure_message(e)}")
+        timeout_s = tool_timeout(call, session.agent.sandbox.timeout_s)
+        try:
+            out: ExecuteResult = await workflow.execute_activity(
+                EXECUTE,
+                ExecuteRequest(
+                    handle=handle,
+                    call_id=call.id,
+                    name=call.name,
+                    input=call.input,
+                    timeout_s=timeout_s,
+                    output_cap=session.agent.limits.tool_output_cap,
+                ),
+                result_type=ExecuteResult,
+                task_queue=handle.host_queue,
+                schedule_to_start_timeout=self._host_wait(),
+                start_to_close_timeout=timedelta(seconds=timeout_s + 60),
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=SANDBOX_RETRY,
+                summary=tool_summary(call),
+            )
+        except ActivityError as e:
+            session.raise_if_interrupted()
+            if not is_sandbox_lost(e):
+                return tool_error(call, f"Tool failed: {failure_message(e)}")
+            return await self._replace(call, handle, failure_message(e))
+        result = ToolResult(call_id=call.id, name=call.name, output=out.output, is_error=out.is_error)
+        every = session.agent.sandbox.snapshot_every_s
+        if (
+            every
+            and session.state.sandbox.owns
+            and workflow.patched(SNAPSHOTS_PATCH)
+            and workflow.now() - self.snapshot_at >= timedelta(seconds=every)
+        ):
+            await self.snapshot()
+        return result
+
+    async def _replace(self, call: ToolCall, handle: SandboxHandle, cause: str) -> ToolResult:
+        """Cattle: the lost sandbox is replaced at once, with the workspace as last snapshotted."""
+        self._lost(handle)
+        if not workflow.patched(SNAPSHOTS_PATCH):
+            return tool_error(
+                call,
+                "The sandbox was lost (its container or host went away) and this call did not "
+                "complete. The next call runs in a new, empty sandbox.",
+            )
+        snapshot = self.session.state.sandbox.snapshot
+        try:
+            replacement = await self.ensure()
+        except ActivityError as provision_error:
+            return tool_error(call, sandbox_reset_message(None, snapshot, failure_message(provision_error), cause))
+        return tool_error(call, sandbox_reset_message(replacement, snapshot, cause=cause))
+
+    async def snapshot(self) -> None:
+        """Snapshot /workspace (a no-op activity when it is unchanged since the last one)."""
+        state = self.session.state.sandbox
+        handle = state.handle
+        if handle is None:
+            return
+        try:
+            ref: SnapshotRef = await workflow.execute_activity(
+                SNAPSHOT_WORKSPACE,
+                SnapshotRequest(handle=handle, session_id=self.session.id, previous=state.snapshot),
+                result_type=SnapshotRef,
+                task_queue=handle.host_queue,
+                schedule_to_start_timeout=self._host_wait(),
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=SANDBOX_RETRY,
+                summary="snapshot: /workspace",
+            )
+        except ActivityError as e:
+            if is_sandbox_lost(e):
+                self._lost(handle)
+            else:
+                workflow.logger.warning("workspace snapshot failed: %s", failure_message(e))
+            return
+        self.snapshot_at = workflow.now()
+        if state.snapshot is None or ref.key != state.snapshot.key:
+            state.snapshot = ref
+            self.session.record("sandbox_snapshot", snapshot=ref)
+
+    async def snapshot_when_idle(self) -> None:
+        state = self.session.state.sandbox
+        if state.handle is not None and state.owns and workflow.patched(SNAPSHOTS_PATCH):
+            await self.snapshot()
+
+    async def destroy(self) -> None:
+        """The session ends: keep the workspace (a last snapshot) and remove the container."""
+        state = self.session.state.sandbox
+        if not state.owns:
+            state.handle = None  # the parent's: it stays
+            return
+        if state.handle is not None and workflow.patched(SNAPSHOTS_PATCH):
+            await self.snapshot()
+        handle, state.handle = state.handle, None
+        if handle is None:
+            return
+        try:
+            await workflow.execute_activity(
+                DESTROY_SANDBOX,
+                handle,
+                task_queue=handle.host_queue,
+                schedule_to_start_timeout=self._host_wait(),
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=SANDBOX_RETRY,
+                summary=f"destroy: {handle.sandbox_id[:12]}",
+            )
+        except ActivityError as e:
+            workflow.logger.warning("sandbox not destroyed: %s", failure_message(e))
+        self.session.record("sandbox_destroyed", sandbox=handle)
