@@ -13,7 +13,17 @@ import pytest
 
 from activities.model import ContextCache, _CachedContext, classify_model_error
 from agent_files import AgentFileError, load_agent
-from contracts import Limits, LoopState, ModelSpec, SessionCarry, ToolCall, ToolResult, chain_digest, context_root
+from contracts import (
+    Limits,
+    LoopState,
+    ModelSpec,
+    SandboxHandle,
+    SessionCarry,
+    ToolCall,
+    ToolResult,
+    chain_digest,
+    context_root,
+)
 from sandboxes.activities import tool_script
 from workflows.context import (
     SUMMARY_HEADER,
@@ -624,3 +634,14 @@ def test_the_budget_check_counts_what_the_definition_adds_to_every_request() -> 
         )
         builtin = estimate_tokens(tool_definitions([*agent.tools]))
         assert agent.prompt_tokens() - 5 <= exact <= agent.prompt_tokens() + builtin + 300, path
+
+
+def test_a_lost_sandbox_is_explained_with_the_cause_the_worker_gave() -> None:
+    from workflows.harness import sandbox_reset_message
+
+    new = SandboxHandle(sandbox_id="c2", host_queue="q", image="i", runtime="runc")
+    assert "(its container or host went away)" in sandbox_reset_message(new, None, cause="sandbox c1 is gone")
+    assert "(its container or host went away)" in sandbox_reset_message(new, None, cause="schedule-to-start timeout")
+    cause = "c1: the command exhausted the process limit (256) and could not be stopped; sandbox destroyed"
+    told = sandbox_reset_message(new, None, cause=cause)
+    assert f"The sandbox was lost ({cause})" in told and "a new, empty sandbox" in told
