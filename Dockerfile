@@ -1,14 +1,15 @@
 # The worker image (harness and sandbox workers, and the live server), for docker-compose.yml. Needs a registry.
 FROM python:3.11-slim
+# The package is built from /src and installed into site-packages; the sources do not stay in the
+# image, so nothing can import them instead of the installed `durable_agents`.
+COPY pyproject.toml /src/
+COPY durable_agents /src/durable_agents
+COPY workflows /src/workflows
+COPY activities /src/activities
+COPY live /src/live
+COPY sandboxes /src/sandboxes
+RUN pip install --no-cache-dir /src && rm -rf /src
 WORKDIR /app
-COPY pyproject.toml ./
-COPY contracts.py worker.py starter.py logs.py connection.py agent_files.py session_log.py payload_store.py schedules.py \
-     vault.py codec.py telemetry.py ./
-COPY workflows ./workflows
-COPY activities ./activities
-COPY live ./live
-COPY sandboxes ./sandboxes
-COPY scripted_model ./scripted_model
+COPY worker.py starter.py ./
 COPY agents ./agents
-RUN pip install --no-cache-dir .
 ENTRYPOINT ["python", "worker.py"]

@@ -55,14 +55,10 @@ from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-import codec
-import schedules
-import session_log
-import telemetry
-import vault
-from agent_files import AgentFileError, agent_version, load_agent
-from connection import connect, ensure_search_attributes, temporal_address
-from contracts import (
+from durable_agents import codec, schedules, session_log, telemetry, vault
+from durable_agents.agent_files import AgentFileError, agent_version, load_agent
+from durable_agents.connection import connect, ensure_search_attributes, temporal_address
+from durable_agents.contracts import (
     AGENTS_QUEUE,
     END_SESSION,
     INTERRUPT,
@@ -81,11 +77,11 @@ from contracts import (
     WorkspaceSeed,
     attribute_pairs,
 )
-from live.follow import FollowError, SseSource, TemporalSource, follow
-from live.publisher import LIVE_URL_ENV
-from live.relay import DEFAULT_PORT, Relay, create_app
-from live.render import JsonRenderer, PlainRenderer, RichRenderer, format_event
-from workflows.harness import available_tools, session_summary
+from durable_agents.live.follow import FollowError, SseSource, TemporalSource, follow
+from durable_agents.live.publisher import LIVE_URL_ENV
+from durable_agents.live.relay import DEFAULT_PORT, Relay, create_app
+from durable_agents.live.render import JsonRenderer, PlainRenderer, RichRenderer, format_event
+from durable_agents.workflows.harness import available_tools, session_summary
 
 POLL_S = 0.25
 IDLE_OR_DONE = ("idle", "waiting", "done", "failed")  # the session needs nothing more from us, or needs you

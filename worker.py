@@ -24,21 +24,21 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.mcp_tools import McpActivities, check_secrets
-from activities.model import ModelActivities, anthropic_client_from_env
-from activities.schedules import ScheduleActivities
-from activities.setup import DEFAULT_AGENTS_DIR, AgentFiles, SetupActivities
-from codec import CodecKeyError
-from connection import check_search_attributes, connect, metrics_runtime, temporal_address
-from contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
-from logs import configure_logging
-from sandboxes.activities import SandboxActivities
-from sandboxes.docker_sandbox import DockerSandboxes, default_host_id
-from sandboxes.pool import WarmPool
-from sandboxes.reaper import Reaper
-from telemetry import shutdown as flush_traces
-from vault import VaultError
-from workflows.session import SessionWorkflow
+from durable_agents.activities.mcp_tools import McpActivities, check_secrets
+from durable_agents.activities.model import ModelActivities, anthropic_client_from_env
+from durable_agents.activities.schedules import ScheduleActivities
+from durable_agents.activities.setup import DEFAULT_AGENTS_DIR, AgentFiles, SetupActivities
+from durable_agents.codec import CodecKeyError
+from durable_agents.connection import check_search_attributes, connect, metrics_runtime, temporal_address
+from durable_agents.contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
+from durable_agents.logs import configure_logging
+from durable_agents.sandboxes.activities import SandboxActivities
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes, default_host_id
+from durable_agents.sandboxes.pool import WarmPool
+from durable_agents.sandboxes.reaper import Reaper
+from durable_agents.telemetry import shutdown as flush_traces
+from durable_agents.vault import VaultError
+from durable_agents.workflows.session import SessionWorkflow
 
 log = structlog.get_logger("worker")
 # The sandbox still checks every call a workflow makes for non-determinism, but no longer

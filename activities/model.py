@@ -28,8 +28,8 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from contracts import (
+from durable_agents.activities.heartbeat import heartbeating
+from durable_agents.contracts import (
     CALL_MODEL,
     CONTEXT_TOO_LONG,
     GET_MODEL_CONTEXT,
@@ -42,8 +42,8 @@ from contracts import (
     chain_digest,
     context_root,
 )
-from live.publisher import DeltaPublisher, LiveCall
-from logs import activity_log
+from durable_agents.live.publisher import DeltaPublisher, LiveCall
+from durable_agents.logs import activity_log
 
 RETRYABLE_STATUS = {408, 409, 429}
 # Error types the API may send in an `error` event of a streamed answer that retrying cannot help.

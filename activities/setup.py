@@ -16,9 +16,16 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from agent_files import AgentFileError, load_agent
-from connection import check_search_attributes
-from contracts import AGENT_NOT_FOUND, PREPARE_SESSION, AgentSpec, SessionSetup, SessionSetupRequest, agent_version
+from durable_agents.agent_files import AgentFileError, load_agent
+from durable_agents.connection import check_search_attributes
+from durable_agents.contracts import (
+    AGENT_NOT_FOUND,
+    PREPARE_SESSION,
+    AgentSpec,
+    SessionSetup,
+    SessionSetupRequest,
+    agent_version,
+)
 
 DEFAULT_AGENTS_DIR = "agents"
 

@@ -16,18 +16,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+
+from durable_agents.connection import DEV_SERVER_TUNING
+from durable_agents.contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS
+from durable_agents.payload_store import data_converter
+from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer, Step
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from temporalio.client import Client  # noqa: E402
-from temporalio.common import SearchAttributeKey  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from connection import DEV_SERVER_TUNING  # noqa: E402
-from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS  # noqa: E402
-from payload_store import data_converter  # noqa: E402
-from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
-
 WORKER_PIDS: dict[str, int] = {}  # role -> pid of the local stack's worker processes
 
 

@@ -1,6 +1,6 @@
 """Live streaming latency: prints a table and writes bench/results/streaming.json.
 
-    .venv/bin/python bench/streaming.py [--sessions 4] [--tokens 100] [--every-ms 20]
+    .venv/bin/python -m bench.streaming [--sessions 4] [--tokens 100] [--every-ms 20]
 
 A local stack (dev server on SQLite, scripted model, harness and sandbox workers as processes)
 with the live server (`starter.py serve`) as a process and the harness worker publishing to it.
@@ -26,16 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+from temporalio.client import Client
+
+from bench.common import add_scenario, local_stack, report, summary
+from durable_agents.agent_files import load_agent
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step
+from starter import start_agent_session
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-
-from agent_files import load_agent  # noqa: E402
-from bench.common import add_scenario, local_stack, report, summary  # noqa: E402
-from scripted_model.server import ScriptedModelServer, Step  # noqa: E402
-from starter import start_agent_session  # noqa: E402
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from collections import deque
 import httpx
 import structlog
 
-from contracts import LiveBatch, LiveDelta
+from durable_agents.contracts import LiveBatch, LiveDelta
 
 log = structlog.get_logger("live")
 

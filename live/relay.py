@@ -38,9 +38,9 @@ from starlette.routing import Route
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-import session_log
-from contracts import LiveBatch, LiveDelta, SessionEvent, SessionState
-from live.publisher import DELTAS_PATH
+from durable_agents import session_log
+from durable_agents.contracts import LiveBatch, LiveDelta, SessionEvent, SessionState
+from durable_agents.live.publisher import DELTAS_PATH
 
 log = structlog.get_logger("live")
 

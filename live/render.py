@@ -19,8 +19,8 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from contracts import LiveDelta, SessionEvent, SessionState, ToolCall
-from live.follow import Item
+from durable_agents.contracts import LiveDelta, SessionEvent, SessionState, ToolCall
+from durable_agents.live.follow import Item
 
 STREAM_TAIL_LINES = 12  # of a model call's text in progress, in the live view
 

@@ -20,8 +20,8 @@ import docker.errors
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from contracts import (
+from durable_agents.activities.heartbeat import heartbeating
+from durable_agents.contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
     PROVISION_SANDBOX,
@@ -37,11 +37,11 @@ from contracts import (
     SnapshotRequest,
     host_queue,
 )
-from logs import activity_log
-from sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
-from sandboxes.pool import WarmPool
-from sandboxes.seed import SeedError, seed_archive
-from sandboxes.snapshots import BlobStore, LocalBlobStore
+from durable_agents.logs import activity_log
+from durable_agents.sandboxes.docker_sandbox import WORKSPACE, DockerSandboxes, SandboxGone, ShellDied
+from durable_agents.sandboxes.pool import WarmPool
+from durable_agents.sandboxes.seed import SeedError, seed_archive
+from durable_agents.sandboxes.snapshots import BlobStore, LocalBlobStore
 
 HEARTBEAT_EVERY_S = 2.0
 

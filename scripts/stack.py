@@ -15,12 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from durable_agents import codec
+from durable_agents.connection import DEV_SERVER_TUNING
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import codec  # noqa: E402
-from connection import DEV_SERVER_TUNING  # noqa: E402
-
 DATA = ROOT / ".data"
 PIDS = DATA / "pids"
 LOGS = DATA / "logs"
@@ -31,7 +29,6 @@ CODEC_PORT = int(os.environ.get("DA_CODEC_PORT", "8081"))
 LIVE_PORT = int(os.environ.get("DA_LIVE_PORT", "8780"))
 LIVE_URL = os.environ.get("DA_LIVE_URL") or f"http://127.0.0.1:{LIVE_PORT}"
 PROCESSES = ("temporal", "scripted-model", "codec-server", "live-server", "harness-worker", "sandbox-worker")
-SCENARIOS = sorted(str(p) for p in (ROOT / "scripted_model" / "scenarios").glob("*.yaml"))
 DEMO_TASK = (
     "Write a Python program fib.py that prints the first 10 Fibonacci numbers, run it, "
     "fix it if it fails, and tell me its output."
@@ -92,7 +89,7 @@ def model_env() -> tuple[dict[str, str], str]:
     env["ANTHROPIC_API_KEY"] = "scripted-model-needs-no-key"
     return env, (
         f"the SCRIPTED model at http://127.0.0.1:{SCRIPTED_PORT} (no ANTHROPIC_API_KEY is set, "
-        "so answers come from scripted_model/scenarios/, not from Claude)"
+        "so answers come from durable_agents/testing/scenarios/, not from Claude)"
     )
 
 
@@ -142,7 +139,7 @@ def up() -> None:
         say("temporal: a server already answers on localhost:7233")
     env, which = model_env()
     if not os.environ.get("ANTHROPIC_API_KEY"):
-        _spawn("scripted-model", [PY, "-m", "scripted_model.server", "--port", str(SCRIPTED_PORT), *SCENARIOS])
+        _spawn("scripted-model", [PY, "-m", "durable_agents.testing.scripted_model", "--port", str(SCRIPTED_PORT)])
         _wait_port("scripted-model", SCRIPTED_PORT)
     if not os.environ.get("DA_LIVE_URL"):  # else the user runs their own
         _spawn("live-server", [PY, "starter.py", "serve", "--port", str(LIVE_PORT)])

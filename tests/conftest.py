@@ -27,14 +27,9 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from connection import DEV_SERVER_TUNING
-from payload_store import data_converter
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from activities.model import ModelActivities  # noqa: E402
-from contracts import (  # noqa: E402
+from durable_agents.activities.model import ModelActivities
+from durable_agents.connection import DEV_SERVER_TUNING
+from durable_agents.contracts import (
     GET_STATE,
     SA_AGENT_NAME,
     SA_AGENT_VERSION,
@@ -42,11 +37,13 @@ from contracts import (  # noqa: E402
     SA_SESSION_STATUS,
     SessionState,
 )
-from sandboxes.activities import SandboxActivities  # noqa: E402
-from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
-from scripted_model.server import Scenario, ScriptedModelServer, Step, ToolUse  # noqa: E402
-from worker import harness_worker, sandbox_workers  # noqa: E402
+from durable_agents.payload_store import data_converter
+from durable_agents.sandboxes.activities import SandboxActivities
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer, Step, ToolUse
+from worker import harness_worker, sandbox_workers
 
+ROOT = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = ROOT / ".bin" / "temporal"
 CHAOS_NAMESPACE = "chaos"
 
@@ -92,7 +89,7 @@ def address(env: WorkflowEnvironment) -> str:
 
 @pytest.fixture(scope="session")
 def scripted() -> Iterator[ScriptedModelServer]:
-    demo = Scenario.load(ROOT / "scripted_model" / "scenarios" / "coder-demo.yaml")
+    demo = Scenario.load(ROOT / "durable_agents" / "testing" / "scenarios" / "coder-demo.yaml")
     server = ScriptedModelServer([demo]).start()
     yield server
     server.stop()

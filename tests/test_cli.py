@@ -15,8 +15,8 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.worker import Worker
 
-from contracts import SESSION_WORKFLOW
-from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
+from durable_agents.contracts import SESSION_WORKFLOW
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
 from tests.conftest import add_scenario, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,10 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import codec
-from agent_files import load_agent
-from payload_store import data_converter
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from durable_agents import codec
+from durable_agents.agent_files import load_agent
+from durable_agents.payload_store import data_converter
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from starter import start_agent_session
 from tests.conftest import CHAOS_NAMESPACE, ROOT, TEMPORAL_CLI, add_scenario, free_port, wait_for
 

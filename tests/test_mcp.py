@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-import session_log
-from agent_files import load_agent
-from contracts import GET_STATE, AgentSpec, McpServer, SessionState
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from durable_agents import session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.contracts import GET_STATE, AgentSpec, McpServer, SessionState
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from starter import start_agent_session
 from tests.conftest import add_scenario, free_port, wait_for
 

@@ -22,8 +22,8 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from connection import DEV_SERVER_TUNING, SEARCH_ATTRIBUTES
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from durable_agents.connection import DEV_SERVER_TUNING, SEARCH_ATTRIBUTES
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.conftest import TEMPORAL_CLI, add_scenario, remove_host_containers, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
-from contracts import EXECUTE, SessionEvent
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from durable_agents.contracts import EXECUTE, SessionEvent
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from starter import send_message, session_events, start_agent_session, wait_until_settled
 from tests.conftest import add_scenario, write_then_read_twice
 from tests.test_session import coder
@@ -112,9 +112,9 @@ async def test_a_retried_execute_does_not_run_its_command_again(
 ) -> None:
     import anthropic
 
-    from activities.model import ModelActivities
-    from sandboxes.activities import SandboxActivities
-    from sandboxes.docker_sandbox import DockerSandboxes
+    from durable_agents.activities.model import ModelActivities
+    from durable_agents.sandboxes.activities import SandboxActivities
+    from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
     from tests.conftest import remove_containers
     from worker import harness_worker, sandbox_workers
 
@@ -150,8 +150,8 @@ async def test_a_retried_execute_does_not_run_its_command_again(
 async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
     client: Client, scripted: ScriptedModelServer, workers: Any
 ) -> None:
-    from contracts import SandboxSpec
-    from sandboxes.reaper import Reaper
+    from durable_agents.contracts import SandboxSpec
+    from durable_agents.sandboxes.reaper import Reaper
 
     sandboxes = workers.sandboxes.sandboxes
     marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="ok")])
@@ -181,7 +181,7 @@ async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
 async def test_a_session_starts_with_a_seeded_workspace_and_the_token_stays_out(
     client: Client, scripted: ScriptedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from contracts import GitSource, WorkspaceSeed
+    from durable_agents.contracts import GitSource, WorkspaceSeed
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from temporalio.client import Client, ScheduleOverlapPolicy
 
-import schedules
-from agent_files import load_agent
-from contracts import SessionResult, agent_version
-from scripted_model.server import ScriptedModelServer, Step
+from durable_agents import schedules
+from durable_agents.agent_files import load_agent
+from durable_agents.contracts import SessionResult, agent_version
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step
 from starter import session_events
 from tests.conftest import TEMPORAL_CLI, add_scenario, wait_for
 from tests.test_cli import cli

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-import session_log
-from agent_files import load_agent
-from contracts import COMPACTION_INSTRUCTION, AgentSpec, CustomTool, Skill
-from payload_store import FileStorageDriver
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from durable_agents import session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.contracts import COMPACTION_INSTRUCTION, AgentSpec, CustomTool, Skill
+from durable_agents.payload_store import FileStorageDriver
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from starter import start_agent_session, wait_until_settled
 from tests.conftest import add_scenario
 from tests.test_cli import cli

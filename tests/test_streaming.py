@@ -32,16 +32,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.model import ModelActivities
-from contracts import APPROVE, LiveDelta, SessionResult, Subagent
-from live.publisher import DeltaPublisher
-from live.relay import Cursor, SessionFeed, _Call
-from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
+from durable_agents.activities.model import ModelActivities
+from durable_agents.contracts import APPROVE, LiveDelta, SessionResult, Subagent
+from durable_agents.live.publisher import DeltaPublisher
+from durable_agents.live.relay import Cursor, SessionFeed, _Call
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from durable_agents.workflows.session import SessionWorkflow
 from starter import start_agent_session
 from tests.conftest import add_scenario, free_port, state_of, wait_for
 from tests.test_session import coder
 from worker import WORKFLOW_RUNNER
-from workflows.session import SessionWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters

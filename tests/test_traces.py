@@ -20,9 +20,9 @@ from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from temporalio.client import Client
 
-import telemetry
-from contracts import SessionEvent, Subagent
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from durable_agents import telemetry
+from durable_agents.contracts import SessionEvent, Subagent
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from starter import session_events, start_agent_session
 from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, free_port, wait_for
 from tests.test_session import coder

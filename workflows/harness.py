@@ -13,7 +13,7 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts import (
+from durable_agents.contracts import (
     COMPACTION_INSTRUCTION,
     LOAD_SKILL,
     SANDBOX_TOOLS,

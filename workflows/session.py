@@ -20,7 +20,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import (
+    from durable_agents.contracts import (
         AGENT_NOT_FOUND,
         APPROVE,
         CALL_MCP_TOOL,
@@ -88,7 +88,7 @@ with workflow.unsafe.imports_passed_through():
         attribute_pairs,
         unresolved_agent,
     )
-    from workflows.harness import (
+    from durable_agents.workflows.harness import (
         ContextBuilder,
         LoopGuard,
         available_tools,

@@ -27,10 +27,9 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 
-import schedules
-import session_log
-from agent_files import load_agent
-from contracts import (
+from durable_agents import schedules, session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.contracts import (
     GET_STATE,
     AgentSpec,
     CustomTool,
@@ -44,11 +43,11 @@ from contracts import (
     Subagent,
     WorkspaceSeed,
 )
-from payload_store import data_converter
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
+from durable_agents.payload_store import data_converter
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from durable_agents.workflows.session import SessionWorkflow
 from starter import send_message, session_events, start_agent_session, wait_until_settled
 from tests.conftest import add_scenario, wait_for, write_then_read_twice
-from workflows.session import SessionWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).resolve().parent

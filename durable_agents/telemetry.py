@@ -34,7 +34,7 @@ from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, ReplaySafeTrac
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from contracts import CALL_MODEL, EXECUTE, ExecuteRequest, ModelRequest, ModelTurn
+from durable_agents.contracts import CALL_MODEL, EXECUTE, ExecuteRequest, ModelRequest, ModelTurn
 
 __all__ = ["SpanAttributes", "enabled", "plugins", "shutdown", "tracing_plugins"]
 

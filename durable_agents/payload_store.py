@@ -33,7 +33,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from codec import payload_codec
+from durable_agents.codec import payload_codec
 
 DEFAULT_DIR = Path(__file__).resolve().parent / ".data" / "payloads"
 DEFAULT_THRESHOLD = 256 * 1024

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from vault import aes256_key
+from durable_agents.vault import aes256_key
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

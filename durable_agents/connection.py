@@ -14,9 +14,9 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
-import telemetry
-from contracts import SEARCH_ATTRIBUTE_NAMES
-from payload_store import data_converter
+from durable_agents import telemetry
+from durable_agents.contracts import SEARCH_ATTRIBUTE_NAMES
+from durable_agents.payload_store import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
 # Dynamic config for the dev server (and advice for any cluster that runs agents):

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from contracts import GET_EVENTS, GET_STATE, TOOL_RESULT, SessionEvent, SessionState
+from durable_agents.contracts import GET_EVENTS, GET_STATE, TOOL_RESULT, SessionEvent, SessionState
 
 EXPORT_CHUNK = 500
 
