@@ -41,7 +41,7 @@ from durable_agents.payload_store import data_converter
 from durable_agents.sandboxes.activities import SandboxActivities
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer, Step, ToolUse
-from worker import harness_worker, sandbox_workers
+from durable_agents.worker import harness_worker, sandbox_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = ROOT / ".bin" / "temporal"

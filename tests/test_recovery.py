@@ -115,8 +115,8 @@ async def test_a_retried_execute_does_not_run_its_command_again(
     from durable_agents.activities.model import ModelActivities
     from durable_agents.sandboxes.activities import SandboxActivities
     from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+    from durable_agents.worker import harness_worker, sandbox_workers
     from tests.conftest import remove_containers
-    from worker import harness_worker, sandbox_workers
 
     interceptor = _FailAfterRunning()
     model = ModelActivities(chaos_client, anthropic.AsyncAnthropic(api_key="k", base_url=scripted.url, max_retries=0))

@@ -37,11 +37,11 @@ from durable_agents.contracts import APPROVE, LiveDelta, SessionResult, Subagent
 from durable_agents.live.publisher import DeltaPublisher
 from durable_agents.live.relay import Cursor, SessionFeed, _Call
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from durable_agents.worker import WORKFLOW_RUNNER
 from durable_agents.workflows.session import SessionWorkflow
 from starter import start_agent_session
 from tests.conftest import add_scenario, free_port, state_of, wait_for
 from tests.test_session import coder
-from worker import WORKFLOW_RUNNER
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters
