@@ -162,7 +162,7 @@ class McpActivities:
         missing = self._missing_secrets(req.servers)
         if missing:
             raise ApplicationError(
-                f"unknown secret(s): {', '.join(missing)}; add them with `starter.py vault set NAME` on the "
+                f"unknown secret(s): {', '.join(missing)}; add them with `da vault set NAME` on the "
                 "harness workers' machine (or DA_SECRET_<NAME>)",
                 type=SECRET_MISSING,
                 non_retryable=True,
@@ -269,7 +269,7 @@ async def check_secrets(req: SecretCheck) -> None:
     if missing:
         listed = ", ".join(f"{n!r}" + (f" ({req.uses[n]})" if n in req.uses else "") for n in missing)
         raise ApplicationError(
-            f"unknown secret(s): {listed}; add them with `starter.py vault set NAME` on the sandbox workers' "
+            f"unknown secret(s): {listed}; add them with `da vault set NAME` on the sandbox workers' "
             "machine (or DA_SECRET_<NAME>)",
             type=SECRET_MISSING,
             non_retryable=True,

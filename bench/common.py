@@ -26,6 +26,9 @@ from durable_agents.payload_store import data_converter
 from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer, Step
 
 ROOT = Path(__file__).resolve().parent.parent
+# The console scripts of the installed package (`make setup`: .venv/bin), beside this interpreter.
+DA = str(Path(sys.executable).with_name("da"))
+DA_WORKER = str(Path(sys.executable).with_name("da-worker"))
 WORKER_PIDS: dict[str, int] = {}  # role -> pid of the local stack's worker processes
 
 
@@ -115,7 +118,7 @@ async def local_stack(
         **(worker_env or {}),
     }
     workers = [
-        subprocess.Popen([sys.executable, str(ROOT / "worker.py"), role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
+        subprocess.Popen([DA_WORKER, role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
         for role in ("--harness", "--sandbox")
     ]
     WORKER_PIDS.update({"harness": workers[0].pid, "sandbox": workers[1].pid})

@@ -36,10 +36,10 @@ from temporalio.worker import Worker
 
 from bench.common import add_scenario, arrivals, local_stack, report, summary, wait_arrivals
 from durable_agents.agent_files import load_agent
+from durable_agents.client import send_message, start_agent_session, wait_until_settled
 from durable_agents.contracts import SandboxSpec
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import send_message, start_agent_session, wait_until_settled
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,9 +21,9 @@ from common import ROOT, WORKER_PIDS, add_scenario, local_stack, pct, peak_rss_m
 
 from durable_agents import session_log
 from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
 from durable_agents.contracts import Skill
 from durable_agents.testing.scripted_model import Step, ToolUse
-from starter import start_agent_session
 
 TURNS = 3
 

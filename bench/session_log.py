@@ -16,9 +16,9 @@ from common import ROOT, add_scenario, local_stack
 
 from durable_agents import session_log
 from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
 from durable_agents.contracts import COMPACTION_INSTRUCTION, AgentSpec, Skill
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
 
 
 def ticks(n: int) -> list[Step]:

@@ -20,9 +20,9 @@ from temporalio.client import Client
 
 from bench.common import add_scenario, arrivals, local_stack, report, summary
 from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
 from durable_agents.contracts import Subagent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,13 +3,13 @@
 With encryption on (DA_ENCRYPT_HISTORY=1), every payload a worker or client writes — workflow and
 activity inputs and results, events, memos, summaries, failures' details — reaches Temporal as
 ciphertext (`encoding: binary/encrypted`, the key's id in `encryption-key-id`). The server, the
-`temporal` CLI and the Web UI see only that, unless pointed at `starter.py codec-server`, which
+`temporal` CLI and the Web UI see only that, unless pointed at `da codec-server`, which
 decrypts for them and never hands out a key.
 
 Keys: a JSON file (DA_CODEC_KEY_FILE, default .data/codec-keys.json, mode 0600)
 `{"active": "k2", "keys": {"k1": "<base64 32 bytes>", "k2": "..."}}`, or DA_CODEC_KEYS
 `k2:<base64>,k1:<base64>` (the first is active). New payloads use the active key; any listed key
-decrypts, so rotation is: add a key and make it active (`starter.py codec-key rotate`), roll it out
+decrypts, so rotation is: add a key and make it active (`da codec-key rotate`), roll it out
 to every worker and client, and drop the old one once no retained history uses it.
 Workers never create keys: a worker with encryption on and no keys stops at start, saying so.
 """
@@ -80,7 +80,7 @@ class KeyRing:
         if not path.exists():
             raise CodecKeyError(
                 f"history encryption is on (DA_ENCRYPT_HISTORY) but this process has no codec keys: {path} does not "
-                "exist and DA_CODEC_KEYS is unset (create keys with `starter.py codec-key new` and give every "
+                "exist and DA_CODEC_KEYS is unset (create keys with `da codec-key new` and give every "
                 "worker and client the same file)"
             )
         try:

@@ -9,7 +9,7 @@ Backends, tried in the order DA_VAULT names them (default `file,env`):
 - `file`: an encrypted file (DA_VAULT_FILE, default .data/vault.json). Each value is sealed with
   AES-256-GCM under a key kept beside it (DA_VAULT_KEY_FILE, default .data/vault.key, mode 0600) or
   given as DA_VAULT_KEY (base64); the secret's name is the associated data, so a value cannot be
-  moved to another name. `starter.py vault set NAME` (value on stdin), `vault list`, `vault delete`.
+  moved to another name. `da vault set NAME` (value on stdin), `vault list`, `vault delete`.
 - `env`: DA_SECRET_<NAME> (upper case, non-alphanumerics as `_`), e.g. DA_SECRET_GITHUB_TOKEN.
 - an external vault: `module:factory`, a callable returning an object with `get(name) -> str | None`
   and `names() -> list[str]` (the `Vault` protocol), e.g. a HashiCorp Vault or AWS client.
@@ -177,7 +177,7 @@ class ChainVault:
         value = self.get(name)
         if value is None:
             where = ", ".join(_describe(b) for b in self.backends)
-            raise VaultError(f"unknown secret {name!r} (looked in {where}; add it with `starter.py vault set {name}`)")
+            raise VaultError(f"unknown secret {name!r} (looked in {where}; add it with `da vault set {name}`)")
         return value
 
     def missing(self, names: list[str]) -> list[str]:

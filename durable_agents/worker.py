@@ -4,7 +4,7 @@
 
 The harness worker runs SessionWorkflow, `call_model` and the MCP activities on the `agents` queue;
 it alone holds the model API key, and reads MCP servers' secrets from the vault. With DA_LIVE_URL
-set it publishes model text as it streams to that live server (`starter.py serve`). The sandbox
+set it publishes model text as it streams to that live server (`da serve`). The sandbox
 worker takes `provision_sandbox` from the shared `sandboxes` queue and runs `execute` /
 `destroy_sandbox` on its own host queue (`sandboxes-<host id>`); it holds no model key, and reads
 from the vault only the git tokens and egress credentials it uses outside the containers.

@@ -1,4 +1,4 @@
-"""Following a session (`starter.py follow`): where its events come from and when to stop.
+"""Following a session (`da follow`): where its events come from and when to stop.
 
 Two sources give the same items: the live relay's SSE stream (`SseSource`: durable events,
 the deltas of the model call in progress, state changes; it reconnects with `Last-Event-ID`

@@ -1,4 +1,4 @@
-"""The model activity's side of live streaming: deltas go to the relay (`starter.py serve`),
+"""The model activity's side of live streaming: deltas go to the relay (`da serve`),
 never into history, and never hold up or fail the model call.
 
 `publish` only appends to a bounded buffer; one task per worker process posts what has

@@ -1,4 +1,4 @@
-"""The live relay (`starter.py serve`): a session's events as Server-Sent Events, for `follow`
+"""The live relay (`da serve`): a session's events as Server-Sent Events, for `follow`
 and web clients, with the deltas of the model call in progress woven in.
 
 Durable events come from the session log (`session_log`, queries: no history), read by one

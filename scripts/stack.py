@@ -1,5 +1,5 @@
 """The local stack in the background: Temporal dev server, scripted model (when no
-ANTHROPIC_API_KEY), the live server (`starter.py serve`, to which the harness worker publishes
+ANTHROPIC_API_KEY), the live server (`da serve`, to which the harness worker publishes
 model text as it streams), a harness worker and a sandbox worker. Used by `make up|down|demo`.
 
     python scripts/stack.py up | down | status | demo
@@ -23,6 +23,8 @@ DATA = ROOT / ".data"
 PIDS = DATA / "pids"
 LOGS = DATA / "logs"
 PY = str(ROOT / ".venv" / "bin" / "python")
+DA = str(ROOT / ".venv" / "bin" / "da")  # the console scripts `make setup` installs
+DA_WORKER = str(ROOT / ".venv" / "bin" / "da-worker")
 TEMPORAL = str(ROOT / ".bin" / "temporal")
 SCRIPTED_PORT = int(os.environ.get("SCRIPTED_MODEL_PORT", "8765"))
 CODEC_PORT = int(os.environ.get("DA_CODEC_PORT", "8081"))
@@ -100,7 +102,7 @@ def encryption() -> list[str]:
     if not codec.key_file().exists() and not os.environ.get("DA_CODEC_KEYS"):
         ring = codec.new_key_file()
         say(f"encryption: created {codec.key_file()} (key {ring.active}); give it to every worker and client")
-    _spawn("codec-server", [PY, "starter.py", "codec-server", "--port", str(CODEC_PORT)])
+    _spawn("codec-server", [DA, "codec-server", "--port", str(CODEC_PORT)])
     _wait_port("codec-server", CODEC_PORT)
     say(f"encryption: history is AES-GCM ciphertext; the UI decrypts through http://127.0.0.1:{CODEC_PORT}")
     return ["--ui-codec-endpoint", f"http://127.0.0.1:{CODEC_PORT}"]
@@ -142,15 +144,15 @@ def up() -> None:
         _spawn("scripted-model", [PY, "-m", "durable_agents.testing.scripted_model", "--port", str(SCRIPTED_PORT)])
         _wait_port("scripted-model", SCRIPTED_PORT)
     if not os.environ.get("DA_LIVE_URL"):  # else the user runs their own
-        _spawn("live-server", [PY, "starter.py", "serve", "--port", str(LIVE_PORT)])
+        _spawn("live-server", [DA, "serve", "--port", str(LIVE_PORT)])
         _wait_port("live-server", LIVE_PORT)
     env["DA_LIVE_URL"] = LIVE_URL
-    _spawn("harness-worker", [PY, "worker.py", "--harness"], env=env)
+    _spawn("harness-worker", [DA_WORKER, "--harness"], env=env)
     sandbox_env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    _spawn("sandbox-worker", [PY, "worker.py", "--sandbox"], env=sandbox_env)
+    _spawn("sandbox-worker", [DA_WORKER, "--sandbox"], env=sandbox_env)
     say(f"model: {which}")
     say("Temporal UI: http://localhost:8233")
-    say(f"live server: {LIVE_URL} (`DA_LIVE_URL={LIVE_URL} starter.py follow ID` streams model text)")
+    say(f"live server: {LIVE_URL} (`DA_LIVE_URL={LIVE_URL} da follow ID` streams model text)")
 
 
 def down() -> None:
@@ -179,7 +181,7 @@ def demo() -> None:
     _, which = model_env()
     say(f"demo: one session of agents/coder.yaml on {which}")
     started = subprocess.run(
-        [PY, "starter.py", "start", "--agent", "agents/coder.yaml", "--one-shot", DEMO_TASK],
+        [DA, "start", "--agent", "agents/coder.yaml", "--one-shot", DEMO_TASK],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -189,8 +191,8 @@ def demo() -> None:
     session_id = started.stdout.strip()
     say(f"session {session_id} started; its events:")
     follow_env = {**os.environ, "DA_LIVE_URL": LIVE_URL}  # model text token by token
-    subprocess.run([PY, "starter.py", "follow", session_id], cwd=ROOT, env=follow_env, check=True)
-    result = subprocess.run([PY, "starter.py", "result", session_id], cwd=ROOT, capture_output=True, text=True)
+    subprocess.run([DA, "follow", session_id], cwd=ROOT, env=follow_env, check=True)
+    result = subprocess.run([DA, "result", session_id], cwd=ROOT, capture_output=True, text=True)
     print("\n" + "=" * 72)
     print(f"model:   {which}")
     print(f"session: {session_id}")

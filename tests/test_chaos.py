@@ -18,9 +18,9 @@ from pathlib import Path
 import docker
 from temporalio.client import Client
 
+from durable_agents.client import session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session
 from tests.conftest import add_scenario, wait_for
 from tests.test_session import coder
 

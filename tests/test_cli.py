@@ -1,4 +1,4 @@
-"""End to end through `starter.py`, as a user runs it: real dev server, Docker, scripted model."""
+"""End to end through `da`, as a user runs it: real dev server, Docker, scripted model."""
 
 from __future__ import annotations
 
@@ -168,8 +168,8 @@ async def test_start_with_an_id_in_use_says_where_that_session_is(address: str, 
     assert code == 0, err
     code, out, err = await cli(address, "start", "--agent", "agents/coder.yaml", "--id", session_id, "again")
     assert code == 2 and out == "" and "Traceback" not in err, err
-    assert f"error: session {session_id!r} already exists (running): starter.py follow {session_id}" in err
-    assert f"starter.py send {session_id} " in err
+    assert f"error: session {session_id!r} already exists (running): da follow {session_id}" in err
+    assert f"da send {session_id} " in err
     code, _, err = await cli(address, "end", session_id)
     assert code == 0, err
     # Temporal would start a second run under a closed session's id, hiding the first run's log;
@@ -267,7 +267,7 @@ async def test_end_ends_a_session_whatever_its_state(
         code, out, err = await cli(address, "end", session_id)
         assert code == 0 and f"{session_id}: already ended (terminated)" in out, (out, err)
         code, out, err = await cli(address, "result", session_id)
-        assert code == 1 and "(no answer; session terminated: starter.py end: its workflow task" in err, err
+        assert code == 1 and "(no answer; session terminated: da end: its workflow task" in err, err
     code, _, err = await cli(address, "end", "session-nope")
     assert code == 2 and "no session 'session-nope'" in err
 

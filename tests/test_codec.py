@@ -19,9 +19,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agents import codec
 from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
 from durable_agents.payload_store import data_converter
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
 from tests.conftest import CHAOS_NAMESPACE, ROOT, TEMPORAL_CLI, add_scenario, free_port, wait_for
 
 SECRET_TEXT = "the launch code is 0000-cobalt"  # appears in the task, a tool's output and the answer

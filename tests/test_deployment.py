@@ -16,8 +16,8 @@ import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from durable_agents.client import session_events, start_agent_session
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session
 from tests.conftest import add_scenario, wait_for, write_then_read_twice
 from tests.test_session import coder
 

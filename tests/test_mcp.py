@@ -18,9 +18,9 @@ from temporalio.client import Client
 
 from durable_agents import session_log
 from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
 from durable_agents.contracts import GET_STATE, AgentSpec, McpServer, SessionState
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
 from tests.conftest import add_scenario, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

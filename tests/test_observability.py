@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from temporalio.client import Client
 
+from durable_agents.client import start_agent_session
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
 from tests.conftest import add_scenario, free_port, wait_for
 from tests.test_session import coder
 

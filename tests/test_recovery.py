@@ -16,9 +16,9 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
+from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import EXECUTE, SessionEvent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import send_message, session_events, start_agent_session, wait_until_settled
 from tests.conftest import add_scenario, write_then_read_twice
 from tests.test_session import coder
 

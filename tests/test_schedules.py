@@ -1,4 +1,4 @@
-"""Recurring agents on Temporal Schedules, through starter.py and the Python API, on the dev server."""
+"""Recurring agents on Temporal Schedules, through da and the Python API, on the dev server."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from temporalio.client import Client, ScheduleOverlapPolicy
 
 from durable_agents import schedules
 from durable_agents.agent_files import load_agent
+from durable_agents.client import session_events
 from durable_agents.contracts import SessionResult, agent_version
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step
-from starter import session_events
 from tests.conftest import TEMPORAL_CLI, add_scenario, wait_for
 from tests.test_cli import cli
 

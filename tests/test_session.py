@@ -12,9 +12,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from durable_agents.agent_files import load_agent
+from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from starter import send_message, session_events, start_agent_session, wait_until_settled
 from tests.conftest import Workers, add_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from durable_agents.agent_files import AgentFileError, load_agent
+from durable_agents.client import session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult, Subagent
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session, wait_until_settled
 from tests.conftest import add_scenario, wait_for
 from tests.test_session import coder
 

@@ -21,9 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from temporalio.client import Client
 
 from durable_agents import telemetry
+from durable_agents.client import session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, Subagent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session
 from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, free_port, wait_for
 from tests.test_session import coder
 from tests.test_subagents import spawn, with_subagents

@@ -21,11 +21,11 @@ from temporalio.client import Client
 
 from durable_agents import session_log, vault
 from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
 from durable_agents.contracts import GET_STATE, EgressRule, GitSource, SandboxSpec, SessionState, WorkspaceSeed
 from durable_agents.payload_store import data_converter
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
 from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, wait_for
 from tests.test_mcp import TOKEN as MCP_TOKEN
 from tests.test_mcp import (
