@@ -27,6 +27,7 @@ from durable_agents.activities.mcp_tools import McpActivities
 from durable_agents.codec import EncryptionCodec, KeyRing
 from durable_agents.contracts import EgressRule, McpCallRequest, McpDiscoverRequest, McpServer, SandboxSpec
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.settings import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "mcp-servers" / "node_modules" / ".bin"
@@ -122,6 +123,7 @@ def egress_rows(n: int) -> list[dict[str, object]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     os.environ["DA_SECRET_BENCH_TOKEN"] = "bench-token"
+    settings.cache_clear()  # the egress proxy reads the vault's env backend through the settings
     sandboxes = DockerSandboxes(f"bench-egress-{uuid.uuid4().hex[:6]}")
     rule = EgressRule(
         host="api.bench.test",

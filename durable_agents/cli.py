@@ -67,6 +67,7 @@ from durable_agents.live.follow import FollowError, follow
 from durable_agents.live.publisher import LIVE_URL_ENV
 from durable_agents.live.relay import DEFAULT_PORT, Relay, create_app
 from durable_agents.live.render import JsonRenderer, PlainRenderer, RichRenderer, format_event
+from durable_agents.settings import SettingsError, settings
 from durable_agents.workflows.harness import available_tools
 
 
@@ -154,7 +155,7 @@ async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
     live server (tokens as they stream) when one is given, else from Temporal (events only)."""
     if args.from_ < 0:
         raise CliError(f"--from {args.from_}: offsets start at 0")
-    server = args.server if args.server is not None else os.environ.get(LIVE_URL_ENV, "")
+    server = args.server if args.server is not None else (settings().live_url or "")
     source, problem = await api.follow_source(client, server)
     if problem:
         print(f"note: {problem}; showing durable events from Temporal", file=sys.stderr)
@@ -647,6 +648,7 @@ USER_ERRORS = (
     ClientError,
     schedules.ScheduleError,
     session_log.SessionLogError,
+    SettingsError,
     vault.VaultError,
     codec.CodecKeyError,
 )

@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
+import socket
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 from temporalio.client import Client
@@ -27,15 +29,17 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from durable_agents.activities.mcp_tools import McpActivities, check_secrets
 from durable_agents.activities.model import ModelActivities, anthropic_client_from_env
 from durable_agents.activities.schedules import ScheduleActivities
-from durable_agents.activities.setup import DEFAULT_AGENTS_DIR, AgentFiles, SetupActivities
+from durable_agents.activities.setup import AgentFiles, SetupActivities
 from durable_agents.codec import CodecKeyError
-from durable_agents.connection import check_search_attributes, connect, metrics_runtime, temporal_address
+from durable_agents.connection import check_search_attributes, connect, metrics_runtime
 from durable_agents.contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
+from durable_agents.live.publisher import DeltaPublisher
 from durable_agents.logs import configure_logging
 from durable_agents.sandboxes.activities import SandboxActivities
-from durable_agents.sandboxes.docker_sandbox import DockerSandboxes, default_host_id
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.sandboxes.pool import WarmPool
 from durable_agents.sandboxes.reaper import Reaper
+from durable_agents.settings import Settings, SettingsError, settings
 from durable_agents.telemetry import shutdown as flush_traces
 from durable_agents.vault import VaultError
 from durable_agents.workflows.session import SessionWorkflow
@@ -47,8 +51,13 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.defau
 
 
 def harness_worker(
-    client: Client, model: ModelActivities, mcp: McpActivities | None = None, setup: SetupActivities | None = None
+    client: Client,
+    model: ModelActivities,
+    mcp: McpActivities | None = None,
+    setup: SetupActivities | None = None,
+    config: Settings | None = None,
 ) -> Worker:
+    config = config or settings()
     schedules = ScheduleActivities(client)
     mcp = mcp or McpActivities()
     setup = setup or SetupActivities(client)
@@ -64,9 +73,9 @@ def harness_worker(
             setup.prepare_session,
         ],
         # Model calls wait on the network, not the CPU: one worker holds many at once.
-        max_concurrent_activities=int(os.environ.get("HARNESS_MAX_ACTIVITIES", "1000")),
+        max_concurrent_activities=config.harness_max_activities,
         workflow_runner=WORKFLOW_RUNNER,
-        max_cached_workflows=int(os.environ.get("HARNESS_MAX_CACHED_WORKFLOWS", "2000")),
+        max_cached_workflows=config.harness_max_cached_workflows,
     )
 
 
@@ -111,27 +120,29 @@ async def run(
     host_id: str,
     warm_pool: int,
     metrics_port: int | None = None,
-    agents_dir: str = DEFAULT_AGENTS_DIR,
+    agents_dir: str | Path | None = None,
     register_attributes: bool = True,
+    config: Settings | None = None,
 ) -> None:
-    client = await connect(runtime=metrics_runtime(metrics_port) if metrics_port else None)
+    config = config or settings()
+    client = await connect(runtime=metrics_runtime(metrics_port) if metrics_port else None, config=config)
     if metrics_port:
         log.info("metrics", url=f"http://0.0.0.0:{metrics_port}/metrics")
     workers: list[Worker] = []
     mcp: McpActivities | None = None
     if harness:
         await announce_search_attributes(client, register_attributes)
-        anthropic_client = anthropic_client_from_env()
+        anthropic_client = anthropic_client_from_env(config)
         if anthropic_client is None:
             log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
         else:
             log.info("model endpoint", base_url=str(anthropic_client.base_url))
         mcp = McpActivities()
-        model = ModelActivities(client, anthropic_client)
+        model = ModelActivities(client, anthropic_client, publisher=DeltaPublisher.from_env(config))
         if model.publisher.enabled:
             log.info("live relay: model text is published as it streams", url=model.publisher.url)
         setup = SetupActivities(client, AgentFiles(agents_dir), register_attributes=register_attributes)
-        workers.append(harness_worker(client, model, mcp, setup))
+        workers.append(harness_worker(client, model, mcp, setup, config))
     tasks: list[asyncio.Task[None]] = []
     pool: WarmPool | None = None
     if sandbox:
@@ -147,7 +158,7 @@ async def run(
     async with contextlib.AsyncExitStack() as stack:
         for w in workers:
             await stack.enter_async_context(w)
-        log.info("worker started", address=temporal_address(), queues=[w.task_queue for w in workers])
+        log.info("worker started", address=config.temporal_address, queues=[w.task_queue for w in workers])
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -163,25 +174,34 @@ async def run(
 
 
 def main() -> None:
+    try:
+        config = settings()
+    except SettingsError as e:  # before logging is configured: it reads the settings too
+        print(f"cannot start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--harness", action="store_true", help="run the harness worker")
     parser.add_argument("--sandbox", action="store_true", help="run the sandbox worker")
-    parser.add_argument("--host-id", default=default_host_id(), help="this sandbox host's id (queue suffix)")
+    parser.add_argument(
+        "--host-id",
+        default=config.sandbox_host_id or socket.gethostname(),
+        help="this sandbox host's id (queue suffix; env SANDBOX_HOST_ID; default the hostname)",
+    )
     parser.add_argument(
         "--warm-pool",
         type=int,
-        default=int(os.environ.get("SANDBOX_WARM_POOL", "2")),
+        default=config.sandbox_warm_pool,
         help="pre-started sandboxes of the default spec (0 disables; env SANDBOX_WARM_POOL)",
     )
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("DA_METRICS_PORT", "0")) or None,
+        default=config.metrics_port,
         help="serve SDK metrics for Prometheus on this port (env DA_METRICS_PORT; off by default)",
     )
     parser.add_argument(
         "--agents",
-        default=os.environ.get("DA_AGENTS_DIR", DEFAULT_AGENTS_DIR),
+        default=config.agents_dir,
         help="folder of agent files that sessions may name with agent_ref (env DA_AGENTS_DIR; default agents/)",
     )
     parser.add_argument(
@@ -191,7 +211,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     both = not args.harness and not args.sandbox
-    configure_logging()
+    configure_logging(config=config)
     try:
         asyncio.run(
             run(
@@ -202,6 +222,7 @@ def main() -> None:
                 args.metrics_port,
                 args.agents,
                 not args.no_register_search_attributes,
+                config,
             )
         )
     except (CodecKeyError, VaultError) as e:  # misconfigured: say so and stop, before taking any work

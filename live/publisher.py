@@ -10,7 +10,6 @@ event still carries the whole turn.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import deque
 
@@ -18,6 +17,7 @@ import httpx
 import structlog
 
 from durable_agents.contracts import LiveBatch, LiveDelta
+from durable_agents.settings import Settings, settings
 
 log = structlog.get_logger("live")
 
@@ -52,8 +52,9 @@ class DeltaPublisher:
         self.dropped = 0
 
     @classmethod
-    def from_env(cls) -> DeltaPublisher:
-        return cls(os.environ.get(LIVE_URL_ENV) or None)
+    def from_env(cls, config: Settings | None = None) -> DeltaPublisher:
+        """The publisher the settings ask for (DA_LIVE_URL; unset: one that publishes nothing)."""
+        return cls((config or settings()).live_url)
 
     @property
     def enabled(self) -> bool:

@@ -17,19 +17,21 @@ from pathlib import Path
 
 from durable_agents import codec
 from durable_agents.connection import DEV_SERVER_TUNING
+from durable_agents.settings import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / ".data"
+CONFIG = settings()
+DATA = CONFIG.data_dir  # DA_DATA_DIR, default .data here: the stack's database, logs and pids too
 PIDS = DATA / "pids"
 LOGS = DATA / "logs"
 PY = str(ROOT / ".venv" / "bin" / "python")
 DA = str(ROOT / ".venv" / "bin" / "da")  # the console scripts `make setup` installs
 DA_WORKER = str(ROOT / ".venv" / "bin" / "da-worker")
 TEMPORAL = str(ROOT / ".bin" / "temporal")
-SCRIPTED_PORT = int(os.environ.get("SCRIPTED_MODEL_PORT", "8765"))
-CODEC_PORT = int(os.environ.get("DA_CODEC_PORT", "8081"))
-LIVE_PORT = int(os.environ.get("DA_LIVE_PORT", "8780"))
-LIVE_URL = os.environ.get("DA_LIVE_URL") or f"http://127.0.0.1:{LIVE_PORT}"
+SCRIPTED_PORT = CONFIG.scripted_model_port
+CODEC_PORT = CONFIG.codec_port
+LIVE_PORT = CONFIG.live_port
+LIVE_URL = CONFIG.live_url or f"http://127.0.0.1:{LIVE_PORT}"
 PROCESSES = ("temporal", "scripted-model", "codec-server", "live-server", "harness-worker", "sandbox-worker")
 DEMO_TASK = (
     "Write a Python program fib.py that prints the first 10 Fibonacci numbers, run it, "
@@ -65,9 +67,11 @@ def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> Non
     PIDS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / f"{name}.log", "ab")
+    # Every process of the stack gets the same data directory, wherever it looks from.
+    env = {**(env if env is not None else os.environ), "DA_DATA_DIR": str(DATA)}
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     (PIDS / f"{name}.pid").write_text(str(proc.pid))
-    say(f"{name}: started (pid {proc.pid}, log .data/logs/{name}.log)")
+    say(f"{name}: started (pid {proc.pid}, log {LOGS / name}.log)")
 
 
 def _wait_port(name: str, port: int, seconds: float = 60) -> None:
@@ -76,16 +80,16 @@ def _wait_port(name: str, port: int, seconds: float = 60) -> None:
         if _port_open("127.0.0.1", port):
             return
         if not _alive(name):
-            sys.exit(f"{name} exited; see .data/logs/{name}.log")
+            sys.exit(f"{name} exited; see {LOGS / name}.log")
         time.sleep(0.2)
-    sys.exit(f"{name} did not open port {port} in {seconds:g}s; see .data/logs/{name}.log")
+    sys.exit(f"{name} did not open port {port} in {seconds:g}s; see {LOGS / name}.log")
 
 
 def model_env() -> tuple[dict[str, str], str]:
     """Environment for the harness worker, and a sentence saying which model it will use."""
     env = dict(os.environ)
-    if env.get("ANTHROPIC_API_KEY"):
-        where = env.get("ANTHROPIC_BASE_URL") or "api.anthropic.com"
+    if CONFIG.anthropic_api_key is not None:
+        where = CONFIG.anthropic_base_url or "api.anthropic.com"
         return env, f"Claude ({where}); ANTHROPIC_API_KEY is set"
     env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{SCRIPTED_PORT}"
     env["ANTHROPIC_API_KEY"] = "scripted-model-needs-no-key"
@@ -99,7 +103,7 @@ def encryption() -> list[str]:
     """With DA_ENCRYPT_HISTORY=1: a key file (made once), and the codec server the UI decrypts through."""
     if not codec.encryption_enabled():
         return []
-    if not codec.key_file().exists() and not os.environ.get("DA_CODEC_KEYS"):
+    if not codec.key_file().exists() and CONFIG.codec_keys is None:
         ring = codec.new_key_file()
         say(f"encryption: created {codec.key_file()} (key {ring.active}); give it to every worker and client")
     _spawn("codec-server", [DA, "codec-server", "--port", str(CODEC_PORT)])
@@ -140,10 +144,10 @@ def up() -> None:
     else:
         say("temporal: a server already answers on localhost:7233")
     env, which = model_env()
-    if not os.environ.get("ANTHROPIC_API_KEY"):
+    if CONFIG.anthropic_api_key is None:
         _spawn("scripted-model", [PY, "-m", "durable_agents.testing.scripted_model", "--port", str(SCRIPTED_PORT)])
         _wait_port("scripted-model", SCRIPTED_PORT)
-    if not os.environ.get("DA_LIVE_URL"):  # else the user runs their own
+    if CONFIG.live_url is None:  # else the user runs their own
         _spawn("live-server", [DA, "serve", "--port", str(LIVE_PORT)])
         _wait_port("live-server", LIVE_PORT)
     env["DA_LIVE_URL"] = LIVE_URL
@@ -180,9 +184,11 @@ def demo() -> None:
     up()
     _, which = model_env()
     say(f"demo: one session of agents/coder.yaml on {which}")
+    cli_env = {**os.environ, "DA_DATA_DIR": str(DATA)}  # the CLI shares the stack's payload store and keys
     started = subprocess.run(
         [DA, "start", "--agent", "agents/coder.yaml", "--one-shot", DEMO_TASK],
         cwd=ROOT,
+        env=cli_env,
         capture_output=True,
         text=True,
     )
@@ -190,9 +196,9 @@ def demo() -> None:
         sys.exit(started.stderr)
     session_id = started.stdout.strip()
     say(f"session {session_id} started; its events:")
-    follow_env = {**os.environ, "DA_LIVE_URL": LIVE_URL}  # model text token by token
+    follow_env = {**cli_env, "DA_LIVE_URL": LIVE_URL}  # model text token by token
     subprocess.run([DA, "follow", session_id], cwd=ROOT, env=follow_env, check=True)
-    result = subprocess.run([DA, "result", session_id], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([DA, "result", session_id], cwd=ROOT, env=cli_env, capture_output=True, text=True)
     print("\n" + "=" * 72)
     print(f"model:   {which}")
     print(f"session: {session_id}")

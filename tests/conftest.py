@@ -40,11 +40,13 @@ from durable_agents.contracts import (
 from durable_agents.payload_store import data_converter
 from durable_agents.sandboxes.activities import SandboxActivities
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer, Step, ToolUse
 from durable_agents.worker import harness_worker, sandbox_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = ROOT / ".bin" / "temporal"
+SetEnv = Callable[[str, str | None], None]  # the `setenv` fixture
 CHAOS_NAMESPACE = "chaos"
 
 
@@ -54,8 +56,27 @@ def no_real_model() -> Iterator[None]:
     server outside the tests."""
     names = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DA_LIVE_URL")
     saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    settings.cache_clear()
     yield
     os.environ.update(saved)
+    settings.cache_clear()
+
+
+@pytest.fixture
+def setenv(monkeypatch: pytest.MonkeyPatch) -> Iterator[SetEnv]:
+    """Change this process's environment for one test: `setenv(NAME, value)`, None unsets it. The
+    settings are read again after each change, and after the test, when the changes are undone."""
+
+    def change(name: str, value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+        settings.cache_clear()
+
+    yield change
+    monkeypatch.undo()
+    settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

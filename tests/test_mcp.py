@@ -21,7 +21,7 @@ from durable_agents.agent_files import load_agent
 from durable_agents.client import start_agent_session
 from durable_agents.contracts import GET_STATE, AgentSpec, McpServer, SessionState
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario, free_port, wait_for
+from tests.conftest import SetEnv, add_scenario, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "mcp-servers" / "node_modules" / ".bin"
@@ -181,9 +181,9 @@ async def test_secrets_reach_mcp_servers_as_env_and_headers(
     client: Client,
     scripted: ScriptedModelServer,
     http_servers: HttpServers,
-    monkeypatch: pytest.MonkeyPatch,
+    setenv: SetEnv,
 ) -> None:
-    monkeypatch.setenv("DA_SECRET_MCP_TOKEN", TOKEN)  # the env backend of the in-process worker's vault
+    setenv("DA_SECRET_MCP_TOKEN", TOKEN)  # the env backend of the in-process worker's vault
     marker = add_scenario(
         scripted,
         [

@@ -19,7 +19,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import EXECUTE, SessionEvent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario, write_then_read_twice
+from tests.conftest import SetEnv, add_scenario, write_then_read_twice
 from tests.test_session import coder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,7 +179,7 @@ async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
 
 @pytest.mark.usefixtures("workers")
 async def test_a_session_starts_with_a_seeded_workspace_and_the_token_stays_out(
-    client: Client, scripted: ScriptedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
 ) -> None:
     from durable_agents.contracts import GitSource, WorkspaceSeed
 
@@ -191,7 +191,7 @@ async def test_a_session_starts_with_a_seeded_workspace_and_the_token_stays_out(
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     token = f"tok-{uuid.uuid4().hex}"
-    monkeypatch.setenv("DA_SECRET_REPO_TOKEN", token)  # the in-process sandbox worker's environment
+    setenv("DA_SECRET_REPO_TOKEN", token)  # the in-process sandbox worker's environment
     marker = add_scenario(
         scripted,
         [

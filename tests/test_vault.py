@@ -26,7 +26,7 @@ from durable_agents.contracts import GET_STATE, EgressRule, GitSource, SandboxSp
 from durable_agents.payload_store import data_converter
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, wait_for
+from tests.conftest import CHAOS_NAMESPACE, ROOT, SetEnv, add_scenario, wait_for
 from tests.test_mcp import TOKEN as MCP_TOKEN
 from tests.test_mcp import (
     HttpServers,
@@ -37,10 +37,10 @@ from tests.test_mcp import (
 API_HOST = "api.internal.test"
 
 
-def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DA_VAULT_FILE", str(tmp_path / "vault.json"))
-    monkeypatch.delenv("DA_VAULT_KEY", raising=False)
-    monkeypatch.delenv("DA_VAULT_KEY_FILE", raising=False)
+def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, setenv: SetEnv) -> None:
+    setenv("DA_VAULT_FILE", str(tmp_path / "vault.json"))
+    setenv("DA_VAULT_KEY", None)
+    setenv("DA_VAULT_KEY_FILE", None)
     value = "s3cr3t-" + secrets.token_hex(8)
     done = subprocess.run(
         [sys.executable, str(ROOT / "starter.py"), "vault", "set", "github-token"],
@@ -66,7 +66,7 @@ def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, monkey
     (tmp_path / "vault.json").write_text(json.dumps(data))
     with pytest.raises(vault.VaultError, match="does not decrypt"):
         vault.load_vault().resolve("other")
-    monkeypatch.setenv("DA_SECRET_FROM_ENV", "env-value")
+    setenv("DA_SECRET_FROM_ENV", "env-value")
     assert vault.load_vault().resolve("from-env") == "env-value"
     with pytest.raises(vault.VaultError, match="unknown backend 'ldap'"):
         vault.load_vault("file,ldap")
@@ -140,10 +140,10 @@ def egress_spec(port: int) -> SandboxSpec:
 
 
 def test_the_egress_proxy_adds_the_credential_for_listed_hosts_only(
-    docker_sandboxes: DockerSandboxes, upstream: tuple[Upstream, str], monkeypatch: pytest.MonkeyPatch
+    docker_sandboxes: DockerSandboxes, upstream: tuple[Upstream, str], setenv: SetEnv
 ) -> None:
     server, token = upstream
-    monkeypatch.setenv("DA_SECRET_API_TOKEN", token)
+    setenv("DA_SECRET_API_TOKEN", token)
     container = docker_sandboxes.create("egress-test", egress_spec(server.port))
     try:
         code, out = docker_sandboxes.exec(container.id or "", ["sh", "-c", FETCH])
