@@ -17,8 +17,7 @@ from temporalio.client import Client, WorkflowHandle
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import AgentSpec, ToolResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario
-from tests.test_session import coder
+from tests.helpers import add_scenario, coder
 
 pytestmark = pytest.mark.usefixtures("workers")
 

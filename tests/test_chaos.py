@@ -21,8 +21,7 @@ from temporalio.client import Client
 from durable_agents.client import session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario, wait_for
-from tests.test_session import coder
+from tests.helpers import add_scenario, coder, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS_KEY = "sk-ant-chaos-" + uuid.uuid4().hex
@@ -205,7 +204,7 @@ async def test_restart_of_the_temporal_server_mid_session(
     import socket
 
     from durable_agents.connection import DEV_SERVER_TUNING, connect
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     port, ui_port = free_port(), free_port()
     server_cmd = [

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,25 +15,10 @@ from temporalio.worker import Worker
 
 from durable_agents.contracts import SESSION_WORKFLOW
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario, wait_for
+from tests.helpers import add_scenario, cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")
-
-
-async def cli(address: str, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_the_demo_through_the_cli(address: str) -> None:

@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 import durable_agents as da
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step
-from tests.conftest import add_scenario
+from tests.helpers import add_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")

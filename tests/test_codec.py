@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from durable_agents.client import start_agent_session
 from durable_agents.payload_store import data_converter
 from durable_agents.settings import Settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import CHAOS_NAMESPACE, ROOT, TEMPORAL_CLI, add_scenario, free_port, wait_for
+from tests.helpers import CHAOS_NAMESPACE, DA, ROOT, TEMPORAL_CLI, add_scenario, free_port, wait_for
 
 SECRET_TEXT = "the launch code is 0000-cobalt"  # appears in the task, a tool's output and the answer
 
@@ -132,7 +131,7 @@ async def test_an_encrypted_session_reads_as_ciphertext_unless_through_the_codec
     port = free_port()
     env = {**os.environ, "DA_CODEC_KEY_FILE": str(keys)}
     server = subprocess.Popen(  # noqa: ASYNC220 - a server for the test, stopped below
-        [sys.executable, str(ROOT / "starter.py"), "codec-server", "--port", str(port)],
+        [str(DA), "codec-server", "--port", str(port)],
         env=env,
         stderr=subprocess.PIPE,
     )
@@ -199,7 +198,7 @@ async def test_a_worker_without_the_key_is_a_clear_error_not_a_stuck_session(
     marker = add_scenario(scripted, [Step(text="never")])
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, str(ROOT / "starter.py"), "start", "--agent", "agents/coder.yaml", f"Hi {marker}"],
+        [str(DA), "start", "--agent", "agents/coder.yaml", f"Hi {marker}"],
         cwd=ROOT,
         env=env,
         capture_output=True,

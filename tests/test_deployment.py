@@ -18,8 +18,7 @@ from temporalio.client import Client
 
 from durable_agents.client import session_events, start_agent_session
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario, wait_for, write_then_read_twice
-from tests.test_session import coder
+from tests.helpers import add_scenario, coder, wait_for, write_then_read_twice
 
 ROOT = Path(__file__).resolve().parent.parent
 

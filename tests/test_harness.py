@@ -32,6 +32,7 @@ from durable_agents.workflows.harness import (
     tool_timeout,
     truncation_blocks,
 )
+from tests.helpers import DA
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ["bash", "read_file", "write_file", "edit_file"]
@@ -552,7 +553,6 @@ def test_an_alias_bomb_fails_fast_and_in_little_memory(tmp_path: Path) -> None:
     expansion needs gigabytes (it fails with MemoryError, or takes minutes)."""
     import resource
     import subprocess
-    import sys
 
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(
@@ -566,7 +566,7 @@ def test_an_alias_bomb_fails_fast_and_in_little_memory(tmp_path: Path) -> None:
 
     try:
         run = subprocess.run(
-            [sys.executable, str(ROOT / "starter.py"), "agent", "validate", str(bomb)],
+            [str(DA), "agent", "validate", str(bomb)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -11,8 +11,7 @@ from temporalio.client import Client
 
 from durable_agents.client import start_agent_session
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario, free_port, wait_for
-from tests.test_session import coder
+from tests.helpers import add_scenario, coder, free_port, wait_for
 
 
 async def test_a_worker_serves_sdk_metrics_for_prometheus(

@@ -19,8 +19,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import EXECUTE, SessionEvent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import SetEnv, add_scenario, write_then_read_twice
-from tests.test_session import coder
+from tests.helpers import SetEnv, add_scenario, coder, write_then_read_twice
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +115,7 @@ async def test_a_retried_execute_does_not_run_its_command_again(
     from durable_agents.sandboxes.activities import SandboxActivities
     from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
     from durable_agents.worker import harness_worker, sandbox_workers
-    from tests.conftest import remove_containers
+    from tests.helpers import remove_containers
 
     interceptor = _FailAfterRunning()
     model = ModelActivities(chaos_client, anthropic.AsyncAnthropic(api_key="k", base_url=scripted.url, max_retries=0))

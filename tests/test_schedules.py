@@ -17,8 +17,7 @@ from durable_agents.agent_files import load_agent
 from durable_agents.client import session_events
 from durable_agents.contracts import SessionResult, agent_version
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step
-from tests.conftest import TEMPORAL_CLI, add_scenario, wait_for
-from tests.test_cli import cli
+from tests.helpers import TEMPORAL_CLI, add_scenario, cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")

@@ -11,7 +11,7 @@ import pytest
 
 from durable_agents.activities.model import classify_model_error
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario
+from tests.helpers import add_scenario
 
 
 def _client(server: ScriptedModelServer) -> anthropic.AsyncAnthropic:

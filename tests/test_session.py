@@ -11,19 +11,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from durable_agents.agent_files import load_agent
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from tests.conftest import Workers, add_scenario
+from tests.helpers import Workers, add_scenario, coder
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")
-
-
-def coder(**sandbox: Any) -> AgentSpec:
-    agent = load_agent(ROOT / "agents" / "coder.yaml")
-    return agent.model_copy(update={"sandbox": agent.sandbox.model_copy(update=sandbox)}) if sandbox else agent
 
 
 async def run_one_shot(

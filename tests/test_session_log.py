@@ -16,8 +16,7 @@ from durable_agents.client import ClientError, post_tool_result, start_agent_ses
 from durable_agents.contracts import COMPACTION_INSTRUCTION, AgentSpec, CustomTool, Skill
 from durable_agents.payload_store import FileStorageDriver
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario
-from tests.test_cli import cli
+from tests.helpers import add_scenario, cli
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")

@@ -16,7 +16,6 @@ import pty
 import re
 import select
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,8 +39,7 @@ from durable_agents.live.relay import Cursor, SessionFeed, _Call
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
 from durable_agents.worker import WORKFLOW_RUNNER
 from durable_agents.workflows.session import SessionWorkflow
-from tests.conftest import add_scenario, free_port, state_of, wait_for
-from tests.test_session import coder
+from tests.helpers import DA, add_scenario, coder, free_port, state_of, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters
@@ -57,7 +55,7 @@ def slow_text(text: str = LONG, chunk: int = 8, delay_ms: int = 15, **step: Any)
 def _start_server(address: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TEMPORAL_ADDRESS": address}
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "starter.py"), "serve", "--port", str(port)],
+        [str(DA), "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -124,8 +122,7 @@ async def start(client: Client, harness: Harness, task: str, agent: Any = None) 
 async def starter(address: str, *args: str) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if k != "DA_LIVE_URL"}
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
+        str(DA),
         *args,
         cwd=ROOT,
         env={**env, "TEMPORAL_ADDRESS": address},
@@ -662,8 +659,7 @@ async def test_follow_in_a_terminal_shows_tokens_approvals_and_progress(
     controller, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "DA_LIVE_URL"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
+        str(DA),
         "follow",
         handle.id,
         "--server",

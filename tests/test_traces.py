@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,9 +24,7 @@ from durable_agents.client import session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, Subagent
 from durable_agents.settings import Settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, free_port, wait_for
-from tests.test_session import coder
-from tests.test_subagents import spawn, with_subagents
+from tests.helpers import CHAOS_NAMESPACE, DA, ROOT, add_scenario, coder, free_port, spawn, wait_for, with_subagents
 
 Span = dict[str, Any]
 
@@ -233,8 +230,7 @@ async def test_the_cli_and_a_worker_export_one_trace_to_an_otlp_collector(
     marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="ok")])
     # The CLI exports its own span as it exits (os._exit skips the exit hooks).
     cli = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
+        str(DA),
         *("start", "--agent", "agents/coder.yaml", "--one-shot", "--wait", f"Export me. {marker}"),
         cwd=ROOT,
         env={**os.environ, **otel, "TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE},

@@ -27,9 +27,17 @@ from durable_agents.connection import DEV_SERVER_TUNING, SEARCH_ATTRIBUTES
 from durable_agents.contracts import Subagent
 from durable_agents.payload_store import data_converter
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import ROOT, TEMPORAL_CLI, add_scenario, free_port, running_workers, wait_for
-from tests.test_session import coder
-from tests.test_subagents import spawn, with_subagents
+from tests.helpers import (
+    ROOT,
+    TEMPORAL_CLI,
+    add_scenario,
+    coder,
+    free_port,
+    running_workers,
+    spawn,
+    wait_for,
+    with_subagents,
+)
 
 OUTPUT = ROOT / "tests" / "output"
 CHROMIUM = shutil.which("chromium")

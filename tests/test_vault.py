@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -26,12 +25,16 @@ from durable_agents.contracts import GET_STATE, EgressRule, GitSource, SandboxSp
 from durable_agents.payload_store import data_converter
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.conftest import CHAOS_NAMESPACE, ROOT, SetEnv, add_scenario, wait_for
-from tests.test_mcp import TOKEN as MCP_TOKEN
-from tests.test_mcp import (
+from tests.helpers import (
+    CHAOS_NAMESPACE,
+    DA,
+    MCP_TOKEN,
+    ROOT,
     HttpServers,
+    SetEnv,
+    add_scenario,
     auth_servers,
-    http_servers,  # noqa: F401 - a fixture
+    wait_for,
 )
 
 API_HOST = "api.internal.test"
@@ -43,7 +46,7 @@ def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, setenv
     setenv("DA_VAULT_KEY_FILE", None)
     value = "s3cr3t-" + secrets.token_hex(8)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "starter.py"), "vault", "set", "github-token"],
+        [str(DA), "vault", "set", "github-token"],
         input=value + "\n",
         capture_output=True,
         text=True,
@@ -51,9 +54,7 @@ def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, setenv
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    listed = subprocess.run(
-        [sys.executable, str(ROOT / "starter.py"), "vault", "list"], capture_output=True, text=True, timeout=60
-    )
+    listed = subprocess.run([str(DA), "vault", "list"], capture_output=True, text=True, timeout=60)
     assert listed.stdout.split() == ["github-token"] and value not in listed.stdout + listed.stderr
     assert value not in (tmp_path / "vault.json").read_text()
     assert oct((tmp_path / "vault.key").stat().st_mode & 0o777) == "0o600"

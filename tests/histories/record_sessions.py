@@ -53,7 +53,7 @@ from durable_agents.contracts import (
 from durable_agents.payload_store import data_converter
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from durable_agents.workflows.session import SessionWorkflow
-from tests.conftest import add_scenario, wait_for, write_then_read_twice
+from tests.helpers import add_scenario, wait_for, write_then_read_twice
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).resolve().parent
