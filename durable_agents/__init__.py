@@ -47,11 +47,13 @@ if TYPE_CHECKING:
     from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult, SessionState
     from durable_agents.schedules import ScheduleRequest
     from durable_agents.schedules import create as create_schedule
+    from durable_agents.settings import Settings
 
 # public name -> (module, attribute)
 _EXPORTS: dict[str, tuple[str, str]] = {
-    # connecting
+    # connecting and configuration (the process's own: durable_agents.settings.settings())
     "connect": ("durable_agents.connection", "connect"),
+    "Settings": ("durable_agents.settings", "Settings"),
     # agents
     "AgentSpec": ("durable_agents.contracts", "AgentSpec"),
     "load_agent": ("durable_agents.agent_files", "load_agent"),
@@ -87,6 +89,7 @@ __all__ = [
     "SessionEvent",
     "SessionResult",
     "SessionState",
+    "Settings",
     "approve",
     "connect",
     "create_schedule",
