@@ -1,14 +1,18 @@
 # The worker image (harness and sandbox workers, and the live server), for docker-compose.yml. Needs a registry.
 FROM python:3.11-slim
+# The package is built from /src and installed into site-packages. Neither the sources nor the
+# scripted test model (durable_agents.testing, which the demo and the tests use) stay in the image:
+# production workers talk to the real model API.
+COPY pyproject.toml /src/
+COPY durable_agents /src/durable_agents
+COPY workflows /src/workflows
+COPY activities /src/activities
+COPY live /src/live
+COPY sandboxes /src/sandboxes
+RUN pip install --no-cache-dir /src \
+ && rm -rf /src "$(python -c 'import durable_agents, pathlib; print(pathlib.Path(durable_agents.__file__).parent / "testing")')"
 WORKDIR /app
-COPY pyproject.toml ./
-COPY contracts.py worker.py starter.py logs.py connection.py agent_files.py session_log.py payload_store.py schedules.py \
-     vault.py codec.py telemetry.py ./
-COPY workflows ./workflows
-COPY activities ./activities
-COPY live ./live
-COPY sandboxes ./sandboxes
-COPY scripted_model ./scripted_model
 COPY agents ./agents
-RUN pip install --no-cache-dir .
-ENTRYPOINT ["python", "worker.py"]
+# All runtime data under one directory (compose mounts its volumes there).
+ENV DA_DATA_DIR=/data
+ENTRYPOINT ["da-worker"]

@@ -22,13 +22,13 @@ status:
 	@$(PY) scripts/stack.py status
 
 bench: setup
-	@$(PY) bench/foundation.py
-	@$(PY) bench/sandboxes.py
-	@$(PY) bench/subagents.py
-	@$(PY) bench/session_log.py
-	@$(PY) bench/scale.py
-	@$(PY) bench/security.py
-	@$(PY) bench/streaming.py
+	@$(PY) -m bench.foundation
+	@$(PY) -m bench.sandboxes
+	@$(PY) -m bench.subagents
+	@$(PY) -m bench.session_log
+	@$(PY) -m bench.scale
+	@$(PY) -m bench.security
+	@$(PY) -m bench.streaming
 
 lint:
 	@.venv/bin/ruff check .

@@ -26,8 +26,8 @@ from mcp.shared.exceptions import MCPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from contracts import (
+from durable_agents.activities.heartbeat import heartbeating
+from durable_agents.contracts import (
     CALL_MCP_TOOL,
     CHECK_SECRETS,
     DISCOVER_MCP_TOOLS,
@@ -42,8 +42,8 @@ from contracts import (
     SecretRef,
     ToolResult,
 )
-from logs import activity_log
-from vault import ChainVault, VaultError, load_vault
+from durable_agents.logs import activity_log
+from durable_agents.vault import ChainVault, VaultError, load_vault
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the Messages API accepts as a tool name
 CONNECT_TIMEOUT_S = 30.0
@@ -162,7 +162,7 @@ class McpActivities:
         missing = self._missing_secrets(req.servers)
         if missing:
             raise ApplicationError(
-                f"unknown secret(s): {', '.join(missing)}; add them with `starter.py vault set NAME` on the "
+                f"unknown secret(s): {', '.join(missing)}; add them with `da vault set NAME` on the "
                 "harness workers' machine (or DA_SECRET_<NAME>)",
                 type=SECRET_MISSING,
                 non_retryable=True,
@@ -269,7 +269,7 @@ async def check_secrets(req: SecretCheck) -> None:
     if missing:
         listed = ", ".join(f"{n!r}" + (f" ({req.uses[n]})" if n in req.uses else "") for n in missing)
         raise ApplicationError(
-            f"unknown secret(s): {listed}; add them with `starter.py vault set NAME` on the sandbox workers' "
+            f"unknown secret(s): {listed}; add them with `da vault set NAME` on the sandbox workers' "
             "machine (or DA_SECRET_<NAME>)",
             type=SECRET_MISSING,
             non_retryable=True,

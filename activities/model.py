@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from contracts import (
+from durable_agents.activities.heartbeat import heartbeating
+from durable_agents.contracts import (
     CALL_MODEL,
     CONTEXT_TOO_LONG,
     GET_MODEL_CONTEXT,
@@ -42,8 +41,9 @@ from contracts import (
     chain_digest,
     context_root,
 )
-from live.publisher import DeltaPublisher, LiveCall
-from logs import activity_log
+from durable_agents.live.publisher import DeltaPublisher, LiveCall
+from durable_agents.logs import activity_log
+from durable_agents.settings import Settings, settings
 
 RETRYABLE_STATUS = {408, 409, 429}
 # Error types the API may send in an `error` event of a streamed answer that retrying cannot help.
@@ -161,16 +161,17 @@ def _block_dict(block: Any) -> dict[str, Any]:
     return {k: data[k] for k in keep if k in data} if keep else data
 
 
-def anthropic_client_from_env() -> anthropic.AsyncAnthropic | None:
-    """The harness's Claude client, or None where no API key is configured on this worker."""
-    key = os.environ.get("ANTHROPIC_API_KEY")
-    if not key:
+def anthropic_client_from_env(config: Settings | None = None) -> anthropic.AsyncAnthropic | None:
+    """The harness's Claude client (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_TIMEOUT_S), or
+    None where no API key is configured on this worker."""
+    config = config or settings()
+    if config.anthropic_api_key is None:
         return None
     return anthropic.AsyncAnthropic(
-        api_key=key,
-        base_url=os.environ.get("ANTHROPIC_BASE_URL") or None,
+        api_key=config.anthropic_api_key.get_secret_value(),
+        base_url=config.anthropic_base_url,
         max_retries=0,
-        timeout=float(os.environ.get("ANTHROPIC_TIMEOUT_S", "600")),
+        timeout=config.anthropic_timeout_s,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from contracts import LAST_SCHEDULED_RESULT, SessionResult
+from durable_agents.contracts import LAST_SCHEDULED_RESULT, SessionResult
 
 
 class ScheduleActivities:

@@ -2,7 +2,7 @@
 client needs before its first turn, asked once and recorded in its history.
 
 - `agent_ref`: the agent by name (or `name@version`) from the agent files this worker was started
-  with (`worker.py --agents DIR`, default `agents/`). An unknown name is a non-retryable
+  with (`da-worker --agents DIR`, or DA_AGENTS_DIR; default `agents/`). An unknown name is a non-retryable
   `AgentNotFound` that names the known agents.
 - search attributes: which of ours the namespace has, so the session sets only those.
 """
@@ -16,19 +16,25 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from agent_files import AgentFileError, load_agent
-from connection import check_search_attributes
-from contracts import AGENT_NOT_FOUND, PREPARE_SESSION, AgentSpec, SessionSetup, SessionSetupRequest, agent_version
-
-DEFAULT_AGENTS_DIR = "agents"
+from durable_agents.agent_files import AgentFileError, load_agent
+from durable_agents.connection import check_search_attributes
+from durable_agents.contracts import (
+    AGENT_NOT_FOUND,
+    PREPARE_SESSION,
+    AgentSpec,
+    SessionSetup,
+    SessionSetupRequest,
+    agent_version,
+)
+from durable_agents.settings import settings
 
 
 class AgentFiles:
     """Agents by name, read from the YAML files of one folder (read again on each lookup: a file
     added or edited while the worker runs is seen by the next session)."""
 
-    def __init__(self, folder: str | Path = DEFAULT_AGENTS_DIR) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else settings().agents_dir
 
     def _read(self) -> tuple[dict[str, AgentSpec], dict[str, str]]:
         agents: dict[str, AgentSpec] = {}

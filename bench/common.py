@@ -16,18 +16,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+
+from durable_agents.connection import DEV_SERVER_TUNING
+from durable_agents.contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS
+from durable_agents.payload_store import data_converter
+from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer, Step
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from temporalio.client import Client  # noqa: E402
-from temporalio.common import SearchAttributeKey  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from connection import DEV_SERVER_TUNING  # noqa: E402
-from contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS  # noqa: E402
-from payload_store import data_converter  # noqa: E402
-from scripted_model.server import Scenario, ScriptedModelServer, Step  # noqa: E402
-
+# The console scripts of the installed package (`make setup`: .venv/bin), beside this interpreter.
+DA = str(Path(sys.executable).with_name("da"))
+DA_WORKER = str(Path(sys.executable).with_name("da-worker"))
 WORKER_PIDS: dict[str, int] = {}  # role -> pid of the local stack's worker processes
 
 
@@ -117,7 +118,7 @@ async def local_stack(
         **(worker_env or {}),
     }
     workers = [
-        subprocess.Popen([sys.executable, str(ROOT / "worker.py"), role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
+        subprocess.Popen([DA_WORKER, role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
         for role in ("--harness", "--sandbox")
     ]
     WORKER_PIDS.update({"harness": workers[0].pid, "sandbox": workers[1].pid})

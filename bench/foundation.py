@@ -1,6 +1,6 @@
 """Foundation benchmarks: prints a table of figures and writes bench/results/foundation.json.
 
-    .venv/bin/python bench/foundation.py [--sessions 20] [--turns 30]
+    .venv/bin/python -m bench.foundation [--sessions 20] [--turns 30]
 
 Everything is real and local: a Temporal dev server (SQLite in a temporary file), Docker, the scripted model on
 loopback (answers in about a millisecond, so the figures are the harness's own costs).
@@ -22,28 +22,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import docker
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bench.common import add_scenario, arrivals, local_stack, report, summary, wait_arrivals
+from durable_agents.agent_files import load_agent
+from durable_agents.client import send_message, start_agent_session, wait_until_settled
+from durable_agents.contracts import SandboxSpec
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import docker  # noqa: E402
-from temporalio import activity, workflow  # noqa: E402
-from temporalio.api.enums.v1 import EventType  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
-
-from agent_files import load_agent  # noqa: E402
-from bench.common import add_scenario, arrivals, local_stack, report, summary, wait_arrivals  # noqa: E402
-from contracts import SandboxSpec  # noqa: E402
-from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
-from scripted_model.server import ScriptedModelServer, Step, ToolUse  # noqa: E402
-from starter import send_message, start_agent_session, wait_until_settled  # noqa: E402
 
 
 async def bench_start(client: Client, server: ScriptedModelServer, sessions: int, eager: bool = False) -> list[float]:

@@ -1,6 +1,6 @@
 """Sandbox benchmarks: prints a table and writes bench/results/sandboxes.json.
 
-    .venv/bin/python bench/sandboxes.py [--n 20]
+    .venv/bin/python -m bench.sandboxes [--n 20]
 
 - provision, cold: the provision activity making a new hardened container (docker run), through
   to its first command answered by the persistent shell;
@@ -14,21 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import sys
 import time
 import uuid
 from pathlib import Path
 
+from temporalio.testing import ActivityEnvironment
+
+from bench.common import report, summary
+from durable_agents.contracts import ExecuteRequest, ProvisionRequest, SandboxHandle, SandboxSpec
+from durable_agents.sandboxes.activities import SandboxActivities
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.sandboxes.pool import WarmPool
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from temporalio.testing import ActivityEnvironment  # noqa: E402
-
-from bench.common import report, summary  # noqa: E402
-from contracts import ExecuteRequest, ProvisionRequest, SandboxHandle, SandboxSpec  # noqa: E402
-from sandboxes.activities import SandboxActivities  # noqa: E402
-from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
-from sandboxes.pool import WarmPool  # noqa: E402
 
 
 async def provision_and_first_command(activities: SandboxActivities, spec: SandboxSpec) -> tuple[float, str]:

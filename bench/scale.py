@@ -1,6 +1,6 @@
 """Many sessions at once on one harness worker and one sandbox worker.
 
-    .venv/bin/python bench/scale.py [--sessions 50,200,500] [--latency-ms 300]
+    .venv/bin/python -m bench.scale [--sessions 50,200,500] [--latency-ms 300]
 
 Each session makes 3 model calls (two cheap tool turns that run inside the workflow, then the
 answer) against the scripted model answering after --latency-ms. The ideal is 3 × latency for
@@ -19,11 +19,11 @@ from typing import Any
 
 from common import ROOT, WORKER_PIDS, add_scenario, local_stack, pct, peak_rss_mb
 
-import session_log
-from agent_files import load_agent
-from contracts import Skill
-from scripted_model.server import Step, ToolUse
-from starter import start_agent_session
+from durable_agents import session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
+from durable_agents.contracts import Skill
+from durable_agents.testing.scripted_model import Step, ToolUse
 
 TURNS = 3
 

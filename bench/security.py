@@ -1,6 +1,6 @@
 """What MCP, the codec and the egress proxy cost: prints a table and writes bench/results/security.json.
 
-    .venv/bin/python bench/security.py [--n 50]
+    .venv/bin/python -m bench.security [--n 50]
 
 - MCP discovery: first (starts npm's server-memory over stdio) and cached per worker;
 - an MCP tool call on a warm connection: server-memory over stdio, server-everything over HTTP;
@@ -15,23 +15,21 @@ import asyncio
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
+from temporalio.api.common.v1 import Payload
+from temporalio.testing import ActivityEnvironment
+
+from bench.common import report, summary
+from durable_agents.activities.mcp_tools import McpActivities
+from durable_agents.codec import EncryptionCodec, KeyRing
+from durable_agents.contracts import EgressRule, McpCallRequest, McpDiscoverRequest, McpServer, SandboxSpec
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.settings import settings
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from temporalio.api.common.v1 import Payload  # noqa: E402
-from temporalio.testing import ActivityEnvironment  # noqa: E402
-
-from activities.mcp_tools import McpActivities  # noqa: E402
-from bench.common import report, summary  # noqa: E402
-from codec import EncryptionCodec, KeyRing  # noqa: E402
-from contracts import EgressRule, McpCallRequest, McpDiscoverRequest, McpServer, SandboxSpec  # noqa: E402
-from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
-
 BIN = ROOT / "mcp-servers" / "node_modules" / ".bin"
 
 
@@ -125,6 +123,7 @@ def egress_rows(n: int) -> list[dict[str, object]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     os.environ["DA_SECRET_BENCH_TOKEN"] = "bench-token"
+    settings.cache_clear()  # the egress proxy reads the vault's env backend through the settings
     sandboxes = DockerSandboxes(f"bench-egress-{uuid.uuid4().hex[:6]}")
     rule = EgressRule(
         host="api.bench.test",

@@ -2,7 +2,7 @@
 continue-as-new), time to read every event back, compaction's effect on request size, and the
 prompt-cache hit ratio the scripted model counts.
 
-    .venv/bin/python bench/session_log.py
+    .venv/bin/python -m bench.session_log
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 from common import ROOT, add_scenario, local_stack
 
-import session_log
-from agent_files import load_agent
-from contracts import COMPACTION_INSTRUCTION, AgentSpec, Skill
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
+from durable_agents import session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
+from durable_agents.contracts import COMPACTION_INSTRUCTION, AgentSpec, Skill
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 
 
 def ticks(n: int) -> list[Step]:

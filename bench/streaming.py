@@ -1,13 +1,13 @@
 """Live streaming latency: prints a table and writes bench/results/streaming.json.
 
-    .venv/bin/python bench/streaming.py [--sessions 4] [--tokens 100] [--every-ms 20]
+    .venv/bin/python -m bench.streaming [--sessions 4] [--tokens 100] [--every-ms 20]
 
 A local stack (dev server on SQLite, scripted model, harness and sandbox workers as processes)
-with the live server (`starter.py serve`) as a process and the harness worker publishing to it.
+with the live server (`da serve`) as a process and the harness worker publishing to it.
 Each session's model answers with --tokens unique tokens, one per streamed text delta,
 --every-ms apart (50 a second by default, a brisk model). For each token: from the scripted
 server writing it to its socket (it stamps every chunk) to the token's line being read from
-`starter.py follow ID --json --server URL`'s stdout, and the legs in between: to the model
+`da follow ID --json --server URL`'s stdout, and the legs in between: to the model
 activity (the time it stamps on the delta), to `follow` receiving it from the live server (its
 `received_at`), and `follow`'s own output. Also: the last token to the turn's durable event in
 `follow`. Tokens written before `follow` had connected are left out (and counted).
@@ -21,21 +21,19 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+from temporalio.client import Client
+
+from bench.common import DA, add_scenario, local_stack, report, summary
+from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-
-from agent_files import load_agent  # noqa: E402
-from bench.common import add_scenario, local_stack, report, summary  # noqa: E402
-from scripted_model.server import ScriptedModelServer, Step  # noqa: E402
-from starter import start_agent_session  # noqa: E402
 
 
 def free_port() -> int:
@@ -46,7 +44,7 @@ def free_port() -> int:
 
 async def serve(address: str, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived process, not awaited
-        [sys.executable, str(ROOT / "starter.py"), "serve", "--port", str(port)],
+        [DA, "serve", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, "TEMPORAL_ADDRESS": address},
         stdout=subprocess.DEVNULL,
@@ -58,7 +56,7 @@ async def serve(address: str, port: int) -> subprocess.Popen[bytes]:
                     return proc
             except httpx.HTTPError:
                 await asyncio.sleep(0.1)
-    raise RuntimeError("starter.py serve did not start")
+    raise RuntimeError("da serve did not start")
 
 
 async def one_session(
@@ -72,8 +70,7 @@ async def one_session(
     agent = load_agent(ROOT / "agents" / "coder.yaml")
     handle = await start_agent_session(client, agent, f"Stream. {marker}", one_shot=True)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
+        DA,
         "follow",
         handle.id,
         "--json",

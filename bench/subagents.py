@@ -1,6 +1,6 @@
 """Subagent benchmarks: prints a table and writes bench/results/subagents.json.
 
-    .venv/bin/python bench/subagents.py [--n 10]
+    .venv/bin/python -m bench.subagents [--n 10]
 
 - spawn → child's first model request: from the scripted model receiving the parent's request
   whose answer is the spawn_agent call, to it receiving the child's first request (the parent's
@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from pathlib import Path
 
+from temporalio.client import Client
+
+from bench.common import add_scenario, arrivals, local_stack, report, summary
+from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
+from durable_agents.contracts import Subagent
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from temporalio.client import Client  # noqa: E402
-
-from agent_files import load_agent  # noqa: E402
-from bench.common import add_scenario, arrivals, local_stack, report, summary  # noqa: E402
-from contracts import Subagent  # noqa: E402
-from scripted_model.server import ScriptedModelServer, Step, ToolUse  # noqa: E402
-from starter import start_agent_session  # noqa: E402
 
 
 async def one_session(client: Client, server: ScriptedModelServer, children: int) -> tuple[float, float]:

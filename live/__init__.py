@@ -1,3 +1,3 @@
 """Watching sessions live, outside history: the model activity's delta publisher
 (`live.publisher`), the relay that serves sessions as Server-Sent Events (`live.relay`,
-`starter.py serve`) and the follower that renders them (`live.follow`, `starter.py follow`)."""
+`da serve`) and the follower that renders them (`live.follow`, `da follow`)."""

@@ -1,4 +1,4 @@
-"""Following a session (`starter.py follow`): where its events come from and when to stop.
+"""Following a session (`da follow`): where its events come from and when to stop.
 
 Two sources give the same items: the live relay's SSE stream (`SseSource`: durable events,
 the deltas of the model call in progress, state changes; it reconnects with `Last-Event-ID`
@@ -24,9 +24,9 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 from temporalio.client import Client
 
-import session_log
-from contracts import LiveDelta, SessionEvent, SessionState
-from live.relay import PING_S
+from durable_agents import session_log
+from durable_agents.contracts import LiveDelta, SessionEvent, SessionState
+from durable_agents.live.relay import PING_S
 
 TERMINAL = ("done", "failed")
 SETTLED = ("idle", "done", "failed")  # nothing more happens until someone sends a message

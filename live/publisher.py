@@ -1,4 +1,4 @@
-"""The model activity's side of live streaming: deltas go to the relay (`starter.py serve`),
+"""The model activity's side of live streaming: deltas go to the relay (`da serve`),
 never into history, and never hold up or fail the model call.
 
 `publish` only appends to a bounded buffer; one task per worker process posts what has
@@ -10,14 +10,14 @@ event still carries the whole turn.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import deque
 
 import httpx
 import structlog
 
-from contracts import LiveBatch, LiveDelta
+from durable_agents.contracts import LiveBatch, LiveDelta
+from durable_agents.settings import Settings, settings
 
 log = structlog.get_logger("live")
 
@@ -52,8 +52,9 @@ class DeltaPublisher:
         self.dropped = 0
 
     @classmethod
-    def from_env(cls) -> DeltaPublisher:
-        return cls(os.environ.get(LIVE_URL_ENV) or None)
+    def from_env(cls, config: Settings | None = None) -> DeltaPublisher:
+        """The publisher the settings ask for (DA_LIVE_URL; unset: one that publishes nothing)."""
+        return cls((config or settings()).live_url)
 
     @property
     def enabled(self) -> bool:

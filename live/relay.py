@@ -1,4 +1,4 @@
-"""The live relay (`starter.py serve`): a session's events as Server-Sent Events, for `follow`
+"""The live relay (`da serve`): a session's events as Server-Sent Events, for `follow`
 and web clients, with the deltas of the model call in progress woven in.
 
 Durable events come from the session log (`session_log`, queries: no history), read by one
@@ -38,9 +38,9 @@ from starlette.routing import Route
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-import session_log
-from contracts import LiveBatch, LiveDelta, SessionEvent, SessionState
-from live.publisher import DELTAS_PATH
+from durable_agents import session_log
+from durable_agents.contracts import LiveBatch, LiveDelta, SessionEvent, SessionState
+from durable_agents.live.publisher import DELTAS_PATH
 
 log = structlog.get_logger("live")
 

@@ -1,4 +1,4 @@
-"""How `starter.py follow` (and `events`) show a session: one line per event (`format_event`),
+"""How `da follow` (and `events`) show a session: one line per event (`format_event`),
 and three renderers of a followed session's items: JSON Lines for machines, plain lines when
 stdout is not a terminal, and a live `rich` view in a terminal (model text token by token,
 tool calls and results as they finish, subagents nested, approvals waiting with the commands
@@ -19,8 +19,8 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from contracts import LiveDelta, SessionEvent, SessionState, ToolCall
-from live.follow import Item
+from durable_agents.contracts import LiveDelta, SessionEvent, SessionState, ToolCall
+from durable_agents.live.follow import Item
 
 STREAM_TAIL_LINES = 12  # of a model call's text in progress, in the live view
 
@@ -68,8 +68,8 @@ def nesting(root: str, session_id: str) -> tuple[int, str]:
 
 def answer_commands(session_id: str, call: ToolCall) -> list[str]:
     return [
-        f"starter.py approve {session_id} {call.id}",
-        f"starter.py deny {session_id} {call.id} --reason '…'",
+        f"da approve {session_id} {call.id}",
+        f"da deny {session_id} {call.id} --reason '…'",
     ]
 
 
@@ -207,7 +207,7 @@ class RichRenderer:
         self.calls = _Calls()
         self.states: dict[str, SessionState] = {}
         self.started_at: datetime | None = None
-        self.note = "" if live else " · durable events only: token streaming needs `starter.py serve`"
+        self.note = "" if live else " · durable events only: token streaming needs `da serve`"
         self._live = Live(
             console=self.console,
             refresh_per_second=12,
@@ -273,7 +273,7 @@ class RichRenderer:
                 _, prefix = nesting(self.root, session_id)
                 parts.append(
                     Text(f"{prefix}⏸ waiting for the client: {waiting.name}\n")
-                    + Text(f"   starter.py tool-result {session_id} {waiting.id} --file out.json", style="bold yellow")
+                    + Text(f"   da tool-result {session_id} {waiting.id} --file out.json", style="bold yellow")
                 )
         parts.append(self._progress())
         return Group(*parts)

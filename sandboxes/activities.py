@@ -23,8 +23,8 @@ import docker.errors
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from contracts import (
+from durable_agents.activities.heartbeat import heartbeating
+from durable_agents.contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
     PROVISION_SANDBOX,
@@ -40,8 +40,8 @@ from contracts import (
     SnapshotRequest,
     host_queue,
 )
-from logs import activity_log
-from sandboxes.docker_sandbox import (
+from durable_agents.logs import activity_log
+from durable_agents.sandboxes.docker_sandbox import (
     WORKSPACE,
     CommandTimedOut,
     DockerSandboxes,
@@ -49,9 +49,9 @@ from sandboxes.docker_sandbox import (
     ShellDied,
     ShellUnavailable,
 )
-from sandboxes.pool import WarmPool
-from sandboxes.seed import SeedError, seed_archive
-from sandboxes.snapshots import BlobStore, LocalBlobStore
+from durable_agents.sandboxes.pool import WarmPool
+from durable_agents.sandboxes.seed import SeedError, seed_archive
+from durable_agents.sandboxes.snapshots import BlobStore, LocalBlobStore
 
 HEARTBEAT_EVERY_S = 2.0
 

@@ -27,8 +27,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from contracts import SANDBOX_TMP_MB, SandboxSpec
-from sandboxes.egress import NETWORK, RULES_LABEL, EgressProxy, rules_label
+from durable_agents.contracts import SANDBOX_TMP_MB, SandboxSpec
+from durable_agents.sandboxes.egress import NETWORK, RULES_LABEL, EgressProxy, rules_label
 
 LABEL = "durable-agents.sandbox"
 SESSION_LABEL = "durable-agents.session"

@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from contracts import EgressRule
-from vault import VaultError, load_vault
+from durable_agents.contracts import EgressRule
+from durable_agents.vault import VaultError, load_vault
 
 NETWORK = "da-egress"
 BRIDGE = "da-egress0"

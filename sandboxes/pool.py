@@ -10,8 +10,8 @@ import threading
 import docker.errors
 import structlog
 
-from contracts import SandboxSpec
-from sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.contracts import SandboxSpec
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 
 log = structlog.get_logger("pool")
 

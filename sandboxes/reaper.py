@@ -18,8 +18,8 @@ from docker.models.containers import Container
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from contracts import GET_STATE, SessionState
-from sandboxes.docker_sandbox import SESSION_LABEL, DockerSandboxes
+from durable_agents.contracts import GET_STATE, SessionState
+from durable_agents.sandboxes.docker_sandbox import SESSION_LABEL, DockerSandboxes
 
 log = structlog.get_logger("reaper")
 

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from contracts import GitSource, WorkspaceSeed
-from vault import VaultError, load_vault
+from durable_agents.contracts import GitSource, WorkspaceSeed
+from durable_agents.vault import VaultError, load_vault
 
 
 class SeedError(Exception):

@@ -1,18 +1,18 @@
-"""Where workspace snapshots live: a blob store. The default keeps them on the local disk under
-`.data/blobs` (or DA_BLOB_DIR); a shared directory (NFS) serves several sandbox hosts, and any
-store with put/get by key (an S3-compatible bucket) can stand in through `BlobStore`.
+"""Where workspace snapshots live: a blob store. The default keeps them on the local disk in the
+data directory's `blobs/` (DA_DATA_DIR, or DA_BLOB_DIR); a shared directory (NFS) serves several
+sandbox hosts, and any store with put/get by key (an S3-compatible bucket) can stand in through
+`BlobStore`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / ".data" / "blobs"
+from durable_agents.settings import settings
 
 
 class BlobStore(Protocol):
@@ -24,7 +24,7 @@ class BlobStore(Protocol):
 
 class LocalBlobStore:
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root or os.environ.get("DA_BLOB_DIR") or DEFAULT_ROOT)
+        self.root = Path(root or settings().blob_dir)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()

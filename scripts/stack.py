@@ -1,5 +1,5 @@
 """The local stack in the background: Temporal dev server, scripted model (when no
-ANTHROPIC_API_KEY), the live server (`starter.py serve`, to which the harness worker publishes
+ANTHROPIC_API_KEY), the live server (`da serve`, to which the harness worker publishes
 model text as it streams), a harness worker and a sandbox worker. Used by `make up|down|demo`.
 
     python scripts/stack.py up | down | status | demo
@@ -15,23 +15,24 @@ import sys
 import time
 from pathlib import Path
 
+from durable_agents import codec
+from durable_agents.connection import DEV_SERVER_TUNING
+from durable_agents.settings import settings
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import codec  # noqa: E402
-from connection import DEV_SERVER_TUNING  # noqa: E402
-
-DATA = ROOT / ".data"
+CONFIG = settings()
+DATA = CONFIG.data_dir  # DA_DATA_DIR, default .data here: the stack's database, logs and pids too
 PIDS = DATA / "pids"
 LOGS = DATA / "logs"
 PY = str(ROOT / ".venv" / "bin" / "python")
+DA = str(ROOT / ".venv" / "bin" / "da")  # the console scripts `make setup` installs
+DA_WORKER = str(ROOT / ".venv" / "bin" / "da-worker")
 TEMPORAL = str(ROOT / ".bin" / "temporal")
-SCRIPTED_PORT = int(os.environ.get("SCRIPTED_MODEL_PORT", "8765"))
-CODEC_PORT = int(os.environ.get("DA_CODEC_PORT", "8081"))
-LIVE_PORT = int(os.environ.get("DA_LIVE_PORT", "8780"))
-LIVE_URL = os.environ.get("DA_LIVE_URL") or f"http://127.0.0.1:{LIVE_PORT}"
+SCRIPTED_PORT = CONFIG.scripted_model_port
+CODEC_PORT = CONFIG.codec_port
+LIVE_PORT = CONFIG.live_port
+LIVE_URL = CONFIG.live_url or f"http://127.0.0.1:{LIVE_PORT}"
 PROCESSES = ("temporal", "scripted-model", "codec-server", "live-server", "harness-worker", "sandbox-worker")
-SCENARIOS = sorted(str(p) for p in (ROOT / "scripted_model" / "scenarios").glob("*.yaml"))
 DEMO_TASK = (
     "Write a Python program fib.py that prints the first 10 Fibonacci numbers, run it, "
     "fix it if it fails, and tell me its output."
@@ -66,9 +67,11 @@ def _spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> Non
     PIDS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / f"{name}.log", "ab")
+    # Every process of the stack gets the same data directory, wherever it looks from.
+    env = {**(env if env is not None else os.environ), "DA_DATA_DIR": str(DATA)}
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     (PIDS / f"{name}.pid").write_text(str(proc.pid))
-    say(f"{name}: started (pid {proc.pid}, log .data/logs/{name}.log)")
+    say(f"{name}: started (pid {proc.pid}, log {LOGS / name}.log)")
 
 
 def _wait_port(name: str, port: int, seconds: float = 60) -> None:
@@ -77,22 +80,22 @@ def _wait_port(name: str, port: int, seconds: float = 60) -> None:
         if _port_open("127.0.0.1", port):
             return
         if not _alive(name):
-            sys.exit(f"{name} exited; see .data/logs/{name}.log")
+            sys.exit(f"{name} exited; see {LOGS / name}.log")
         time.sleep(0.2)
-    sys.exit(f"{name} did not open port {port} in {seconds:g}s; see .data/logs/{name}.log")
+    sys.exit(f"{name} did not open port {port} in {seconds:g}s; see {LOGS / name}.log")
 
 
 def model_env() -> tuple[dict[str, str], str]:
     """Environment for the harness worker, and a sentence saying which model it will use."""
     env = dict(os.environ)
-    if env.get("ANTHROPIC_API_KEY"):
-        where = env.get("ANTHROPIC_BASE_URL") or "api.anthropic.com"
+    if CONFIG.anthropic_api_key is not None:
+        where = CONFIG.anthropic_base_url or "api.anthropic.com"
         return env, f"Claude ({where}); ANTHROPIC_API_KEY is set"
     env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{SCRIPTED_PORT}"
     env["ANTHROPIC_API_KEY"] = "scripted-model-needs-no-key"
     return env, (
         f"the SCRIPTED model at http://127.0.0.1:{SCRIPTED_PORT} (no ANTHROPIC_API_KEY is set, "
-        "so answers come from scripted_model/scenarios/, not from Claude)"
+        "so answers come from durable_agents/testing/scenarios/, not from Claude)"
     )
 
 
@@ -100,10 +103,10 @@ def encryption() -> list[str]:
     """With DA_ENCRYPT_HISTORY=1: a key file (made once), and the codec server the UI decrypts through."""
     if not codec.encryption_enabled():
         return []
-    if not codec.key_file().exists() and not os.environ.get("DA_CODEC_KEYS"):
+    if not codec.key_file().exists() and CONFIG.codec_keys is None:
         ring = codec.new_key_file()
         say(f"encryption: created {codec.key_file()} (key {ring.active}); give it to every worker and client")
-    _spawn("codec-server", [PY, "starter.py", "codec-server", "--port", str(CODEC_PORT)])
+    _spawn("codec-server", [DA, "codec-server", "--port", str(CODEC_PORT)])
     _wait_port("codec-server", CODEC_PORT)
     say(f"encryption: history is AES-GCM ciphertext; the UI decrypts through http://127.0.0.1:{CODEC_PORT}")
     return ["--ui-codec-endpoint", f"http://127.0.0.1:{CODEC_PORT}"]
@@ -141,19 +144,19 @@ def up() -> None:
     else:
         say("temporal: a server already answers on localhost:7233")
     env, which = model_env()
-    if not os.environ.get("ANTHROPIC_API_KEY"):
-        _spawn("scripted-model", [PY, "-m", "scripted_model.server", "--port", str(SCRIPTED_PORT), *SCENARIOS])
+    if CONFIG.anthropic_api_key is None:
+        _spawn("scripted-model", [PY, "-m", "durable_agents.testing.scripted_model", "--port", str(SCRIPTED_PORT)])
         _wait_port("scripted-model", SCRIPTED_PORT)
-    if not os.environ.get("DA_LIVE_URL"):  # else the user runs their own
-        _spawn("live-server", [PY, "starter.py", "serve", "--port", str(LIVE_PORT)])
+    if CONFIG.live_url is None:  # else the user runs their own
+        _spawn("live-server", [DA, "serve", "--port", str(LIVE_PORT)])
         _wait_port("live-server", LIVE_PORT)
     env["DA_LIVE_URL"] = LIVE_URL
-    _spawn("harness-worker", [PY, "worker.py", "--harness"], env=env)
+    _spawn("harness-worker", [DA_WORKER, "--harness"], env=env)
     sandbox_env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    _spawn("sandbox-worker", [PY, "worker.py", "--sandbox"], env=sandbox_env)
+    _spawn("sandbox-worker", [DA_WORKER, "--sandbox"], env=sandbox_env)
     say(f"model: {which}")
     say("Temporal UI: http://localhost:8233")
-    say(f"live server: {LIVE_URL} (`DA_LIVE_URL={LIVE_URL} starter.py follow ID` streams model text)")
+    say(f"live server: {LIVE_URL} (`DA_LIVE_URL={LIVE_URL} da follow ID` streams model text)")
 
 
 def down() -> None:
@@ -181,9 +184,11 @@ def demo() -> None:
     up()
     _, which = model_env()
     say(f"demo: one session of agents/coder.yaml on {which}")
+    cli_env = {**os.environ, "DA_DATA_DIR": str(DATA)}  # the CLI shares the stack's payload store and keys
     started = subprocess.run(
-        [PY, "starter.py", "start", "--agent", "agents/coder.yaml", "--one-shot", DEMO_TASK],
+        [DA, "start", "--agent", "agents/coder.yaml", "--one-shot", DEMO_TASK],
         cwd=ROOT,
+        env=cli_env,
         capture_output=True,
         text=True,
     )
@@ -191,9 +196,9 @@ def demo() -> None:
         sys.exit(started.stderr)
     session_id = started.stdout.strip()
     say(f"session {session_id} started; its events:")
-    follow_env = {**os.environ, "DA_LIVE_URL": LIVE_URL}  # model text token by token
-    subprocess.run([PY, "starter.py", "follow", session_id], cwd=ROOT, env=follow_env, check=True)
-    result = subprocess.run([PY, "starter.py", "result", session_id], cwd=ROOT, capture_output=True, text=True)
+    follow_env = {**cli_env, "DA_LIVE_URL": LIVE_URL}  # model text token by token
+    subprocess.run([DA, "follow", session_id], cwd=ROOT, env=follow_env, check=True)
+    result = subprocess.run([DA, "result", session_id], cwd=ROOT, env=cli_env, capture_output=True, text=True)
     print("\n" + "=" * 72)
     print(f"model:   {which}")
     print(f"session: {session_id}")

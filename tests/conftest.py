@@ -1,5 +1,6 @@
 """Shared fixtures: a real Temporal dev server (the `temporal` CLI that setup installs), the
-scripted Anthropic-compatible server on loopback, and in-process harness + sandbox workers.
+scripted Anthropic-compatible server on loopback, in-process harness + sandbox workers, worker
+processes, MCP servers. The helpers they are built from live in tests/helpers/.
 
 Tests that need their own workers (to kill them) use the `chaos` namespace, where the
 in-process workers do not poll.
@@ -7,48 +8,38 @@ in-process workers do not poll.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import socket
 import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import anthropic
-import docker
-import docker.errors
 import pytest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from connection import DEV_SERVER_TUNING
-from payload_store import data_converter
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from activities.model import ModelActivities  # noqa: E402
-from contracts import (  # noqa: E402
-    GET_STATE,
-    SA_AGENT_NAME,
-    SA_AGENT_VERSION,
-    SA_PARENT_SESSION,
-    SA_SESSION_STATUS,
-    SessionState,
+from durable_agents.connection import DEV_SERVER_TUNING
+from durable_agents.contracts import SA_AGENT_NAME, SA_AGENT_VERSION, SA_PARENT_SESSION, SA_SESSION_STATUS
+from durable_agents.payload_store import data_converter
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.settings import settings
+from durable_agents.testing import scenario_files
+from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer
+from tests.helpers import (
+    CHAOS_NAMESPACE,
+    DA_WORKER,
+    ROOT,
+    TEMPORAL_CLI,
+    HttpServers,
+    SetEnv,
+    Workers,
+    http_mcp_servers,
+    remove_containers,
+    remove_host_containers,
+    running_workers,
 )
-from sandboxes.activities import SandboxActivities  # noqa: E402
-from sandboxes.docker_sandbox import DockerSandboxes  # noqa: E402
-from scripted_model.server import Scenario, ScriptedModelServer, Step, ToolUse  # noqa: E402
-from worker import harness_worker, sandbox_workers  # noqa: E402
-
-TEMPORAL_CLI = ROOT / ".bin" / "temporal"
-CHAOS_NAMESPACE = "chaos"
+from tests.helpers.mcp import BIN
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -57,8 +48,27 @@ def no_real_model() -> Iterator[None]:
     server outside the tests."""
     names = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DA_LIVE_URL")
     saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    settings.cache_clear()
     yield
     os.environ.update(saved)
+    settings.cache_clear()
+
+
+@pytest.fixture
+def setenv(monkeypatch: pytest.MonkeyPatch) -> Iterator[SetEnv]:
+    """Change this process's environment for one test: `setenv(NAME, value)`, None unsets it. The
+    settings are read again after each change, and after the test, when the changes are undone."""
+
+    def change(name: str, value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+        settings.cache_clear()
+
+    yield change
+    monkeypatch.undo()
+    settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -92,76 +102,16 @@ def address(env: WorkflowEnvironment) -> str:
 
 @pytest.fixture(scope="session")
 def scripted() -> Iterator[ScriptedModelServer]:
-    demo = Scenario.load(ROOT / "scripted_model" / "scenarios" / "coder-demo.yaml")
-    server = ScriptedModelServer([demo]).start()
+    """The scripted model, playing the shipped demo scenario (tests add their own with add_scenario)."""
+    server = ScriptedModelServer([Scenario.load(str(f)) for f in scenario_files()]).start()
     yield server
     server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_then_read_twice(server: ScriptedModelServer, path: str, content: str, answer: str) -> str:
-    """write `path`, answer, then (on the next message) read it, read it again and answer: the first
-    read meets a lost sandbox and is told the environment was reset; the second sees the restore."""
-    return add_scenario(
-        server,
-        [
-            Step(tool_use=ToolUse(name="write_file", input={"path": path, "content": content})),
-            Step(text="Written."),
-            Step(tool_use=ToolUse(name="bash", input={"command": f"cat /workspace/{path}"})),
-            Step(tool_use=ToolUse(name="bash", input={"command": f"cat /workspace/{path}"})),
-            Step(text=answer),
-        ],
-    )
-
-
-def add_scenario(server: ScriptedModelServer, steps: list[Step], **options: Any) -> str:
-    """Register a scenario for one test; returns the marker a task must contain to get it."""
-    marker = f"[scenario {uuid.uuid4().hex[:10]}]"
-    server.model.scenarios.insert(0, Scenario(name=marker, match=marker, steps=steps, **options))
-    return marker
-
-
-@dataclass
-class Workers:
-    model: ModelActivities
-    sandboxes: SandboxActivities
-    host_id: str
-
-
-@contextlib.asynccontextmanager
-async def running_workers(client: Client, scripted: ScriptedModelServer) -> AsyncIterator[Workers]:
-    """A harness worker (model: the scripted server) and a sandbox worker in this process."""
-    host_id = f"pytest-{uuid.uuid4().hex[:6]}"
-    model_client = anthropic.AsyncAnthropic(api_key="test-key", base_url=scripted.url, max_retries=0)
-    model = ModelActivities(client, model_client)
-    sandbox_activities = SandboxActivities(DockerSandboxes(host_id))
-    running = [harness_worker(client, model), *sandbox_workers(client, sandbox_activities)]
-    tasks = [asyncio.create_task(w.run()) for w in running]
-    try:
-        yield Workers(model=model, sandboxes=sandbox_activities, host_id=host_id)
-    finally:
-        for w in running:
-            await w.shutdown()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        remove_containers(sandbox_activities.sandboxes)
 
 
 @pytest.fixture(scope="session")
 async def workers(client: Client, scripted: ScriptedModelServer) -> AsyncIterator[Workers]:
     async with running_workers(client, scripted) as running:
         yield running
-
-
-def remove_containers(sandboxes: DockerSandboxes) -> None:
-    """Whatever a failed test left on this host goes with the test session."""
-    for c in sandboxes.docker.containers.list(all=True, filters={"label": f"durable-agents.host={sandboxes.host_id}"}):
-        c.remove(force=True)
-    sandboxes.close()
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +131,7 @@ async def chaos_client(address: str) -> Client:
 def worker_processes(
     address: str, scripted: ScriptedModelServer, tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `worker.py` processes in the chaos namespace (to kill, restart, or stop); each logs to
+    """Start `da-worker` processes in the chaos namespace (to kill, restart, or stop); each logs to
     tmp_path/worker-N.log. Everything they leave is removed at the end."""
     started: list[subprocess.Popen[bytes]] = []
     host_id = f"chaos-{uuid.uuid4().hex[:6]}"
@@ -198,9 +148,7 @@ def worker_processes(
             **(env or {}),
         }
         log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=full_env, stdout=log, stderr=log
-        )
+        proc = subprocess.Popen([str(DA_WORKER), *args], cwd=ROOT, env=full_env, stdout=log, stderr=log)
         started.append(proc)
         hosts.add(full_env["SANDBOX_HOST_ID"])
         if "--host-id" in args:
@@ -218,23 +166,10 @@ def worker_processes(
         remove_host_containers(host)
 
 
-def remove_host_containers(host: str) -> None:
-    """Remove every container of one sandbox host (the host's worker is gone)."""
-    for container in docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.host={host}"}):
-        with contextlib.suppress(docker.errors.NotFound):  # its reaper may be removing it too
-            container.remove(force=True)
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within_s: float = 60, what: str = "condition") -> None:
-    """Poll an observable state until it holds; fail naming what did not happen."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        if await predicate():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def state_of(client: Client, session_id: str, namespace_client: Client | None = None) -> SessionState:
-    return await (namespace_client or client).get_workflow_handle(session_id).query(GET_STATE, result_type=SessionState)
+@pytest.fixture(scope="module")
+def http_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServers]:
+    """server-everything and the auth-checking MCP server over Streamable HTTP."""
+    if not (BIN / "mcp-server-everything").exists():
+        pytest.fail("the npm MCP servers are missing: run `make setup`")
+    with http_mcp_servers(tmp_path_factory.mktemp("mcp-logs")) as servers:
+        yield servers

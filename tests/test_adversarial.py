@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
-from contracts import AgentSpec, ToolResult
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import send_message, session_events, start_agent_session, wait_until_settled
-from tests.conftest import add_scenario
-from tests.test_session import coder
+from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
+from durable_agents.contracts import AgentSpec, ToolResult
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario, coder
 
 pytestmark = pytest.mark.usefixtures("workers")
 

@@ -18,11 +18,10 @@ from pathlib import Path
 import docker
 from temporalio.client import Client
 
-from contracts import SessionEvent, SessionResult
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session
-from tests.conftest import add_scenario, wait_for
-from tests.test_session import coder
+from durable_agents.client import session_events, start_agent_session
+from durable_agents.contracts import SessionEvent, SessionResult
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario, coder, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS_KEY = "sk-ant-chaos-" + uuid.uuid4().hex
@@ -111,7 +110,7 @@ def appends(*lines: str) -> list[Step]:
 async def test_model_api_faults_are_retried_and_each_turn_is_recorded_once(
     client: Client, scripted: ScriptedModelServer, workers: object
 ) -> None:
-    from scripted_model.server import ScriptedError
+    from durable_agents.testing.scripted_model import ScriptedError
 
     def failing(step: Step, **error: object) -> Step:
         return Step(error=ScriptedError.model_validate(error), then=step)
@@ -204,8 +203,8 @@ async def test_restart_of_the_temporal_server_mid_session(
 ) -> None:
     import socket
 
-    from connection import DEV_SERVER_TUNING, connect
-    from tests.conftest import free_port
+    from durable_agents.connection import DEV_SERVER_TUNING, connect
+    from tests.helpers import free_port
 
     port, ui_port = free_port(), free_port()
     server_cmd = [
@@ -269,7 +268,7 @@ async def test_sigkill_of_the_sandbox_worker_while_it_provisions(
     sandbox worker provisions the sandbox."""
     from temporalio.api.enums.v1 import PendingActivityState
 
-    from contracts import PROVISION_SANDBOX
+    from durable_agents.contracts import PROVISION_SANDBOX
 
     marker = add_scenario(
         scripted,

@@ -1,11 +1,9 @@
-"""End to end through `starter.py`, as a user runs it: real dev server, Docker, scripted model."""
+"""End to end through `da`, as a user runs it: real dev server, Docker, scripted model."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,27 +13,12 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.worker import Worker
 
-from contracts import SESSION_WORKFLOW
-from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario, wait_for
+from durable_agents.contracts import SESSION_WORKFLOW
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario, cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")
-
-
-async def cli(address: str, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def test_the_demo_through_the_cli(address: str) -> None:
@@ -168,8 +151,8 @@ async def test_start_with_an_id_in_use_says_where_that_session_is(address: str, 
     assert code == 0, err
     code, out, err = await cli(address, "start", "--agent", "agents/coder.yaml", "--id", session_id, "again")
     assert code == 2 and out == "" and "Traceback" not in err, err
-    assert f"error: session {session_id!r} already exists (running): starter.py follow {session_id}" in err
-    assert f"starter.py send {session_id} " in err
+    assert f"error: session {session_id!r} already exists (running): da follow {session_id}" in err
+    assert f"da send {session_id} " in err
     code, _, err = await cli(address, "end", session_id)
     assert code == 0, err
     # Temporal would start a second run under a closed session's id, hiding the first run's log;
@@ -267,7 +250,7 @@ async def test_end_ends_a_session_whatever_its_state(
         code, out, err = await cli(address, "end", session_id)
         assert code == 0 and f"{session_id}: already ended (terminated)" in out, (out, err)
         code, out, err = await cli(address, "result", session_id)
-        assert code == 1 and "(no answer; session terminated: starter.py end: its workflow task" in err, err
+        assert code == 1 and "(no answer; session terminated: da end: its workflow task" in err, err
     code, _, err = await cli(address, "end", "session-nope")
     assert code == 2 and "no session 'session-nope'" in err
 

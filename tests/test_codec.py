@@ -7,22 +7,23 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import codec
-from agent_files import load_agent
-from payload_store import data_converter
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
-from tests.conftest import CHAOS_NAMESPACE, ROOT, TEMPORAL_CLI, add_scenario, free_port, wait_for
+from durable_agents import codec
+from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
+from durable_agents.payload_store import data_converter
+from durable_agents.settings import Settings
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import CHAOS_NAMESPACE, DA, ROOT, TEMPORAL_CLI, add_scenario, free_port, wait_for
 
 SECRET_TEXT = "the launch code is 0000-cobalt"  # appears in the task, a tool's output and the answer
 
@@ -54,22 +55,19 @@ async def test_payloads_are_sealed_with_the_active_key_and_any_known_key_opens_t
     assert await old.decode([plain]) == [plain], "payloads written before encryption still read"
 
 
-def test_keys_are_checked_when_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DA_CODEC_KEY_FILE", str(tmp_path / "keys.json"))
-    monkeypatch.delenv("DA_CODEC_KEYS", raising=False)
+def test_keys_are_checked_when_loaded(tmp_path: Path) -> None:
+    config = Settings(codec_key_file=tmp_path / "keys.json", codec_keys=None)
     with pytest.raises(codec.CodecKeyError, match="has no codec keys"):
-        codec.KeyRing.load()
+        codec.KeyRing.load(config)
     (tmp_path / "keys.json").write_text(json.dumps({"active": "k9", "keys": {"k1": "AAAA"}}))
     with pytest.raises(codec.CodecKeyError, match="must be 32 bytes"):
-        codec.KeyRing.load()
-    monkeypatch.setenv("DA_CODEC_KEYS", "k1")
+        codec.KeyRing.load(config)
     with pytest.raises(codec.CodecKeyError, match="expected ID:BASE64KEY"):
-        codec.KeyRing.load()
-    monkeypatch.delenv("DA_CODEC_KEYS")
+        codec.KeyRing.load(config.model_copy(update={"codec_keys": SecretStr("k1")}))
     (tmp_path / "keys.json").unlink()
-    first = codec.new_key_file()
-    second = codec.new_key_file()
-    assert set(second.keys) == {first.active, second.active} and codec.KeyRing.load() == second
+    first = codec.new_key_file(config.codec_key_file)
+    second = codec.new_key_file(config.codec_key_file)
+    assert set(second.keys) == {first.active, second.active} and codec.KeyRing.load(config) == second
     assert oct((tmp_path / "keys.json").stat().st_mode & 0o777) == "0o600"
 
 
@@ -107,16 +105,14 @@ async def test_an_encrypted_session_reads_as_ciphertext_unless_through_the_codec
     scripted: ScriptedModelServer,
     worker_processes: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keys = tmp_path / "codec-keys.json"
-    monkeypatch.setenv("DA_CODEC_KEY_FILE", str(keys))
-    codec.new_key_file()
+    codec.new_key_file(keys)
     worker_processes(env=_keys_env(keys))
     await _wait_started(tmp_path / "worker-0.log")
 
-    monkeypatch.setenv("DA_ENCRYPT_HISTORY", "1")
-    sealed_client = await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=data_converter())
+    sealed = data_converter(Settings(encrypt_history=True, codec_key_file=keys, codec_keys=None))
+    sealed_client = await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=sealed)
     plain_client = await Client.connect(address, namespace=CHAOS_NAMESPACE, data_converter=pydantic_data_converter)
     marker = add_scenario(
         scripted,
@@ -135,7 +131,7 @@ async def test_an_encrypted_session_reads_as_ciphertext_unless_through_the_codec
     port = free_port()
     env = {**os.environ, "DA_CODEC_KEY_FILE": str(keys)}
     server = subprocess.Popen(  # noqa: ASYNC220 - a server for the test, stopped below
-        [sys.executable, str(ROOT / "starter.py"), "codec-server", "--port", str(port)],
+        [str(DA), "codec-server", "--port", str(port)],
         env=env,
         stderr=subprocess.PIPE,
     )
@@ -202,7 +198,7 @@ async def test_a_worker_without_the_key_is_a_clear_error_not_a_stuck_session(
     marker = add_scenario(scripted, [Step(text="never")])
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, str(ROOT / "starter.py"), "start", "--agent", "agents/coder.yaml", f"Hi {marker}"],
+        [str(DA), "start", "--agent", "agents/coder.yaml", f"Hi {marker}"],
         cwd=ROOT,
         env=env,
         capture_output=True,

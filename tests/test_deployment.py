@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import tomllib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,9 @@ import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session
-from tests.conftest import add_scenario, wait_for, write_then_read_twice
-from tests.test_session import coder
+from durable_agents.client import session_events, start_agent_session
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario, coder, wait_for, write_then_read_twice
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +46,7 @@ def test_the_compose_file_is_valid_and_keeps_secrets_and_the_socket_apart() -> N
     assert services["harness-worker"]["environment"]["DA_LIVE_URL"] == "http://live-server:8780"
     assert "ANTHROPIC_API_KEY" not in services["live-server"]["environment"]  # it needs no credential
     assert "dynamicconfig" in volumes("temporal")
+    assert services["live-server"]["entrypoint"][:2] == ["da", "serve"]  # the image's console scripts
     missing = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
         env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"},
@@ -53,6 +54,20 @@ def test_the_compose_file_is_valid_and_keeps_secrets_and_the_socket_apart() -> N
         text=True,
     )
     assert missing.returncode != 0 and "set ANTHROPIC_API_KEY" in missing.stderr
+
+
+def test_the_worker_image_installs_the_whole_package_but_not_the_test_model() -> None:
+    """The image cannot be built here (no registry), so its recipe is read: every folder the package
+    is built from is copied in, it is installed, and durable_agents/testing is removed (the scripted
+    model stays out of production). tests/test_install.py runs the same steps for real."""
+    recipe = (ROOT / "Dockerfile").read_text()
+    folders = {
+        "durable_agents",
+        *tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values(),
+    }
+    assert {f for f in folders if f"COPY {f} /src/{f}\n" not in recipe} == set()
+    assert "pip install --no-cache-dir /src" in recipe and '/ "testing"' in recipe and "rm -rf /src" in recipe
+    assert 'ENTRYPOINT ["da-worker"]' in recipe
 
 
 async def test_two_harness_and_two_sandbox_workers_share_the_load_and_survive_each_other(

@@ -11,9 +11,9 @@ import anthropic
 import httpx2
 import pytest
 
-from activities.model import ContextCache, _CachedContext, classify_model_error
-from agent_files import AgentFileError, load_agent
-from contracts import (
+from durable_agents.activities.model import ContextCache, _CachedContext, classify_model_error
+from durable_agents.agent_files import AgentFileError, load_agent
+from durable_agents.contracts import (
     Limits,
     LoopState,
     ModelSpec,
@@ -24,8 +24,8 @@ from contracts import (
     chain_digest,
     context_root,
 )
-from sandboxes.activities import tool_script
-from workflows.context import (
+from durable_agents.sandboxes.activities import tool_script
+from durable_agents.workflows.context import (
     SUMMARY_HEADER,
     TRUNCATION_HEADER,
     ContextBuilder,
@@ -35,7 +35,7 @@ from workflows.context import (
     summary_blocks,
     truncation_blocks,
 )
-from workflows.harness import (
+from durable_agents.workflows.harness import (
     check_tool_call,
     parse_tool_uses,
     session_summary,
@@ -241,8 +241,8 @@ def test_system_prompt_files(tmp_path: Path) -> None:
 
 
 def test_spawn_agent_is_offered_only_with_subagents() -> None:
-    from contracts import Subagent
-    from workflows.harness import available_tools, spawn_refusal
+    from durable_agents.contracts import Subagent
+    from durable_agents.workflows.harness import available_tools, spawn_refusal
 
     coder = load_agent(ROOT / "agents" / "coder.yaml")
     assert "spawn_agent" not in available_tools(coder)
@@ -310,7 +310,7 @@ def test_skill_folders_are_read_at_load(tmp_path: Path) -> None:
         "Say hello.\n",
         {"lib/words.txt": "hello\n"},
     )
-    from workflows.harness import available_tools, system_prompt
+    from durable_agents.workflows.harness import available_tools, system_prompt
 
     assert available_tools(agent)[-1] == "load_skill" and "- greet: say hello well" in system_prompt(agent)
     (skill / "SKILL.md").write_text("no front matter")
@@ -322,8 +322,8 @@ def test_skill_folders_are_read_at_load(tmp_path: Path) -> None:
 
 
 def test_loop_guard_and_budgets_and_prices() -> None:
-    from contracts import Limits, ModelSpec, Price, Usage
-    from workflows.harness import LoopGuard, budget_exhausted
+    from durable_agents.contracts import Limits, ModelSpec, Price, Usage
+    from durable_agents.workflows.harness import LoopGuard, budget_exhausted
 
     guard = LoopGuard(3)
     a = ToolCall(id="1", name="bash", input={"command": "ls", "timeout_s": 5})
@@ -370,7 +370,7 @@ def test_compaction_cuts_where_no_tool_result_loses_its_call() -> None:
 
 
 def test_compaction_request_shares_the_prefix_and_compact_keeps_the_newest_turns() -> None:
-    from contracts import COMPACTION_INSTRUCTION
+    from durable_agents.contracts import COMPACTION_INSTRUCTION
 
     model = ModelSpec(name="m")
     ctx = ContextBuilder("sys", [])
@@ -409,7 +409,7 @@ def test_the_api_s_token_count_replaces_the_estimate() -> None:
 
 
 def test_a_carried_context_resumes_with_the_same_digests() -> None:
-    from workflows.harness import LoopGuard
+    from durable_agents.workflows.harness import LoopGuard
 
     ctx = ContextBuilder("sys", [])
     ctx.add_user_text("task")
@@ -427,8 +427,8 @@ def test_a_carried_context_resumes_with_the_same_digests() -> None:
 def test_custom_tools_are_defined_checked_and_must_not_clash() -> None:
     from pydantic import ValidationError
 
-    from contracts import AgentSpec, CustomTool
-    from workflows.harness import available_tools
+    from durable_agents.contracts import AgentSpec, CustomTool
+    from durable_agents.workflows.harness import available_tools
 
     tool = CustomTool(
         name="lookup",
@@ -592,7 +592,7 @@ def test_an_alias_bomb_fails_fast_and_in_little_memory(tmp_path: Path) -> None:
 def test_definitions_over_their_context_budget_are_refused(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    from contracts import AgentSpec
+    from durable_agents.contracts import AgentSpec
 
     (tmp_path / "prompt.md").write_text("x" * 5_000_000)
     (tmp_path / "a.yaml").write_text("name: a\nmodel: {name: m}\nsystem_file: prompt.md\n")
@@ -624,8 +624,8 @@ def test_definitions_over_their_context_budget_are_refused(tmp_path: Path) -> No
 def test_the_budget_check_counts_what_the_definition_adds_to_every_request() -> None:
     """contracts' estimate (no harness there) is the harness's figure less its built-in tool definitions
     (and a few bytes of JSON)."""
-    from contracts import estimate_tokens
-    from workflows.harness import available_tools, system_prompt
+    from durable_agents.contracts import estimate_tokens
+    from durable_agents.workflows.harness import available_tools, system_prompt
 
     for path in sorted((ROOT / "agents").glob("*.yaml")):
         agent = load_agent(path)
@@ -637,7 +637,7 @@ def test_the_budget_check_counts_what_the_definition_adds_to_every_request() -> 
 
 
 def test_a_lost_sandbox_is_explained_with_the_cause_the_worker_gave() -> None:
-    from workflows.harness import sandbox_reset_message
+    from durable_agents.workflows.harness import sandbox_reset_message
 
     new = SandboxHandle(sandbox_id="c2", host_queue="q", image="i", runtime="runc")
     assert "(its container or host went away)" in sandbox_reset_message(new, None, cause="sandbox c1 is gone")

@@ -4,79 +4,22 @@ reach MCP servers as env and headers."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 
-import session_log
-from agent_files import load_agent
-from contracts import GET_STATE, AgentSpec, McpServer, SessionState
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
-from tests.conftest import add_scenario, free_port, wait_for
+from durable_agents import session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
+from durable_agents.contracts import GET_STATE, AgentSpec, McpServer, SessionState
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import MCP_TOKEN, ROOT, HttpServers, SetEnv, add_scenario, auth_servers, free_port, wait_for
+from tests.helpers.mcp import BIN
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "mcp-servers" / "node_modules" / ".bin"
-TOKEN = "mcp-token-" + "7f3a9c1e5b"  # a test secret, given to workers only through the vault (env backend)
 pytestmark = pytest.mark.usefixtures("workers")
-
-
-@dataclass
-class HttpServers:
-    everything: str
-    auth: str
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    import socket
-    import time
-
-    for _ in range(200):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the MCP server exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-@pytest.fixture(scope="module")
-def http_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServers]:
-    if not (BIN / "mcp-server-everything").exists():
-        pytest.fail("the npm MCP servers are missing: run `make setup`")
-    logs = tmp_path_factory.mktemp("mcp-logs")
-    everything_port, auth_port = free_port(), free_port()
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "mcp-server-everything"), "streamableHttp"],
-            env={**os.environ, "PORT": str(everything_port)},
-            stdout=(logs / "everything.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "mcp_auth_server.py"), "http", str(auth_port)],
-            env={**os.environ, "EXPECTED_SHA256": hashlib.sha256(TOKEN.encode()).hexdigest()},
-            stdout=(logs / "auth.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    try:
-        _wait_port(everything_port, procs[0])
-        _wait_port(auth_port, procs[1])
-        yield HttpServers(f"http://127.0.0.1:{everything_port}/mcp", f"http://127.0.0.1:{auth_port}/mcp")
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
 
 
 def memory_server(tmp: Path, **fields: Any) -> McpServer:
@@ -86,26 +29,6 @@ def memory_server(tmp: Path, **fields: Any) -> McpServer:
         env={"MEMORY_FILE_PATH": str(tmp / "memory.jsonl")},
         **fields,
     )
-
-
-def auth_servers(http_url: str) -> list[McpServer]:
-    """The auth-checking server over stdio (the secret `mcp-token` as env) and HTTP (as a header)."""
-    expected = hashlib.sha256(TOKEN.encode()).hexdigest()
-    return [
-        McpServer(
-            name="stdio-auth",
-            command=sys.executable,
-            args=[str(ROOT / "tests" / "mcp_auth_server.py"), "stdio"],
-            env={"API_TOKEN": {"secret": "mcp-token"}, "EXPECTED_SHA256": expected},  # type: ignore[dict-item]
-            policy="always_allow",
-        ),
-        McpServer(
-            name="http-auth",
-            url=http_url,
-            headers={"Authorization": {"secret": "mcp-token", "prefix": "Bearer "}},  # type: ignore[dict-item]
-            policy="always_allow",
-        ),
-    ]
 
 
 def agent_with(*servers: McpServer) -> AgentSpec:
@@ -181,9 +104,9 @@ async def test_secrets_reach_mcp_servers_as_env_and_headers(
     client: Client,
     scripted: ScriptedModelServer,
     http_servers: HttpServers,
-    monkeypatch: pytest.MonkeyPatch,
+    setenv: SetEnv,
 ) -> None:
-    monkeypatch.setenv("DA_SECRET_MCP_TOKEN", TOKEN)  # the env backend of the in-process worker's vault
+    setenv("DA_SECRET_MCP_TOKEN", MCP_TOKEN)  # the env backend of the in-process worker's vault
     marker = add_scenario(
         scripted,
         [
@@ -282,7 +205,7 @@ def test_bad_mcp_definitions_are_refused_when_the_agent_loads() -> None:
 async def test_tools_are_refreshed_on_demand(
     client: Client, address: str, scripted: ScriptedModelServer, tmp_path: Path
 ) -> None:
-    from tests.test_cli import cli
+    from tests.helpers import cli
 
     marker = add_scenario(
         scripted, [Step(text="ready"), Step(tool_use=ToolUse(name="memory__read_graph", input={})), Step(text="read")]

@@ -9,10 +9,9 @@ from collections.abc import Callable
 
 from temporalio.client import Client
 
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
-from tests.conftest import add_scenario, free_port, wait_for
-from tests.test_session import coder
+from durable_agents.client import start_agent_session
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario, coder, free_port, wait_for
 
 
 async def test_a_worker_serves_sdk_metrics_for_prometheus(

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,9 +21,9 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from connection import DEV_SERVER_TUNING, SEARCH_ATTRIBUTES
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from tests.conftest import TEMPORAL_CLI, add_scenario, remove_host_containers, wait_for
+from durable_agents.connection import DEV_SERVER_TUNING, SEARCH_ATTRIBUTES
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import DA_WORKER, TEMPORAL_CLI, add_scenario, remove_host_containers, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.docker
@@ -56,9 +55,7 @@ def worker_process(
         "SANDBOX_WARM_POOL": "0",
     }
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py"), *args], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+        proc = subprocess.Popen([str(DA_WORKER), *args], cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         yield proc
     finally:

@@ -16,11 +16,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
-from contracts import EXECUTE, SessionEvent
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import send_message, session_events, start_agent_session, wait_until_settled
-from tests.conftest import add_scenario, write_then_read_twice
-from tests.test_session import coder
+from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
+from durable_agents.contracts import EXECUTE, SessionEvent
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import SetEnv, add_scenario, coder, write_then_read_twice
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,11 +111,11 @@ async def test_a_retried_execute_does_not_run_its_command_again(
 ) -> None:
     import anthropic
 
-    from activities.model import ModelActivities
-    from sandboxes.activities import SandboxActivities
-    from sandboxes.docker_sandbox import DockerSandboxes
-    from tests.conftest import remove_containers
-    from worker import harness_worker, sandbox_workers
+    from durable_agents.activities.model import ModelActivities
+    from durable_agents.sandboxes.activities import SandboxActivities
+    from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+    from durable_agents.worker import harness_worker, sandbox_workers
+    from tests.helpers import remove_containers
 
     interceptor = _FailAfterRunning()
     model = ModelActivities(chaos_client, anthropic.AsyncAnthropic(api_key="k", base_url=scripted.url, max_retries=0))
@@ -150,8 +149,8 @@ async def test_a_retried_execute_does_not_run_its_command_again(
 async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
     client: Client, scripted: ScriptedModelServer, workers: Any
 ) -> None:
-    from contracts import SandboxSpec
-    from sandboxes.reaper import Reaper
+    from durable_agents.contracts import SandboxSpec
+    from durable_agents.sandboxes.reaper import Reaper
 
     sandboxes = workers.sandboxes.sandboxes
     marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="ok")])
@@ -179,9 +178,9 @@ async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
 
 @pytest.mark.usefixtures("workers")
 async def test_a_session_starts_with_a_seeded_workspace_and_the_token_stays_out(
-    client: Client, scripted: ScriptedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
 ) -> None:
-    from contracts import GitSource, WorkspaceSeed
+    from durable_agents.contracts import GitSource, WorkspaceSeed
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -191,7 +190,7 @@ async def test_a_session_starts_with_a_seeded_workspace_and_the_token_stays_out(
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
     token = f"tok-{uuid.uuid4().hex}"
-    monkeypatch.setenv("DA_SECRET_REPO_TOKEN", token)  # the in-process sandbox worker's environment
+    setenv("DA_SECRET_REPO_TOKEN", token)  # the in-process sandbox worker's environment
     marker = add_scenario(
         scripted,
         [

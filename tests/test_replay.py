@@ -28,9 +28,9 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.opentelemetry import create_tracer_provider
 from temporalio.worker import Replayer
 
-from payload_store import data_converter
-from telemetry import tracing_plugins
-from workflows.session import SessionWorkflow
+from durable_agents.payload_store import data_converter
+from durable_agents.telemetry import tracing_plugins
+from durable_agents.workflows.session import SessionWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from contracts import ExecuteRequest, ExecuteResult, ProvisionRequest, SandboxHandle, SandboxSpec
-from sandboxes.activities import SandboxActivities
-from sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.contracts import ExecuteRequest, ExecuteResult, ProvisionRequest, SandboxHandle, SandboxSpec
+from durable_agents.sandboxes.activities import SandboxActivities
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,8 @@ async def test_a_gone_container_raises_sandbox_lost(activities: SandboxActivitie
 async def test_the_warm_pool_binds_prestarted_containers(docker_sandboxes: DockerSandboxes) -> None:
     import asyncio
 
-    from sandboxes.pool import WarmPool
-    from sandboxes.reaper import Reaper
+    from durable_agents.sandboxes.pool import WarmPool
+    from durable_agents.sandboxes.reaper import Reaper
 
     pool = WarmPool(docker_sandboxes, size=2)
     activities = SandboxActivities(docker_sandboxes, pool=pool)
@@ -353,7 +353,7 @@ async def test_an_interrupt_stops_the_command_and_all_it_started(
 ) -> None:
     import asyncio
 
-    from sandboxes.docker_sandbox import ShellDied
+    from durable_agents.sandboxes.docker_sandbox import ShellDied
 
     sandboxes, container = activities.sandboxes, fresh.sandbox_id
     command = "sleep 301 & setsid sleep 302 & sleep 100"

@@ -1,4 +1,4 @@
-"""Recurring agents on Temporal Schedules, through starter.py and the Python API, on the dev server."""
+"""Recurring agents on Temporal Schedules, through da and the Python API, on the dev server."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from temporalio.client import Client, ScheduleOverlapPolicy
 
-import schedules
-from agent_files import load_agent
-from contracts import SessionResult, agent_version
-from scripted_model.server import ScriptedModelServer, Step
-from starter import session_events
-from tests.conftest import TEMPORAL_CLI, add_scenario, wait_for
-from tests.test_cli import cli
+from durable_agents import schedules
+from durable_agents.agent_files import load_agent
+from durable_agents.client import session_events
+from durable_agents.contracts import SessionResult, agent_version
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step
+from tests.helpers import TEMPORAL_CLI, add_scenario, cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")

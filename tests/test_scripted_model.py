@@ -9,9 +9,9 @@ import anthropic
 import httpx2
 import pytest
 
-from activities.model import classify_model_error
-from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
-from tests.conftest import add_scenario
+from durable_agents.activities.model import classify_model_error
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario
 
 
 def _client(server: ScriptedModelServer) -> anthropic.AsyncAnthropic:

@@ -11,19 +11,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from agent_files import load_agent
-from contracts import AgentSpec, SessionEvent, SessionResult
-from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
-from starter import send_message, session_events, start_agent_session, wait_until_settled
-from tests.conftest import Workers, add_scenario
+from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
+from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from tests.helpers import Workers, add_scenario, coder
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")
-
-
-def coder(**sandbox: Any) -> AgentSpec:
-    agent = load_agent(ROOT / "agents" / "coder.yaml")
-    return agent.model_copy(update={"sandbox": agent.sandbox.model_copy(update=sandbox)}) if sandbox else agent
 
 
 async def run_one_shot(
@@ -399,7 +393,7 @@ async def test_prompt_caching_breakpoints_and_a_byte_stable_prefix(
         assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
         assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
 
-    from scripted_model.server import _without_cache_control
+    from durable_agents.testing.scripted_model import _without_cache_control
 
     def plain(value: Any) -> str:
         return json.dumps(_without_cache_control(value), sort_keys=True)

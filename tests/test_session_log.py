@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-import session_log
-from agent_files import load_agent
-from contracts import COMPACTION_INSTRUCTION, AgentSpec, CustomTool, Skill
-from payload_store import FileStorageDriver
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session, wait_until_settled
-from tests.conftest import add_scenario
-from tests.test_cli import cli
+from durable_agents import session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.client import ClientError, post_tool_result, start_agent_session, wait_until_settled
+from durable_agents.contracts import COMPACTION_INSTRUCTION, AgentSpec, CustomTool, Skill
+from durable_agents.payload_store import FileStorageDriver
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario, cli
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("workers")
@@ -211,10 +210,10 @@ async def test_custom_tools_wait_for_the_client_and_bad_results_change_nothing(
     assert any(e.kind == "tool_requested" and e.tool_calls and e.tool_calls[0].id == call.id for e in events)
     first = await scripted_request_count(scripted, marker)
 
-    with pytest.raises(session_log.SessionLogError, match="no custom tool call 'toolu_nope' is waiting"):
-        await session_log.post_tool_result(client, handle.id, "toolu_nope", "sunny")
-    with pytest.raises(session_log.SessionLogError, match="content: Field required"):
-        await session_log.post_tool_result(client, handle.id, call.id, {"text": "sunny"})
+    with pytest.raises(ClientError, match="no custom tool call 'toolu_nope' is waiting"):
+        await post_tool_result(client, handle.id, "toolu_nope", "sunny")
+    with pytest.raises(ClientError, match="content: Field required"):
+        await post_tool_result(client, handle.id, call.id, {"text": "sunny"})
     bad = tmp_path / "bad.json"
     bad.write_text('{"content": 42}')
     code, _, err = await cli(address, "tool-result", handle.id, call.id, "--file", str(bad))

@@ -1,6 +1,6 @@
 """Live streaming outside history: the model activity streams from the (scripted) Messages API
-and publishes deltas to the relay (`starter.py serve`, run here as a process), which serves a
-session as Server-Sent Events to `starter.py follow` and any SSE client.
+and publishes deltas to the relay (`da serve`, run here as a process), which serves a
+session as Server-Sent Events to `da follow` and any SSE client.
 
 The harness worker of these tests runs in-process on its own task queue, publishing to the
 relay; sandbox tools use the shared in-process sandbox workers.
@@ -16,7 +16,6 @@ import pty
 import re
 import select
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,16 +31,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.model import ModelActivities
-from contracts import APPROVE, LiveDelta, SessionResult, Subagent
-from live.publisher import DeltaPublisher
-from live.relay import Cursor, SessionFeed, _Call
-from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
-from tests.conftest import add_scenario, free_port, state_of, wait_for
-from tests.test_session import coder
-from worker import WORKFLOW_RUNNER
-from workflows.session import SessionWorkflow
+from durable_agents.activities.model import ModelActivities
+from durable_agents.client import start_agent_session
+from durable_agents.contracts import APPROVE, LiveDelta, SessionResult, Subagent
+from durable_agents.live.publisher import DeltaPublisher
+from durable_agents.live.relay import Cursor, SessionFeed, _Call
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from durable_agents.worker import WORKFLOW_RUNNER
+from durable_agents.workflows.session import SessionWorkflow
+from tests.helpers import DA, add_scenario, coder, free_port, state_of, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters
@@ -57,7 +55,7 @@ def slow_text(text: str = LONG, chunk: int = 8, delay_ms: int = 15, **step: Any)
 def _start_server(address: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TEMPORAL_ADDRESS": address}
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "starter.py"), "serve", "--port", str(port)],
+        [str(DA), "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -68,17 +66,17 @@ def _start_server(address: str, port: int) -> subprocess.Popen[bytes]:
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "starter.py serve exited"
+        assert proc.poll() is None, "da serve exited"
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return
         time.sleep(0.1)
-    pytest.fail("starter.py serve did not answer")
+    pytest.fail("da serve did not answer")
 
 
 @pytest.fixture(scope="module")
 def live_url(address: str) -> Iterator[str]:
-    """`starter.py serve` as a process, as deployed."""
+    """`da serve` as a process, as deployed."""
     port = free_port()
     proc = _start_server(address, port)
     url = f"http://127.0.0.1:{port}"
@@ -124,8 +122,7 @@ async def start(client: Client, harness: Harness, task: str, agent: Any = None) 
 async def starter(address: str, *args: str) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if k != "DA_LIVE_URL"}
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
+        str(DA),
         *args,
         cwd=ROOT,
         env={**env, "TEMPORAL_ADDRESS": address},
@@ -532,7 +529,7 @@ async def test_a_session_completes_normally_with_the_relay_down(
         assert publisher.published == 0 and publisher.dropped > 0
         code, out, err = await run(address, "follow", handle.id)  # no server: durable events from Temporal
     assert code == 0
-    assert "token streaming needs `starter.py serve`" in err
+    assert "token streaming needs `da serve`" in err
     assert "model_turn" in out and "word000" in out and out.strip().splitlines()[-1].endswith("done")
 
 
@@ -662,8 +659,7 @@ async def test_follow_in_a_terminal_shows_tokens_approvals_and_progress(
     controller, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "DA_LIVE_URL"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
+        str(DA),
         "follow",
         handle.id,
         "--server",
@@ -675,9 +671,9 @@ async def test_follow_in_a_terminal_shows_tokens_approvals_and_progress(
         stderr=terminal,
     )
     os.close(terminal)
-    command = f"starter.py approve {handle.id} {call.id}"
+    command = f"da approve {handle.id} {call.id}"
     before = await asyncio.to_thread(_read_terminal, controller, lambda s: command in s, 60)
-    assert command in before and f"starter.py deny {handle.id} {call.id}" in before  # the approval, and how
+    assert command in before and f"da deny {handle.id} {call.id}" in before  # the approval, and how
     assert "waiting · turn 1" in before  # the progress line
     await handle.execute_update(APPROVE, call.id, result_type=int)
     after = await asyncio.to_thread(_read_terminal, controller, lambda s: False, 60)

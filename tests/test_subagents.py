@@ -14,28 +14,13 @@ import docker
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 
-from agent_files import AgentFileError, load_agent
-from contracts import AgentSpec, SessionEvent, SessionResult, Subagent
-from scripted_model.server import ScriptedError, ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session, wait_until_settled
-from tests.conftest import add_scenario, wait_for
-from tests.test_session import coder
+from durable_agents.agent_files import AgentFileError, load_agent
+from durable_agents.client import session_events, start_agent_session, wait_until_settled
+from durable_agents.contracts import SessionEvent, SessionResult, Subagent
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from tests.helpers import add_scenario, coder, spawn, wait_for, with_subagents
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def with_subagents(agent: AgentSpec, *subagents: Subagent, **limits: Any) -> AgentSpec:
-    update: dict[str, Any] = {"subagents": list(subagents)}
-    if limits:
-        update["limits"] = agent.limits.model_copy(update=limits)
-    return agent.model_copy(update=update)
-
-
-def spawn(agent: str, task: str, share: bool | None = None) -> ToolUse:
-    args: dict[str, Any] = {"agent": agent, "task": task}
-    if share is not None:
-        args["share_sandbox"] = share
-    return ToolUse(name="spawn_agent", input=args)
 
 
 def results(events: list[SessionEvent]) -> list[Any]:

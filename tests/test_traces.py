@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,13 +19,12 @@ from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from temporalio.client import Client
 
-import telemetry
-from contracts import SessionEvent, Subagent
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import session_events, start_agent_session
-from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, free_port, wait_for
-from tests.test_session import coder
-from tests.test_subagents import spawn, with_subagents
+from durable_agents import telemetry
+from durable_agents.client import session_events, start_agent_session
+from durable_agents.contracts import SessionEvent, Subagent
+from durable_agents.settings import Settings
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import CHAOS_NAMESPACE, DA, ROOT, add_scenario, coder, free_port, spawn, wait_for, with_subagents
 
 Span = dict[str, Any]
 
@@ -232,8 +230,7 @@ async def test_the_cli_and_a_worker_export_one_trace_to_an_otlp_collector(
     marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="ok")])
     # The CLI exports its own span as it exits (os._exit skips the exit hooks).
     cli = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
+        str(DA),
         *("start", "--agent", "agents/coder.yaml", "--one-shot", "--wait", f"Export me. {marker}"),
         cwd=ROOT,
         env={**os.environ, **otel, "TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE},
@@ -272,15 +269,10 @@ async def test_the_cli_and_a_worker_export_one_trace_to_an_otlp_collector(
     assert {s["path"] for s in spans.values()} == {"/v1/traces"}
 
 
-def test_tracing_is_off_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "DA_OTEL_CONSOLE"):
-        monkeypatch.delenv(name, raising=False)
-    assert telemetry.plugins() == []
-    monkeypatch.setenv("DA_OTEL_CONSOLE", "1")
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    assert not telemetry.enabled()
-    monkeypatch.delenv("OTEL_SDK_DISABLED")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+def test_tracing_is_off_unless_configured() -> None:
+    off = Settings(otel_endpoint=None, otel_traces_endpoint=None, otel_console=False, otel_sdk_disabled=None)
+    assert telemetry.plugins(off) == []
+    assert not telemetry.enabled(off.model_copy(update={"otel_console": True, "otel_sdk_disabled": "true"}))
+    grpc = off.model_copy(update={"otel_endpoint": "http://127.0.0.1:4318", "otel_protocol": "grpc"})
     with pytest.raises(ValueError, match="only 'http/protobuf'"):
-        telemetry._processors()
+        telemetry._processors(grpc)

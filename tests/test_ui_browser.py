@@ -22,14 +22,22 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from connection import DEV_SERVER_TUNING, SEARCH_ATTRIBUTES
-from contracts import Subagent
-from payload_store import data_converter
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
-from tests.conftest import ROOT, TEMPORAL_CLI, add_scenario, free_port, running_workers, wait_for
-from tests.test_session import coder
-from tests.test_subagents import spawn, with_subagents
+from durable_agents.client import start_agent_session
+from durable_agents.connection import DEV_SERVER_TUNING, SEARCH_ATTRIBUTES
+from durable_agents.contracts import Subagent
+from durable_agents.payload_store import data_converter
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import (
+    ROOT,
+    TEMPORAL_CLI,
+    add_scenario,
+    coder,
+    free_port,
+    running_workers,
+    spawn,
+    wait_for,
+    with_subagents,
+)
 
 OUTPUT = ROOT / "tests" / "output"
 CHROMIUM = shutil.which("chromium")

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -19,32 +18,35 @@ import docker
 import pytest
 from temporalio.client import Client
 
-import session_log
-import vault
-from agent_files import load_agent
-from contracts import GET_STATE, EgressRule, GitSource, SandboxSpec, SessionState, WorkspaceSeed
-from payload_store import data_converter
-from sandboxes.docker_sandbox import DockerSandboxes
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import start_agent_session
-from tests.conftest import CHAOS_NAMESPACE, ROOT, add_scenario, wait_for
-from tests.test_mcp import TOKEN as MCP_TOKEN
-from tests.test_mcp import (
+from durable_agents import session_log, vault
+from durable_agents.agent_files import load_agent
+from durable_agents.client import start_agent_session
+from durable_agents.contracts import GET_STATE, EgressRule, GitSource, SandboxSpec, SessionState, WorkspaceSeed
+from durable_agents.payload_store import data_converter
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import (
+    CHAOS_NAMESPACE,
+    DA,
+    MCP_TOKEN,
+    ROOT,
     HttpServers,
+    SetEnv,
+    add_scenario,
     auth_servers,
-    http_servers,  # noqa: F401 - a fixture
+    wait_for,
 )
 
 API_HOST = "api.internal.test"
 
 
-def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DA_VAULT_FILE", str(tmp_path / "vault.json"))
-    monkeypatch.delenv("DA_VAULT_KEY", raising=False)
-    monkeypatch.delenv("DA_VAULT_KEY_FILE", raising=False)
+def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, setenv: SetEnv) -> None:
+    setenv("DA_VAULT_FILE", str(tmp_path / "vault.json"))
+    setenv("DA_VAULT_KEY", None)
+    setenv("DA_VAULT_KEY_FILE", None)
     value = "s3cr3t-" + secrets.token_hex(8)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "starter.py"), "vault", "set", "github-token"],
+        [str(DA), "vault", "set", "github-token"],
         input=value + "\n",
         capture_output=True,
         text=True,
@@ -52,9 +54,7 @@ def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, monkey
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    listed = subprocess.run(
-        [sys.executable, str(ROOT / "starter.py"), "vault", "list"], capture_output=True, text=True, timeout=60
-    )
+    listed = subprocess.run([str(DA), "vault", "list"], capture_output=True, text=True, timeout=60)
     assert listed.stdout.split() == ["github-token"] and value not in listed.stdout + listed.stderr
     assert value not in (tmp_path / "vault.json").read_text()
     assert oct((tmp_path / "vault.key").stat().st_mode & 0o777) == "0o600"
@@ -67,7 +67,7 @@ def test_the_file_vault_seals_values_and_lists_names_only(tmp_path: Path, monkey
     (tmp_path / "vault.json").write_text(json.dumps(data))
     with pytest.raises(vault.VaultError, match="does not decrypt"):
         vault.load_vault().resolve("other")
-    monkeypatch.setenv("DA_SECRET_FROM_ENV", "env-value")
+    setenv("DA_SECRET_FROM_ENV", "env-value")
     assert vault.load_vault().resolve("from-env") == "env-value"
     with pytest.raises(vault.VaultError, match="unknown backend 'ldap'"):
         vault.load_vault("file,ldap")
@@ -141,10 +141,10 @@ def egress_spec(port: int) -> SandboxSpec:
 
 
 def test_the_egress_proxy_adds_the_credential_for_listed_hosts_only(
-    docker_sandboxes: DockerSandboxes, upstream: tuple[Upstream, str], monkeypatch: pytest.MonkeyPatch
+    docker_sandboxes: DockerSandboxes, upstream: tuple[Upstream, str], setenv: SetEnv
 ) -> None:
     server, token = upstream
-    monkeypatch.setenv("DA_SECRET_API_TOKEN", token)
+    setenv("DA_SECRET_API_TOKEN", token)
     container = docker_sandboxes.create("egress-test", egress_spec(server.port))
     try:
         code, out = docker_sandboxes.exec(container.id or "", ["sh", "-c", FETCH])

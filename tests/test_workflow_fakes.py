@@ -22,8 +22,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from agent_files import load_agent
-from contracts import (
+from durable_agents.agent_files import load_agent
+from durable_agents.contracts import (
     CALL_MODEL,
     COMPACTION_INSTRUCTION,
     DESTROY_SANDBOX,
@@ -45,11 +45,10 @@ from contracts import (
     SnapshotRequest,
     Usage,
 )
-from tests.conftest import wait_for
-from worker import WORKFLOW_RUNNER
-from workflows.session import SessionWorkflow
+from tests.helpers import ROOT, wait_for
+from durable_agents.worker import WORKFLOW_RUNNER
+from durable_agents.workflows.session import SessionWorkflow
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def text(t: str) -> list[dict[str, Any]]:

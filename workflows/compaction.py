@@ -9,8 +9,8 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from contracts import estimate_tokens
-from workflows.context import (
+from durable_agents.contracts import estimate_tokens
+from durable_agents.workflows.context import (
     compaction_cut,
     compaction_method,
     retry_summary_at,
@@ -18,10 +18,10 @@ from workflows.context import (
     truncation_blocks,
     truncation_note,
 )
-from workflows.core import Session
-from workflows.failures import failure_message
-from workflows.harness import text_of
-from workflows.model_calls import ModelCalls
+from durable_agents.workflows.core import Session
+from durable_agents.workflows.failures import failure_message
+from durable_agents.workflows.harness import text_of
+from durable_agents.workflows.model_calls import ModelCalls
 
 MIN_COMPACTION_TOKENS = 1_000  # a summary of less than this saves nothing
 # Workflow versions (workflow.patched): runs recorded before the back-off kept the context as it

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from contracts import (
+from durable_agents.contracts import (
     COMPACTION_INSTRUCTION,
     ContextState,
     Limits,

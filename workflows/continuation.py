@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from contracts import SessionCarry
-from workflows.core import Session
+from durable_agents.contracts import SessionCarry
+from durable_agents.workflows.core import Session
 
 
 def should_continue(session: Session) -> bool:

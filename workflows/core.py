@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import (
+    from durable_agents.contracts import (
         SA_SESSION_STATUS,
         AgentSpec,
         McpTool,
@@ -23,8 +23,8 @@ with workflow.unsafe.imports_passed_through():
         Usage,
         attribute_allowed,
     )
-    from workflows.context import ContextBuilder
-    from workflows.harness import LoopGuard, available_tools, budget_exhausted, system_prompt, tool_definitions
+    from durable_agents.workflows.context import ContextBuilder
+    from durable_agents.workflows.harness import LoopGuard, available_tools, budget_exhausted, system_prompt, tool_definitions
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
 

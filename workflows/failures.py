@@ -6,7 +6,7 @@ from __future__ import annotations
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as TemporalTimeout
 
-from contracts import SANDBOX_LOST
+from durable_agents.contracts import SANDBOX_LOST
 
 
 def failure_message(error: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts import (
+from durable_agents.contracts import (
     LOAD_SKILL,
     SANDBOX_TOOLS,
     SPAWN_AGENT,

@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from contracts import (
+from durable_agents.contracts import (
     CALL_MCP_TOOL,
     DISCOVER_MCP_TOOLS,
     SECRET_MISSING,
@@ -21,9 +21,9 @@ from contracts import (
     ToolCall,
     ToolResult,
 )
-from workflows.core import Session
-from workflows.failures import failure_message
-from workflows.harness import tool_error, tool_summary
+from durable_agents.workflows.core import Session
+from durable_agents.workflows.failures import failure_message
+from durable_agents.workflows.harness import tool_error, tool_summary
 
 MCP_RETRY = RetryPolicy(  # transport errors only: a tool's own error comes back as an is_error result
     initial_interval=timedelta(seconds=1),

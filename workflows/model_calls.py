@@ -8,7 +8,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from contracts import (
+from durable_agents.contracts import (
     CALL_MODEL,
     CONTEXT_TOO_LONG,
     MODEL_NOT_CONFIGURED,
@@ -16,7 +16,7 @@ from contracts import (
     ModelRequest,
     ModelTurn,
 )
-from workflows.core import Session
+from durable_agents.workflows.core import Session
 
 MODEL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),

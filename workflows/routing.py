@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from contracts import LOAD_SKILL, SPAWN_AGENT, AgentSpec, McpTool, ToolCall, ToolPolicy
-from workflows.harness import check_tool_call, is_sandbox_tool
+from durable_agents.contracts import LOAD_SKILL, SPAWN_AGENT, AgentSpec, McpTool, ToolCall, ToolPolicy
+from durable_agents.workflows.harness import check_tool_call, is_sandbox_tool
 
 ToolKind = Literal["refused", "client", "mcp", "spawn", "skill", "sandbox"]
 

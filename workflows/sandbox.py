@@ -19,7 +19,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from contracts import (
+from durable_agents.contracts import (
     CHECK_SECRETS,
     DESTROY_SANDBOX,
     EXECUTE,
@@ -39,9 +39,9 @@ from contracts import (
     ToolCall,
     ToolResult,
 )
-from workflows.core import Session
-from workflows.failures import failure_message, is_sandbox_lost
-from workflows.harness import sandbox_reset_message, tool_error, tool_summary, tool_timeout
+from durable_agents.workflows.core import Session
+from durable_agents.workflows.failures import failure_message, is_sandbox_lost
+from durable_agents.workflows.harness import sandbox_reset_message, tool_error, tool_summary, tool_timeout
 
 SANDBOX_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),

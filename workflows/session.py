@@ -19,7 +19,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import (
+    from durable_agents.contracts import (
         APPROVE,
         CONTEXT_TOO_LONG,
         DENY,
@@ -41,18 +41,18 @@ with workflow.unsafe.imports_passed_through():
         SessionStatus,
         unresolved_agent,
     )
-    from workflows.compaction import Compaction
-    from workflows.continuation import continue_as_new, should_continue
-    from workflows.core import Session
-    from workflows.failures import error_type, failure_message
-    from workflows.harness import parse_tool_uses, text_of, tool_error
-    from workflows.mcp import Mcp
-    from workflows.model_calls import ModelCalls
-    from workflows.sandbox import Sandbox
-    from workflows.start import begin
-    from workflows.subagents import Subagents
-    from workflows.tools import Tools
-    from workflows.waiting import Waiting
+    from durable_agents.workflows.compaction import Compaction
+    from durable_agents.workflows.continuation import continue_as_new, should_continue
+    from durable_agents.workflows.core import Session
+    from durable_agents.workflows.failures import error_type, failure_message
+    from durable_agents.workflows.harness import parse_tool_uses, text_of, tool_error
+    from durable_agents.workflows.mcp import Mcp
+    from durable_agents.workflows.model_calls import ModelCalls
+    from durable_agents.workflows.sandbox import Sandbox
+    from durable_agents.workflows.start import begin
+    from durable_agents.workflows.subagents import Subagents
+    from durable_agents.workflows.tools import Tools
+    from durable_agents.workflows.waiting import Waiting
 
 INTERRUPTED = "Interrupted by the user before this call finished."
 

@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from contracts import (
+from durable_agents.contracts import (
     AGENT_NOT_FOUND,
     LAST_SCHEDULED_RESULT,
     PREPARE_SESSION,
@@ -23,11 +23,11 @@ from contracts import (
     agent_version,
     attribute_pairs,
 )
-from workflows.core import Session
-from workflows.failures import failure_message
-from workflows.harness import render_task
-from workflows.mcp import Mcp
-from workflows.sandbox import Sandbox
+from durable_agents.workflows.core import Session
+from durable_agents.workflows.failures import failure_message
+from durable_agents.workflows.harness import render_task
+from durable_agents.workflows.mcp import Mcp
+from durable_agents.workflows.sandbox import Sandbox
 
 SETUP_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10), maximum_attempts=5, non_retryable_error_types=[AGENT_NOT_FOUND]

@@ -10,7 +10,7 @@ from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
-from contracts import (
+from durable_agents.contracts import (
     SA_AGENT_NAME,
     SA_AGENT_VERSION,
     SA_PARENT_SESSION,
@@ -24,10 +24,10 @@ from contracts import (
     agent_version,
     attribute_pairs,
 )
-from workflows.core import Session
-from workflows.failures import failure_message
-from workflows.harness import session_summary, spawn_refusal, tool_error
-from workflows.sandbox import Sandbox
+from durable_agents.workflows.core import Session
+from durable_agents.workflows.failures import failure_message
+from durable_agents.workflows.harness import session_summary, spawn_refusal, tool_error
+from durable_agents.workflows.sandbox import Sandbox
 
 
 class Subagents:

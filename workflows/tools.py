@@ -4,14 +4,14 @@ it; its result is recorded. Loading a skill lives here too (it may write files i
 
 from __future__ import annotations
 
-from contracts import ToolCall, ToolResult
-from workflows.core import Session
-from workflows.harness import tool_error, tool_summary
-from workflows.mcp import Mcp
-from workflows.routing import route
-from workflows.sandbox import Sandbox
-from workflows.subagents import Subagents
-from workflows.waiting import Waiting
+from durable_agents.contracts import ToolCall, ToolResult
+from durable_agents.workflows.core import Session
+from durable_agents.workflows.harness import tool_error, tool_summary
+from durable_agents.workflows.mcp import Mcp
+from durable_agents.workflows.routing import route
+from durable_agents.workflows.sandbox import Sandbox
+from durable_agents.workflows.subagents import Subagents
+from durable_agents.workflows.waiting import Waiting
 
 
 class Tools:

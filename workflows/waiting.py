@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio import workflow
 
-from contracts import ClientToolResult, ToolCall, ToolResult
-from workflows.core import Session
-from workflows.harness import tool_summary, validation_problems
+from durable_agents.contracts import ClientToolResult, ToolCall, ToolResult
+from durable_agents.workflows.core import Session
+from durable_agents.workflows.harness import tool_summary, validation_problems
 
 RESULT_SHAPE = '{"content": string, "is_error": bool (optional)}'
 

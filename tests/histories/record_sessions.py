@@ -27,10 +27,16 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 
-import schedules
-import session_log
-from agent_files import load_agent
-from contracts import (
+from durable_agents import schedules, session_log
+from durable_agents.agent_files import load_agent
+from durable_agents.client import (
+    post_tool_result,
+    send_message,
+    session_events,
+    start_agent_session,
+    wait_until_settled,
+)
+from durable_agents.contracts import (
     GET_STATE,
     AgentSpec,
     CustomTool,
@@ -44,11 +50,10 @@ from contracts import (
     Subagent,
     WorkspaceSeed,
 )
-from payload_store import data_converter
-from scripted_model.server import ScriptedModelServer, Step, ToolUse
-from starter import send_message, session_events, start_agent_session, wait_until_settled
-from tests.conftest import add_scenario, wait_for, write_then_read_twice
-from workflows.session import SessionWorkflow
+from durable_agents.payload_store import data_converter
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from durable_agents.workflows.session import SessionWorkflow
+from tests.helpers import add_scenario, wait_for, write_then_read_twice
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).resolve().parent
@@ -271,9 +276,7 @@ async def test_custom_tool(client: Client, scripted: ScriptedModelServer) -> Non
     handle = await start(client, "custom-tool", coder(custom_tools=[weather]), f"Weather? {marker}")
     state = await wait_until_settled(client, handle.id)
     assert state.status == "waiting" and [c.input for c in state.awaiting_client] == [{"city": "Oslo"}]
-    offset = await session_log.post_tool_result(
-        client, handle.id, state.awaiting_client[0].id, {"content": "12 C, light rain"}
-    )
+    offset = await post_tool_result(client, handle.id, state.awaiting_client[0].id, {"content": "12 C, light rain"})
     state = await wait_until_settled(client, handle.id, after_event=offset)
     assert state.last_answer == "Weather: 12 C, light rain"
     await finish(client, handle.id)

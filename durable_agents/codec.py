@@ -3,13 +3,13 @@
 With encryption on (DA_ENCRYPT_HISTORY=1), every payload a worker or client writes — workflow and
 activity inputs and results, events, memos, summaries, failures' details — reaches Temporal as
 ciphertext (`encoding: binary/encrypted`, the key's id in `encryption-key-id`). The server, the
-`temporal` CLI and the Web UI see only that, unless pointed at `starter.py codec-server`, which
+`temporal` CLI and the Web UI see only that, unless pointed at `da codec-server`, which
 decrypts for them and never hands out a key.
 
-Keys: a JSON file (DA_CODEC_KEY_FILE, default .data/codec-keys.json, mode 0600)
+Keys: a JSON file (DA_CODEC_KEY_FILE, default codec-keys.json in the data directory, mode 0600)
 `{"active": "k2", "keys": {"k1": "<base64 32 bytes>", "k2": "..."}}`, or DA_CODEC_KEYS
 `k2:<base64>,k1:<base64>` (the first is active). New payloads use the active key; any listed key
-decrypts, so rotation is: add a key and make it active (`starter.py codec-key rotate`), roll it out
+decrypts, so rotation is: add a key and make it active (`da codec-key rotate`), roll it out
 to every worker and client, and drop the old one once no retained history uses it.
 Workers never create keys: a worker with encryption on and no keys stops at start, saying so.
 """
@@ -29,12 +29,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from vault import aes256_key
+from durable_agents.settings import Settings, settings
+from durable_agents.vault import aes256_key
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-ROOT = Path(__file__).resolve().parent
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 
@@ -43,12 +43,12 @@ class CodecKeyError(Exception):
     """Keys missing or malformed, or a payload sealed with a key this process does not hold."""
 
 
-def encryption_enabled() -> bool:
-    return os.environ.get("DA_ENCRYPT_HISTORY", "").lower() in ("1", "true", "on", "yes")
+def encryption_enabled(config: Settings | None = None) -> bool:
+    return (config or settings()).encrypt_history
 
 
-def key_file() -> Path:
-    return Path(os.environ.get("DA_CODEC_KEY_FILE") or ROOT / ".data" / "codec-keys.json")
+def key_file(config: Settings | None = None) -> Path:
+    return (config or settings()).codec_key_file
 
 
 @dataclass(frozen=True)
@@ -68,19 +68,20 @@ class KeyRing:
         return cls(active, keys)
 
     @classmethod
-    def load(cls) -> KeyRing:
+    def load(cls, config: Settings | None = None) -> KeyRing:
         """This process's keys: DA_CODEC_KEYS, else the key file. A clear error if there are none."""
-        inline = os.environ.get("DA_CODEC_KEYS", "").strip()
+        config = config or settings()
+        inline = config.codec_keys.get_secret_value().strip() if config.codec_keys else ""
         if inline:
             pairs = [p.strip().partition(":") for p in inline.split(",") if p.strip()]
             if any(not sep or not kid for kid, sep, _ in pairs):
                 raise CodecKeyError("DA_CODEC_KEYS: expected ID:BASE64KEY[,ID:BASE64KEY...]")
             return cls(pairs[0][0], {kid: _key(v, f"DA_CODEC_KEYS, key {kid!r}") for kid, _, v in pairs})
-        path = key_file()
+        path = config.codec_key_file
         if not path.exists():
             raise CodecKeyError(
                 f"history encryption is on (DA_ENCRYPT_HISTORY) but this process has no codec keys: {path} does not "
-                "exist and DA_CODEC_KEYS is unset (create keys with `starter.py codec-key new` and give every "
+                "exist and DA_CODEC_KEYS is unset (create keys with `da codec-key new` and give every "
                 "worker and client the same file)"
             )
         try:
@@ -163,9 +164,10 @@ class EncryptionCodec(PayloadCodec):
         return out
 
 
-def payload_codec() -> EncryptionCodec | None:
+def payload_codec(config: Settings | None = None) -> EncryptionCodec | None:
     """The codec every client and worker uses: None unless DA_ENCRYPT_HISTORY is on."""
-    return EncryptionCodec(KeyRing.load()) if encryption_enabled() else None
+    config = config or settings()
+    return EncryptionCodec(KeyRing.load(config)) if config.encrypt_history else None
 
 
 def codec_server_app(codec: PayloadCodec, cors_origins: Sequence[str]) -> Starlette:

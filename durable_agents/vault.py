@@ -6,10 +6,10 @@ git clones and the egress proxy), for the one call that uses it. It is never an 
 or output, so it never enters workflow history; it is never logged; it never enters a sandbox.
 
 Backends, tried in the order DA_VAULT names them (default `file,env`):
-- `file`: an encrypted file (DA_VAULT_FILE, default .data/vault.json). Each value is sealed with
-  AES-256-GCM under a key kept beside it (DA_VAULT_KEY_FILE, default .data/vault.key, mode 0600) or
+- `file`: an encrypted file (DA_VAULT_FILE, default vault.json in the data directory). Each value is
+  sealed with AES-256-GCM under a key kept beside it (DA_VAULT_KEY_FILE, default vault.key, mode 0600) or
   given as DA_VAULT_KEY (base64); the secret's name is the associated data, so a value cannot be
-  moved to another name. `starter.py vault set NAME` (value on stdin), `vault list`, `vault delete`.
+  moved to another name. `da vault set NAME` (value on stdin), `vault list`, `vault delete`.
 - `env`: DA_SECRET_<NAME> (upper case, non-alphanumerics as `_`), e.g. DA_SECRET_GITHUB_TOKEN.
 - an external vault: `module:factory`, a callable returning an object with `get(name) -> str | None`
   and `names() -> list[str]` (the `Vault` protocol), e.g. a HashiCorp Vault or AWS client.
@@ -27,7 +27,8 @@ from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-ROOT = Path(__file__).resolve().parent
+from durable_agents.settings import SECRET_PREFIX, Settings, settings
+
 SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -49,34 +50,45 @@ def check_name(name: str) -> str:
 
 
 class EnvVault:
-    """DA_SECRET_<NAME> environment variables."""
+    """DA_SECRET_<NAME> environment variables (through the settings: the given ones, or this
+    process's as they are when a secret is asked for)."""
 
-    PREFIX = "DA_SECRET_"
+    PREFIX = SECRET_PREFIX
+
+    def __init__(self, config: Settings | None = None) -> None:
+        self._config = config
 
     @classmethod
     def variable(cls, name: str) -> str:
         return cls.PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
     def get(self, name: str) -> str | None:
-        return os.environ.get(self.variable(name)) or None
+        return (self._config or settings()).secret(self.variable(name))
 
     def names(self) -> list[str]:
-        return sorted(
-            k.removeprefix(self.PREFIX).lower().replace("_", "-") for k in os.environ if k.startswith(self.PREFIX)
-        )
+        variables = (self._config or settings()).env_secrets
+        return sorted(k.removeprefix(self.PREFIX).lower().replace("_", "-") for k in variables)
 
 
 class FileVault:
     """An encrypted JSON file: {"version": 1, "secrets": {name: base64(nonce + ciphertext)}}."""
 
-    def __init__(self, path: Path | str | None = None, key_file: Path | str | None = None) -> None:
-        self.path = Path(path or os.environ.get("DA_VAULT_FILE") or ROOT / ".data" / "vault.json")
-        self.key_file = Path(key_file or os.environ.get("DA_VAULT_KEY_FILE") or self.path.with_suffix(".key"))
+    def __init__(
+        self, path: Path | str | None = None, key_file: Path | str | None = None, config: Settings | None = None
+    ) -> None:
+        config = config or settings()
+        self.path = Path(path) if path else config.vault_file
+        if key_file:
+            self.key_file = Path(key_file)
+        elif path and "vault_key_file" not in config.model_fields_set:  # DA_VAULT_KEY_FILE unset: beside the file
+            self.key_file = self.path.with_suffix(".key")
+        else:
+            self.key_file = config.vault_key_file
+        self._given_key = config.vault_key
 
     def _key(self, create: bool) -> bytes | None:
-        given = os.environ.get("DA_VAULT_KEY")
-        if given:
-            return _decode_key(given, "DA_VAULT_KEY")
+        if self._given_key is not None:
+            return _decode_key(self._given_key.get_secret_value(), "DA_VAULT_KEY")
         if self.key_file.exists():
             return _decode_key(self.key_file.read_text().strip(), str(self.key_file))
         if not create:
@@ -177,7 +189,7 @@ class ChainVault:
         value = self.get(name)
         if value is None:
             where = ", ".join(_describe(b) for b in self.backends)
-            raise VaultError(f"unknown secret {name!r} (looked in {where}; add it with `starter.py vault set {name}`)")
+            raise VaultError(f"unknown secret {name!r} (looked in {where}; add it with `da vault set {name}`)")
         return value
 
     def missing(self, names: list[str]) -> list[str]:
@@ -192,15 +204,15 @@ def _describe(backend: Vault) -> str:
     return type(backend).__name__
 
 
-def load_vault(spec: str | None = None) -> ChainVault:
+def load_vault(spec: str | None = None, config: Settings | None = None) -> ChainVault:
     """The vault this process uses (DA_VAULT: comma-separated `file`, `env`, `module:factory`)."""
-    spec = spec if spec is not None else os.environ.get("DA_VAULT", "file,env")
+    spec = spec if spec is not None else (config or settings()).vault
     backends: list[Vault] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if part == "file":
-            backends.append(FileVault())
+            backends.append(FileVault(config=config))
         elif part == "env":
-            backends.append(EnvVault())
+            backends.append(EnvVault(config))
         elif ":" in part:
             module, _, factory = part.partition(":")
             try:

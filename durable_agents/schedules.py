@@ -30,9 +30,9 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from agent_files import agent_version, load_agent
-from connection import ensure_search_attributes
-from contracts import (
+from durable_agents.agent_files import agent_version, load_agent
+from durable_agents.connection import ensure_search_attributes
+from durable_agents.contracts import (
     AGENTS_QUEUE,
     SA_AGENT_NAME,
     SA_AGENT_VERSION,
@@ -42,7 +42,7 @@ from contracts import (
     SessionResult,
     attribute_pairs,
 )
-from workflows.harness import session_summary
+from durable_agents.workflows.harness import session_summary
 
 OVERLAP = {
     "skip": ScheduleOverlapPolicy.SKIP,

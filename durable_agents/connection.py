@@ -4,7 +4,6 @@ custom search attributes, shared by workers, the CLI, tests and benchmarks.
 
 from __future__ import annotations
 
-import os
 import weakref
 from dataclasses import dataclass
 
@@ -14,11 +13,11 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
-import telemetry
-from contracts import SEARCH_ATTRIBUTE_NAMES
-from payload_store import data_converter
+from durable_agents import telemetry
+from durable_agents.contracts import SEARCH_ATTRIBUTE_NAMES
+from durable_agents.payload_store import data_converter
+from durable_agents.settings import Settings, settings
 
-DEFAULT_ADDRESS = "localhost:7233"
 # Dynamic config for the dev server (and advice for any cluster that runs agents):
 # - the history service polls its transfer queue at most 20 times a second by default, which
 #   puts ~40 ms between a task's creation and its dispatch: every workflow task and activity of
@@ -36,19 +35,20 @@ DEV_SERVER_TUNING = [
 SEARCH_ATTRIBUTES = {name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTE_NAMES}
 
 
-def temporal_address() -> str:
-    return os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS)
+def temporal_address(config: Settings | None = None) -> str:
+    return (config or settings()).temporal_address
 
 
-def temporal_namespace() -> str:
-    return os.environ.get("TEMPORAL_NAMESPACE", "default")
+def temporal_namespace(config: Settings | None = None) -> str:
+    return (config or settings()).temporal_namespace
 
 
-def ui_url(session_id: str | None = None) -> str:
-    base = os.environ.get("TEMPORAL_UI_URL", "http://localhost:8233").rstrip("/")
+def ui_url(session_id: str | None = None, config: Settings | None = None) -> str:
+    config = config or settings()
+    base = config.temporal_ui_url.rstrip("/")
     if session_id is None:
         return base
-    return f"{base}/namespaces/{temporal_namespace()}/workflows/{session_id}"
+    return f"{base}/namespaces/{config.temporal_namespace}/workflows/{session_id}"
 
 
 def metrics_runtime(port: int) -> Runtime:
@@ -59,15 +59,21 @@ def metrics_runtime(port: int) -> Runtime:
     )
 
 
-async def connect(address: str | None = None, namespace: str | None = None, runtime: Runtime | None = None) -> Client:
-    """A client (and, through its plugins, every worker built from it) that traces where the
-    environment asks for it (see telemetry.py)."""
+async def connect(
+    address: str | None = None,
+    namespace: str | None = None,
+    runtime: Runtime | None = None,
+    config: Settings | None = None,
+) -> Client:
+    """A client (and, through its plugins, every worker built from it) of the configured server and
+    namespace, with our data converter, that traces where the settings ask for it (telemetry.py)."""
+    config = config or settings()
     return await Client.connect(
-        address or temporal_address(),
-        namespace=namespace or temporal_namespace(),
-        data_converter=data_converter(),
+        address or config.temporal_address,
+        namespace=namespace or config.temporal_namespace,
+        data_converter=data_converter(config),
         runtime=runtime,
-        plugins=telemetry.plugins(),
+        plugins=telemetry.plugins(config),
     )
 
 

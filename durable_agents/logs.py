@@ -7,16 +7,18 @@ a worker's output is one stream of JSON. Nothing here ever logs a request body o
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
 import structlog
 from temporalio import activity
 
+from durable_agents.settings import Settings, settings
 
-def configure_logging(level: str | None = None) -> None:
-    console = os.environ.get("LOG_FORMAT", "json") == "console"
+
+def configure_logging(level: str | None = None, config: Settings | None = None) -> None:
+    config = config or settings()
+    console = config.log_format == "console"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -38,7 +40,7 @@ def configure_logging(level: str | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
+    root.setLevel(level or config.log_level)
     # The HTTP clients log request lines (URLs only), which is noise at INFO.
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "docker"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

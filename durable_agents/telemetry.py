@@ -1,4 +1,5 @@
-"""Traces: OpenTelemetry through the Temporal SDK's plugin, configured from the environment.
+"""Traces: OpenTelemetry through the Temporal SDK's plugin, configured from the environment
+(through the settings, durable_agents/settings.py).
 
 - `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set: spans go to that
   collector over OTLP/HTTP (protobuf), batched; the exporter reads the other standard `OTEL_*`
@@ -16,7 +17,6 @@ conventions), the tool's name on tool runs.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -34,7 +34,8 @@ from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, ReplaySafeTrac
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from contracts import CALL_MODEL, EXECUTE, ExecuteRequest, ModelRequest, ModelTurn
+from durable_agents.contracts import CALL_MODEL, EXECUTE, ExecuteRequest, ModelRequest, ModelTurn
+from durable_agents.settings import Settings, settings
 
 __all__ = ["SpanAttributes", "enabled", "plugins", "shutdown", "tracing_plugins"]
 
@@ -58,34 +59,30 @@ TOOL_CALL_ID = "gen_ai.tool.call.id"
 _provider: ReplaySafeTracerProvider | None = None
 
 
-def _otlp_endpoint() -> str | None:
-    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+def _otlp_endpoint(config: Settings) -> str | None:
+    return config.otel_traces_endpoint or config.otel_endpoint
 
 
-def _console() -> bool:
-    return os.environ.get("DA_OTEL_CONSOLE", "").lower() in ("1", "true", "yes")
-
-
-def enabled() -> bool:
-    """Whether this process exports traces (read from the environment)."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+def enabled(config: Settings | None = None) -> bool:
+    """Whether this process exports traces (as the settings say)."""
+    config = config or settings()
+    if (config.otel_sdk_disabled or "").lower() == "true":
         return False
-    return bool(_otlp_endpoint()) or _console()
+    return bool(_otlp_endpoint(config)) or config.otel_console
 
 
-def _processors() -> list[SpanProcessor]:
+def _processors(config: Settings | None = None) -> list[SpanProcessor]:
+    config = config or settings()
     processors: list[SpanProcessor] = []
-    if _otlp_endpoint():
-        protocol = os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        )
+    if _otlp_endpoint(config):
+        protocol = config.otel_traces_protocol or config.otel_protocol or "http/protobuf"
         if protocol != "http/protobuf":
             raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only 'http/protobuf' is supported here")
         # Imported here: a process that does not export pays nothing for it.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         processors.append(BatchSpanProcessor(OTLPSpanExporter()))
-    if _console():
+    if config.otel_console:
         # On stderr, with the logs: a CLI's stdout stays its output (`export ID > session.jsonl`).
         exporter: SpanExporter = ConsoleSpanExporter(
             out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + "\n"
@@ -101,12 +98,12 @@ def _resource() -> Resource:
     return detected
 
 
-def _setup() -> ReplaySafeTracerProvider:
+def _setup(config: Settings) -> ReplaySafeTracerProvider:
     """The process's tracer provider, made and installed globally once."""
     global _provider
     if _provider is None:
         provider = create_tracer_provider(resource=_resource())
-        for processor in _processors():
+        for processor in _processors(config):
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         if trace.get_tracer_provider() is not provider:
@@ -115,11 +112,12 @@ def _setup() -> ReplaySafeTracerProvider:
     return _provider
 
 
-def plugins() -> list[Any]:
-    """Plugins for `Client.connect`: tracing where the environment asks for it, else none."""
-    if not enabled():
+def plugins(config: Settings | None = None) -> list[Any]:
+    """Plugins for `Client.connect`: tracing where the settings ask for it, else none."""
+    config = config or settings()
+    if not enabled(config):
         return []
-    _setup()
+    _setup(config)
     return tracing_plugins()
 
 

@@ -29,7 +29,9 @@ A request that ends with the harness's compaction instruction is answered with a
 keeps the first user message (so the scenario still matches) and how many assistant turns it
 replaced (so the step numbers go on where they were).
 
-    python -m scripted_model.server --port 8765 scripted_model/scenarios/*.yaml
+    python -m durable_agents.testing.scripted_model --port 8765 [SCENARIO.yaml ...]
+
+Without files it plays the scenarios shipped in `durable_agents/testing/scenarios/` (the demo's).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import COMPACTION_INSTRUCTION
+from durable_agents.contracts import COMPACTION_INSTRUCTION
+from durable_agents.testing import scenario_files
 
 COMPACTION_PREFIX = COMPACTION_INSTRUCTION.split("]")[0] + "]"
 
@@ -552,10 +555,11 @@ class ScriptedModelServer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="+", help="scenario YAML files")
+    parser.add_argument("scenarios", nargs="*", help="scenario YAML files (default: the shipped ones)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
+    args.scenarios = args.scenarios or [str(f) for f in scenario_files()]
     server = ScriptedModelServer([Scenario.load(p) for p in args.scenarios], args.host, args.port)
     print(f"scripted model listening on {server.url} with {len(args.scenarios)} scenario(s)", flush=True)
     server.serve_forever()

@@ -3,10 +3,10 @@
 A payload over DA_PAYLOAD_THRESHOLD bytes (default 256 KiB) — a 5 MB tool output, a long context
 carried into a continued run — is written to the payload store and history holds a small reference
 instead, so no workflow task fails on Temporal's payload size limits (2 MB by default) and history
-stays small. Every worker and client must reach the same store: the default is `.data/payloads`
-on this machine (DA_PAYLOAD_DIR to change it; a shared filesystem serves several hosts), or an
-S3-compatible bucket with DA_PAYLOAD_STORE=s3://BUCKET (the SDK's S3 driver; needs
-`pip install 'temporalio[aioboto3]'` and the usual AWS_* settings).
+stays small. Every worker and client must reach the same store: the default is `payloads/` in the
+data directory (DA_DATA_DIR, default `.data`; DA_PAYLOAD_DIR for this store alone; a shared
+filesystem serves several hosts), or an S3-compatible bucket with DA_PAYLOAD_STORE=s3://BUCKET (the
+SDK's S3 driver; needs `pip install 'durable-agents[s3]'` and the usual AWS_* settings).
 
 Files are named by the SHA-256 of their content, so a retried store writes the same file and
 equal payloads are kept once. Nothing deletes them: they live as long as the histories that
@@ -33,17 +33,15 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from codec import payload_codec
-
-DEFAULT_DIR = Path(__file__).resolve().parent / ".data" / "payloads"
-DEFAULT_THRESHOLD = 256 * 1024
+from durable_agents.codec import payload_codec
+from durable_agents.settings import Settings, settings
 
 
 class FileStorageDriver(StorageDriver):
     """Payloads as files in a directory, named by content hash."""
 
     def __init__(self, root: Path | str | None = None, name: str = "file") -> None:
-        self.root = Path(root or os.environ.get("DA_PAYLOAD_DIR") or DEFAULT_DIR)
+        self.root = Path(root or settings().payload_dir)
         self._name = name
 
     def name(self) -> str:
@@ -98,7 +96,7 @@ def _s3_driver(bucket: str) -> StorageDriver:
         import aioboto3  # type: ignore[import-not-found]
         from temporalio.contrib.aws.s3driver import S3StorageDriver, S3StorageDriverClient
     except ImportError:
-        raise RuntimeError("DA_PAYLOAD_STORE=s3://… needs the S3 client: pip install 'temporalio[aioboto3]'") from None
+        raise RuntimeError("DA_PAYLOAD_STORE=s3://… needs the S3 client: pip install 'durable-agents[s3]'") from None
 
     class _Client(S3StorageDriverClient):
         """One short-lived aioboto3 client per call: nothing to open or close around the worker."""
@@ -126,19 +124,24 @@ def _s3_driver(bucket: str) -> StorageDriver:
     return S3StorageDriver(client=_Client(), bucket=bucket)
 
 
-def external_storage() -> ExternalStorage | None:
-    """The configured store (DA_PAYLOAD_STORE: a directory, s3://BUCKET, or `off`)."""
-    where = os.environ.get("DA_PAYLOAD_STORE", "")
+def external_storage(config: Settings | None = None) -> ExternalStorage | None:
+    """The configured store (DA_PAYLOAD_STORE: a directory, s3://BUCKET, or `off`; by default the
+    data directory's payloads/)."""
+    config = config or settings()
+    where = config.payload_store
     if where == "off":
         return None
-    threshold = int(os.environ.get("DA_PAYLOAD_THRESHOLD", DEFAULT_THRESHOLD))
-    driver = _s3_driver(where.removeprefix("s3://")) if where.startswith("s3://") else FileStorageDriver(where or None)
-    return ExternalStorage(drivers=[driver], payload_size_threshold=threshold)
+    if where.startswith("s3://"):
+        driver = _s3_driver(where.removeprefix("s3://"))
+    else:
+        driver = FileStorageDriver(where or config.payload_dir)
+    return ExternalStorage(drivers=[driver], payload_size_threshold=config.payload_threshold)
 
 
-def data_converter() -> DataConverter:
+def data_converter(config: Settings | None = None) -> DataConverter:
     """Pydantic payloads, encrypted when DA_ENCRYPT_HISTORY is on (codec.py), large ones in the payload
     store (encrypted first): every client and worker uses this."""
+    config = config or settings()
     return dataclasses.replace(
-        pydantic_data_converter, payload_codec=payload_codec(), external_storage=external_storage()
+        pydantic_data_converter, payload_codec=payload_codec(config), external_storage=external_storage(config)
     )

@@ -1,5 +1,5 @@
-"""The session log as a Python API: events by offset across continue-as-new runs, export, and
-posting custom tool results.
+"""The session log as a Python API: events by offset across continue-as-new runs, and export.
+(What changes a session — messages, approvals, custom tool results — is in `durable_agents.client`.)
 
 A session is one workflow id and one or more runs: each run continues the one before when its
 history grows long (continue-as-new). Offsets are global and gap-free. A run's memo says where
@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client
 
-from contracts import GET_EVENTS, GET_STATE, TOOL_RESULT, SessionEvent, SessionState
+from durable_agents.contracts import GET_EVENTS, GET_STATE, SessionEvent, SessionState
 
 EXPORT_CHUNK = 500
 
@@ -114,20 +114,3 @@ async def export(client: Client, session_id: str, out: IO[str]) -> int:
         out.write(json.dumps(event.model_dump(mode="json"), ensure_ascii=False) + "\n")
         count += 1
     return count
-
-
-async def post_tool_result(
-    client: Client, session_id: str, tool_use_id: str, result: dict[str, Any] | str, is_error: bool = False
-) -> int:
-    """Give a session the result of a custom tool call it waits on; returns the log offset then.
-    `result` is {"content": str, "is_error": bool} or the content string itself."""
-    body = {"content": result, "is_error": is_error} if isinstance(result, str) else result
-    try:
-        return int(
-            await client.get_workflow_handle(session_id).execute_update(
-                TOOL_RESULT, args=[tool_use_id, body], result_type=int
-            )
-        )
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        raise SessionLogError(f"{session_id}: result refused: {getattr(cause, 'message', None) or cause}") from None

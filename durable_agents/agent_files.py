@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from contracts import AgentSpec, agent_version
+from durable_agents.contracts import AgentSpec, agent_version
 
 __all__ = ["AgentFileError", "agent_version", "load_agent"]
 

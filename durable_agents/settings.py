@@ -1,0 +1,169 @@
+"""The settings of every process (workers, the CLI, the live and codec servers, `make up`): one
+frozen object read from the environment once, in one place.
+
+    from durable_agents.settings import Settings, settings
+
+    settings().temporal_address       # this process's settings, read on first use and kept
+    Settings(data_dir=tmp_path)       # a test's own, passed to what it builds
+
+Each field names its environment variable (the README's Configuration table lists them all).
+An empty variable counts as unset. All runtime data lives under one data directory, `DA_DATA_DIR`
+(default `.data` in the current directory): the payload store, the blob store (workspace
+snapshots), the vault file and its key, the codec keys, and the local stack's database, logs and
+pids. The older variables for each of those (`DA_PAYLOAD_DIR`, `DA_BLOB_DIR`, `DA_VAULT_FILE`,
+...) still override their one path. Nothing is ever written inside the installed package.
+
+Code takes a `Settings` where it is handed one and asks `settings()` otherwise, at the moment it
+needs a value (not at import), so a test that changes the environment calls
+`settings.cache_clear()` and the next reader sees the change.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["SECRET_PREFIX", "Settings", "SettingsError", "settings"]
+
+SECRET_PREFIX = "DA_SECRET_"  # the vault's env backend: DA_SECRET_<NAME>
+_FLAG_ON = ("1", "true", "on", "yes")  # what turns a DA_* switch on; anything else leaves it off
+
+
+class SettingsError(ValueError):
+    """The environment holds a value a setting cannot take; the message names the variable."""
+
+
+class _EnvSecrets(PydanticBaseSettingsSource):
+    """The DA_SECRET_* variables, by variable name (the vault's env backend), as one field."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is given at once by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found = {k: v for k, v in os.environ.items() if k.startswith(SECRET_PREFIX) and v}
+        return {"env_secrets": found} if found else {}
+
+
+def _in_data_dir(name: str) -> Callable[[dict[str, Any]], Path]:
+    """The default of a path: `name` inside the data directory (validated before it)."""
+    return lambda data: data["data_dir"] / name
+
+
+class Settings(BaseSettings):
+    """Every setting, with its environment variable and default. Frozen: read once, passed on."""
+
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, env_ignore_empty=True, extra="ignore")
+
+    # Temporal
+    temporal_address: str = Field("localhost:7233", validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
+    temporal_ui_url: str = Field("http://localhost:8233", validation_alias="TEMPORAL_UI_URL")
+
+    # The model (harness worker only)
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
+    anthropic_timeout_s: float = Field(600.0, gt=0, validation_alias="ANTHROPIC_TIMEOUT_S")
+
+    # Workers
+    harness_max_activities: int = Field(1000, ge=1, validation_alias="HARNESS_MAX_ACTIVITIES")
+    harness_max_cached_workflows: int = Field(2000, ge=0, validation_alias="HARNESS_MAX_CACHED_WORKFLOWS")
+    agents_dir: Path = Field(Path("agents"), validation_alias="DA_AGENTS_DIR")
+    sandbox_host_id: str | None = Field(None, validation_alias="SANDBOX_HOST_ID")  # None: the hostname
+    sandbox_warm_pool: int = Field(2, ge=0, validation_alias="SANDBOX_WARM_POOL")
+    metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias="DA_METRICS_PORT")  # 0 or unset: off
+
+    # Runtime data: everything under data_dir unless a path of its own is given. data_dir comes
+    # first: the paths after it default to places inside it.
+    data_dir: Path = Field(Path(".data"), validation_alias="DA_DATA_DIR")
+    payload_store: str = Field(
+        "", validation_alias="DA_PAYLOAD_STORE"
+    )  # a directory, s3://BUCKET, off; "": payload_dir
+    payload_dir: Path = Field(default_factory=_in_data_dir("payloads"), validation_alias="DA_PAYLOAD_DIR")
+    payload_threshold: int = Field(256 * 1024, ge=0, validation_alias="DA_PAYLOAD_THRESHOLD")
+    blob_dir: Path = Field(default_factory=_in_data_dir("blobs"), validation_alias="DA_BLOB_DIR")
+
+    # The vault
+    vault: str = Field("file,env", validation_alias="DA_VAULT")
+    vault_file: Path = Field(default_factory=_in_data_dir("vault.json"), validation_alias="DA_VAULT_FILE")
+    vault_key_file: Path = Field(
+        default_factory=lambda data: data["vault_file"].with_suffix(".key"), validation_alias="DA_VAULT_KEY_FILE"
+    )
+    vault_key: SecretStr | None = Field(None, validation_alias="DA_VAULT_KEY")
+    env_secrets: dict[str, SecretStr] = Field(default_factory=dict, validation_alias="DA_SECRET_")  # DA_SECRET_*
+
+    # Encrypted history
+    encrypt_history: bool = Field(False, validation_alias="DA_ENCRYPT_HISTORY")
+    codec_key_file: Path = Field(default_factory=_in_data_dir("codec-keys.json"), validation_alias="DA_CODEC_KEY_FILE")
+    codec_keys: SecretStr | None = Field(None, validation_alias="DA_CODEC_KEYS")
+
+    # Live streaming
+    live_url: str | None = Field(None, validation_alias="DA_LIVE_URL")
+
+    # The local stack (`make up`)
+    live_port: int = Field(8780, ge=1, le=65535, validation_alias="DA_LIVE_PORT")
+    codec_port: int = Field(8081, ge=1, le=65535, validation_alias="DA_CODEC_PORT")
+    scripted_model_port: int = Field(8765, ge=1, le=65535, validation_alias="SCRIPTED_MODEL_PORT")
+
+    # Logs and traces. The OTLP exporter reads the other OTEL_* variables (headers, timeout,
+    # service name) itself; these decide whether and how this process exports at all.
+    log_format: str = Field("json", validation_alias="LOG_FORMAT")  # json, or console for humans
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    otel_console: bool = Field(False, validation_alias="DA_OTEL_CONSOLE")
+    otel_sdk_disabled: str | None = Field(None, validation_alias="OTEL_SDK_DISABLED")
+    otel_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_traces_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_protocol: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL")
+    otel_traces_protocol: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+
+    @field_validator("data_dir", "payload_dir", "blob_dir", "vault_file", "vault_key_file", "codec_key_file")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Where the process started: a worker and the CLI in one directory share one data directory.
+        return path.absolute()
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _zero_is_off(cls, port: int | None) -> int | None:
+        return port or None
+
+    @field_validator("encrypt_history", "otel_console", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        # As before the settings object: 1/true/on/yes turn it on, any other text leaves it off.
+        return value.strip().lower() in _FLAG_ON if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments first, then the environment, then the DA_SECRET_* variables; no .env file.
+        return init_settings, env_settings, _EnvSecrets(settings_cls)
+
+    def secret(self, variable: str) -> str | None:
+        """The value of one DA_SECRET_* variable (the vault's env backend), or None."""
+        value = self.env_secrets.get(variable)
+        return value.get_secret_value() if value is not None else None
+
+
+@functools.cache
+def settings() -> Settings:
+    """This process's settings, read from the environment on first use."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        # Never the input: it may be a secret. Paths that default into a bad value are not news.
+        errors = [err for err in e.errors() if err["type"] != "default_factory_not_called"]
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in errors)
+        raise SettingsError(f"bad setting in the environment: {problems}") from None

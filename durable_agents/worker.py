@@ -1,0 +1,234 @@
+"""Starts a harness worker, a sandbox worker, or both (the default) in one process.
+
+    da-worker [--harness] [--sandbox] [--host-id ID]     (or: python worker.py ...)
+
+The harness worker runs SessionWorkflow, `call_model` and the MCP activities on the `agents` queue;
+it alone holds the model API key, and reads MCP servers' secrets from the vault. With DA_LIVE_URL
+set it publishes model text as it streams to that live server (`da serve`). The sandbox
+worker takes `provision_sandbox` from the shared `sandboxes` queue and runs `execute` /
+`destroy_sandbox` on its own host queue (`sandboxes-<host id>`); it holds no model key, and reads
+from the vault only the git tokens and egress credentials it uses outside the containers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from durable_agents.activities.mcp_tools import McpActivities, check_secrets
+from durable_agents.activities.model import ModelActivities, anthropic_client_from_env
+from durable_agents.activities.schedules import ScheduleActivities
+from durable_agents.activities.setup import AgentFiles, SetupActivities
+from durable_agents.codec import CodecKeyError
+from durable_agents.connection import check_search_attributes, connect, metrics_runtime
+from durable_agents.contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
+from durable_agents.live.publisher import DeltaPublisher
+from durable_agents.logs import configure_logging
+from durable_agents.sandboxes.activities import SandboxActivities
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.sandboxes.pool import WarmPool
+from durable_agents.sandboxes.reaper import Reaper
+from durable_agents.settings import Settings, SettingsError, settings
+from durable_agents.telemetry import shutdown as flush_traces
+from durable_agents.vault import VaultError
+from durable_agents.workflows.session import SessionWorkflow
+
+log = structlog.get_logger("worker")
+# The sandbox still checks every call a workflow makes for non-determinism, but no longer
+# re-imports the modules for each workflow run: starting a session costs a fraction of the CPU.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
+
+
+def harness_worker(
+    client: Client,
+    model: ModelActivities,
+    mcp: McpActivities | None = None,
+    setup: SetupActivities | None = None,
+    config: Settings | None = None,
+) -> Worker:
+    config = config or settings()
+    schedules = ScheduleActivities(client)
+    mcp = mcp or McpActivities()
+    setup = setup or SetupActivities(client)
+    return Worker(
+        client,
+        task_queue=AGENTS_QUEUE,
+        workflows=[SessionWorkflow],
+        activities=[
+            model.call_model,
+            schedules.last_scheduled_result,
+            mcp.discover_mcp_tools,
+            mcp.call_mcp_tool,
+            setup.prepare_session,
+        ],
+        # Model calls wait on the network, not the CPU: one worker holds many at once.
+        max_concurrent_activities=config.harness_max_activities,
+        workflow_runner=WORKFLOW_RUNNER,
+        max_cached_workflows=config.harness_max_cached_workflows,
+    )
+
+
+def sandbox_workers(
+    client: Client, sandboxes: SandboxActivities, interceptors: Sequence[Interceptor] = ()
+) -> list[Worker]:
+    return [
+        Worker(
+            client,
+            task_queue=SANDBOXES_QUEUE,
+            activities=[sandboxes.provision_sandbox, check_secrets],
+            interceptors=interceptors,
+        ),
+        Worker(
+            client,
+            task_queue=sandboxes.queue,
+            activities=[sandboxes.execute, sandboxes.snapshot_workspace, sandboxes.destroy_sandbox],
+            interceptors=interceptors,
+        ),
+    ]
+
+
+async def announce_search_attributes(client: Client, register: bool) -> None:
+    """Register our search attributes where the server allows it (idempotent) and say once what
+    happened; where they are missing, sessions still run and set only those that exist."""
+    check = await check_search_attributes(client, register=register)
+    if check.added:
+        log.info("search attributes registered", namespace=check.namespace, added=list(check.added))
+    if check.missing:
+        log.warning(
+            "search attributes missing",
+            namespace=check.namespace,
+            missing=list(check.missing),
+            problem=check.problem,
+            advice=check.advice(),
+        )
+
+
+async def run(
+    harness: bool,
+    sandbox: bool,
+    host_id: str,
+    warm_pool: int,
+    metrics_port: int | None = None,
+    agents_dir: str | Path | None = None,
+    register_attributes: bool = True,
+    config: Settings | None = None,
+) -> None:
+    config = config or settings()
+    client = await connect(runtime=metrics_runtime(metrics_port) if metrics_port else None, config=config)
+    if metrics_port:
+        log.info("metrics", url=f"http://0.0.0.0:{metrics_port}/metrics")
+    workers: list[Worker] = []
+    mcp: McpActivities | None = None
+    if harness:
+        await announce_search_attributes(client, register_attributes)
+        anthropic_client = anthropic_client_from_env(config)
+        if anthropic_client is None:
+            log.warning("no ANTHROPIC_API_KEY: model calls will fail until one is set")
+        else:
+            log.info("model endpoint", base_url=str(anthropic_client.base_url))
+        mcp = McpActivities()
+        model = ModelActivities(client, anthropic_client, publisher=DeltaPublisher.from_env(config))
+        if model.publisher.enabled:
+            log.info("live relay: model text is published as it streams", url=model.publisher.url)
+        setup = SetupActivities(client, AgentFiles(agents_dir), register_attributes=register_attributes)
+        workers.append(harness_worker(client, model, mcp, setup, config))
+    tasks: list[asyncio.Task[None]] = []
+    pool: WarmPool | None = None
+    if sandbox:
+        sandboxes = DockerSandboxes(host_id, namespace=client.namespace)
+        pool = WarmPool(sandboxes, warm_pool)
+        reaper = Reaper(client, sandboxes, keep=pool.held)
+        workers += sandbox_workers(client, SandboxActivities(sandboxes, pool=pool))
+        tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        for w in workers:
+            await stack.enter_async_context(w)
+        log.info("worker started", address=config.temporal_address, queues=[w.task_queue for w in workers])
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+    if pool is not None:
+        await asyncio.to_thread(pool.drain)
+        pool.sandboxes.close()  # shells, and the egress proxy with its firewall rule
+    if mcp is not None:
+        await mcp.close()  # stdio MCP servers end with the worker
+    await asyncio.to_thread(flush_traces)
+    if harness:
+        await model.publisher.close()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    try:
+        config = settings()
+    except SettingsError as e:  # before logging is configured: it reads the settings too
+        print(f"cannot start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--harness", action="store_true", help="run the harness worker")
+    parser.add_argument("--sandbox", action="store_true", help="run the sandbox worker")
+    parser.add_argument(
+        "--host-id",
+        default=config.sandbox_host_id or socket.gethostname(),
+        help="this sandbox host's id (queue suffix; env SANDBOX_HOST_ID; default the hostname)",
+    )
+    parser.add_argument(
+        "--warm-pool",
+        type=int,
+        default=config.sandbox_warm_pool,
+        help="pre-started sandboxes of the default spec (0 disables; env SANDBOX_WARM_POOL)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=config.metrics_port,
+        help="serve SDK metrics for Prometheus on this port (env DA_METRICS_PORT; off by default)",
+    )
+    parser.add_argument(
+        "--agents",
+        default=config.agents_dir,
+        help="folder of agent files that sessions may name with agent_ref (env DA_AGENTS_DIR; default agents/)",
+    )
+    parser.add_argument(
+        "--no-register-search-attributes",
+        action="store_true",
+        help="do not register missing search attributes (where operators manage them); sessions skip those",
+    )
+    args = parser.parse_args()
+    both = not args.harness and not args.sandbox
+    configure_logging(config=config)
+    try:
+        asyncio.run(
+            run(
+                args.harness or both,
+                args.sandbox or both,
+                args.host_id,
+                args.warm_pool,
+                args.metrics_port,
+                args.agents,
+                not args.no_register_search_attributes,
+                config,
+            )
+        )
+    except (CodecKeyError, VaultError) as e:  # misconfigured: say so and stop, before taking any work
+        log.error("cannot start", error=str(e))
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

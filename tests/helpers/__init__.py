@@ -1,0 +1,42 @@
+"""What tests share besides fixtures (those are in tests/conftest.py): paths, scenarios, agents,
+waiting, in-process workers, `da` as a process, MCP servers. Tests import from here, never from
+another test module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.helpers.mcp import MCP_TOKEN, HttpServers, auth_servers, http_mcp_servers
+from tests.helpers.paths import CHAOS_NAMESPACE, DA, DA_WORKER, ROOT, TEMPORAL_CLI
+from tests.helpers.processes import cli, free_port
+from tests.helpers.scenarios import add_scenario, write_then_read_twice
+from tests.helpers.sessions import coder, spawn, state_of, wait_for, with_subagents
+from tests.helpers.workers import Workers, remove_containers, remove_host_containers, running_workers
+
+SetEnv = Callable[[str, str | None], None]  # the `setenv` fixture: NAME, value (None unsets it)
+
+__all__ = [
+    "CHAOS_NAMESPACE",
+    "DA",
+    "DA_WORKER",
+    "MCP_TOKEN",
+    "ROOT",
+    "TEMPORAL_CLI",
+    "HttpServers",
+    "SetEnv",
+    "Workers",
+    "add_scenario",
+    "auth_servers",
+    "cli",
+    "coder",
+    "free_port",
+    "http_mcp_servers",
+    "remove_containers",
+    "remove_host_containers",
+    "running_workers",
+    "spawn",
+    "state_of",
+    "wait_for",
+    "with_subagents",
+    "write_then_read_twice",
+]
