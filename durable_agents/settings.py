@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # Workers
     harness_max_activities: int = Field(1000, ge=1, validation_alias="HARNESS_MAX_ACTIVITIES")
     harness_max_cached_workflows: int = Field(2000, ge=0, validation_alias="HARNESS_MAX_CACHED_WORKFLOWS")
+    # Tests only: provision_sandbox waits this long first (so a test can kill the worker meanwhile).
+    test_provision_delay_s: float = Field(0.0, ge=0, validation_alias="DA_TEST_PROVISION_DELAY_S")
     agents_dir: Path = Field(Path("agents"), validation_alias="DA_AGENTS_DIR")
     sandbox_host_id: str | None = Field(None, validation_alias="SANDBOX_HOST_ID")  # None: the hostname
     sandbox_warm_pool: int = Field(2, ge=0, validation_alias="SANDBOX_WARM_POOL")

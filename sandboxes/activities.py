@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import posixpath
 import re
 import shlex
@@ -52,6 +51,7 @@ from durable_agents.sandboxes.docker_sandbox import (
 from durable_agents.sandboxes.pool import WarmPool
 from durable_agents.sandboxes.seed import SeedError, seed_archive
 from durable_agents.sandboxes.snapshots import BlobStore, LocalBlobStore
+from durable_agents.settings import settings
 
 HEARTBEAT_EVERY_S = 2.0
 
@@ -207,7 +207,7 @@ class SandboxActivities:
         """Heartbeats while it works: a worker that dies provisioning is noticed at the heartbeat
         timeout (seconds), and another sandbox worker takes the retry."""
         async with heartbeating(HEARTBEAT_EVERY_S):
-            if delay := float(os.environ.get("DA_TEST_PROVISION_DELAY_S", "0")):  # test hook (test_chaos.py)
+            if delay := settings().test_provision_delay_s:  # a test hook (test_chaos.py)
                 await asyncio.sleep(delay)  # a slow provision, to kill the worker during it
             return await self._provision(req)
 

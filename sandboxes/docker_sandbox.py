@@ -12,7 +12,6 @@ started, with builtins only, so it works when a fork bomb leaves no process slot
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import shlex
 import socket
@@ -624,6 +623,3 @@ def _safe_id(call_id: str) -> str:
     """A call id as a file name in the container (tool-use ids already are)."""
     return "".join(c for c in call_id if c.isalnum() or c in "_-")[:80] or secrets.token_hex(8)
 
-
-def default_host_id() -> str:
-    return os.environ.get("SANDBOX_HOST_ID") or socket.gethostname()

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PATHS = ("payload_dir", "blob_dir", "vault_file", "vault_key_file", "codec_key_file")
 # Variables read on purpose outside the settings: what a subprocess inherits (seed.py's git), and
 # the host id that sandboxes/docker_sandbox.py still reads itself (the worker passes its own).
-NOT_SETTINGS = {"sandboxes/seed.py", "sandboxes/docker_sandbox.py"}
+NOT_SETTINGS = {"sandboxes/seed.py"}  # passes the environment on to git (with its own changes)
 
 
 def _clean(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from temporalio import activity
@@ -45,10 +44,9 @@ from durable_agents.contracts import (
     SnapshotRequest,
     Usage,
 )
-from tests.helpers import ROOT, wait_for
 from durable_agents.worker import WORKFLOW_RUNNER
 from durable_agents.workflows.session import SessionWorkflow
-
+from tests.helpers import ROOT, wait_for
 
 
 def text(t: str) -> list[dict[str, Any]]:

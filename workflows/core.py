@@ -24,7 +24,13 @@ with workflow.unsafe.imports_passed_through():
         attribute_allowed,
     )
     from durable_agents.workflows.context import ContextBuilder
-    from durable_agents.workflows.harness import LoopGuard, available_tools, budget_exhausted, system_prompt, tool_definitions
+    from durable_agents.workflows.harness import (
+        LoopGuard,
+        available_tools,
+        budget_exhausted,
+        system_prompt,
+        tool_definitions,
+    )
 
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
 
