@@ -29,19 +29,17 @@ from temporalio.exceptions import ApplicationError
 from durable_agents.activities.heartbeat import heartbeating
 from durable_agents.contracts import (
     CALL_MCP_TOOL,
-    CHECK_SECRETS,
     DISCOVER_MCP_TOOLS,
     MCP_SEPARATOR,
-    SECRET_MISSING,
     McpCallRequest,
     McpDiscoverRequest,
     McpDiscovery,
     McpServer,
     McpTool,
-    SecretCheck,
     SecretRef,
     ToolResult,
 )
+from durable_agents.errors import SecretMissing, translate_errors
 from durable_agents.logs import activity_log
 from durable_agents.vault import ChainVault, VaultError, load_vault
 
@@ -156,16 +154,15 @@ class McpActivities:
         return [f"{name!r} (mcp server {uses[name]!r})" for name in self.vault.missing(list(uses))]
 
     @activity.defn(name=DISCOVER_MCP_TOOLS)
+    @translate_errors
     async def discover_mcp_tools(self, req: McpDiscoverRequest) -> McpDiscovery:
         """Each server's tools, namespaced <server>__<tool>. A server that cannot be reached is a
         failure in the result (the session goes on without it); an unknown secret stops the session."""
         missing = self._missing_secrets(req.servers)
         if missing:
-            raise ApplicationError(
+            raise SecretMissing(
                 f"unknown secret(s): {', '.join(missing)}; add them with `da vault set NAME` on the "
-                "harness workers' machine (or DA_SECRET_<NAME>)",
-                type=SECRET_MISSING,
-                non_retryable=True,
+                "harness workers' machine (or DA_SECRET_<NAME>)"
             )
         results = await asyncio.gather(*(self._discover(s, req.refresh) for s in req.servers))
         discovery = McpDiscovery()
@@ -210,6 +207,7 @@ class McpActivities:
         return tools, note if skipped else None
 
     @activity.defn(name=CALL_MCP_TOOL)
+    @translate_errors
     async def call_mcp_tool(self, req: McpCallRequest) -> ToolResult:
         name = req.server.name + MCP_SEPARATOR + req.tool
         log = activity_log().bind(server=req.server.name, tool=req.tool)
@@ -260,17 +258,3 @@ def _text_of(called: Any) -> str:
     if not parts and called.structured_content is not None:
         parts.append(json.dumps(called.structured_content))
     return "\n".join(parts) or "(no output)"
-
-
-@activity.defn(name=CHECK_SECRETS)
-async def check_secrets(req: SecretCheck) -> None:
-    """Fails, naming them, if secrets the session will need are in none of this worker's vaults."""
-    missing = load_vault().missing(req.names)
-    if missing:
-        listed = ", ".join(f"{n!r}" + (f" ({req.uses[n]})" if n in req.uses else "") for n in missing)
-        raise ApplicationError(
-            f"unknown secret(s): {listed}; add them with `da vault set NAME` on the sandbox workers' "
-            "machine (or DA_SECRET_<NAME>)",
-            type=SECRET_MISSING,
-            non_retryable=True,
-        )

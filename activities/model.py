@@ -30,16 +30,23 @@ from temporalio.exceptions import ApplicationError
 from durable_agents.activities.heartbeat import heartbeating
 from durable_agents.contracts import (
     CALL_MODEL,
-    CONTEXT_TOO_LONG,
     GET_MODEL_CONTEXT,
-    MODEL_NOT_CONFIGURED,
-    MODEL_REQUEST_REJECTED,
     ModelContext,
     ModelRequest,
     ModelTurn,
     Usage,
     chain_digest,
     context_root,
+)
+from durable_agents.errors import (
+    ContextTooLong,
+    ModelError,
+    ModelNotConfigured,
+    ModelRejected,
+    ModelUnavailable,
+    StaleContext,
+    application_error,
+    translate_errors,
 )
 from durable_agents.live.publisher import DeltaPublisher, LiveCall
 from durable_agents.logs import activity_log
@@ -123,30 +130,33 @@ def _retry_after(error: anthropic.APIStatusError) -> timedelta | None:
     return None
 
 
-def classify_model_error(error: Exception) -> ApplicationError:
-    """Map an Anthropic SDK error to a retryable or non-retryable ApplicationError."""
+def model_error(error: Exception) -> ModelError:
+    """An Anthropic SDK error as one of ours: whether retrying can help is in its class."""
     if isinstance(error, anthropic.APIStatusError):
         status = error.status_code
         kind = error.type or type(error).__name__
         detail = error.api_message or str(error)
         if status < 400:  # an `error` event in the middle of a streamed answer: judged by its type
             message = f"Anthropic API failed mid-answer ({kind}): {detail}"
-            if kind in REJECTED_TYPES:
-                return ApplicationError(message, type=MODEL_REQUEST_REJECTED, non_retryable=True)
-            return ApplicationError(message, type="ModelUnavailable")
+            return ModelRejected(message) if kind in REJECTED_TYPES else ModelUnavailable(message)
         message = f"Anthropic API answered {status} ({kind}): {detail}"
         if status == 400 and CONTEXT_TOO_LONG_MESSAGES.search(detail):
-            return ApplicationError(message, type=CONTEXT_TOO_LONG, non_retryable=True)
+            return ContextTooLong(message)
         if status in RETRYABLE_STATUS or status >= 500:
-            return ApplicationError(message, type="ModelUnavailable", next_retry_delay=_retry_after(error))
-        return ApplicationError(message, type=MODEL_REQUEST_REJECTED, non_retryable=True)
+            return ModelUnavailable(message, retry_after=_retry_after(error))
+        return ModelRejected(message)
     if isinstance(error, anthropic.APIConnectionError):
-        return ApplicationError(f"Anthropic API unreachable: {error}", type="ModelUnavailable")
+        return ModelUnavailable(f"Anthropic API unreachable: {error}")
     if isinstance(error, anthropic.APIResponseValidationError | json.JSONDecodeError):
-        return ApplicationError(f"Anthropic API sent an invalid response: {error}", type="ModelUnavailable")
+        return ModelUnavailable(f"Anthropic API sent an invalid response: {error}")
     if isinstance(error, httpx2.TransportError):  # e.g. the connection closed in the middle of a stream
-        return ApplicationError(f"Anthropic API connection lost: {error!r}", type="ModelUnavailable")
-    return ApplicationError(f"{type(error).__name__}: {error}", type="ModelError")
+        return ModelUnavailable(f"Anthropic API connection lost: {error!r}")
+    return ModelError(f"{type(error).__name__}: {error}")
+
+
+def classify_model_error(error: Exception) -> ApplicationError:
+    """Map an Anthropic SDK error to a retryable or non-retryable ApplicationError."""
+    return application_error(model_error(error))
 
 
 def _block_dict(block: Any) -> dict[str, Any]:
@@ -224,19 +234,18 @@ class ModelActivities:
         # A normal turn's new messages are the rest of the context; a compaction's end differently.
         entry.extend(req.new_messages)
         if entry.digests[-1] != req.digest:
-            raise ApplicationError("the session's context moved on while this call waited", type="StaleContext")
+            raise StaleContext("the session's context moved on while this call waited")
         self.cache.store(req.session_id, entry)
         return entry
 
     @activity.defn(name=CALL_MODEL)
+    @translate_errors
     async def call_model(self, req: ModelRequest) -> ModelTurn:
         log = activity_log()
         if self._anthropic is None:
-            raise ApplicationError(
+            raise ModelNotConfigured(
                 "ANTHROPIC_API_KEY is not set on the harness worker: set it (or run `make up`, which "
-                "starts the scripted model) and send the message again",
-                type=MODEL_NOT_CONFIGURED,
-                non_retryable=True,
+                "starts the scripted model) and send the message again"
             )
         ctx = await self._context(req)
         params: dict[str, Any] = {"model": req.model, "max_tokens": req.max_tokens, **cached_request(ctx)}
@@ -249,8 +258,8 @@ class ModelActivities:
             async with heartbeating(HEARTBEAT_EVERY_S):
                 response, request_id = await self._stream(params, live)
         except Exception as e:  # noqa: BLE001 - every SDK error is classified for Temporal
-            error = e if isinstance(e, ApplicationError) else classify_model_error(e)
-            log.warning("model call failed", error=str(error), retryable=not error.non_retryable)
+            error = e if isinstance(e, ModelError) else model_error(e)
+            log.warning("model call failed", error=str(error), retryable=error.retryable)
             raise error from e
         content = [_block_dict(b) for b in response.content]
         ctx.extend([{"role": "assistant", "content": content}])
@@ -293,7 +302,7 @@ class ModelActivities:
                         live.tool_use(event.index, event.content_block.id, event.content_block.name)
                 stopped = stopped or event.type == "message_stop"
             if not stopped:  # a cleanly closed but unfinished stream is a lost answer, not a short one
-                raise ApplicationError("the model's answer stream ended before message_stop", type="ModelUnavailable")
+                raise ModelUnavailable("the model's answer stream ended before message_stop")
             message = await stream.get_final_message()
             if live is not None:
                 live.end(message.stop_reason)

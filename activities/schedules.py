@@ -6,6 +6,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from durable_agents.contracts import LAST_SCHEDULED_RESULT, SessionResult
+from durable_agents.errors import translate_errors
 
 
 class ScheduleActivities:
@@ -13,6 +14,7 @@ class ScheduleActivities:
         self._client = client
 
     @activity.defn(name=LAST_SCHEDULED_RESULT)
+    @translate_errors
     async def last_scheduled_result(self, schedule_id: str) -> str:
         """The answer of the schedule's most recent completed run before this one ("" if none)."""
         me = activity.info().workflow_id

@@ -14,18 +14,17 @@ from pathlib import Path
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
 from durable_agents.agent_files import AgentFileError, load_agent
 from durable_agents.connection import check_search_attributes
 from durable_agents.contracts import (
-    AGENT_NOT_FOUND,
     PREPARE_SESSION,
     AgentSpec,
     SessionSetup,
     SessionSetupRequest,
     agent_version,
 )
+from durable_agents.errors import AgentNotFound, translate_errors
 from durable_agents.settings import settings
 
 
@@ -69,8 +68,8 @@ class AgentFiles:
         return agent
 
 
-def _not_found(message: str) -> ApplicationError:
-    return ApplicationError(message, type=AGENT_NOT_FOUND, non_retryable=True)
+def _not_found(message: str) -> AgentNotFound:
+    return AgentNotFound(message)
 
 
 class SetupActivities:
@@ -80,6 +79,7 @@ class SetupActivities:
         self._register = register_attributes
 
     @activity.defn(name=PREPARE_SESSION)
+    @translate_errors
     async def prepare_session(self, req: SessionSetupRequest) -> SessionSetup:
         agent = await asyncio.to_thread(self.agents.resolve, req.agent_ref) if req.agent_ref else None
         attributes = None

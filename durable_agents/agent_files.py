@@ -17,11 +17,12 @@ import yaml
 from pydantic import ValidationError
 
 from durable_agents.contracts import AgentSpec, agent_version
+from durable_agents.errors import UserError
 
 __all__ = ["AgentFileError", "agent_version", "load_agent"]
 
 
-class AgentFileError(ValueError):
+class AgentFileError(UserError, ValueError):
     pass
 
 

@@ -50,7 +50,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agents import client as api
 from durable_agents import codec, schedules, session_log, telemetry, vault
-from durable_agents.agent_files import AgentFileError, agent_version, load_agent
+from durable_agents.agent_files import agent_version, load_agent
 from durable_agents.client import ClientError
 from durable_agents.connection import connect, temporal_address
 from durable_agents.contracts import (
@@ -63,11 +63,12 @@ from durable_agents.contracts import (
     SessionState,
     WorkspaceSeed,
 )
+from durable_agents.errors import UserError
 from durable_agents.live.follow import FollowError, follow
 from durable_agents.live.publisher import LIVE_URL_ENV
 from durable_agents.live.relay import DEFAULT_PORT, Relay, create_app
 from durable_agents.live.render import JsonRenderer, PlainRenderer, RichRenderer, format_event
-from durable_agents.settings import SettingsError, settings
+from durable_agents.settings import settings
 from durable_agents.workflows.harness import available_tools
 
 
@@ -643,15 +644,6 @@ COMMANDS = {
 }
 
 
-USER_ERRORS = (
-    AgentFileError,
-    ClientError,
-    schedules.ScheduleError,
-    session_log.SessionLogError,
-    SettingsError,
-    vault.VaultError,
-    codec.CodecKeyError,
-)
 
 
 async def amain(argv: list[str]) -> int:
@@ -679,7 +671,7 @@ async def amain(argv: list[str]) -> int:
         except RuntimeError as e:
             raise CliError(f"cannot reach Temporal at {temporal_address()}: {e} (is `make up` running?)") from None
         return await COMMANDS[args.command](client, args)
-    except USER_ERRORS as e:
+    except UserError as e:  # what the user can fix: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RPCError as e:

@@ -62,6 +62,7 @@ from durable_agents.contracts import (
     WorkspaceSeed,
     attribute_pairs,
 )
+from durable_agents.errors import UserError
 from durable_agents.live.follow import Item, SseSource, TemporalSource
 from durable_agents.live.follow import follow as follow_items
 from durable_agents.session_log import export
@@ -94,7 +95,7 @@ IDLE_OR_DONE = ("idle", "waiting", "done", "failed")  # the session needs nothin
 END_WAIT_S = 5.0  # how long `end_session` waits for a session to close (it destroys its sandbox first)
 
 
-class ClientError(Exception):
+class ClientError(UserError):
     """A problem the caller can fix; the message says what (`da` prints it without a traceback)."""
 
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from durable_agents.errors import UserError
 from durable_agents.settings import Settings, settings
 from durable_agents.vault import aes256_key
 
@@ -39,7 +40,7 @@ ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 
 
-class CodecKeyError(Exception):
+class CodecKeyError(UserError):
     """Keys missing or malformed, or a payload sealed with a key this process does not hold."""
 
 

@@ -44,7 +44,7 @@ class DurableAgentsError(Exception):
     error_type: ClassVar[ErrorType | None] = None
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
+    def __init__(self, message: str = "", *, retry_after: timedelta | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

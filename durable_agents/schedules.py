@@ -42,6 +42,7 @@ from durable_agents.contracts import (
     SessionResult,
     attribute_pairs,
 )
+from durable_agents.errors import UserError
 from durable_agents.workflows.harness import session_summary
 
 OVERLAP = {
@@ -56,7 +57,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError, ValueError):
     """Bad schedule input: nothing was created or changed."""
 
 

@@ -18,11 +18,12 @@ from typing import IO
 from temporalio.client import Client
 
 from durable_agents.contracts import GET_EVENTS, GET_STATE, SessionEvent, SessionState
+from durable_agents.errors import UserError
 
 EXPORT_CHUNK = 500
 
 
-class SessionLogError(ValueError):
+class SessionLogError(UserError, ValueError):
     pass
 
 

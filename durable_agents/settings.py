@@ -30,13 +30,15 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from durable_agents.errors import UserError
+
 __all__ = ["SECRET_PREFIX", "Settings", "SettingsError", "settings"]
 
 SECRET_PREFIX = "DA_SECRET_"  # the vault's env backend: DA_SECRET_<NAME>
 _FLAG_ON = ("1", "true", "on", "yes")  # what turns a DA_* switch on; anything else leaves it off
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """The environment holds a value a setting cannot take; the message names the variable."""
 
 

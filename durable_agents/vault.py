@@ -27,12 +27,13 @@ from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from durable_agents.errors import UserError
 from durable_agents.settings import SECRET_PREFIX, Settings, settings
 
 SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-class VaultError(Exception):
+class VaultError(UserError):
     """A secret could not be resolved, or the vault is misconfigured. The message names what."""
 
 

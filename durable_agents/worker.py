@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agents.activities.mcp_tools import McpActivities, check_secrets
+from durable_agents.activities.mcp_tools import McpActivities
 from durable_agents.activities.model import ModelActivities, anthropic_client_from_env
 from durable_agents.activities.schedules import ScheduleActivities
 from durable_agents.activities.setup import AgentFiles, SetupActivities
@@ -39,6 +39,7 @@ from durable_agents.sandboxes.activities import SandboxActivities
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.sandboxes.pool import WarmPool
 from durable_agents.sandboxes.reaper import Reaper
+from durable_agents.sandboxes.secrets import check_secrets
 from durable_agents.settings import Settings, SettingsError, settings
 from durable_agents.telemetry import shutdown as flush_traces
 from durable_agents.vault import VaultError

@@ -26,6 +26,7 @@ from temporalio.client import Client
 
 from durable_agents import session_log
 from durable_agents.contracts import LiveDelta, SessionEvent, SessionState
+from durable_agents.errors import UserError
 from durable_agents.live.relay import PING_S
 
 TERMINAL = ("done", "failed")
@@ -33,7 +34,7 @@ SETTLED = ("idle", "done", "failed")  # nothing more happens until someone sends
 POLL_S = 0.25
 
 
-class FollowError(Exception):
+class FollowError(UserError):
     """The session cannot be followed (unknown, a bad offset, the live server lost); the message says why."""
 
 

@@ -20,15 +20,12 @@ from typing import Any
 
 import docker.errors
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from durable_agents.activities.heartbeat import heartbeating
 from durable_agents.contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
     PROVISION_SANDBOX,
-    SANDBOX_IMAGE_MISSING,
-    SANDBOX_LOST,
     SANDBOX_TOOLS,
     SNAPSHOT_WORKSPACE,
     ExecuteRequest,
@@ -39,12 +36,12 @@ from durable_agents.contracts import (
     SnapshotRequest,
     host_queue,
 )
+from durable_agents.errors import SandboxGone, SandboxImageMissing, SeedFailed, translate_errors
 from durable_agents.logs import activity_log
 from durable_agents.sandboxes.docker_sandbox import (
     WORKSPACE,
     CommandTimedOut,
     DockerSandboxes,
-    SandboxGone,
     ShellDied,
     ShellUnavailable,
 )
@@ -203,6 +200,7 @@ class SandboxActivities:
         return None
 
     @activity.defn(name=PROVISION_SANDBOX)
+    @translate_errors
     async def provision_sandbox(self, req: ProvisionRequest) -> SandboxHandle:
         """Heartbeats while it works: a worker that dies provisioning is noticed at the heartbeat
         timeout (seconds), and another sandbox worker takes the retry."""
@@ -222,10 +220,8 @@ class SandboxActivities:
             if container_id is None:
                 container_id = (await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec)).id
         except docker.errors.ImageNotFound as e:
-            raise ApplicationError(
-                f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: build it with `make setup`",
-                type=SANDBOX_IMAGE_MISSING,
-                non_retryable=True,
+            raise SandboxImageMissing(
+                f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: build it with `make setup`"
             ) from e
         handle = SandboxHandle(
             sandbox_id=container_id or "",
@@ -243,9 +239,7 @@ class SandboxActivities:
                 await asyncio.to_thread(self.sandboxes.restore, handle.sandbox_id, data)
             except (SeedError, RuntimeError, subprocess.TimeoutExpired) as e:
                 await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
-                raise ApplicationError(
-                    f"the workspace could not be seeded: {e}", type="SeedFailed", non_retryable=True
-                ) from e
+                raise SeedFailed(f"the workspace could not be seeded: {e}") from e
             handle = handle.model_copy(update={"seeded": what})
         log.info(
             "sandbox provisioned",
@@ -259,6 +253,7 @@ class SandboxActivities:
         return handle
 
     @activity.defn(name=EXECUTE)
+    @translate_errors
     async def execute(self, req: ExecuteRequest) -> ExecuteResult:
         log = activity_log()
         script = tool_script(req.name, req.input)
@@ -293,9 +288,7 @@ class SandboxActivities:
                 timed_out=True,
             )
         except SandboxGone as e:
-            raise ApplicationError(
-                f"sandbox {req.handle.sandbox_id[:12]} is gone: {e}", type=SANDBOX_LOST, non_retryable=True
-            ) from e
+            raise SandboxGone(f"sandbox {req.handle.sandbox_id[:12]} is gone: {e}") from e
         except ShellDied as e:
             restarted = "a new shell was started with the working directory and exported variables from before it"
             if e.signal is not None:
@@ -334,6 +327,7 @@ class SandboxActivities:
         )
 
     @activity.defn(name=SNAPSHOT_WORKSPACE)
+    @translate_errors
     async def snapshot_workspace(self, req: SnapshotRequest) -> SnapshotRef:
         """Snapshot /workspace into the blob store, unless it is unchanged since `previous`."""
         started = time.monotonic()
@@ -350,12 +344,13 @@ class SandboxActivities:
 
             size = await asyncio.to_thread(write)
         except (SandboxGone, docker.errors.NotFound) as e:
-            raise ApplicationError(f"sandbox {container_id[:12]} is gone", type=SANDBOX_LOST, non_retryable=True) from e
+            raise SandboxGone(f"sandbox {container_id[:12]} is gone") from e
         ref = SnapshotRef(key=key, bytes=size, fingerprint=fingerprint, taken_at=datetime.now(UTC))
         activity_log().info("workspace snapshot", key=key, bytes=size, seconds=round(time.monotonic() - started, 3))
         return ref
 
     @activity.defn(name=DESTROY_SANDBOX)
+    @translate_errors
     async def destroy_sandbox(self, handle: SandboxHandle) -> bool:
         removed = await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
         activity_log().info("sandbox destroyed", container=handle.sandbox_id[:12], existed=removed)

@@ -27,6 +27,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from durable_agents.contracts import SANDBOX_TMP_MB, SandboxSpec
+from durable_agents.errors import SandboxError, SandboxGone
 from durable_agents.sandboxes.egress import NETWORK, RULES_LABEL, EgressProxy, rules_label
 
 LABEL = "durable-agents.sandbox"
@@ -117,11 +118,7 @@ done
 """
 
 
-class SandboxGone(Exception):
-    """The container no longer exists or does not run."""
-
-
-class ShellDied(Exception):
+class ShellDied(SandboxError):
     """The persistent shell ended while running a call: by itself (`exit`, `exec`, `set -e`:
     `exit_code`) or killed (`signal`)."""
 
@@ -131,11 +128,11 @@ class ShellDied(Exception):
         self.signal = signal
 
 
-class ShellUnavailable(Exception):
+class ShellUnavailable(SandboxError):
     """No shell could be started in a container that runs."""
 
 
-class CommandTimedOut(TimeoutError):
+class CommandTimedOut(SandboxError, TimeoutError):
     """A call was killed at its timeout, with `processes` processes running (of `pids_limit`)."""
 
     def __init__(self, processes: int = 0, pids_limit: int = 0) -> None:
@@ -622,4 +619,3 @@ class DockerSandboxes:
 def _safe_id(call_id: str) -> str:
     """A call id as a file name in the container (tool-use ids already are)."""
     return "".join(c for c in call_id if c.isalnum() or c in "_-")[:80] or secrets.token_hex(8)
-

@@ -18,10 +18,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from durable_agents.contracts import GitSource, WorkspaceSeed
+from durable_agents.errors import SandboxError
 from durable_agents.vault import VaultError, load_vault
 
 
-class SeedError(Exception):
+class SeedError(SandboxError):
     pass
 
 

@@ -1,0 +1,90 @@
+"""Sandbox I/O: what a workspace starts with, provisioning, the handle that names a sandbox's
+host queue, `execute` and snapshots. No I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from durable_agents.contracts._base import _Strict
+from durable_agents.contracts.agent import SandboxSpec
+
+
+class GitSource(_Strict):
+    url: str = Field(min_length=1)
+    ref: str | None = Field(default=None, description="branch or tag; default: the remote's HEAD")
+    token_secret: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="name of a vault secret the sandbox worker resolves for the clone; never sent anywhere else",
+    )
+
+
+class WorkspaceSeed(_Strict):
+    """What /workspace starts with: small inline files and/or a git repository (cloned on the host)."""
+
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> text content")
+    git: GitSource | None = None
+
+    @field_validator("files")
+    @classmethod
+    def _small_relative_files(cls, files: dict[str, str]) -> dict[str, str]:
+        if sum(len(v) for v in files.values()) > 1_000_000:
+            raise ValueError("inline files are limited to 1 MB in all (they travel in the session's history)")
+        for path in files:
+            parts = path.split("/")
+            if path.startswith("/") or ".." in parts or not path:
+                raise ValueError(f"{path!r}: workspace paths must be relative and stay inside /workspace")
+        return files
+
+
+class SnapshotRef(_Strict):
+    """A workspace snapshot in the blob store (a gzipped tar of /workspace)."""
+
+    key: str
+    bytes: int
+    fingerprint: str  # of the workspace when it was taken: unchanged workspace, no new snapshot
+    taken_at: datetime
+
+
+class ProvisionRequest(_Strict):
+    session_id: str
+    spec: SandboxSpec
+    restore: SnapshotRef | None = None  # a snapshot wins over the seed
+    seed: WorkspaceSeed | None = None
+
+
+class SandboxHandle(_Strict):
+    sandbox_id: str  # the container id
+    host_queue: str  # every later call for this sandbox goes to this task queue
+    image: str
+    runtime: str
+    restored: SnapshotRef | None = None
+    restore_error: str | None = None
+    seeded: str | None = None  # what the workspace was seeded with
+    from_pool: bool = False
+
+
+class SnapshotRequest(_Strict):
+    handle: SandboxHandle
+    session_id: str
+    previous: SnapshotRef | None = None
+
+
+class ExecuteRequest(_Strict):
+    handle: SandboxHandle
+    call_id: str  # execution is idempotent per call id
+    name: str
+    input: dict[str, Any]
+    timeout_s: float
+    output_cap: int
+
+
+class ExecuteResult(_Strict):
+    output: str
+    is_error: bool = False
+    exit_code: int | None = None
+    timed_out: bool = False
+    truncated_chars: int = 0
