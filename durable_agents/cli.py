@@ -67,7 +67,7 @@ from durable_agents.errors import UserError
 from durable_agents.live.follow import FollowError, follow
 from durable_agents.live.publisher import LIVE_URL_ENV
 from durable_agents.live.relay import DEFAULT_PORT, Relay, create_app
-from durable_agents.live.render import JsonRenderer, PlainRenderer, RichRenderer, format_event
+from durable_agents.live.render import JsonRenderer, PlainRenderer, RichRenderer, event_text, format_event
 from durable_agents.settings import settings
 from durable_agents.workflows.harness import available_tools
 
@@ -288,7 +288,7 @@ async def cmd_interrupt(client: Client, args: argparse.Namespace) -> int:
 async def cmd_refresh_tools(client: Client, args: argparse.Namespace) -> int:
     offset = await api.refresh_tools(client, args.id)
     events = await api.session_events(client, args.id, offset, offset + 1)
-    print(f"{args.id}: MCP tools now: {events[0].text if events else '?'}")
+    print(f"{args.id}: MCP tools now: {event_text(events[0]) if events else '?'}")
     return 0
 
 

@@ -25,7 +25,7 @@ from httpx_sse import SSEError, aconnect_sse
 from temporalio.client import Client
 
 from durable_agents import session_log
-from durable_agents.contracts import LiveDelta, SessionEvent, SessionState
+from durable_agents.contracts import LiveDelta, SessionEvent, SessionState, SubagentStarted, parse_event
 from durable_agents.errors import UserError
 from durable_agents.live.relay import PING_S
 
@@ -96,7 +96,7 @@ def _item(session_id: str, name: str, data: str, sse_id: str | None) -> Item | N
     if name == "event":
         body = json.loads(data)
         body.pop("session", None)
-        return Item(session_id, "event", now, sse_id, event=SessionEvent.model_validate(body))
+        return Item(session_id, "event", now, sse_id, event=parse_event(body))
     if name == "delta":
         return Item(session_id, "delta", now, sse_id, delta=LiveDelta.model_validate_json(data))
     if name == "state":
@@ -218,8 +218,8 @@ async def follow(source: Source, session_id: str, start: int, renderer: Renderer
             sid = item.session
             if item.event is not None:
                 offsets[sid] = item.event.offset + 1
-                child = item.event.child
-                if item.event.kind == "subagent_started" and child and child not in offsets:
+                child = item.event.child if isinstance(item.event, SubagentStarted) else None
+                if child and child not in offsets:
                     watch(child, 0)
             elif item.state is not None:
                 states[sid] = item.state

@@ -19,7 +19,23 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from durable_agents.contracts import LiveDelta, SessionEvent, SessionState, ToolCall
+from durable_agents.contracts import (
+    ApprovalRequested,
+    CompactionEvent,
+    LiveDelta,
+    ModelTurnEvent,
+    SandboxDestroyed,
+    SandboxProvisioned,
+    SandboxSnapshot,
+    SessionEvent,
+    SessionState,
+    StatusChanged,
+    SubagentFinished,
+    SubagentStarted,
+    ToolCall,
+    ToolResultEvent,
+    Usage,
+)
 from durable_agents.live.follow import Item
 
 STREAM_TAIL_LINES = 12  # of a model call's text in progress, in the live view
@@ -34,28 +50,40 @@ def format_event(e: SessionEvent, full: bool = False) -> str:
     when = e.at.strftime("%H:%M:%S")
     head = f"[{e.offset:>4}] {when} {e.kind:<19}"
     limit = 100_000 if full else 200
-    if e.kind == "model_turn":
-        parts = [short(e.text, limit)] if e.text else []
-        parts += [f"→ {c.name}({short(json.dumps(c.input), 120)})" for c in e.tool_calls or []]
-        return f"{head} {' '.join(parts)}{usage_note(e)}"
-    if e.kind == "tool_result" and e.tool_result:
-        mark = "✓" if not e.tool_result.is_error else "✗"
-        return f"{head} {mark} {e.tool_result.name}: {short(e.tool_result.output, limit)}"
-    if e.kind == "status":
-        return f"{head} {e.status}"
-    if e.kind in ("subagent_started", "subagent_finished") and e.child:
-        status = f"{e.status}: " if e.status else ""
-        return f"{head} {e.child.rsplit('/', 1)[-1]} {status}{short(e.text, limit)}"
-    if e.kind in ("sandbox_provisioned", "sandbox_destroyed") and e.sandbox:
-        extra = f" ({e.text})" if e.text else ""
-        return f"{head} {e.sandbox.sandbox_id[:12]} on {e.sandbox.host_queue}{extra}"
-    return f"{head} {short(e.text, limit)}"
+    match e:
+        case ModelTurnEvent():
+            parts = [short(e.text, limit)] if e.text else []
+            parts += [f"→ {c.name}({short(json.dumps(c.input), 120)})" for c in e.tool_calls or []]
+            return f"{head} {' '.join(parts)}{usage_note(e.usage)}"
+        case ToolResultEvent():
+            mark = "✓" if not e.tool_result.is_error else "✗"
+            return f"{head} {mark} {e.tool_result.name}: {short(e.tool_result.output, limit)}"
+        case StatusChanged():
+            return f"{head} {e.status}"
+        case SubagentStarted():
+            return f"{head} {e.child.rsplit('/', 1)[-1]} {short(e.text, limit)}"
+        case SubagentFinished():
+            return f"{head} {e.child.rsplit('/', 1)[-1]} {e.status}: {short(e.text, limit)}"
+        case SandboxProvisioned() | SandboxDestroyed():
+            extra = f" ({e.text})" if isinstance(e, SandboxDestroyed) and e.text else ""
+            return f"{head} {e.sandbox.sandbox_id[:12]} on {e.sandbox.host_queue}{extra}"
+        case SandboxSnapshot():
+            return f"{head} {e.snapshot.key} ({e.snapshot.bytes} bytes)"
+        case CompactionEvent():
+            covers = f"events {e.covers[0]}–{e.covers[1]}"
+            return f"{head} {e.method} of {covers}: {short(e.text, limit)}{usage_note(e.usage)}"
+    return f"{head} {short(event_text(e), limit)}"
 
 
-def usage_note(e: SessionEvent) -> str:
-    if not e.usage:
+def event_text(e: SessionEvent) -> str | None:
+    """The text an event carries, where its kind has one."""
+    text: str | None = getattr(e, "text", None)
+    return text
+
+
+def usage_note(u: Usage | None) -> str:
+    if not u:
         return ""
-    u = e.usage
     read = f", {u.cache_read_input_tokens} cached" if u.cache_read_input_tokens else ""
     return f" [{u.total_tokens - u.output_tokens}{read} → {u.output_tokens} tok]"
 
@@ -173,8 +201,8 @@ class PlainRenderer:
         elif item.event is not None:
             self.calls.settle(item.session, item.event.offset)
             self._print(prefix + format_event(item.event))
-            if item.event.kind == "approval_requested":
-                for waiting in item.event.tool_calls or []:
+            if isinstance(item.event, ApprovalRequested):
+                for waiting in item.event.tool_calls:
                     commands = "   |   ".join(answer_commands(item.session, waiting))
                     self._print(f"{prefix}{'':>9}to answer: {commands}")
 
@@ -238,12 +266,12 @@ class RichRenderer:
 
     def _event(self, e: SessionEvent, prefix: str, depth: int) -> RenderableType:
         style = _KIND_STYLE.get(e.kind, "dim")
-        if e.kind == "tool_result" and e.tool_result is not None:
+        if isinstance(e, ToolResultEvent):
             style = "red" if e.tool_result.is_error else "green"
-        if e.kind == "model_turn":
+        if isinstance(e, ModelTurnEvent):
             indent = "    " * depth + "       "
             head = Text(prefix + f"[{e.offset:>4}] {e.at:%H:%M:%S} ", style="dim") + Text("model", style="bold cyan")
-            head += Text(usage_note(e), style="dim")
+            head += Text(usage_note(e.usage), style="dim")
             parts: list[RenderableType] = [head]
             if e.text:
                 parts.append(Text("\n".join(indent + line for line in e.text.splitlines())))

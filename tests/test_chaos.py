@@ -72,7 +72,7 @@ async def test_sigkill_of_the_worker_mid_session_loses_nothing(
     events: list[SessionEvent] = await session_events(chaos_client, handle.id)
     assert [e.offset for e in events] == list(range(len(events)))
     turns = [e for e in events if e.kind == "model_turn"]
-    results = [e.tool_result for e in events if e.tool_result]
+    results = [e.tool_result for e in events if e.kind == "tool_result"]
     assert len(turns) == 7 and len(results) == 6
     call_ids = [c.id for t in turns for c in t.tool_calls or []]
     assert len(set(call_ids)) == 6 and [r.call_id for r in results] == call_ids
@@ -96,7 +96,7 @@ def assert_clean(events: list[SessionEvent], turns: int, session_id: str) -> Non
     model_turns = [e for e in events if e.kind == "model_turn"]
     assert len(model_turns) == turns, f"{len(model_turns)} model turns recorded, expected {turns}"
     call_ids = [c.id for t in model_turns for c in t.tool_calls or []]
-    results = [e.tool_result.call_id for e in events if e.tool_result]
+    results = [e.tool_result.call_id for e in events if e.kind == "tool_result"]
     assert len(set(call_ids)) == len(call_ids) and results == call_ids, "a tool call ran twice or not at all"
     leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={session_id}"})
     assert leftover == [], "a container was left behind"

@@ -139,7 +139,7 @@ async def test_two_harness_and_two_sandbox_workers_share_the_load_and_survive_ea
     events = await session_events(chaos_client, handle.id)
     answer = [e.text for e in events if e.kind == "model_turn" and e.text][-1]
     assert answer == "still here"  # restored from the snapshot on the other host
-    reset = [e.tool_result for e in events if e.tool_result][1]
+    reset = [e.tool_result for e in events if e.kind == "tool_result"][1]
     assert reset.is_error and "a new sandbox was provisioned and /workspace was restored" in reset.output
     provisioned = [e.sandbox.host_queue for e in events if e.kind == "sandbox_provisioned" and e.sandbox]
     assert provisioned[0] == holder and provisioned[-1] != holder

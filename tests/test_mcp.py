@@ -82,7 +82,7 @@ async def test_tools_from_a_stdio_and_an_http_server_with_policies(
     events = await session_log.read_events(client, handle.id)
     listed = next(e for e in events if e.kind == "mcp_tools")
     assert "memory__create_entities" in (listed.text or "") and "everything__echo" in (listed.text or "")
-    outputs = {e.tool_result.name: e.tool_result for e in events if e.tool_result}
+    outputs = {e.tool_result.name: e.tool_result for e in events if e.kind == "tool_result"}
     assert not outputs["memory__create_entities"].is_error
     assert outputs["everything__echo"].output == "Echo: hello over http"
     assert "runs on Temporal" in outputs["memory__read_graph"].output
@@ -119,7 +119,7 @@ async def test_secrets_reach_mcp_servers_as_env_and_headers(
     result = await handle.result()
     assert result.status == "done"
     events = await session_log.read_events(client, handle.id)
-    outputs = {e.tool_result.name: e.tool_result.output for e in events if e.tool_result}
+    outputs = {e.tool_result.name: e.tool_result.output for e in events if e.kind == "tool_result"}
     assert outputs == {"stdio-auth__whoami": "authorized", "http-auth__whoami": "authorized"}
 
 
@@ -140,7 +140,7 @@ async def test_a_server_that_is_down_is_an_event_and_the_others_still_work(
     assert any("'nosuch' is unavailable" in t and "/nonexistent/mcp-server" in t for t in errors), errors
     assert any("'offline' is unavailable" in t for t in errors), errors
     assert all("goes on without its tools" in t for t in errors)
-    assert next(e.tool_result for e in events if e.tool_result).is_error is False
+    assert next(e.tool_result for e in events if e.kind == "tool_result").is_error is False
 
 
 async def test_a_slow_tool_is_an_error_result_not_a_stuck_session(
@@ -160,7 +160,7 @@ async def test_a_slow_tool_is_an_error_result_not_a_stuck_session(
     result = await handle.result()
     assert result.status == "done" and result.answer == "gave up on it"
     events = await session_log.read_events(client, handle.id)
-    failed = next(e.tool_result for e in events if e.tool_result)
+    failed = next(e.tool_result for e in events if e.kind == "tool_result")
     assert failed.is_error, failed
 
 
@@ -226,7 +226,7 @@ async def test_tools_are_refreshed_on_demand(
     await handle.execute_update("send_message", "now read", result_type=int)
     await wait_for(idle, what="the second answer")
     events = await session_log.read_events(client, handle.id)
-    assert next(e.tool_result for e in events if e.tool_result).is_error is False
+    assert next(e.tool_result for e in events if e.kind == "tool_result").is_error is False
     await handle.signal("end_session")
     await handle.result()
 

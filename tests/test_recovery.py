@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def results_of(events: list[SessionEvent]) -> list[Any]:
-    return [e.tool_result for e in events if e.tool_result]
+    return [e.tool_result for e in events if e.kind == "tool_result"]
 
 
 @pytest.mark.usefixtures("workers")
@@ -156,7 +156,7 @@ async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(
     marker = add_scenario(scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="ok")])
     live = await start_agent_session(client, coder(), f"Live. {marker}")
     await wait_until_settled(client, live.id)
-    current = next(e.sandbox for e in await session_events(client, live.id) if e.sandbox)
+    current = next(e.sandbox for e in await session_events(client, live.id) if e.kind == "sandbox_provisioned")
     assert current is not None
     done = await start_agent_session(client, coder(), f"Done. {marker}", one_shot=True)
     await done.result()

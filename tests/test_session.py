@@ -100,7 +100,7 @@ async def test_unknown_tool_and_bad_input_are_told_to_the_model(client: Client, 
         ],
     )
     result, events, _ = await run_one_shot(client, f"Misbehave. {marker}")
-    results = [e.tool_result for e in events if e.tool_result]
+    results = [e.tool_result for e in events if e.kind == "tool_result"]
     assert [r.is_error for r in results] == [True, True]
     assert "Unknown tool 'teleport'" in results[0].output
     assert "Invalid input for bash" in results[1].output and "command: Field required" in results[1].output
@@ -134,7 +134,7 @@ async def test_malformed_tool_uses_get_error_results_and_the_session_goes_on(
     assert result.status == "done" and result.answer == "Recovered: fine"
     history = await handle.fetch_history()
     assert not [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
-    first = [e.tool_result for e in events if e.tool_result][:5]
+    first = [e.tool_result for e in events if e.kind == "tool_result"][:5]
     assert all(r is not None and r.is_error and "This tool call was not run" in r.output for r in first)
     outputs = [r.output for r in first if r is not None]
     assert "its input was a string, not a JSON object" in outputs[0]
@@ -159,7 +159,7 @@ async def test_a_command_that_runs_forever_is_cut_at_the_timeout(client: Client,
         ],
     )
     result, events, _ = await run_one_shot(client, f"Hang. {marker}", coder(timeout_s=2))
-    results = [e.tool_result for e in events if e.tool_result]
+    results = [e.tool_result for e in events if e.kind == "tool_result"]
     assert results[0].is_error and "timed out after 2s" in results[0].output and "waiting" in results[0].output
     assert not results[1].is_error and results[1].output == "still here\n"
     assert result.status == "done"
@@ -326,7 +326,7 @@ async def test_always_ask_tools_wait_for_approval_and_denials_reach_the_model(
         "approval_requested",
         "approval_denied",
     ]
-    ran = [e.tool_result for e in events if e.tool_result]
+    ran = [e.tool_result for e in events if e.kind == "tool_result"]
     assert ran[0].output == "approved-run\n" and ran[1].is_error
     # The search attribute says who is waiting on whom.
     statuses = [e.status for e in events if e.kind == "status"]
@@ -345,7 +345,7 @@ async def test_skills_are_listed_loaded_and_copied(client: Client, scripted: Scr
     )
     result, events, _ = await run_one_shot(client, f"Check it. {marker}")
     assert result.answer == "compile: exit 0\nfine\nrun: exit 0"
-    loaded = [e.tool_result for e in events if e.tool_result][0]
+    loaded = [e.tool_result for e in events if e.kind == "tool_result"][0]
     assert loaded.output.startswith("# Checking a Python program")
     assert "[1 file(s) copied to /workspace/skills/python-checks/: check.sh]" in loaded.output
     assert [e.text for e in events if e.kind == "skill_loaded"] == ["python-checks"]
@@ -358,7 +358,7 @@ async def test_a_repeated_identical_tool_call_is_refused(client: Client, scripte
     same = ToolUse(name="bash", input={"command": "echo again >> /workspace/count; wc -l < /workspace/count"})
     marker = add_scenario(scripted, [Step(tool_use=same), Step(tool_use=same), Step(tool_use=same), Step(text="ok")])
     result, events, _ = await run_one_shot(client, f"Loop. {marker}")
-    outputs = [e.tool_result for e in events if e.tool_result]
+    outputs = [e.tool_result for e in events if e.kind == "tool_result"]
     assert [r.output for r in outputs[:2]] == ["1\n", "2\n"]
     assert outputs[2].is_error and "same input 3 times in a row, so it was not run again" in outputs[2].output
     assert result.status == "done"

@@ -100,7 +100,7 @@ async def test_compaction_summarises_old_turns_and_the_raw_events_stay_readable(
     assert first.text and first.text.startswith("The user asked: Read a lot.") and first.usage
     start, end = first.covers or [0, 0]
     raw = await session_log.read_events(client, handle.id, start, end + 1)
-    assert any(e.tool_result and "lorem ipsum" in e.tool_result.output for e in raw), "raw events must stay"
+    assert any(e.kind == "tool_result" and "lorem ipsum" in e.tool_result.output for e in raw), "raw events must stay"
 
     requests = [r.body for r in scripted.requests if marker in json.dumps(r.body)]
     asks = [i for i, body in enumerate(requests) if COMPACTION_INSTRUCTION in json.dumps(body)]
@@ -173,7 +173,7 @@ async def test_a_5_mb_tool_output_goes_to_the_payload_store_not_into_history(
     result = await handle.result()
     assert result.status == "done" and result.answer == "big"
     events = await session_log.read_events(client, handle.id)
-    output = next(e.tool_result.output for e in events if e.tool_result)
+    output = next(e.tool_result.output for e in events if e.kind == "tool_result")
     assert output == "x" * size
     history = await handle.fetch_history()
     history_bytes = sum(e.ByteSize() for e in history.events)
@@ -205,7 +205,7 @@ async def test_custom_tools_wait_for_the_client_and_bad_results_change_nothing(
     assert state.status == "waiting" and [c.input for c in state.awaiting_client] == [{"city": "Oslo"}]
     call = state.awaiting_client[0]
     events = await session_log.read_events(client, handle.id)
-    refused = next(e.tool_result for e in events if e.tool_result)
+    refused = next(e.tool_result for e in events if e.kind == "tool_result")
     assert refused.is_error and "Invalid input for lookup_weather" in refused.output and "city" in refused.output
     assert any(e.kind == "tool_requested" and e.tool_calls and e.tool_calls[0].id == call.id for e in events)
     first = await scripted_request_count(scripted, marker)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def results(events: list[SessionEvent]) -> list[Any]:
-    return [e.tool_result for e in events if e.tool_result]
+    return [e.tool_result for e in events if e.kind == "tool_result"]
 
 
 def child_scenario(scripted: ScriptedModelServer, steps: list[Step]) -> str:

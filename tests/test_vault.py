@@ -313,7 +313,7 @@ async def test_a_session_using_every_secret_path_leaks_none(
 
     await wait_for(idle, within_s=120, what="the session to answer")
     events = await session_log.read_events(client, handle.id)
-    outputs = [e.tool_result.output for e in events if e.tool_result]
+    outputs = [e.tool_result.output for e in events if e.kind == "tool_result"]
     # Every path delivered its secret: the MCP servers (env and header), the clone, the proxy.
     assert outputs[:2] == ["authorized", "authorized"], outputs
     assert "private repository contents" in outputs[2] and "\n1\n" in outputs[2], outputs[2]

@@ -209,7 +209,7 @@ async def test_a_lost_sandbox_is_replaced_with_the_last_snapshot_and_the_model_i
         log = await events(handle)
     assert len(fakes.provisions) == 2 and fakes.provisions[1].restore is not None
     assert fakes.provisions[1].restore.key == "snap-1"  # the idle snapshot after the first answer
-    lost = [e.tool_result for e in log if e.tool_result and e.tool_result.call_id == "t2"][0]
+    lost = [e.tool_result for e in log if e.kind == "tool_result" and e.tool_result.call_id == "t2"][0]
     assert lost is not None and lost.is_error and "restored from the snapshot" in lost.output
     assert [e.text for e in log if e.kind == "sandbox_destroyed"][0] == "lost"
 
@@ -267,7 +267,7 @@ async def test_an_interrupt_cuts_a_running_tool_and_the_session_goes_idle(chaos_
         await handle.execute_update("send_message", "go on")
         await wait_for(lambda: _answered(handle, "after the interrupt"), 20, "the answer after the interrupt")
         await handle.signal("end_session")
-    cut = [e.tool_result for e in log if e.tool_result]
+    cut = [e.tool_result for e in log if e.kind == "tool_result"]
     assert cut and cut[0] is not None and cut[0].is_error and "Interrupted by the user" in cut[0].output
     assert "interrupted" in [e.kind for e in log]
 

@@ -75,7 +75,7 @@ class Compaction:
             usage=turn.usage,
             model=turn.model,
             method="summary",
-            stop_reason=f"{reason}: {cut} messages summarised, {kept} kept; now ~{context.estimated_tokens()} tokens",
+            reason=f"{reason}: {cut} messages summarised, {kept} kept; now ~{context.estimated_tokens()} tokens",
         )
         state.compacted_until = last + 1
 
@@ -118,6 +118,6 @@ class Compaction:
             text=note,
             covers=[first, last],
             method="truncation",
-            stop_reason=f"{reason}: {cut} messages left out, {kept} kept; now ~{context.estimated_tokens()} tokens",
+            reason=f"{reason}: {cut} messages left out, {kept} kept; now ~{context.estimated_tokens()} tokens",
         )
         session.state.compaction.compacted_until = last + 1

@@ -13,8 +13,10 @@ from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from durable_agents.contracts import (
+        EVENT_TYPES,
         SA_SESSION_STATUS,
         AgentSpec,
+        EventKind,
         McpTool,
         SessionCarry,
         SessionEvent,
@@ -85,8 +87,9 @@ class Session:
         """The offset the next event gets (earlier runs hold those before first_offset)."""
         return self.state.first_offset + len(self.events)
 
-    def record(self, kind: Any, **fields: Any) -> SessionEvent:
-        event = SessionEvent(offset=self.next_offset, kind=kind, at=workflow.now(), **fields)
+    def record(self, kind: EventKind, **fields: Any) -> SessionEvent:
+        """Append an event of this kind, with the fields its model has (a wrong field is a bug)."""
+        event: SessionEvent = EVENT_TYPES[kind](offset=self.next_offset, at=workflow.now(), **fields)  # type: ignore[assignment]
         self.events.append(event)
         return event
 

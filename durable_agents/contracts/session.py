@@ -4,9 +4,9 @@ events, the state a query returns and the result. No I/O."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from durable_agents.contracts._base import _Strict
 from durable_agents.contracts.agent import AgentSpec
@@ -64,6 +64,187 @@ class SessionSetup(_Strict):
 
 
 SessionStatus = Literal["running", "waiting", "idle", "done", "failed"]
+
+
+class _Event(_Strict):
+    """What every entry of the session log has. Offsets are gap-free and start at 0."""
+
+    offset: int
+    at: datetime
+
+
+class SessionStarted(_Event):
+    kind: Literal["session_started"] = "session_started"
+    text: str  # the task
+    model: str | None = None  # None: the session could not start (its agent was not resolved)
+    agent: AgentSpec | None = None  # the definition this session runs
+    agent_version: str | None = None
+
+
+class UserMessage(_Event):
+    kind: Literal["user_message"] = "user_message"
+    text: str  # queued messages taken up together, joined by a blank line
+
+
+class ModelTurnEvent(_Event):
+    kind: Literal["model_turn"] = "model_turn"
+    content: list[dict[str, Any]]  # the raw content blocks, as the API sent them
+    text: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    usage: Usage
+    model: str
+    stop_reason: str | None = None
+
+
+class ToolResultEvent(_Event):
+    kind: Literal["tool_result"] = "tool_result"
+    tool_result: ToolResult
+
+
+class SandboxProvisioned(_Event):
+    kind: Literal["sandbox_provisioned"] = "sandbox_provisioned"
+    sandbox: SandboxHandle
+
+
+class SandboxDestroyed(_Event):
+    kind: Literal["sandbox_destroyed"] = "sandbox_destroyed"
+    sandbox: SandboxHandle
+    text: str | None = None  # "lost": it went away by itself
+
+
+class SandboxSnapshot(_Event):
+    kind: Literal["sandbox_snapshot"] = "sandbox_snapshot"
+    snapshot: SnapshotRef
+
+
+class SubagentStarted(_Event):
+    kind: Literal["subagent_started"] = "subagent_started"
+    child: str  # the child session's id
+    text: str  # "<subagent>: <task>"
+    sandbox: SandboxHandle | None = None  # the parent's sandbox, where it shares it
+
+
+class SubagentFinished(_Event):
+    kind: Literal["subagent_finished"] = "subagent_finished"
+    child: str
+    status: SessionStatus
+    usage: Usage | None = None
+    text: str | None = None  # its answer, or why it failed
+
+
+class Interrupted(_Event):
+    kind: Literal["interrupted"] = "interrupted"
+    text: str
+
+
+class SkillLoaded(_Event):
+    kind: Literal["skill_loaded"] = "skill_loaded"
+    text: str  # the skill's name
+
+
+class _WaitEvent(_Event):
+    tool_calls: list[ToolCall]  # the one call waiting (a list, as model turns have)
+    text: str  # its summary, or the reason it was denied
+
+
+class ApprovalRequested(_WaitEvent):
+    kind: Literal["approval_requested"] = "approval_requested"
+
+
+class ApprovalGranted(_WaitEvent):
+    kind: Literal["approval_granted"] = "approval_granted"
+
+
+class ApprovalDenied(_WaitEvent):
+    kind: Literal["approval_denied"] = "approval_denied"
+
+
+class ToolRequested(_WaitEvent):
+    """A custom tool call waiting for the client's result."""
+
+    kind: Literal["tool_requested"] = "tool_requested"
+
+
+class CompactionEvent(_Event):
+    kind: Literal["compaction"] = "compaction"
+    text: str  # the summary, or the note of what was left out
+    covers: list[int]  # [first, last] offsets of the events whose content it stands for
+    method: Literal["summary", "truncation"] = "summary"
+    reason: str  # why, and what it did (messages summarised or left out, kept, tokens now)
+    usage: Usage | None = None  # summary: the model call's
+    model: str | None = None
+
+
+class Continued(_Event):
+    kind: Literal["continued"] = "continued"
+    run_id: str | None = None  # the run this one continues
+    text: str
+
+
+class McpToolsListed(_Event):
+    kind: Literal["mcp_tools"] = "mcp_tools"
+    text: str  # the tools, comma-separated
+
+
+class ErrorEvent(_Event):
+    kind: Literal["error"] = "error"
+    text: str
+
+
+class StatusChanged(_Event):
+    kind: Literal["status"] = "status"
+    status: SessionStatus
+
+
+# One entry of the session log: one small model per kind, told apart by `kind`.
+SessionEvent = Annotated[
+    SessionStarted
+    | UserMessage
+    | ModelTurnEvent
+    | ToolResultEvent
+    | SandboxProvisioned
+    | SandboxDestroyed
+    | SandboxSnapshot
+    | SubagentStarted
+    | SubagentFinished
+    | Interrupted
+    | SkillLoaded
+    | ApprovalRequested
+    | ApprovalGranted
+    | ApprovalDenied
+    | ToolRequested
+    | CompactionEvent
+    | Continued
+    | McpToolsListed
+    | ErrorEvent
+    | StatusChanged,
+    Field(discriminator="kind"),
+]
+EVENT_TYPES: dict[str, type[_Event]] = {
+    t.model_fields["kind"].default: t  # type: ignore[misc]
+    for t in (
+        SessionStarted,
+        UserMessage,
+        ModelTurnEvent,
+        ToolResultEvent,
+        SandboxProvisioned,
+        SandboxDestroyed,
+        SandboxSnapshot,
+        SubagentStarted,
+        SubagentFinished,
+        Interrupted,
+        SkillLoaded,
+        ApprovalRequested,
+        ApprovalGranted,
+        ApprovalDenied,
+        ToolRequested,
+        CompactionEvent,
+        Continued,
+        McpToolsListed,
+        ErrorEvent,
+        StatusChanged,
+    )
+}
 EventKind = Literal[
     "session_started",
     "user_message",
@@ -86,30 +267,14 @@ EventKind = Literal[
     "error",
     "status",
 ]
+EVENT_JSON_VERSION = 2  # v2: each kind has only its own fields; compaction's `stop_reason` is `reason`
+_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(SessionEvent)
 
 
-class SessionEvent(_Strict):
-    """One entry of the session log. Offsets are gap-free and start at 0."""
-
-    offset: int
-    kind: EventKind
-    at: datetime
-    text: str | None = None
-    content: list[dict[str, Any]] | None = None  # model_turn: the raw content blocks
-    tool_calls: list[ToolCall] | None = None
-    tool_result: ToolResult | None = None
-    usage: Usage | None = None
-    model: str | None = None
-    stop_reason: str | None = None
-    status: SessionStatus | None = None
-    sandbox: SandboxHandle | None = None
-    snapshot: SnapshotRef | None = None
-    child: str | None = None  # subagent events: the child session's id
-    agent: AgentSpec | None = None  # session_started: the definition this session runs
-    agent_version: str | None = None
-    covers: list[int] | None = None  # compaction: [first, last] offsets of the events it summarised
-    method: Literal["summary", "truncation"] | None = None  # compaction: summarised, or left out (None: summary)
-    run_id: str | None = None  # continued: the run this one continues
+def parse_event(data: Any) -> SessionEvent:
+    """One event from its JSON form (a dict), told apart by its kind."""
+    event: SessionEvent = _EVENT_ADAPTER.validate_python(data)
+    return event
 
 
 class SessionState(_Strict):
@@ -210,6 +375,5 @@ class SessionResult(_Strict):
     cost_usd: float | None = None  # likewise; None where a model's price is unknown
 
 
-SessionEvent.model_rebuild()
 SessionCarry.model_rebuild()
 SessionInput.model_rebuild()

@@ -83,7 +83,7 @@ def kinds(events: list[SessionEvent]) -> list[str]:
 
 
 def results(events: list[SessionEvent]) -> list[Any]:
-    return [e.tool_result for e in events if e.tool_result]
+    return [e.tool_result for e in events if e.kind == "tool_result"]
 
 
 def bash(command: str) -> ToolUse:
