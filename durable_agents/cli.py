@@ -644,8 +644,6 @@ COMMANDS = {
 }
 
 
-
-
 async def amain(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:

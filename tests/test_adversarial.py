@@ -197,7 +197,8 @@ async def test_a_gvisor_session(client: Client, scripted: ScriptedModelServer) -
     handle = await start_agent_session(client, coder(runtime="runsc", timeout_s=3), f"gVisor. {marker}", one_shot=True)
     result = await asyncio.wait_for(handle.result(), timeout=120)
     assert result.answer == "/tmp\nyes"
-    probe_out, timed_out, _ = [e.tool_result for e in await session_events(client, handle.id) if e.kind == "tool_result"]
+    events = await session_events(client, handle.id)
+    probe_out, timed_out, _ = [e.tool_result for e in events if e.kind == "tool_result"]
     lines = probe_out.output.splitlines()
     assert lines[:3] == ["1000", "0000000000000000", "ro-root"] and "No route to host" in lines[3]
     assert "Linux version 4.4.0" in lines[4]  # gVisor's own kernel, not the host's
