@@ -612,3 +612,53 @@ async def test_idle_timeout(client: Client, scripted: ScriptedModelServer) -> No
     history = await record(client, handle.id, "idle-timeout")
     assert EventType.EVENT_TYPE_TIMER_FIRED in event_types(history)
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED not in event_types(history)
+
+
+# --- recorded after the capability split (issue 15): features added since the first recordings ---
+
+
+async def test_compaction_fallback(client: Client, scripted: ScriptedModelServer) -> None:
+    """A summariser that always fails (the back-off patch: turns left out instead)."""
+    marker = add_scenario(scripted, [*ticks(14), Step(text="all done")], summary="")
+    agent = coder(limits={"context_tokens": 3000, "keep_recent_tokens": 1000}, skills=tick_skills("lorem ipsum " * 150))
+    handle = await start(client, "compaction-fallback", agent, f"Read a lot. {marker}", one_shot=True)
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done" and result.answer == "all done", result.error
+    events = await session_events(client, handle.id)
+    assert [e for e in events if e.kind == "compaction" and e.method == "truncation"]
+    assert [e for e in events if e.kind == "error" and "compaction failed" in e.text]
+    await record(client, handle.id, "compaction-fallback")
+
+
+async def test_malformed_tool_uses(client: Client, scripted: ScriptedModelServer) -> None:
+    """tool_use blocks with a string input, no id, a repeated id: error results, not a stuck session."""
+    bad = [
+        {"type": "tool_use", "id": "toolu_string", "name": "bash", "input": "ls"},
+        {"type": "tool_use", "name": "bash", "input": {"command": "echo no id"}},
+        {"type": "tool_use", "id": "toolu_string", "name": "bash", "input": {"command": "echo twice"}},
+    ]
+    marker = add_scenario(scripted, [Step(text="Odd calls.", raw_blocks=bad), Step(text="Recovered.")])
+    handle = await start(client, "malformed-tool-uses", coder(), f"Odd calls. {marker}", one_shot=True)
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.answer == "Recovered."
+    events = await session_events(client, handle.id)
+    assert all(e.tool_result.is_error for e in events if e.kind == "tool_result")
+    await record(client, handle.id, "malformed-tool-uses")
+
+
+async def test_plain_client_agent_ref(client: Client, scripted: ScriptedModelServer) -> None:
+    """A session a plain client starts by agent_ref, leaving the search attributes to the session
+    (the prepare_session activity resolves both)."""
+    marker = add_scenario(scripted, [Step(tool_use=bash("echo hi")), Step(text="Said hi.")])
+    handle = await client.start_workflow(
+        SessionWorkflow.run,
+        SessionInput(agent_ref="coder", task=f"Say hi. {marker}", one_shot=True),
+        id="agent-ref",
+        task_queue="agents",
+    )
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.answer == "Said hi."
+    events = await session_events(client, handle.id)
+    assert events[0].kind == "session_started" and events[0].agent is not None
+    history = await record(client, handle.id, "agent-ref")
+    assert "prepare_session" in history.to_json()
