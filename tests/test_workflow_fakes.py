@@ -292,3 +292,24 @@ async def _waiting_for(handle: WorkflowHandle[Any, Any], call_id: str) -> bool:
 
 async def _has_kind(handle: WorkflowHandle[Any, Any], kind: str) -> bool:
     return kind in [e.kind for e in await events(handle)]
+
+
+async def test_a_session_without_a_first_message_waits_and_keeps_each_message_id(chaos_client: Client) -> None:
+    fakes = new_fakes(text("hello"), text("hello again"))
+    async with fake_session(chaos_client, fakes) as queue:
+        handle = await chaos_client.start_workflow(
+            SessionWorkflow.run,
+            SessionInput(agent=agent(), search_attributes=False),  # no task: it waits for the first message
+            id=f"fake-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        await wait_for(lambda: _status(handle, "idle"), 20, "the session to wait, idle")
+        assert fakes.requests == [], "no model call before the first message"
+        await handle.execute_update("send_message", args=["hi", "sevt_a"])
+        await wait_for(lambda: _answered(handle, "hello"), 20, "the answer")
+        await handle.execute_update("send_message", args=["and hi", "sevt_b"])
+        await wait_for(lambda: _answered(handle, "hello again"), 20, "the second answer")
+        log = await events(handle)
+        await handle.signal("end_session")
+    assert [(e.text, e.message_id) for e in log if e.kind == "user_message"] == [("hi", "sevt_a"), ("and hi", "sevt_b")]
+    assert log[0].kind == "session_started" and log[0].text == ""

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         SessionResult,
         SessionState,
         SessionStatus,
+        UserInput,
         unresolved_agent,
     )
     from durable_agents.workflows.compaction import Compaction
@@ -63,7 +64,7 @@ INTERRUPTED = "Interrupted by the user before this call finished."
 class SessionWorkflow:
     @workflow.init
     def __init__(self, inp: SessionInput) -> None:
-        state = inp.carry or SessionCarry(pending=[inp.task])
+        state = inp.carry or SessionCarry(pending=[UserInput(text=inp.task)] if inp.task else [])
         if inp.carry is None and inp.shared_sandbox is not None:
             state.sandbox.handle, state.sandbox.owns = inp.shared_sandbox, False  # the parent's sandbox
         # An agent named by agent_ref is resolved at the start; until then a placeholder of that name.
@@ -137,10 +138,11 @@ class SessionWorkflow:
             if session.ending or not state.pending:
                 return False
             session.set_status("running")
-            text = "\n\n".join(state.pending)
-            state.pending.clear()
-            message = session.record("user_message", text=text)
-            session.context.add_user_text(text, at=message.offset)
+            # One event per message (each keeps its client's id); the model reads them as one.
+            taken, state.pending = state.pending, []
+            for message in taken:
+                session.record("user_message", text=message.text, message_id=message.id)
+            session.context.add_user_text("\n\n".join(m.text for m in taken), at=session.next_offset - 1)
             state.response_turns = 0
             return True
 
@@ -232,13 +234,14 @@ class SessionWorkflow:
     # --- handlers ---------------------------------------------------------------------------
 
     @workflow.update(name=SEND_MESSAGE)
-    async def send_message(self, text: str) -> int:
-        """Queue a user message; returns the offset the session log had when it arrived."""
-        self.session.state.pending.append(text)
+    async def send_message(self, text: str, message_id: str | None = None) -> int:
+        """Queue a user message (`message_id`: the client's id for it); returns the offset the
+        session log had when it arrived."""
+        self.session.state.pending.append(UserInput(text=text, id=message_id))
         return self.session.next_offset
 
     @send_message.validator
-    def _validate_message(self, text: str) -> None:
+    def _validate_message(self, text: str, message_id: str | None = None) -> None:
         session = self.session
         if not text or not text.strip():
             raise ValueError("the message is empty")

@@ -20,6 +20,7 @@ from durable_agents.contracts import (
     SA_SESSION_STATUS,
     SessionSetup,
     SessionSetupRequest,
+    UserInput,
     agent_version,
     attribute_pairs,
 )
@@ -50,18 +51,15 @@ async def begin(session: Session, sandbox: Sandbox, mcp: Mcp) -> None:
         problem = await _prepare(session)
         if problem is not None:
             session.stop_reason = f"the session cannot start: {problem}"
-            session.record("session_started", text=state.pending[0])
+            session.record("session_started", text=inp.task or "")
             session.error(session.stop_reason)
             return
-    if inp.schedule is not None:
-        state.pending = [await _scheduled_task(inp.task, inp.schedule)]
+    if inp.schedule is not None and inp.task:
+        state.pending = [UserInput(text=await _scheduled_task(inp.task, inp.schedule))]
     agent = session.agent
+    task = state.pending[0].text if state.pending else ""
     session.record(
-        "session_started",
-        text=state.pending[0],
-        model=agent.model.name,
-        agent=agent,
-        agent_version=agent_version(agent),
+        "session_started", text=task, model=agent.model.name, agent=agent, agent_version=agent_version(agent)
     )
     try:
         await sandbox.check_secrets()
@@ -70,6 +68,8 @@ async def begin(session: Session, sandbox: Sandbox, mcp: Mcp) -> None:
         session.stop_reason = f"the session cannot start: {failure_message(e)}"
         session.error(session.stop_reason)
         return
+    if not state.pending:  # no first message: the session waits for one
+        session.set_status("idle")
     if agent.sandbox.eager and state.sandbox.owns:
         try:
             await sandbox.ensure()

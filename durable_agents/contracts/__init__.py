@@ -139,6 +139,7 @@ from durable_agents.contracts.session import (
     SubagentStarted,
     ToolRequested,
     ToolResultEvent,
+    UserInput,
     UserMessage,
     parse_event,
 )
@@ -266,6 +267,7 @@ __all__ = [
     "ToolResult",
     "ToolResultEvent",
     "Usage",
+    "UserInput",
     "UserMessage",
     "WorkspaceSeed",
     "agent_version",

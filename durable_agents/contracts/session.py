@@ -28,7 +28,9 @@ class SessionInput(_Strict):
         pattern=AGENT_REF_PATTERN,
         description="an agent by name (or name@version) that the harness worker knows; resolved once at the start",
     )
-    task: str = Field(min_length=1)
+    task: str | None = Field(
+        default=None, min_length=1, description="the first user message; none: the session waits for one"
+    )
     one_shot: bool = False
     workspace: WorkspaceSeed | None = None
     # Set for subagents: who spawned them, how deep, and the parent's sandbox if they share it.
@@ -83,7 +85,8 @@ class SessionStarted(_Event):
 
 class UserMessage(_Event):
     kind: Literal["user_message"] = "user_message"
-    text: str  # queued messages taken up together, joined by a blank line
+    text: str
+    message_id: str | None = None  # the id the client gave it (the API's user.message event id)
 
 
 class ModelTurnEvent(_Event):
@@ -322,13 +325,25 @@ class LoopState(_Strict):
     count: int = 0  # how often in a row
 
 
+class UserInput(_Strict):
+    """A user message waiting to be taken up, with the id a client gave it (the API's event id)."""
+
+    text: str
+    id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        return {"text": data} if isinstance(data, str) else data  # runs recorded before ids carried strings
+
+
 class SessionCarry(_Strict):
     """A session's state. The workflow holds one and carries it whole into the next run when it
     continues as new: a new field is one line here, never a copy in four places."""
 
     first_offset: int = 0  # offset of this run's first event (earlier runs hold the ones before)
     run: int = 1
-    pending: list[str] = Field(default_factory=list)  # user messages not yet taken up
+    pending: list[UserInput] = Field(default_factory=list)  # user messages not yet taken up
     status: SessionStatus = "running"
     resume: bool = False  # continued in the middle of answering: go on without a new user message
     response_turns: int = 0  # model calls made for the current user message
