@@ -250,9 +250,10 @@ class SessionFeed:
 
     # --- one follower -------------------------------------------------------------------------
 
-    async def stream(self, cursor: Cursor) -> AsyncIterator[ServerSentEvent]:
-        """Durable events from the cursor on, the deltas of the call in progress, state changes;
-        `end` once the session has ended and everything was sent."""
+    async def follow(self, cursor: Cursor) -> AsyncIterator[FeedItem]:
+        """Durable events from the cursor on, the deltas of the call in progress, state changes,
+        and `end` once the session has ended and everything was given: what every stream of a
+        session is made of (ours below; the Managed Agents API's in durable_agents.api.events)."""
         self._subscribe()
         offset, position = cursor.offset, cursor.delta
         sent_state: SessionState | None = None
@@ -268,29 +269,51 @@ class SessionFeed:
                     if not older:  # not readable just now: never skip over them
                         await asyncio.sleep(self.relay.poll_s)
                     for event in older:
-                        yield _sse_event(self.session_id, event)
+                        yield FeedItem(event=event)
                         offset, position = event.offset + 1, None
                     continue  # the cache may have moved on meanwhile
                 for event in [e for e in self.cache if e.offset >= offset]:
-                    yield _sse_event(self.session_id, event)
+                    yield FeedItem(event=event)
                     offset, position = event.offset + 1, None
                 call = self.calls.get(offset)
                 if call is not None:
                     for delta in call.after(position):
-                        yield _sse_delta(delta)
+                        yield FeedItem(delta=delta)
                         position = (delta.attempt, delta.seq)
                 state = self.state
                 if state is not None and state != sent_state and offset >= state.events:
                     sent_state = state
-                    data = {"session": self.session_id, "started_at": self.started_at, **state.model_dump(mode="json")}
-                    yield ServerSentEvent(data=json.dumps(data), event="state")
+                    yield FeedItem(state=state)
                 if self.closed and offset >= (self.known or 0):
-                    status = state.status if state is not None else None
-                    yield ServerSentEvent(data=json.dumps({"session": self.session_id, "status": status}), event="end")
+                    yield FeedItem(ended=True, end=state.status if state is not None else None)
                     return
                 await changed.wait()
         finally:
             self._unsubscribe()
+
+    async def stream(self, cursor: Cursor) -> AsyncIterator[ServerSentEvent]:
+        """The session as our Server-Sent Events (ids N and N.ATTEMPT.SEQ, then `state`, `end`)."""
+        async for item in self.follow(cursor):
+            if item.event is not None:
+                yield _sse_event(self.session_id, item.event)
+            elif item.delta is not None:
+                yield _sse_delta(item.delta)
+            elif item.state is not None:
+                data = {"session": self.session_id, "started_at": self.started_at, **item.state.model_dump(mode="json")}
+                yield ServerSentEvent(data=json.dumps(data), event="state")
+            elif item.ended:
+                yield ServerSentEvent(data=json.dumps({"session": self.session_id, "status": item.end}), event="end")
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One thing a follower of a session gets: a durable event, a delta, a new state, or the end."""
+
+    event: SessionEvent | None = None
+    delta: LiveDelta | None = None
+    state: SessionState | None = None
+    ended: bool = False  # the session has ended and everything was given
+    end: str | None = None  # its final status
 
 
 class Relay:
