@@ -50,6 +50,7 @@ class Session:
         self.ending = False
         self.turn: asyncio.Task[None] | None = None  # the answer in progress, which an interrupt cancels
         self.interrupt_requested = False
+        self.interrupt_client_id: str | None = None  # the id the client's interrupt had
 
     @property
     def id(self) -> str:

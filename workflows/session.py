@@ -166,7 +166,8 @@ class SessionWorkflow:
                     session.record("tool_result", tool_result=result)
                 session.context.add_tool_results(cut, at=session.next_offset - 1)
             session.state.last_error = None
-            session.record("interrupted", text=f"interrupted by the user; {len(missing)} tool call(s) cut short")
+            text = f"interrupted by the user; {len(missing)} tool call(s) cut short"
+            session.record("interrupted", text=text, client_id=session.interrupt_client_id)
         finally:
             session.turn = None
             self.tools.calls, self.tools.results = [], {}
@@ -250,37 +251,41 @@ class SessionWorkflow:
         if session.input.one_shot:
             raise ValueError("this is a one-shot session; it takes no further messages")
 
+    # Each update may carry the id its client gave it (`client_id`: the API's event id), which the
+    # event it leads to keeps.
+
     @workflow.update(name=APPROVE)
-    def approve(self, tool_use_id: str) -> int:
-        self.waiting.decide(tool_use_id, None)
+    def approve(self, tool_use_id: str, client_id: str | None = None) -> int:
+        self.waiting.decide(tool_use_id, None, client_id)
         return self.session.next_offset
 
     @approve.validator
-    def _validate_approve(self, tool_use_id: str) -> None:
+    def _validate_approve(self, tool_use_id: str, client_id: str | None = None) -> None:
         self.waiting.check_decision(tool_use_id)
 
     @workflow.update(name=DENY)
-    def deny(self, tool_use_id: str, reason: str) -> int:
-        self.waiting.decide(tool_use_id, reason.strip() or "no reason given")
+    def deny(self, tool_use_id: str, reason: str, client_id: str | None = None) -> int:
+        self.waiting.decide(tool_use_id, reason.strip() or "no reason given", client_id)
         return self.session.next_offset
 
     @deny.validator
-    def _validate_deny(self, tool_use_id: str, reason: str) -> None:
+    def _validate_deny(self, tool_use_id: str, reason: str, client_id: str | None = None) -> None:
         self.waiting.check_decision(tool_use_id)
 
     @workflow.update(name=TOOL_RESULT)
-    def tool_result(self, tool_use_id: str, result: dict[str, Any]) -> int:
-        self.waiting.post(tool_use_id, result)
+    def tool_result(self, tool_use_id: str, result: dict[str, Any], client_id: str | None = None) -> int:
+        self.waiting.post(tool_use_id, result, client_id)
         return self.session.next_offset
 
     @tool_result.validator
-    def _validate_tool_result(self, tool_use_id: str, result: dict[str, Any]) -> None:
+    def _validate_tool_result(self, tool_use_id: str, result: dict[str, Any], client_id: str | None = None) -> None:
         self.waiting.check_post(tool_use_id, result)
 
     @workflow.update(name=INTERRUPT)
-    async def interrupt(self) -> int:
+    async def interrupt(self, client_id: str | None = None) -> int:
         """Cancel the model call, tool runs and subagents in flight; the session goes idle."""
         session = self.session
+        session.interrupt_client_id = client_id
         session.interrupt_requested = True
         if session.turn is not None:
             session.turn.cancel()
@@ -288,7 +293,7 @@ class SessionWorkflow:
         return session.next_offset
 
     @interrupt.validator
-    def _validate_interrupt(self) -> None:
+    def _validate_interrupt(self, client_id: str | None = None) -> None:
         turn = self.session.turn
         if turn is None or turn.done():
             raise ValueError(f"nothing to interrupt: the session is {self.session.state.status}")

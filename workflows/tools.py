@@ -45,7 +45,7 @@ class Tools:
             async with self.sandbox.lock:
                 result = await (self._load_skill(call) if where.kind == "skill" else self.sandbox.run(call))
         self.results[call.id] = result
-        session.record("tool_result", tool_result=result)
+        session.record("tool_result", tool_result=result, client_id=self.waiting.client_ids.pop(call.id, None))
         session.details(tool_summary(call))
         return result
 

@@ -33,6 +33,7 @@ class Waiting:
         self.decisions: dict[str, str | None] = {}  # tool-use id -> None (approved) or the denial reason
         self.client_calls: dict[str, ToolCall] = {}  # custom tool calls waiting for the client's result
         self.client_results: dict[str, ClientToolResult] = {}
+        self.client_ids: dict[str, str] = {}  # tool-use id -> the id the client gave its answer
 
     async def _wait(
         self, call: ToolCall, waiting: dict[str, ToolCall], answers: dict[str, Any], kind: Any, what: str
@@ -55,10 +56,11 @@ class Waiting:
         denial: str | None = await self._wait(
             call, self.approvals, self.decisions, "approval_requested", "waiting for approval"
         )
+        client_id = self.client_ids.pop(call.id, None)
         if denial is None:
-            self.session.record("approval_granted", tool_calls=[call], text=tool_summary(call))
+            self.session.record("approval_granted", tool_calls=[call], text=tool_summary(call), client_id=client_id)
         else:
-            self.session.record("approval_denied", tool_calls=[call], text=denial)
+            self.session.record("approval_denied", tool_calls=[call], text=denial, client_id=client_id)
         return denial
 
     async def client_result(self, call: ToolCall) -> ToolResult:
@@ -70,14 +72,18 @@ class Waiting:
 
     # --- what the updates do, and their validators -------------------------------------------
 
-    def decide(self, tool_use_id: str, denial: str | None) -> None:
+    def decide(self, tool_use_id: str, denial: str | None, client_id: str | None = None) -> None:
         self.decisions[tool_use_id] = denial
+        if client_id:
+            self.client_ids[tool_use_id] = client_id
 
     def check_decision(self, tool_use_id: str) -> None:
         _check_waiting(tool_use_id, self.approvals, self.decisions, "tool call", "approval")
 
-    def post(self, tool_use_id: str, result: dict[str, Any]) -> None:
+    def post(self, tool_use_id: str, result: dict[str, Any], client_id: str | None = None) -> None:
         self.client_results[tool_use_id] = ClientToolResult.model_validate(result)
+        if client_id:
+            self.client_ids[tool_use_id] = client_id
 
     def check_post(self, tool_use_id: str, result: dict[str, Any]) -> None:
         _check_waiting(tool_use_id, self.client_calls, self.client_results, "custom tool call", "a result")

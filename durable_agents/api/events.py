@@ -176,6 +176,7 @@ class EventMapper:
                     return [
                         {
                             "type": "user.custom_tool_result",
+                            **_own_id(e.client_id),
                             "custom_tool_use_id": r.call_id,
                             "content": content,
                             "is_error": r.is_error,
@@ -198,15 +199,22 @@ class EventMapper:
                     self.waiting[call.id] = call
                 return [_idle({"type": "requires_action", "event_ids": list(self.waiting)})]
             case ApprovalGranted():
-                return [{"type": "user.tool_confirmation", "tool_use_id": e.tool_calls[0].id, "result": "allow"}]
+                call_id = e.tool_calls[0].id
+                return [
+                    {
+                        "type": "user.tool_confirmation",
+                        **_own_id(e.client_id),
+                        "tool_use_id": call_id,
+                        "result": "allow",
+                    }
+                ]
             case ApprovalDenied():
                 call_id = e.tool_calls[0].id
                 self.waiting.pop(call_id, None)
-                return [
-                    {"type": "user.tool_confirmation", "tool_use_id": call_id, "result": "deny", "deny_message": e.text}
-                ]
+                denied = {"tool_use_id": call_id, "result": "deny", "deny_message": e.text}
+                return [{"type": "user.tool_confirmation", **_own_id(e.client_id), **denied}]
             case Interrupted():
-                return [{"type": "user.interrupt"}]
+                return [{"type": "user.interrupt", **_own_id(e.client_id)}]
             case CompactionEvent():
                 return [{"type": "agent.thread_context_compacted"}]
             case ErrorEvent():

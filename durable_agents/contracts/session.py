@@ -102,6 +102,7 @@ class ModelTurnEvent(_Event):
 class ToolResultEvent(_Event):
     kind: Literal["tool_result"] = "tool_result"
     tool_result: ToolResult
+    client_id: str | None = None  # a custom tool's: the id of the client's result (user.custom_tool_result)
 
 
 class SandboxProvisioned(_Event):
@@ -138,6 +139,7 @@ class SubagentFinished(_Event):
 class Interrupted(_Event):
     kind: Literal["interrupted"] = "interrupted"
     text: str
+    client_id: str | None = None  # the id the client's interrupt had (the API's user.interrupt id)
 
 
 class SkillLoaded(_Event):
@@ -148,6 +150,7 @@ class SkillLoaded(_Event):
 class _WaitEvent(_Event):
     tool_calls: list[ToolCall]  # the one call waiting (a list, as model turns have)
     text: str  # its summary, or the reason it was denied
+    client_id: str | None = None  # granted / denied: the id of the client's answer (user.tool_confirmation)
 
 
 class ApprovalRequested(_WaitEvent):
