@@ -51,6 +51,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from durable_agents import client as api
 from durable_agents import codec, schedules, session_log, telemetry, vault
 from durable_agents.agent_files import agent_version, load_agent
+from durable_agents.api.event_routes import SessionEvents
 from durable_agents.client import ClientError
 from durable_agents.connection import connect, temporal_address
 from durable_agents.contracts import (
@@ -182,7 +183,8 @@ async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
     """The live relay: workers post model-call deltas, clients read sessions as Server-Sent Events."""
-    app = create_app(Relay(client, poll_s=args.poll_ms / 1000))
+    relay = Relay(client, poll_s=args.poll_ms / 1000)
+    app = create_app(relay, SessionEvents(client, relay).routes())
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))
     url = f"http://{args.host}:{args.port}"
     print(

@@ -25,7 +25,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -34,7 +34,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -372,9 +372,9 @@ def _temporal_error(e: RPCError, session_id: str) -> JSONResponse:
     return _error(503, f"cannot read session {session_id!r}: Temporal said: {e.message}")
 
 
-def create_app(relay: Relay) -> Starlette:
+def create_app(relay: Relay, routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The relay's HTTP API: POST /live/deltas (workers), GET /sessions/{id}/events (SSE),
-    GET /sessions/{id} (JSON state), GET /health."""
+    GET /sessions/{id} (JSON state), GET /health; and `routes` beside them (the /v1 API)."""
 
     async def post_deltas(request: Request) -> Response:
         try:
@@ -424,6 +424,7 @@ def create_app(relay: Relay) -> Starlette:
 
     return Starlette(
         routes=[
+            *routes,
             Route(DELTAS_PATH, post_deltas, methods=["POST"]),
             Route("/sessions/{session_id:path}/events", session_events, methods=["GET"]),
             Route("/sessions/{session_id:path}", session, methods=["GET"]),

@@ -15,7 +15,6 @@ import os
 import pty
 import re
 import select
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,7 +38,7 @@ from durable_agents.live.relay import Cursor, SessionFeed, _Call
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
 from durable_agents.worker import WORKFLOW_RUNNER
 from durable_agents.workflows.session import SessionWorkflow
-from tests.helpers import DA, add_scenario, coder, free_port, state_of, wait_for
+from tests.helpers import DA, add_scenario, coder, free_port, serve, state_of, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters
@@ -52,38 +51,11 @@ def slow_text(text: str = LONG, chunk: int = 8, delay_ms: int = 15, **step: Any)
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-def _start_server(address: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address}
-    return subprocess.Popen(
-        [str(DA), "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "da serve exited"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    pytest.fail("da serve did not answer")
-
-
 @pytest.fixture(scope="module")
 def live_url(address: str) -> Iterator[str]:
     """`da serve` as a process, as deployed."""
-    port = free_port()
-    proc = _start_server(address, port)
-    url = f"http://127.0.0.1:{port}"
-    _wait_healthy(url, proc)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serve(address) as url:
+        yield url
 
 
 @dataclass

@@ -137,11 +137,11 @@ class SessionWorkflow:
                 continue
             if session.ending or not state.pending:
                 return False
-            session.set_status("running")
             # One event per message (each keeps its client's id); the model reads them as one.
             taken, state.pending = state.pending, []
             for message in taken:
                 session.record("user_message", text=message.text, message_id=message.id)
+            session.set_status("running")
             session.context.add_user_text("\n\n".join(m.text for m in taken), at=session.next_offset - 1)
             state.response_turns = 0
             return True

@@ -56,6 +56,11 @@ def event_id(offset: int, k: int) -> str:
     return f"sevt_{offset:08d}_{k}"
 
 
+def thread_id(child: str) -> str:
+    """A subagent's session thread id: sthr_ and the child session's last path part (sub-N)."""
+    return f"sthr_{child.rsplit('/', 1)[-1]}"
+
+
 def message_event_id(offset: int) -> str:
     """The `agent.message` of the model turn recorded at `offset` (streamed deltas name it first)."""
     return event_id(offset, 1)
@@ -118,6 +123,7 @@ class EventMapper:
     agent: AgentSpec | None = None
     thread: str | None = None  # set on a subagent's events: its session thread id
     waiting: dict[str, ToolCall] = field(default_factory=dict)
+    threads: dict[str, str] = field(default_factory=dict)  # child session id -> its agent's name
     _idle_reason: str | None = None  # why the next idle is not an end_turn
 
     def _kind_of(self, call: ToolCall) -> str:
@@ -226,10 +232,11 @@ class EventMapper:
             case StatusChanged():
                 return self._status(e)
             case SubagentStarted():
-                name = e.text.split(":", 1)[0]
-                return [{"type": "session.thread_created", "session_thread_id": e.child, "agent_name": name}]
+                name = self.threads[e.child] = e.text.split(":", 1)[0]
+                return [{"type": "session.thread_created", "session_thread_id": thread_id(e.child), "agent_name": name}]
             case SubagentFinished():
-                return [{"type": "session.thread_status_terminated", "session_thread_id": e.child, "agent_name": ""}]
+                ended = {"session_thread_id": thread_id(e.child), "agent_name": self.threads.get(e.child, "")}
+                return [{"type": "session.thread_status_terminated", **ended}]
         return []
 
     def _status(self, e: StatusChanged) -> list[dict[str, Any]]:

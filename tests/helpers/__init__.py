@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from tests.helpers.mcp import MCP_TOKEN, HttpServers, auth_servers, http_mcp_servers
 from tests.helpers.paths import CHAOS_NAMESPACE, DA, DA_WORKER, ROOT, TEMPORAL_CLI
-from tests.helpers.processes import cli, free_port
+from tests.helpers.processes import cli, free_port, serve, wait_healthy
 from tests.helpers.scenarios import add_scenario, write_then_read_twice
 from tests.helpers.sessions import coder, spawn, state_of, wait_for, with_subagents
 from tests.helpers.workers import Workers, remove_containers, remove_host_containers, running_workers
@@ -34,8 +34,10 @@ __all__ = [
     "remove_containers",
     "remove_host_containers",
     "running_workers",
+    "serve",
     "spawn",
     "state_of",
+    "wait_healthy",
     "wait_for",
     "with_subagents",
     "write_then_read_twice",

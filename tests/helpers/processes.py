@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
 
 from tests.helpers.paths import DA, ROOT
 
@@ -23,3 +29,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until `da serve` at `url` answers its health check (it must not exit meanwhile)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "da serve exited"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError("da serve did not answer")
+
+
+@contextlib.contextmanager
+def serve(address: str, port: int | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`da serve` as a process, as deployed, against the dev server at `address`: its URL."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [str(DA), "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "TEMPORAL_ADDRESS": address, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
