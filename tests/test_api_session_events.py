@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-from anthropic.types.beta.sessions import BetaManagedAgentsSessionThread
 import pytest
+from anthropic.types.beta.sessions import BetaManagedAgentsSessionThread
 from temporalio.client import Client
 
 from durable_agents.client import start_agent_session, wait_until_settled
