@@ -18,7 +18,7 @@ from temporalio.client import Client
 from durable_agents.client import start_agent_session, wait_until_settled
 from durable_agents.contracts import CustomTool, Subagent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import add_scenario, coder, serve, wait_for, with_subagents
+from tests.helpers import add_scenario, coder, free_port, serve, wait_for, with_subagents
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -281,3 +281,48 @@ async def _waiting_other_than(client: Client, session_id: str, call_id: str) -> 
 async def _answered(client: Client, session_id: str) -> bool:
     state = await _state(client, session_id)
     return bool(state.status == "idle" and state.last_answer and state.last_answer.startswith("Done:"))
+
+
+async def test_a_restart_of_da_serve_mid_session_loses_nothing(
+    address: str, client: Client, scripted: ScriptedModelServer
+) -> None:
+    """The SDK's own recipe for a reconnect: open the stream again, list the backlog, drop what was
+    seen (by id). Across a restart of the server, the union is the whole log, in order, once."""
+    steps = [
+        Step(text=f"Step {i}.", tool_use=ToolUse(name="bash", input={"command": f"sleep 0.3; echo {i}"}))
+        for i in range(6)
+    ]
+    marker = add_scenario(scripted, [*steps, Step(text="All done.")])
+    port = free_port()
+    seen: dict[str, Any] = {}
+    with serve(address, port) as url:
+        sdk = anthropic.AsyncAnthropic(base_url=url, api_key="test-key", max_retries=0)
+        handle = await start_agent_session(client, coder(), f"Six steps. {marker}")
+        stream = await sdk.beta.sessions.events.stream(handle.id)
+        async for event in stream:
+            seen[event.id] = event
+            if event.type == "agent.tool_result" and len([e for e in seen.values() if e.type == event.type]) >= 2:
+                break
+        await stream.close()
+    # The server is down for a while; the session goes on.
+    await asyncio.sleep(1)
+    with serve(address, port) as url:
+        sdk = anthropic.AsyncAnthropic(base_url=url, api_key="test-key", max_retries=0)
+        stream = await sdk.beta.sessions.events.stream(handle.id)
+        backlog = [e async for e in sdk.beta.sessions.events.list(handle.id, limit=1000)]
+        for event in backlog:
+            seen.setdefault(event.id, event)
+        if not (backlog and backlog[-1].type == "session.status_idle"):
+            async for event in stream:
+                seen.setdefault(event.id, event)
+                if event.type == "session.status_idle":
+                    break
+        await stream.close()
+        final = [e async for e in sdk.beta.sessions.events.list(handle.id, limit=7)]
+    ids = [e.id for e in final]
+    assert len(ids) == len(set(ids)) and set(ids) == set(seen), "what the client saw is the whole log, once"
+    streamed_before = [i for i in seen if i in ids][:10]
+    assert streamed_before == ids[:10], "in the log's order"
+    assert [e.content[0].text for e in final if e.type == "agent.message"][-1] == "All done."
+    assert len([e for e in final if e.type == "agent.tool_result"]) == 6
+    await handle.signal("end_session")

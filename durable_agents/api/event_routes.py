@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -52,6 +54,7 @@ PING_S = 15
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000  # the SDK's session runner lists a backlog 1,000 at a time
 CLOSED = ("done", "failed")
+MAX_KEPT_LOGS = 256  # sessions whose mapped events the server keeps between requests
 
 
 class ApiError(UserError):
@@ -170,12 +173,22 @@ def parse_events(body: Any) -> list[_Param]:
 # --- reading the log -------------------------------------------------------------------------
 
 
+@dataclass
+class _MappedLog:
+    """A session's events read so far, mapped, and the mapper that goes on from there."""
+
+    mapper: EventMapper
+    mapped: list[Mapped] = field(default_factory=list)
+    read: int = 0  # events below this offset are mapped
+
+
 class SessionEvents:
     """The routes, on a Temporal client (sessions are workflows) and the live relay (deltas)."""
 
     def __init__(self, client: Client, relay: Relay) -> None:
         self.client = client
         self.relay = relay
+        self.logs: OrderedDict[str, _MappedLog] = OrderedDict()  # sessions read lately, least recent first
 
     async def _state(self, session_id: str) -> SessionState:
         try:
@@ -194,9 +207,38 @@ class SessionEvents:
             raise ApiError(503, "api_error", f"cannot read session {session_id!r}: {e.message}") from None
 
     async def mapped(self, session_id: str, thread: str | None = None) -> list[Mapped]:
-        events = await self._log(session_id)
-        mapper = EventMapper(session_id, thread=thread)
-        return [m for e in events for m in mapper.map(e)]
+        """The session's events so far, mapped; what was read before is kept (the log only grows),
+        so paging through a long session reads each event once."""
+        try:
+            new = await session_log.read_new(self.client, session_id, self._known(session_id))
+        except RPCError as e:
+            if e.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise not_found(f"no session {session_id!r}") from None
+            raise ApiError(503, "api_error", f"cannot read session {session_id!r}: {e.message}") from None
+        state, events = new
+        kept = self.logs.get(session_id)
+        if kept is None or state.events < kept.read:  # a new session under a used id starts again
+            kept = self.logs[session_id] = _MappedLog(EventMapper(session_id, thread=thread))
+            events = await self._log(session_id, state.events)
+        elif kept.read < state.first_offset or (events and events[0].offset != kept.read):
+            events = await self._log_between(session_id, kept.read, state.events)
+        for e in events:
+            kept.mapped += kept.mapper.map(e)
+        kept.read = max(kept.read, events[-1].offset + 1 if events else kept.read)
+        self.logs.move_to_end(session_id)
+        while len(self.logs) > MAX_KEPT_LOGS:
+            self.logs.popitem(last=False)
+        return kept.mapped
+
+    def _known(self, session_id: str) -> int:
+        kept = self.logs.get(session_id)
+        return kept.read if kept is not None else 0
+
+    async def _log_between(self, session_id: str, start: int, stop: int) -> list[SessionEvent]:
+        try:
+            return await session_log.read_events(self.client, session_id, start, stop)
+        except RPCError as e:
+            raise ApiError(503, "api_error", f"cannot read session {session_id!r}: {e.message}") from None
 
     async def _thread_session(self, session_id: str, thread: str) -> str:
         """The child session a thread id names (one of this session's subagents)."""
