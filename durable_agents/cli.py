@@ -51,7 +51,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from durable_agents import client as api
 from durable_agents import codec, schedules, session_log, telemetry, vault
 from durable_agents.agent_files import agent_version, load_agent
-from durable_agents.api.event_routes import SessionEvents
+from durable_agents.api.app import create_api
+from durable_agents.api.store import Store
 from durable_agents.client import ClientError
 from durable_agents.connection import connect, temporal_address
 from durable_agents.contracts import (
@@ -184,7 +185,8 @@ async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
 async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
     """The live relay: workers post model-call deltas, clients read sessions as Server-Sent Events."""
     relay = Relay(client, poll_s=args.poll_ms / 1000)
-    app = create_app(relay, SessionEvents(client, relay).routes())
+    api = await create_api(client, relay)
+    app = create_app(relay, api.routes)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))
     url = f"http://{args.host}:{args.port}"
     print(
@@ -446,6 +448,36 @@ async def cmd_agent(args: argparse.Namespace) -> int:
 # --- the vault (this machine's encrypted file; workers read it, nothing else does) ---------------
 
 
+async def cmd_api_key(args: argparse.Namespace) -> int:
+    """Keys of the Managed Agents API (`da serve`), stored hashed in its database; a key is shown once."""
+    store = Store(settings().database_url)
+    await store.start()
+    try:
+        if args.key_command == "create":
+            record, key = await store.create_key(args.name)
+            print(f"{record.id}  {record.name}", file=sys.stderr)
+            print(key)
+            print("(shown once: keep it; the server keeps only its hash)", file=sys.stderr)
+        elif args.key_command == "list":
+            rows = [
+                (
+                    k.id,
+                    k.name,
+                    f"{k.created_at:%Y-%m-%d %H:%M:%S}",
+                    f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active",
+                )
+                for k in await store.keys()
+            ]
+            print_table(("ID", "NAME", "CREATED (UTC)", "STATE"), rows, "no API keys (DA_API_KEY gives the server one)")
+        elif not await store.revoke_key(args.id):
+            raise CliError(f"no active API key {args.id!r} (da api-key list shows them)")
+        else:
+            print(f"revoked {args.id}", file=sys.stderr)
+    finally:
+        await store.close()
+    return 0
+
+
 async def cmd_vault(args: argparse.Namespace) -> int:
     store = vault.FileVault()
     if args.vault_command == "list":
@@ -549,6 +581,11 @@ def parser() -> argparse.ArgumentParser:
     )
     a.add_parser("schema", help="print the JSON Schema of agent files")
     a.add_parser("validate", help="validate an agent file without running it").add_argument("file")
+    keys = sub.add_parser("api-key", help="keys of the Managed Agents API (da serve): create, list, revoke")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    key_commands.add_parser("create", help="make a key; it is printed once").add_argument("name")
+    key_commands.add_parser("list", help="keys with their state (never the keys)")
+    key_commands.add_parser("revoke", help="revoke a key by its id").add_argument("id")
     v = sub.add_parser("vault", help="secrets the workers resolve by name: set, list, delete").add_subparsers(
         dest="vault_command", required=True
     )
@@ -651,6 +688,8 @@ async def amain(argv: list[str]) -> int:
     try:
         if args.command == "agent":
             return await cmd_agent(args)
+        if args.command == "api-key":
+            return await cmd_api_key(args)
         if args.command == "vault":
             return await cmd_vault(args)
         if args.command == "codec-key":

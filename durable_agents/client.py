@@ -143,7 +143,7 @@ async def start_session(
 async def start_agent_session(
     client: Client,
     agent: AgentSpec,
-    task: str,
+    task: str | None,
     *,
     session_id: str | None = None,
     one_shot: bool = False,
@@ -151,11 +151,12 @@ async def start_agent_session(
     workspace: WorkspaceSeed | None = None,
     task_queue: str = AGENTS_QUEUE,
     reuse_closed_id: bool = True,
+    summary: str | None = None,
 ) -> WorkflowHandle[Any, SessionResult]:
-    """Start a session. A running session's id is never reused; a closed one's is unless
-    `reuse_closed_id` is False (the new run then hides the closed one's log from `events` and
-    `export`: the CLI refuses)."""
-    if not task.strip():
+    """Start a session (task None: it waits, idle, for its first message). A running session's id
+    is never reused; a closed one's is unless `reuse_closed_id` is False (the new run then hides the
+    closed one's log from `events` and `export`: the CLI refuses)."""
+    if task is not None and not task.strip():
         raise ClientError("the task is empty")
     with_attributes = await ensure_search_attributes(client)
     session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
@@ -167,12 +168,16 @@ async def start_agent_session(
         return await client.start_workflow(
             SESSION_WORKFLOW,
             SessionInput(
-                agent=agent, task=task, one_shot=one_shot, search_attributes=with_attributes, workspace=workspace
+                agent=agent,
+                task=task or None,
+                one_shot=one_shot,
+                search_attributes=with_attributes,
+                workspace=workspace,
             ),
             id=session_id,
             task_queue=task_queue,
             result_type=SessionResult,
-            static_summary=session_summary(agent.name, task),
+            static_summary=summary or session_summary(agent.name, task or "(waiting for its first message)"),
             static_details=f"agent file: {source}\nagent version: {agent_version(agent)}\nmodel: {agent.model.name}\n"
             f"tools: {', '.join(agent.tools)}",
             search_attributes=attributes,

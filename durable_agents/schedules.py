@@ -115,7 +115,9 @@ def _spec(cron: str | None, every: str | None, timezone: str | None) -> Schedule
     )
 
 
-def _action(name: str, agent: AgentSpec, prompt: str, with_attributes: bool | list[str]) -> ScheduleActionStartWorkflow:
+def session_action(
+    name: str, agent: AgentSpec, prompt: str, with_attributes: bool | list[str]
+) -> ScheduleActionStartWorkflow:
     if not prompt.strip():
         raise ScheduleError("the prompt is empty")
     attributes = attribute_pairs(with_attributes, {SA_AGENT_NAME: agent.name, SA_AGENT_VERSION: agent_version(agent)})
@@ -138,7 +140,7 @@ async def create(client: Client, req: ScheduleRequest) -> ScheduleHandle:
     spec = _spec(req.cron, req.every, req.timezone)
     with_attributes = await ensure_search_attributes(client)
     schedule = Schedule(
-        action=_action(req.name, agent, req.prompt, with_attributes),
+        action=session_action(req.name, agent, req.prompt, with_attributes),
         spec=spec,
         policy=SchedulePolicy(overlap=OVERLAP[req.overlap]),
         state=ScheduleState(paused=req.paused, note=f"agent {agent.name} from {req.agent_path}"),
@@ -184,7 +186,7 @@ async def update(
     old_input = await session_input(client, current.schedule.action)  # type: ignore[arg-type]
     if old_input is None:
         raise ScheduleError(f"schedule {name!r} does not start agent sessions")
-    action = _action(
+    action = session_action(
         name, agent or old_input.agent, prompt if prompt is not None else old_input.task, old_input.search_attributes
     )
 

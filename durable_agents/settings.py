@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     # Live streaming
     live_url: str | None = Field(None, validation_alias="DA_LIVE_URL")
 
+    # The Managed Agents API (`da serve`)
+    api_key: SecretStr | None = Field(None, validation_alias="DA_API_KEY")
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite+aiosqlite:///{data['data_dir'] / 'api.db'}",
+        validation_alias="DA_DATABASE_URL",
+    )
+    api_rate_limit: int = Field(0, ge=0, validation_alias="DA_API_RATE_LIMIT")  # requests a minute per key; 0: none
+
     # The local stack (`make up`)
     live_port: int = Field(8780, ge=1, le=65535, validation_alias="DA_LIVE_PORT")
     codec_port: int = Field(8081, ge=1, le=65535, validation_alias="DA_CODEC_PORT")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -23,15 +24,19 @@ from tests.helpers import add_scenario, coder, free_port, serve, wait_for, with_
 pytestmark = pytest.mark.usefixtures("workers")
 
 
+KEY = "test-api-key"
+
+
 @pytest.fixture(scope="module")
-def api_url(address: str) -> Iterator[str]:
-    with serve(address) as url:
+def api_url(address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("api-data")
+    with serve(address, env={"DA_API_KEY": KEY, "DA_DATA_DIR": str(data)}) as url:
         yield url
 
 
 @pytest.fixture
 def sdk(api_url: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=api_url, api_key="test-key", max_retries=0)
+    return anthropic.Anthropic(base_url=api_url, api_key=KEY, max_retries=0)
 
 
 async def sync(call: Any) -> Any:
@@ -237,7 +242,7 @@ async def test_interrupt_and_subagent_threads_through_the_async_sdk(
             Step(text="Stopped."),
         ],
     )
-    sdk = anthropic.AsyncAnthropic(base_url=api_url, api_key="test-key", max_retries=0)
+    sdk = anthropic.AsyncAnthropic(base_url=api_url, api_key=KEY, max_retries=0)
     agent = with_subagents(coder(), Subagent(name="helper", spec=coder()))
     handle = await start_agent_session(client, agent, f"Count, then wait. {marker}")
 
@@ -284,7 +289,7 @@ async def _answered(client: Client, session_id: str) -> bool:
 
 
 async def test_a_restart_of_da_serve_mid_session_loses_nothing(
-    address: str, client: Client, scripted: ScriptedModelServer
+    address: str, client: Client, scripted: ScriptedModelServer, tmp_path: Path
 ) -> None:
     """The SDK's own recipe for a reconnect: open the stream again, list the backlog, drop what was
     seen (by id). Across a restart of the server, the union is the whole log, in order, once."""
@@ -295,8 +300,9 @@ async def test_a_restart_of_da_serve_mid_session_loses_nothing(
     marker = add_scenario(scripted, [*steps, Step(text="All done.")])
     port = free_port()
     seen: dict[str, Any] = {}
-    with serve(address, port) as url:
-        sdk = anthropic.AsyncAnthropic(base_url=url, api_key="test-key", max_retries=0)
+    env = {"DA_API_KEY": KEY, "DA_DATA_DIR": str(tmp_path)}
+    with serve(address, port, env) as url:
+        sdk = anthropic.AsyncAnthropic(base_url=url, api_key=KEY, max_retries=0)
         handle = await start_agent_session(client, coder(), f"Six steps. {marker}")
         stream = await sdk.beta.sessions.events.stream(handle.id)
         async for event in stream:
@@ -307,8 +313,9 @@ async def test_a_restart_of_da_serve_mid_session_loses_nothing(
     first_stream = list(seen)
     # The server is down for a while; the session goes on.
     await asyncio.sleep(1)
-    with serve(address, port) as url:
-        sdk = anthropic.AsyncAnthropic(base_url=url, api_key="test-key", max_retries=0)
+    env = {"DA_API_KEY": KEY, "DA_DATA_DIR": str(tmp_path)}
+    with serve(address, port, env) as url:
+        sdk = anthropic.AsyncAnthropic(base_url=url, api_key=KEY, max_retries=0)
         stream = await sdk.beta.sessions.events.stream(handle.id)
         backlog = [e async for e in sdk.beta.sessions.events.list(handle.id, limit=1000)]
         for event in backlog:

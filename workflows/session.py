@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         REFRESH_TOOLS,
         SEND_MESSAGE,
         SESSION_WORKFLOW,
+        SET_BUDGET,
         TOOL_RESULT,
         ModelContext,
         SessionCarry,
@@ -297,6 +298,21 @@ class SessionWorkflow:
         turn = self.session.turn
         if turn is None or turn.done():
             raise ValueError(f"nothing to interrupt: the session is {self.session.state.status}")
+
+    @workflow.update(name=SET_BUDGET)
+    def set_budget(self, max_cost_usd: float | None) -> int:
+        """A new cost budget for the rest of the session (the API's sessions.update)."""
+        agent = self.session.agent
+        limits = agent.limits.model_copy(update={"max_cost_usd": max_cost_usd})
+        self.session.agent = agent.model_copy(update={"limits": limits})
+        return self.session.next_offset
+
+    @set_budget.validator
+    def _validate_budget(self, max_cost_usd: float | None) -> None:
+        if max_cost_usd is not None and max_cost_usd <= 0:
+            raise ValueError(f"a budget is more than $0, not ${max_cost_usd}")
+        if self.session.state.status in ("done", "failed"):
+            raise ValueError(f"the session is {self.session.state.status}")
 
     @workflow.update(name=REFRESH_TOOLS)
     async def refresh_tools(self) -> int:

@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agents import session_log
 from durable_agents.api.events import EventMapper, Mapped, message_event_id, thread_id
+from durable_agents.api.http import ApiError, Gate, guarded, invalid, not_found
 from durable_agents.contracts import (
     APPROVE,
     DENY,
@@ -47,7 +48,6 @@ from durable_agents.contracts import (
     SubagentFinished,
     SubagentStarted,
 )
-from durable_agents.errors import UserError
 from durable_agents.live.relay import Cursor, Relay
 
 PING_S = 15
@@ -55,29 +55,6 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000  # the SDK's session runner lists a backlog 1,000 at a time
 CLOSED = ("done", "failed")
 MAX_KEPT_LOGS = 256  # sessions whose mapped events the server keeps between requests
-
-
-class ApiError(UserError):
-    """An answer the SDK reads as an error: HTTP status, error type and a message naming what is wrong."""
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.kind = status, kind
-
-    def response(self) -> JSONResponse:
-        body = {"type": "error", "error": {"type": self.kind, "message": str(self)}}
-        headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
-        if self.status == 409:
-            headers["x-should-retry"] = "false"
-        return JSONResponse(body, status_code=self.status, headers=headers)
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request_error", message)
-
-
-def not_found(message: str) -> ApiError:
-    return ApiError(404, "not_found_error", message)
 
 
 # --- what a client sends -------------------------------------------------------------------
@@ -411,16 +388,16 @@ class SessionEvents:
         child = await self._thread_session(session_id, thread)
         return await self._stream(request, child, thread)
 
-    def routes(self) -> list[Route]:
+    def routes(self, gate: Gate) -> list[Route]:
         base = "/v1/sessions/{session_id}"
         return [
-            Route(f"{base}/events/stream", _guarded(self.stream_events), methods=["GET"]),
-            Route(f"{base}/events", _guarded(self.list_events), methods=["GET"]),
-            Route(f"{base}/events", _guarded(self.send_events), methods=["POST"]),
-            Route(f"{base}/threads", _guarded(self.list_threads), methods=["GET"]),
-            Route(f"{base}/threads/{{thread_id}}", _guarded(self.get_thread), methods=["GET"]),
-            Route(f"{base}/threads/{{thread_id}}/events", _guarded(self.list_thread_events), methods=["GET"]),
-            Route(f"{base}/threads/{{thread_id}}/stream", _guarded(self.stream_thread_events), methods=["GET"]),
+            Route(f"{base}/events/stream", guarded(gate, self.stream_events), methods=["GET"]),
+            Route(f"{base}/events", guarded(gate, self.list_events), methods=["GET"]),
+            Route(f"{base}/events", guarded(gate, self.send_events), methods=["POST"]),
+            Route(f"{base}/threads", guarded(gate, self.list_threads), methods=["GET"]),
+            Route(f"{base}/threads/{{thread_id}}", guarded(gate, self.get_thread), methods=["GET"]),
+            Route(f"{base}/threads/{{thread_id}}/events", guarded(gate, self.list_thread_events), methods=["GET"]),
+            Route(f"{base}/threads/{{thread_id}}/stream", guarded(gate, self.stream_thread_events), methods=["GET"]),
         ]
 
 
@@ -433,17 +410,6 @@ _INLINE_AGENT: dict[str, Any] = {
     "system": None,
     "tools": [],
 }
-
-
-def _guarded(handler: Any) -> Any:
-    async def run(request: Request) -> Response:
-        try:
-            response: Response = await handler(request)
-            return response
-        except ApiError as e:
-            return e.response()
-
-    return run
 
 
 def _delta_frame(delta: LiveDelta, thread: str | None) -> dict[str, Any] | None:

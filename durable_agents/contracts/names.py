@@ -35,6 +35,7 @@ REFRESH_TOOLS = "refresh_tools"  # re-list the MCP servers' tools before the nex
 INTERRUPT = "interrupt"
 APPROVE = "approve"
 DENY = "deny"
+SET_BUDGET = "set_budget"  # the session's cost budget (US$; None: none), changed while it runs
 TOOL_RESULT = "tool_result"  # the result of a custom (client-executed) tool call
 GET_EVENTS = "events"
 GET_STATE = "state"
