@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs, idempotent and cached: a second run takes seconds.
-#   scripts/setup.sh [all|python|temporal|docker|image|mcp|browser]
+#   scripts/setup.sh [all|python|temporal|docker|image|mcp|browser|postgres]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -96,6 +96,14 @@ setup_mcp() {
   echo "$want" > "$stamp"
 }
 
+# Debian's PostgreSQL: the API's database can be PostgreSQL (DA_DATABASE_URL); the tests start a
+# server of their own with it (as the postgres user). Nothing runs from here.
+setup_postgres() {
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then return; fi
+  say "postgres: installing Debian's postgresql (for the API's PostgreSQL tests)"
+  apt_install postgresql
+}
+
 setup_image() {
   bash sandboxes/image/build.sh
 }
@@ -115,6 +123,7 @@ case "${1:-all}" in
   image) setup_docker; setup_image ;;
   mcp) setup_mcp ;;
   browser) setup_browser ;;
-  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image; setup_browser ;;
-  *) echo "usage: $0 [all|python|temporal|docker|image|mcp|browser]" >&2; exit 2 ;;
+  postgres) setup_postgres ;;
+  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image; setup_browser; setup_postgres ;;
+  *) echo "usage: $0 [all|python|temporal|docker|image|mcp|browser|postgres]" >&2; exit 2 ;;
 esac

@@ -16,10 +16,12 @@ import anthropic
 import pytest
 from temporalio.client import Client
 
+from durable_agents.api.store import Store
 from durable_agents.client import start_agent_session
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from durable_agents.vault import FileVault
 from tests.helpers import DA, ROOT, add_scenario, coder, free_port, serve
+from tests.helpers.postgres import postgres_server
 
 pytestmark = pytest.mark.usefixtures("workers")
 KEY = "resources-test-key"
@@ -271,3 +273,47 @@ async def test_state_survives_a_restart_and_the_rate_limit_answers_429(address: 
         with pytest.raises(anthropic.RateLimitError) as limited:
             await sdk.beta.agents.list()
         assert int(limited.value.response.headers["retry-after"]) > 0
+
+
+async def test_the_same_code_on_postgresql(address: str, tmp_path: Path) -> None:
+    """DA_DATABASE_URL names a PostgreSQL database (Debian's PostgreSQL, a cluster of the test's own):
+    agents, versions and keys are kept there across a restart of the server."""
+    with postgres_server() as url:
+        store = Store(url)
+        await store.start()
+        await store.start()  # idempotent
+        record, key = await store.create_key("pg")
+        assert await store.key_id_of(key) == record.id
+        await store.close()
+        port = free_port()
+        env = server_env(tmp_path, DA_DATABASE_URL=url)
+        with serve(address, port, env) as api:
+            sdk = anthropic.AsyncAnthropic(base_url=api, api_key=key, max_retries=0)
+            agent = await sdk.beta.agents.create(name="on pg", model="claude-sonnet-5-5")
+            await sdk.beta.agents.update(agent.id, version=1, system="v2")
+        with serve(address, port, env) as api:
+            sdk = anthropic.AsyncAnthropic(base_url=api, api_key=key, max_retries=0)
+            assert [v.version async for v in sdk.beta.agents.versions.list(agent.id)] == [2, 1]
+        assert not (tmp_path / "api.db").exists(), "nothing went to the SQLite default"
+
+
+async def test_fifty_sessions_driven_at_once_through_the_sdk(
+    scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
+) -> None:
+    marker = add_scenario(scripted, [Step(text="Answer {n}.".replace("{n}", "one"))])
+    agent = await sdk.beta.agents.create(name="many", model="claude-sonnet-5-5")
+    env = await sdk.beta.environments.create(name="many")
+
+    async def one(i: int) -> list[str]:
+        session = await sdk.beta.sessions.create(agent=agent.id, environment_id=env.id, title=f"s{i}")
+        text = [{"type": "text", "text": f"Go {i}. {marker}"}]
+        await sdk.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": text}])
+        for _ in range(300):
+            kinds = [e.type async for e in sdk.beta.sessions.events.list(session.id)]
+            if "user.message" in kinds and "session.status_idle" in kinds[kinds.index("user.message") :]:
+                return kinds
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"session {i} did not answer")
+
+    done = await asyncio.gather(*(one(i) for i in range(50)))
+    assert all("agent.message" in kinds and kinds.count("user.message") == 1 for kinds in done), done[0]
