@@ -170,6 +170,10 @@ class SessionFeed:
             self._wake.set()  # events the poller has not read yet, or the call's own event, are due
         return True
 
+    def wake(self) -> None:
+        """Read the session now (something was just sent to it), not at the next poll."""
+        self._wake.set()
+
     def newest_call(self, at_least: int = 0) -> _Call | None:
         return next((self.calls[o] for o in sorted(self.calls, reverse=True) if o >= at_least), None)
 

@@ -279,6 +279,8 @@ class SessionEvents:
                 raise invalid(f"events.{i}.custom_tool_use_id: {event.custom_tool_use_id!r} is not a custom tool use "
                               f"waiting for a result (waiting: {listing})")  # fmt: skip
         echoes = [await self._apply(session_id, i, event) for i, event in enumerate(events)]
+        if (feed := self.relay.feeds.get(session_id)) is not None:
+            feed.wake()  # its streams hear of it now, not at the next poll
         return JSONResponse({"data": echoes})
 
     async def _apply(self, session_id: str, i: int, event: _Param) -> dict[str, Any]:
