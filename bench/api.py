@@ -33,6 +33,7 @@ KEY = "bench-key"
 
 def _serve(address: str, port: int, data: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "DA_API_KEY": KEY, "DA_DATA_DIR": data, "LOG_LEVEL": "WARNING"}
+    env["DA_PAYLOAD_DIR"] = str(ROOT / ".data" / "payloads")  # the workers' (they run in ROOT): one store
     proc = subprocess.Popen([DA, "serve", "--port", str(port)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

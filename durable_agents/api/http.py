@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,6 +24,7 @@ from durable_agents.api.store import Store
 from durable_agents.errors import UserError
 from durable_agents.settings import Settings
 
+log = structlog.get_logger("api")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -198,6 +200,9 @@ def guarded(gate: Gate, handler: Handler) -> Handler:
             response = await handler(request)
         except ApiError as e:
             return e.response()
+        except Exception as e:  # noqa: BLE001 - a bug or an outage: the SDK still gets its error body
+            log.exception("api request failed", path=request.url.path)
+            return ApiError(500, "api_error", f"{type(e).__name__}: {e}").response()
         response.headers.setdefault("request-id", request_id())
         return response
 

@@ -50,7 +50,13 @@ def serve(address: str, port: int | None = None, env: dict[str, str] | None = No
     proc = subprocess.Popen(
         [str(DA), "serve", "--port", str(port)],
         cwd=ROOT,
-        env={**os.environ, "TEMPORAL_ADDRESS": address, **(env or {})},
+        # One payload store with the workers (they run in the repository): large answers live there.
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": address,
+            "DA_PAYLOAD_DIR": str(ROOT / ".data" / "payloads"),
+            **(env or {}),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
