@@ -317,3 +317,28 @@ async def test_fifty_sessions_driven_at_once_through_the_sdk(
 
     done = await asyncio.gather(*(one(i) for i in range(50)))
     assert all("agent.message" in kinds and kinds.count("user.message") == 1 for kinds in done), done[0]
+
+
+async def test_a_budget_reached_ends_the_session_and_says_so(
+    scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
+) -> None:
+    marker = add_scenario(scripted, [Step(text="Expensive answer.")])
+    agent = await sdk.beta.agents.create(name="spender", model="claude-sonnet-5-5")
+    env = await sdk.beta.environments.create(name="budget")
+    budget = {"type": "limit", "max_list_cost": {"amount": "0.000001", "currency": "USD"}}
+    first = [{"type": "user.message", "content": [{"type": "text", "text": f"Spend. {marker}"}]}]
+    session = await sdk.beta.sessions.create(
+        agent=agent.id,
+        environment_id=env.id,
+        budget=budget,
+        initial_events=first,  # type: ignore[arg-type]
+    )
+    for _ in range(100):
+        kinds = [e async for e in sdk.beta.sessions.events.list(session.id)]
+        if kinds and kinds[-1].type == "session.status_terminated":
+            break
+        await asyncio.sleep(0.2)
+    idle = [e for e in kinds if e.type == "session.status_idle"]
+    assert idle[-1].stop_reason.type == "budget_reached"
+    assert [e for e in kinds if e.type == "agent.message"][0].content[0].text == "Expensive answer."
+    assert (await sdk.beta.sessions.retrieve(session.id)).status == "terminated"

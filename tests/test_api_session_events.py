@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,15 @@ import anthropic
 import pytest
 from anthropic.types.beta.sessions import BetaManagedAgentsSessionThread
 from temporalio.client import Client
+from temporalio.worker import Worker
 
+from durable_agents.activities.model import ModelActivities
 from durable_agents.client import start_agent_session, wait_until_settled
 from durable_agents.contracts import CustomTool, Subagent
+from durable_agents.live.publisher import DeltaPublisher
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from durable_agents.worker import WORKFLOW_RUNNER
+from durable_agents.workflows.session import SessionWorkflow
 from tests.helpers import add_scenario, coder, free_port, serve, wait_for, with_subagents
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -333,3 +339,48 @@ async def test_a_restart_of_da_serve_mid_session_loses_nothing(
     assert [e.content[0].text for e in final if e.type == "agent.message"][-1] == "All done."
     assert len([e for e in final if e.type == "agent.tool_result"]) == 6
     await handle.signal("end_session")
+
+
+async def test_streamed_previews_of_agent_message_add_up_to_it(
+    client: Client, scripted: ScriptedModelServer, api_url: str
+) -> None:
+    """With event_deltas[]=agent.message the stream carries event_start and event_delta previews of
+    the turn's message (from the live relay, fed by a harness worker that publishes to it), then
+    the message itself with the same id."""
+    text = " ".join(f"word{i}" for i in range(40))
+    marker = add_scenario(scripted, [Step(text=text, stream_chunk=6, stream_delay_ms=10)])
+    queue = f"api-deltas-{uuid.uuid4().hex[:8]}"
+    publisher = DeltaPublisher(api_url)
+    model = ModelActivities(
+        client, anthropic.AsyncAnthropic(api_key="k", base_url=scripted.url, max_retries=0), publisher
+    )
+    worker = Worker(
+        client,
+        task_queue=queue,
+        workflows=[SessionWorkflow],
+        activities=[model.call_model],
+        workflow_runner=WORKFLOW_RUNNER,
+    )
+    sdk = anthropic.AsyncAnthropic(base_url=api_url, api_key=KEY, max_retries=0)
+    async with worker:
+        handle = await start_agent_session(client, coder(), None, task_queue=queue)
+        await wait_for(lambda: _status(client, handle.id, "idle"), 30, "the session to wait")
+        got: list[Any] = []
+        stream = await sdk.beta.sessions.events.stream(handle.id, event_deltas=["agent.message"])
+        await asyncio.sleep(0.3)
+        content = [{"type": "text", "text": f"Talk. {marker}"}]
+        await sdk.beta.sessions.events.send(handle.id, events=[{"type": "user.message", "content": content}])
+        async for event in stream:
+            got.append(event)
+            if event.type == "session.status_idle":
+                break
+        await stream.close()
+        await handle.signal("end_session")
+    await publisher.close()
+    starts = [e for e in got if e.type == "event_start"]
+    deltas = [e for e in got if e.type == "event_delta"]
+    message = [e for e in got if e.type == "agent.message"][0]
+    assert starts and starts[0].event.id == message.id and starts[0].event.type == "agent.message"
+    assert len(deltas) > 5 and all(d.event_id == message.id for d in deltas)
+    assert "".join(d.delta.content.text for d in deltas) == message.content[0].text == text
+    assert got.index(deltas[-1]) < got.index(message), "the previews come before the message"
