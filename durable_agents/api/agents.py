@@ -32,6 +32,7 @@ from durable_agents.api.http import (
     invalid,
     not_found,
     page_of,
+    patch_metadata,
     problems,
     query_bool,
     query_int,
@@ -392,13 +393,7 @@ class Agents:
         given.pop("version", None)
         for key, value in given.items():
             if key == "metadata":
-                merged = dict(fields.get("metadata") or {})
-                for k, v in (value or {}).items():
-                    if v is None:
-                        merged.pop(k, None)
-                    else:
-                        merged[k] = v
-                fields["metadata"] = merged if value is not None else {}
+                fields["metadata"] = patch_metadata(fields.get("metadata") or {}, value)
             elif key == "model":
                 fields["model"] = params.model
             elif key == "multiagent":

@@ -24,7 +24,17 @@ from temporalio.service import RPCError
 
 from durable_agents.api.agents import Agents
 from durable_agents.api.environments import Environments, sandbox_of
-from durable_agents.api.http import Gate, Param, body_of, guarded, invalid, not_found, page_of, query_bool
+from durable_agents.api.http import (
+    Gate,
+    Param,
+    body_of,
+    guarded,
+    invalid,
+    not_found,
+    page_of,
+    patch_metadata,
+    query_bool,
+)
 from durable_agents.api.store import Record, Store, new_id, now
 from durable_agents.api.vaults import Vaults
 from durable_agents.client import start_agent_session
@@ -213,13 +223,7 @@ class Deployments:
         if "schedule" in given:
             body["schedule"] = params.schedule.model_dump() if params.schedule else None
         if "metadata" in given:
-            merged = dict(body.get("metadata") or {})
-            for k, v in (params.metadata or {}).items():
-                if v is None:
-                    merged.pop(k, None)
-                else:
-                    merged[k] = v
-            body["metadata"] = merged
+            body["metadata"] = patch_metadata(body.get("metadata") or {}, params.metadata)
         body["updated_at"] = now().isoformat()
         _prompt(body["initial_events"])
         await self._put_schedule(record.id, body, create=record.body.get("schedule") is None)

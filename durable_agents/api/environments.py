@@ -16,7 +16,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from durable_agents.api.http import Gate, Param, body_of, guarded, invalid, not_found, page_of, problems, query_bool
+from durable_agents.api.http import (
+    Gate,
+    Param,
+    body_of,
+    invalid,
+    not_found,
+    page_of,
+    patch_metadata,
+    problems,
+    query_bool,
+    resource_routes,
+)
 from durable_agents.api.store import Record, Store, new_id, now
 from durable_agents.contracts import EgressRule, SandboxSpec
 
@@ -156,13 +167,7 @@ class Environments:
         if "config" in given:
             body["config"] = config_of(params.config)
         if "metadata" in given:
-            merged = dict(body.get("metadata") or {})
-            for k, v in (params.metadata or {}).items():
-                if v is None:
-                    merged.pop(k, None)
-                else:
-                    merged[k] = v
-            body["metadata"] = merged if params.metadata is not None else {}
+            body["metadata"] = patch_metadata(body.get("metadata") or {}, params.metadata)
         body["updated_at"] = now().isoformat()
         await self.store.replace(KIND, record.id, body)
         return JSONResponse(answer(await self.get(record.id)))
@@ -182,12 +187,14 @@ class Environments:
         return JSONResponse({"id": record.id, "type": "environment_deleted"})
 
     def routes(self, gate: Gate) -> list[Route]:
-        one = "/v1/environments/{environment_id}"
-        return [
-            Route("/v1/environments", guarded(gate, self.create), methods=["POST"]),
-            Route("/v1/environments", guarded(gate, self.list), methods=["GET"]),
-            Route(one, guarded(gate, self.retrieve), methods=["GET"]),
-            Route(one, guarded(gate, self.update), methods=["POST"]),
-            Route(one, guarded(gate, self.delete), methods=["DELETE"]),
-            Route(f"{one}/archive", guarded(gate, self.archive), methods=["POST"]),
-        ]
+        return resource_routes(
+            gate,
+            "/v1/environments",
+            "/v1/environments/{environment_id}",
+            create=self.create,
+            list=self.list,
+            retrieve=self.retrieve,
+            update=self.update,
+            delete=self.delete,
+            archive=self.archive,
+        )

@@ -35,7 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agents import session_log
 from durable_agents.api.events import EventMapper, Mapped, message_event_id, thread_id
-from durable_agents.api.http import ApiError, Gate, guarded, invalid, not_found
+from durable_agents.api.http import ApiError, Gate, guarded, invalid, not_found, query_int, query_time
 from durable_agents.contracts import (
     APPROVE,
     DENY,
@@ -235,11 +235,9 @@ class SessionEvents:
         order = q.get("order", "asc")
         if order not in ("asc", "desc"):
             raise invalid(f"order: {order!r} is not one of asc, desc")
-        limit = _int(q.get("limit"), "limit", DEFAULT_LIMIT)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise invalid(f"limit: {limit} is not between 1 and {MAX_LIMIT}")
+        limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         types = set(q.getlist("types[]") + q.getlist("types"))
-        bounds = {op: _time(q.get(f"created_at[{op}]"), f"created_at[{op}]") for op in ("gt", "gte", "lt", "lte")}
+        bounds = {op: query_time(request, f"created_at[{op}]") for op in ("gt", "gte", "lt", "lte")}
         chosen = [m for m in mapped if (not types or m.data["type"] in types) and _within(m, bounds)]
         if order == "desc":
             chosen.reverse()
@@ -427,24 +425,6 @@ def _delta_frame(delta: LiveDelta, thread: str | None) -> dict[str, Any] | None:
             "delta": {"type": "content_delta", "index": delta.index, "content": content},
         }  # noqa: E501
     return None
-
-
-def _int(text: str | None, name: str, default: int) -> int:
-    if text is None:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise invalid(f"{name}: {text!r} is not a whole number") from None
-
-
-def _time(text: str | None, name: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(f"{name}: {text!r} is not an ISO 8601 time") from None
 
 
 def _within(m: Mapped, bounds: dict[str, datetime | None]) -> bool:

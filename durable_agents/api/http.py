@@ -19,6 +19,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from durable_agents.api.store import Store
 from durable_agents.errors import UserError
@@ -189,6 +190,32 @@ def _presented_key(request: Request) -> str | None:
     if auth.lower().startswith("bearer ") and auth[7:].strip():
         return auth[7:].strip()
     return request.headers.get("x-api-key") or None
+
+
+def patch_metadata(current: dict[str, str], given: dict[str, str | None] | None) -> dict[str, str]:
+    """`metadata` in an update: a patch whose null values delete keys; null itself clears it."""
+    if given is None:
+        return {}
+    merged = dict(current)
+    for key, value in given.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resource_routes(gate: Gate, base: str, one: str, **handlers: Handler) -> list[Route]:
+    """A resource's usual routes (create, list, retrieve, update, delete, archive), where it has the handler."""
+    methods = {
+        "create": (base, "POST"),
+        "list": (base, "GET"),
+        "retrieve": (one, "GET"),
+        "update": (one, "POST"),
+        "delete": (one, "DELETE"),
+        "archive": (f"{one}/archive", "POST"),
+    }
+    return [Route(methods[name][0], guarded(gate, h), methods=[methods[name][1]]) for name, h in handlers.items()]
 
 
 def guarded(gate: Gate, handler: Handler) -> Handler:

@@ -28,7 +28,18 @@ from durable_agents import session_log
 from durable_agents.api.agents import Agents
 from durable_agents.api.agents import answer as agent_answer
 from durable_agents.api.environments import Environments, sandbox_of
-from durable_agents.api.http import Gate, Param, body_of, guarded, invalid, not_found, page_of, query_bool, query_time
+from durable_agents.api.http import (
+    Gate,
+    Param,
+    body_of,
+    invalid,
+    not_found,
+    page_of,
+    patch_metadata,
+    query_bool,
+    query_time,
+    resource_routes,
+)
 from durable_agents.api.store import Store, now
 from durable_agents.api.vaults import Vaults
 from durable_agents.client import start_agent_session
@@ -341,13 +352,7 @@ class Sessions:
         if "title" in given:
             body["title"] = params.title
         if "metadata" in given:
-            merged = dict(body.get("metadata") or {})
-            for k, v in (params.metadata or {}).items():
-                if v is None:
-                    merged.pop(k, None)
-                else:
-                    merged[k] = v
-            body["metadata"] = merged if params.metadata is not None else {}
+            body["metadata"] = patch_metadata(body.get("metadata") or {}, params.metadata)
         if "budget" in given:
             cost = _usd(params.budget)
             try:
@@ -385,12 +390,14 @@ class Sessions:
         return JSONResponse({"id": session_id, "type": "session_deleted"})
 
     def routes(self, gate: Gate) -> list[Route]:
-        one = "/v1/sessions/{session_id}"
-        return [
-            Route("/v1/sessions", guarded(gate, self.create), methods=["POST"]),
-            Route("/v1/sessions", guarded(gate, self.list), methods=["GET"]),
-            Route(one, guarded(gate, self.retrieve), methods=["GET"]),
-            Route(one, guarded(gate, self.update), methods=["POST"]),
-            Route(one, guarded(gate, self.delete), methods=["DELETE"]),
-            Route(f"{one}/archive", guarded(gate, self.archive), methods=["POST"]),
-        ]
+        return resource_routes(
+            gate,
+            "/v1/sessions",
+            "/v1/sessions/{session_id}",
+            create=self.create,
+            list=self.list,
+            retrieve=self.retrieve,
+            update=self.update,
+            delete=self.delete,
+            archive=self.archive,
+        )

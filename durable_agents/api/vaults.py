@@ -16,7 +16,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from durable_agents.api.http import Gate, Param, body_of, guarded, invalid, not_found, page_of, query_bool
+from durable_agents.api.http import (
+    Gate,
+    Param,
+    body_of,
+    guarded,
+    invalid,
+    not_found,
+    page_of,
+    patch_metadata,
+    query_bool,
+)
 from durable_agents.api.store import Record, Store, new_id, now
 from durable_agents.contracts import AgentSpec, EgressRule, SecretRef
 from durable_agents.vault import FileVault
@@ -67,18 +77,6 @@ class CredentialUpdate(Param):
     auth: AuthParam | None = None
     display_name: str | None = None
     metadata: dict[str, str | None] | None = None
-
-
-def _patch(current: dict[str, str], given: dict[str, str | None] | None) -> dict[str, str]:
-    if given is None:
-        return {}
-    merged = dict(current)
-    for k, v in given.items():
-        if v is None:
-            merged.pop(k, None)
-        else:
-            merged[k] = v
-    return merged
 
 
 def _secret_name(credential_id: str) -> str:
@@ -201,7 +199,7 @@ class Vaults:
         if params.display_name is not None:
             body["display_name"] = params.display_name
         if "metadata" in given:
-            body["metadata"] = _patch(body.get("metadata") or {}, params.metadata)
+            body["metadata"] = patch_metadata(body.get("metadata") or {}, params.metadata)
         body["updated_at"] = now().isoformat()
         await self.store.replace(VAULT, record.id, body)
         return JSONResponse(_vault_answer(await self.get(record.id)))
@@ -265,7 +263,7 @@ class Vaults:
         if "display_name" in given:
             body["display_name"] = params.display_name
         if "metadata" in given:
-            body["metadata"] = _patch(body.get("metadata") or {}, params.metadata)
+            body["metadata"] = patch_metadata(body.get("metadata") or {}, params.metadata)
         body["updated_at"] = now().isoformat()
         await self.store.replace(CREDENTIAL, record.id, body)
         return JSONResponse(_credential_answer(await self.credential(record.parent or "", record.id)))
