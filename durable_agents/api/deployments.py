@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import (
-    Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleSpec,
@@ -22,8 +21,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from durable_agents.api.agents import Agents
-from durable_agents.api.environments import Environments, sandbox_of
+from durable_agents.api.definitions import Definitions
 from durable_agents.api.http import (
     Gate,
     Param,
@@ -35,10 +33,10 @@ from durable_agents.api.http import (
     patch_metadata,
     query_bool,
 )
-from durable_agents.api.store import Record, Store, new_id, now
-from durable_agents.api.vaults import Vaults
+from durable_agents.api.store import Record, new_id, now
 from durable_agents.client import start_agent_session
 from durable_agents.connection import ensure_search_attributes
+from durable_agents.contracts import AgentSpec
 from durable_agents.schedules import ScheduleError, check_cron, check_timezone, session_action
 
 KIND, RUN = "deployment", "deployment_run"
@@ -101,27 +99,19 @@ def _spec(schedule: ScheduleParam) -> ScheduleSpec:
         raise invalid(f"schedule: {e}") from None
 
 
-class Deployments:
-    def __init__(
-        self, client: Client, store: Store, agents: Agents, environments: Environments, vaults: Vaults
-    ) -> None:
-        self.client = client
-        self.store = store
-        self.agents = agents
-        self.environments = environments
-        self.vaults = vaults
-
+class Deployments(Definitions):
     async def get(self, deployment_id: str) -> Record:
         record = await self.store.get(KIND, deployment_id)
         if record is None:
             raise not_found(f"no deployment {deployment_id!r}")
         return record
 
-    async def _session_spec(self, body: dict[str, Any]) -> Any:
-        _, spec = await self.agents.spec(body["agent"]["id"], body["agent"]["version"])
-        environment = await self.environments.get(body["environment_id"])
-        spec = spec.model_copy(update={"sandbox": sandbox_of(environment.body["config"], spec.sandbox)})
-        return await self.vaults.apply(spec, body.get("vault_ids") or [])
+    async def _session_spec(self, body: dict[str, Any]) -> AgentSpec:
+        agent = body["agent"]
+        _, spec = await self.session_agent(
+            agent["id"], agent["version"], body["environment_id"], body.get("vault_ids") or []
+        )
+        return spec
 
     async def _answer(self, record: Record) -> dict[str, Any]:
         body = record.body

@@ -20,14 +20,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agents import session_log
-from durable_agents.api.agents import Agents
 from durable_agents.api.agents import answer as agent_answer
-from durable_agents.api.environments import Environments, sandbox_of
+from durable_agents.api.definitions import Definitions
 from durable_agents.api.http import (
     Gate,
     Param,
@@ -40,8 +39,7 @@ from durable_agents.api.http import (
     query_time,
     resource_routes,
 )
-from durable_agents.api.store import Store, now
-from durable_agents.api.vaults import Vaults
+from durable_agents.api.store import now
 from durable_agents.client import start_agent_session
 from durable_agents.contracts import (
     SA_SESSION_STATUS,
@@ -137,16 +135,7 @@ def _first_message(events: list[dict[str, Any]] | None) -> list[str]:
     return texts
 
 
-class Sessions:
-    def __init__(
-        self, client: Client, store: Store, agents: Agents, environments: Environments, vaults: Vaults
-    ) -> None:
-        self.client = client
-        self.store = store
-        self.agents = agents
-        self.environments = environments
-        self.vaults = vaults
-
+class Sessions(Definitions):
     # --- reading ------------------------------------------------------------------------------
 
     async def _state(self, session_id: str) -> SessionState:
@@ -247,17 +236,9 @@ class Sessions:
                 raise invalid("agent.type: 'agent_with_overrides' is not supported yet (create a new agent version)")
             parsed = AgentRefParam.model_validate(ref)
             agent_id, version = parsed.id, parsed.version
-        record, spec = await self.agents.spec(agent_id, version)
-        if record.archived_at is not None:
-            raise invalid(f"agent: agent {agent_id!r} is archived")
-        environment = await self.environments.get(params.environment_id)
-        if environment.archived_at is not None:
-            raise invalid(f"environment_id: environment {params.environment_id!r} is archived")
-        spec = spec.model_copy(update={"sandbox": sandbox_of(environment.body["config"], spec.sandbox)})
-        cost = _usd(params.budget)
-        if cost is not None:
-            spec = spec.model_copy(update={"limits": spec.limits.model_copy(update={"max_cost_usd": cost})})
-        spec = await self.vaults.apply(spec, params.vault_ids or [])
+        record, spec = await self.session_agent(
+            agent_id, version, params.environment_id, params.vault_ids or [], _usd(params.budget)
+        )
         workspace = self._workspace(params.resources or [])
         texts = _first_message(params.initial_events)
         session_id = f"sesn_{uuid.uuid4().hex[:24]}"
@@ -265,7 +246,7 @@ class Sessions:
         body = {
             "agent_id": record.id,
             "agent_version": record.version,
-            "environment_id": environment.id,
+            "environment_id": params.environment_id,
             "title": params.title,
             "metadata": params.metadata or {},
             "vault_ids": params.vault_ids or [],
