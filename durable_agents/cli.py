@@ -51,8 +51,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from durable_agents import client as api
 from durable_agents import codec, schedules, session_log, telemetry, vault
 from durable_agents.agent_files import agent_version, load_agent
-from durable_agents.api.app import create_api
-from durable_agents.api.store import Store
 from durable_agents.client import ClientError
 from durable_agents.connection import connect, temporal_address
 from durable_agents.contracts import (
@@ -184,6 +182,8 @@ async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
     """The live relay: workers post model-call deltas, clients read sessions as Server-Sent Events."""
+    from durable_agents.api.app import create_api  # the API's database layer: only where it is served
+
     relay = Relay(client, poll_s=args.poll_ms / 1000)
     api = await create_api(client, relay)
     app = create_app(relay, api.routes)
@@ -450,6 +450,8 @@ async def cmd_agent(args: argparse.Namespace) -> int:
 
 async def cmd_api_key(args: argparse.Namespace) -> int:
     """Keys of the Managed Agents API (`da serve`), stored hashed in its database; a key is shown once."""
+    from durable_agents.api.store import Store
+
     store = Store(settings().database_url)
     await store.start()
     try:

@@ -298,14 +298,16 @@ async def test_the_same_code_on_postgresql(address: str, tmp_path: Path) -> None
 
 
 async def test_fifty_sessions_driven_at_once_through_the_sdk(
-    scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
+    client: Client, scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
 ) -> None:
     marker = add_scenario(scripted, [Step(text="Answer {n}.".replace("{n}", "one"))])
     agent = await sdk.beta.agents.create(name="many", model="claude-sonnet-5-5")
     env = await sdk.beta.environments.create(name="many")
+    made: list[str] = []
 
     async def one(i: int) -> list[str]:
         session = await sdk.beta.sessions.create(agent=agent.id, environment_id=env.id, title=f"s{i}")
+        made.append(session.id)
         text = [{"type": "text", "text": f"Go {i}. {marker}"}]
         await sdk.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": text}])
         for _ in range(300):
@@ -316,6 +318,8 @@ async def test_fifty_sessions_driven_at_once_through_the_sdk(
         raise AssertionError(f"session {i} did not answer")
 
     done = await asyncio.gather(*(one(i) for i in range(50)))
+    for session_id in made:  # they would idle for an hour otherwise
+        await client.get_workflow_handle(session_id).signal("end_session")
     assert all("agent.message" in kinds and kinds.count("user.message") == 1 for kinds in done), done[0]
 
 

@@ -559,7 +559,10 @@ async def test_subagents_stream_nested_under_their_parent(
     address: str, client: Client, scripted: ScriptedModelServer, harness: Harness, live_url: str
 ) -> None:
     child_text = "line one of the child\nline two of the child\nthe last line"
-    child = add_scenario(scripted, [slow_text(child_text, chunk=5, delay_ms=10)])
+    # Slow enough that `follow` (which starts watching the child when it reads the parent's
+    # subagent_started, one poll later) joins while the child still streams: a late follower gets
+    # the durable event, not the deltas that came before it.
+    child = add_scenario(scripted, [slow_text(child_text, chunk=5, delay_ms=60)])
     marker = add_scenario(
         scripted,
         [
