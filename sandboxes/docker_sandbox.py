@@ -531,6 +531,11 @@ class DockerSandboxes:
         self.destroy(container_id)
         raise SandboxGone(f"{container_id[:12]}: {problem}; the sandbox was destroyed")
 
+    def recorded(self, container_id: str, call_id: str) -> bool:
+        """Has this call run to the end here already (a retry then gets its recorded output)?"""
+        code, _ = self.exec(container_id, ["test", "-e", f"{STATE_DIR}/calls/{_safe_id(call_id)}/rc"])
+        return code == 0
+
     def read_recorded(self, container_id: str, call_id: str, cap: int) -> str:
         """The partial output of a call that did not finish (after a timeout)."""
         call_id = _safe_id(call_id)
