@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import http.server
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
 import pytest
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
 from durable_agents.agent_files import AgentFileError, load_agent
 from durable_agents.client import session_events, start_agent_session
-from durable_agents.contracts import AgentSpec, EgressRule, ToolResult
+from durable_agents.contracts import (
+    AgentSpec,
+    EgressRule,
+    ExecuteRequest,
+    ExecuteResult,
+    ProvisionRequest,
+    SandboxSpec,
+    ToolResult,
+)
+from durable_agents.sandboxes.activities import SandboxActivities
+from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import SetEnv, add_scenario, coder, serve
 from tests.helpers import search as test_search
@@ -297,3 +309,34 @@ async def test_the_api_offers_the_whole_toolset(
         assert texts[1] == "/workspace/notes/a.md" and texts[2] == "/workspace/notes/a.md:1", texts
         assert "1. About needles" in texts[3], texts
         await sdk.beta.sessions.delete(session.id)
+
+
+async def test_a_retried_call_is_answered_from_its_record_and_capped(
+    docker_sandboxes: DockerSandboxes, setenv: SetEnv
+) -> None:
+    """The execute activity, retried with the same call id (a worker died after it ran): web_search
+    does not ask the backend again, grep does not run again; and the output cap applies to both."""
+    setenv("DA_WEB_SEARCH", "tests.helpers.search:backend")
+    activities = SandboxActivities(docker_sandboxes)
+    env = ActivityEnvironment()
+    handle = await env.run(activities.provision_sandbox, ProvisionRequest(session_id="t-tools", spec=SandboxSpec()))
+    try:
+
+        async def execute(call_id: str, name: str, args: dict[str, object], cap: int = 30_000) -> ExecuteResult:
+            req = ExecuteRequest(handle=handle, call_id=call_id, name=name, input=args, timeout_s=20, output_cap=cap)
+            result: ExecuteResult = await env.run(activities.execute, req)
+            return result
+
+        query = f"once {uuid.uuid4().hex[:6]}"
+        first = await execute("search-1", "web_search", {"query": query})
+        again = await execute("search-1", "web_search", {"query": query})
+        assert first.output == again.output and query in first.output
+        assert test_search.QUERIES.count(query) == 1, "a retried call asks the backend once"
+        await execute("w", "bash", {"command": "seq 1 5000 | sed 's/^/line /' > big.txt"})
+        grep = await execute("grep-1", "grep", {"pattern": "line", "output_mode": "content", "head_limit": 1000}, 2000)
+        assert grep.truncated_chars > 0 and "[output truncated:" in grep.output
+        await execute("w2", "bash", {"command": "rm big.txt"})
+        repeated = await execute("grep-1", "grep", {"pattern": "line", "output_mode": "content"}, 2000)
+        assert repeated.output == grep.output, "the recorded result, though the file is gone"
+    finally:
+        docker_sandboxes.destroy(handle.sandbox_id)
