@@ -55,6 +55,7 @@ from durable_agents.contracts import (
     SESSION_WORKFLOW,
     TOOL_RESULT,
     AgentSpec,
+    MemoryMount,
     SessionEvent,
     SessionInput,
     SessionResult,
@@ -152,6 +153,7 @@ async def start_agent_session(
     task_queue: str = AGENTS_QUEUE,
     reuse_closed_id: bool = True,
     summary: str | None = None,
+    memory: list[MemoryMount] | None = None,
 ) -> WorkflowHandle[Any, SessionResult]:
     """Start a session (task None: it waits, idle, for its first message). A running session's id
     is never reused; a closed one's is unless `reuse_closed_id` is False (the new run then hides the
@@ -173,6 +175,7 @@ async def start_agent_session(
                 one_shot=one_shot,
                 search_attributes=with_attributes,
                 workspace=workspace,
+                memory=memory or [],
             ),
             id=session_id,
             task_queue=task_queue,

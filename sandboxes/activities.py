@@ -49,6 +49,7 @@ from durable_agents.sandboxes.docker_sandbox import (
     ShellDied,
     ShellUnavailable,
 )
+from durable_agents.sandboxes.memory_mounts import MemoryMounts
 from durable_agents.sandboxes.pool import WarmPool
 from durable_agents.sandboxes.seed import SeedError, seed_archive
 from durable_agents.sandboxes.snapshots import BlobStore, LocalBlobStore
@@ -226,6 +227,7 @@ class SandboxActivities:
         self.blobs: BlobStore = blobs or LocalBlobStore()
         self.pool = pool
         self.queue = host_queue(sandboxes.host_id)
+        self.memory = MemoryMounts()
 
     def _restore(self, container_id: str, ref: SnapshotRef) -> str | None:
         """Restore a snapshot into a new container; the error text if it could not be."""
@@ -249,12 +251,13 @@ class SandboxActivities:
         log = activity_log()
         started = time.monotonic()
         container_id = None
-        if self.pool is not None and self.pool.matches(req.spec):
+        volumes = await self.memory.prepare(req.session_id, req.memory) if req.memory else None
+        if self.pool is not None and self.pool.matches(req.spec) and not volumes:  # pool containers have no mounts
             container_id = await asyncio.to_thread(self.pool.take, req.session_id)
         from_pool = container_id is not None
         try:
             if container_id is None:
-                container_id = (await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec)).id
+                container_id = (await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec, volumes)).id
         except docker.errors.ImageNotFound as e:
             raise SandboxImageMissing(
                 f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: build it with `make setup`"
@@ -291,6 +294,21 @@ class SandboxActivities:
     @activity.defn(name=EXECUTE)
     @translate_errors
     async def execute(self, req: ExecuteRequest) -> ExecuteResult:
+        """Run the call; then what it changed under the session's read_write memory mounts becomes
+        versions (also when the sandbox was lost meanwhile: the mounts live on this host)."""
+        if not (req.memory and req.session_id):
+            return await self._execute(req)
+        try:
+            result = await self._execute(req)
+        except SandboxGone:
+            await self.memory.save(req.session_id, req.call_id, req.memory)
+            raise
+        notes = await self.memory.save(req.session_id, req.call_id, req.memory)
+        if notes:
+            result = result.model_copy(update={"output": result.output + "\n[memory: " + "; ".join(notes) + "]"})
+        return result
+
+    async def _execute(self, req: ExecuteRequest) -> ExecuteResult:
         log = activity_log()
         if req.name == WEB_SEARCH:
             script = await self._web_search(req)

@@ -329,8 +329,11 @@ class DockerSandboxes:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def create(self, session_id: str | None, spec: SandboxSpec) -> Container:
-        """A new sandbox container; with no session id, a warm-pool container bound later by `bind`."""
+    def create(
+        self, session_id: str | None, spec: SandboxSpec, volumes: dict[str, dict[str, str]] | None = None
+    ) -> Container:
+        """A new sandbox container; with no session id, a warm-pool container bound later by `bind`.
+        `volumes`: host directories bound into it (the session's memory stores)."""
         tmpfs_opts = "rw,exec,nosuid,nodev,uid=1000,gid=1000,mode=0755"
         kwargs: dict[str, Any] = dict(
             image=spec.image,
@@ -369,6 +372,8 @@ class DockerSandboxes:
         )
         if spec.runtime:
             kwargs["runtime"] = spec.runtime
+        if volumes:
+            kwargs["volumes"] = volumes
         if spec.egress:  # the proxy is its only way out; no DNS (names are the proxy's business)
             proxy = self.egress_proxy()
             kwargs["environment"] = {**kwargs["environment"], **proxy.environment()}

@@ -9,13 +9,18 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import pytest
+from temporalio.client import Client
 
-from tests.helpers import DA, ROOT, serve
+from durable_agents.contracts import GET_MODEL_CONTEXT, ModelContext
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from tests.helpers import DA, ROOT, SetEnv, add_scenario, serve
 
 KEY = "memory-test-key"
+TOOLSET = [{"type": "agent_toolset_20260401"}]
 
 
 def sha(text: str) -> str:
@@ -176,3 +181,112 @@ def test_da_memory_on_the_same_database(data_dir: Path, api_url: str) -> None:
     assert da(data_dir, "delete-store", store_id).returncode == 0
     missing = da(data_dir, "cat", store_id, "/a/one.md")
     assert missing.returncode == 2 and "no memory store" in missing.stderr
+
+
+async def stream_until_idle(sdk: anthropic.AsyncAnthropic, session_id: str, text: str) -> list[Any]:
+    got = []
+    async with await sdk.beta.sessions.events.stream(session_id) as stream:
+        await sdk.beta.sessions.events.send(
+            session_id, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
+        )
+        async for event in stream:
+            got.append(event)
+            if event.type == "session.status_idle" and event.stop_reason.type == "end_turn":
+                break
+    return got
+
+
+def outputs(events: list[Any]) -> list[str]:
+    return ["".join(getattr(c, "text", "") for c in (e.content or [])) for e in events if e.type == "agent.tool_result"]
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_session_reads_and_writes_its_mounted_store_and_read_only_is_enforced(
+    sdk: anthropic.AsyncAnthropic, client: Client, scripted: ScriptedModelServer, data_dir: Path, setenv: SetEnv
+) -> None:
+    # The in-process sandbox worker uses the API's database, as a deployment's workers do.
+    setenv("DA_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'api.db'}")
+    stores = sdk.beta.memory_stores
+    store = await stores.create(name="Team Notes", description="Conventions of the team.")
+    conventions = await stores.memories.create(store.id, path="/conventions.md", content="use uv\n")
+    agent = await sdk.beta.agents.create(name="noter", model="claude-sonnet-5-5", tools=TOOLSET)
+    env = await sdk.beta.environments.create(name="notes")
+    mnt = "/mnt/memory/team-notes"
+    writes = add_scenario(
+        scripted,
+        [
+            Step(
+                tool_use=ToolUse(
+                    name="bash",
+                    input={
+                        "command": f"cat {mnt}/conventions.md && mkdir -p {mnt}/lint && "
+                        f"echo 'ruff before commit' > {mnt}/lint/rules.md && echo 'run tests' >> {mnt}/conventions.md"
+                    },
+                )
+            ),
+            Step(
+                tool_use=ToolUse(
+                    name="bash", input={"command": f"head -c 200000 /dev/zero | tr '\\0' a > {mnt}/big.md"}
+                )
+            ),
+            Step(text="noted"),
+        ],
+    )
+    session = await sdk.beta.sessions.create(
+        agent=agent.id,
+        environment_id=env.id,
+        resources=[{"type": "memory_store", "memory_store_id": store.id, "instructions": "Keep notes short."}],
+    )
+    assert [(r.type, r.mount_path, r.access) for r in session.resources] == [("memory_store", mnt, "read_write")]
+    got = await stream_until_idle(sdk, session.id, f"take notes {writes}")
+    out = outputs(got)
+    assert out[0].startswith("use uv\n"), out
+    assert "big.md is 200,000 bytes, over a memory's 102,400: not saved" in out[1], out[1]
+    # The system prompt names the mount, its access, the store's description and the instructions.
+    context = await client.get_workflow_handle(session.id).query(GET_MODEL_CONTEXT, result_type=ModelContext)
+    assert f"- {mnt} (read-write): Conventions of the team." in context.system
+    assert "Instructions: Keep notes short." in context.system
+    # What the session wrote is in the store, as versions by the session and the tool call.
+    listed = {m.path: m async for m in stores.memories.list(store.id, view="full")}
+    assert listed["/conventions.md"].content == "use uv\nrun tests\n"
+    assert listed["/lint/rules.md"].content == "ruff before commit\n"
+    assert "/big.md" not in listed
+    by_session = [v async for v in stores.memory_versions.list(store.id, session_id=session.id)]
+    assert sorted((v.operation, v.path) for v in by_session) == [
+        ("created", "/lint/rules.md"),
+        ("modified", "/conventions.md"),
+    ]
+    tool_use_ids = [e.id for e in got if e.type == "agent.tool_use"]
+    assert all(v.created_by.model_dump().get("tool_use_id") == tool_use_ids[0] for v in by_session)  # type: ignore[union-attr]
+    assert (await stores.memories.retrieve(conventions.id, memory_store_id=store.id)).memory_version_id == (
+        next(v.id for v in by_session if v.path == "/conventions.md")
+    )
+    await sdk.beta.sessions.delete(session.id)
+
+    # A later session reads what the first wrote; read_only is the file system's refusal.
+    reads = add_scenario(
+        scripted,
+        [
+            Step(
+                tool_use=ToolUse(
+                    name="bash",
+                    input={"command": f"cat {mnt}/lint/rules.md; echo x > {mnt}/new.md; rm {mnt}/conventions.md"},
+                )
+            ),
+            Step(text="read"),
+        ],
+    )
+    reader = await sdk.beta.sessions.create(
+        agent=agent.id,
+        environment_id=env.id,
+        resources=[{"type": "memory_store", "memory_store_id": store.id, "access": "read_only"}],
+    )
+    out = outputs(await stream_until_idle(sdk, reader.id, f"read notes {reads}"))
+    assert out[0].startswith("ruff before commit\n"), out
+    assert out[0].count("Read-only file system") == 2, out[0]
+    assert sorted([m.path async for m in stores.memories.list(store.id)]) == ["/conventions.md", "/lint/rules.md"]
+    await sdk.beta.sessions.delete(reader.id)
+    with pytest.raises(anthropic.BadRequestError, match="no memory store"):
+        await sdk.beta.sessions.create(
+            agent=agent.id, environment_id=env.id, resources=[{"type": "memory_store", "memory_store_id": "memstore_x"}]
+        )

@@ -26,6 +26,7 @@ from durable_agents.contracts import (
     Limits,
     LoopState,
     McpTool,
+    MemoryMount,
     SandboxHandle,
     SandboxSpec,
     Skill,
@@ -191,14 +192,33 @@ def available_tools(agent: AgentSpec) -> list[str]:
     )
 
 
-def system_prompt(agent: AgentSpec) -> str:
-    """The agent's system prompt, with its skills listed (their bodies load on demand)."""
-    if not agent.skills:
-        return agent.system
-    listing = "\n".join(f"- {s.name}: {s.description}" for s in agent.skills)
-    return (
-        f"{agent.system.rstrip()}\n\nSkills you can load with the load_skill tool when a task needs one:\n{listing}\n"
-    )
+def system_prompt(agent: AgentSpec, memory: Sequence[MemoryMount] = ()) -> str:
+    """The agent's system prompt, with its skills listed (their bodies load on demand) and the
+    memory stores the session has (their files are in the sandbox, not in the prompt)."""
+    prompt = agent.system
+    if agent.skills:
+        listing = "\n".join(f"- {s.name}: {s.description}" for s in agent.skills)
+        prompt = (
+            f"{prompt.rstrip()}\n\nSkills you can load with the load_skill tool when a task needs one:\n{listing}\n"
+        )
+    if memory:
+        prompt = f"{prompt.rstrip()}\n\n{memory_section(memory)}"
+    return prompt
+
+
+def memory_section(memory: Sequence[MemoryMount]) -> str:
+    """How the model learns of its memory stores: where each is mounted, whether it may write there."""
+    lines = [
+        "Memory stores are mounted in your sandbox as directories of text files. They outlive this session: "
+        "read them before you start, and keep what later sessions should know in the read-write ones (each file at "
+        "most 100 KB of UTF-8 text; every change is kept as a version)."
+    ]
+    for m in memory:
+        access = "read-write" if m.access == "read_write" else "read-only"
+        lines.append(f"- {m.path} ({access})" + (f": {m.description}" if m.description else ""))
+        if m.instructions:
+            lines.append(f"  Instructions: {m.instructions}")
+    return "\n".join(lines) + "\n"
 
 
 def tool_definitions(

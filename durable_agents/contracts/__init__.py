@@ -101,9 +101,11 @@ from durable_agents.contracts.names import (
     host_queue,
 )
 from durable_agents.contracts.sandbox import (
+    MEMORY_ROOT,
     ExecuteRequest,
     ExecuteResult,
     GitSource,
+    MemoryMount,
     ProvisionRequest,
     SandboxHandle,
     SnapshotRef,
@@ -199,6 +201,8 @@ __all__ = [
     "GET_MODEL_CONTEXT",
     "GET_STATE",
     "GitSource",
+    "MEMORY_ROOT",
+    "MemoryMount",
     "INTERRUPT",
     "Interrupted",
     "DEFAULT_TOOLS",
