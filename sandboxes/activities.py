@@ -428,6 +428,9 @@ class SandboxActivities:
     @activity.defn(name=DESTROY_SANDBOX)
     @translate_errors
     async def destroy_sandbox(self, handle: SandboxHandle) -> bool:
+        session_id = await asyncio.to_thread(self.sandboxes.session_of, handle.sandbox_id)
         removed = await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
+        if session_id:  # its memory mounts' directories: everything in them is saved already
+            await asyncio.to_thread(self.memory.forget, session_id)
         activity_log().info("sandbox destroyed", container=handle.sandbox_id[:12], existed=removed)
         return removed

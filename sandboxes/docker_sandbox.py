@@ -417,6 +417,14 @@ class DockerSandboxes:
             raise RuntimeError(f"reading {SESSION_FILE} failed ({code}): {text[:200]}")
         return text or None
 
+    def session_of(self, container_id: str) -> str | None:
+        """The session a container was made for (its label; None for a pool container or a gone one)."""
+        try:
+            labels = self.docker.api.inspect_container(container_id)["Config"].get("Labels") or {}
+        except docker.errors.NotFound:
+            return None
+        return labels.get(SESSION_LABEL)
+
     def mine(self) -> list[Container]:
         """This host's sandbox containers in this namespace, running or not."""
         filters = {"label": [f"{HOST_LABEL}={self.host_id}", f"{NAMESPACE_LABEL}={self.namespace}"]}

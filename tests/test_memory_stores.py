@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import docker
 import pytest
 from temporalio.client import Client
 
-from durable_agents.contracts import GET_MODEL_CONTEXT, ModelContext
+from durable_agents.api.memory_db import MemoryDb
+from durable_agents.api.store import Store
+from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
+from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryMount, ModelContext
+from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import DA, ROOT, SetEnv, add_scenario, serve
+from tests.helpers import DA, ROOT, SetEnv, add_scenario, coder, serve
 
 KEY = "memory-test-key"
 TOOLSET = [{"type": "agent_toolset_20260401"}]
@@ -290,3 +295,47 @@ async def test_a_session_reads_and_writes_its_mounted_store_and_read_only_is_enf
         await sdk.beta.sessions.create(
             agent=agent.id, environment_id=env.id, resources=[{"type": "memory_store", "memory_store_id": "memstore_x"}]
         )
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_sandbox_killed_right_after_a_write_loses_nothing(
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
+) -> None:
+    """Through the Python API: the write is saved after its tool call; the container is then killed;
+    the replacement sandbox's mount is filled from the database, with the write in it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    setenv("DA_DATABASE_URL", url)
+    store = Store(url)
+    await store.start()
+    try:
+        db = MemoryDb(store)
+        await store.put("memory_store", "memstore_kill", {"name": "kept", "description": "", "metadata": {}})
+        mount = MemoryMount(store_id="memstore_kill", name="kept")
+        marker = add_scenario(
+            scripted,
+            [
+                Step(
+                    tool_use=ToolUse(name="bash", input={"command": "echo 'do not lose me' > /mnt/memory/kept/note.md"})
+                ),
+                Step(text="Written."),
+                Step(tool_use=ToolUse(name="bash", input={"command": "cat /mnt/memory/kept/note.md"})),
+                Step(tool_use=ToolUse(name="bash", input={"command": "cat /mnt/memory/kept/note.md"})),
+                Step(text="{last_tool_result}"),
+            ],
+        )
+        handle = await start_agent_session(client, coder(), f"Remember. {marker}", memory=[mount])
+        await wait_until_settled(client, handle.id)
+        [saved] = await db.list("memstore_kill")
+        assert (saved.path, saved.content) == ("/note.md", "do not lose me\n")
+        events = await session_events(client, handle.id)
+        first = next(e.sandbox for e in events if e.kind == "sandbox_provisioned")
+        assert first is not None
+        docker.from_env().containers.get(first.sandbox_id).kill()
+        offset = await send_message(client, handle.id, "What did you note?")
+        state = await wait_until_settled(client, handle.id, after_event=offset)
+        assert state.last_answer == "do not lose me"  # read in the replacement sandbox, from the database
+        await handle.signal("end_session")
+        await handle.result()
+        assert not (settings().data_dir / "memory-mounts" / handle.id).exists(), "the mount's directory goes with it"
+    finally:
+        await store.close()
