@@ -4,6 +4,7 @@ depth, redaction, archiving, the limits; and `da memory` on the same database.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -16,13 +17,14 @@ import docker
 import pytest
 from temporalio.client import Client
 
-from durable_agents.api.memory_db import MemoryDb
+from durable_agents.api.memory_db import MemoryConflict, MemoryDb
 from durable_agents.api.store import Store
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryMount, ModelContext
 from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import DA, ROOT, SetEnv, add_scenario, coder, serve
+from tests.helpers.postgres import postgres_server
 
 KEY = "memory-test-key"
 TOOLSET = [{"type": "agent_toolset_20260401"}]
@@ -339,3 +341,41 @@ async def test_a_sandbox_killed_right_after_a_write_loses_nothing(
         assert not (settings().data_dir / "memory-mounts" / handle.id).exists(), "the mount's directory goes with it"
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_two_writers_lose_nothing_on_either_database(backend: str, tmp_path: Path) -> None:
+    """The database layer alone, on SQLite and on PostgreSQL: two writers of one memory each add a
+    version on top (last write is current, the first stays in its version); a writer holding a
+    stale sha256 gets a conflict; prefixes with LIKE's wildcards match literally."""
+    with contextlib.ExitStack() as stack:
+        url = (
+            f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+            if backend == "sqlite"
+            else stack.enter_context(postgres_server())
+        )
+        store = Store(url)
+        await store.start()
+        try:
+            db = MemoryDb(store)
+            one, two = {"type": "session_actor", "session_id": "s1"}, {"type": "session_actor", "session_id": "s2"}
+            await db.write("ms", "/shared.md", "from one\n", one)
+            read_by_two = (await db.list("ms"))[0]
+            await db.write("ms", "/shared.md", "one again\n", one)
+            await db.write("ms", "/shared.md", "from two\n", two)
+            [current] = await db.list("ms")
+            assert current.content == "from two\n"
+            history = await db.versions("ms", memory_id=current.id)
+            assert [(v.content, v.created_by["session_id"]) for v in history] == [  # type: ignore[index]
+                ("from two\n", "s2"),
+                ("one again\n", "s1"),
+                ("from one\n", "s1"),
+            ]
+            assert await db.write("ms", "/shared.md", "from two\n", two) is None, "no change, no version"
+            with pytest.raises(MemoryConflict, match="precondition failed"):
+                await db.update("ms", current.id, two, content="stale", expected_sha256=read_by_two.sha256)
+            await db.create("ms", "/100%_done/a.md", "x", one)
+            await db.create("ms", "/100xydone/b.md", "y", one)
+            assert [m.path for m in await db.list("ms", "/100%_done/")] == ["/100%_done/a.md"]
+        finally:
+            await store.close()

@@ -5,6 +5,7 @@ redirected away) and web_search with a test backend and without one; and the nam
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from durable_agents.contracts import (
 from durable_agents.sandboxes.activities import SandboxActivities
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from durable_agents.web_search import WebSearchError, render_hits, run_search, search_backend
 from tests.helpers import SetEnv, add_scenario, coder, serve
 from tests.helpers import search as test_search
 
@@ -340,3 +342,38 @@ async def test_a_retried_call_is_answered_from_its_record_and_capped(
         assert repeated.output == grep.output, "the recorded result, though the file is gone"
     finally:
         docker_sandboxes.destroy(handle.sandbox_id)
+
+
+async def test_web_search_backends_named_by_url_or_factory() -> None:
+    """A search service by URL (GET ?q=&count= answering JSON), and the errors that name a bad setting."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            asked.append(self.path)
+            body = json.dumps({"results": [{"title": "T", "url": "https://x.test/", "content": "C"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = search_backend(f"http://127.0.0.1:{server.server_address[1]}/search")
+        hits = await run_search(backend, "a b", 3)
+        assert render_hits("a b", hits) == "Results for 'a b':\n1. T\n   https://x.test/\n   C"
+        assert asked == ["/search?q=a+b&count=3"]
+    finally:
+        server.shutdown()
+    for spec, message in [
+        ("nomodule", "give module:factory or an http"),
+        ("tests.helpers.search:nope", "cannot be loaded"),
+        ("no_such_module_x:f", "cannot be loaded"),
+    ]:
+        with pytest.raises(WebSearchError, match=message):
+            search_backend(spec)
