@@ -133,6 +133,7 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
         source=args.agent,
         workspace=workspace_seed(args),
         reuse_closed_id=False,
+        memory=await cli_memory.mounts(args.memory or []),
     )
     print(handle.id, flush=True)
     warning = await api.check_taken_up(handle)
@@ -539,6 +540,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--git", metavar="URL", help="seed /workspace with a clone of this repository")
     s.add_argument("--git-ref", metavar="REF", help="branch or tag to clone")
     s.add_argument("--git-token-secret", metavar="NAME", help="secret the sandbox worker uses to clone")
+    s.add_argument(
+        "--memory",
+        action="append",
+        metavar="STORE[:read_only]",
+        help="attach a memory store (id or name), mounted at /mnt/memory/<name>; read_write unless :read_only",
+    )
     s.add_argument("task")
     s = sub.add_parser("send", help="add a user message to a running session")
     s.add_argument("id")
@@ -710,6 +717,7 @@ async def amain(argv: list[str]) -> int:
         if args.command == "start":
             load_agent(args.agent)  # bad input fails before anything connects
             workspace_seed(args)
+            await cli_memory.mounts(args.memory or [])
         try:
             client = await connect()
         except RuntimeError as e:

@@ -119,6 +119,37 @@ async def cmd_memory(args: argparse.Namespace) -> int:
         await store.close()
 
 
+async def mounts(specs: list[str]) -> list[Any]:
+    """`da start --memory STORE[:read_only|:read_write]`: the memory mounts of a new session."""
+    if not specs:
+        return []
+    from durable_agents.api.memory_stores import mount_name
+    from durable_agents.api.store import Store
+    from durable_agents.contracts import MemoryMount
+
+    store = Store(settings().database_url)
+    await store.start()
+    try:
+        found: list[MemoryMount] = []
+        for spec in specs:
+            name, _, access = spec.rpartition(":") if spec.endswith((":read_only", ":read_write")) else (spec, "", "")
+            record = await _store_named(store, name)
+            if record.archived_at is not None:
+                raise MemoryCliError(f"--memory {spec}: memory store {record.id} is archived")
+            mount = MemoryMount(
+                store_id=record.id,
+                name=mount_name(record.body["name"]),
+                access=access or "read_write",  # type: ignore[arg-type]
+                description=record.body.get("description") or "",
+            )
+            if any(m.name == mount.name for m in found):
+                raise MemoryCliError(f"--memory {spec}: another store is mounted at {mount.path} already")
+            found.append(mount)
+        return found
+    finally:
+        await store.close()
+
+
 async def _store_named(store: Any, name: str) -> Any:
     from durable_agents.api.memory_stores import KIND
 

@@ -23,7 +23,7 @@ from durable_agents.client import send_message, session_events, start_agent_sess
 from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryMount, ModelContext
 from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import DA, ROOT, SetEnv, add_scenario, coder, serve
+from tests.helpers import DA, ROOT, SetEnv, add_scenario, cli, coder, serve
 from tests.helpers.postgres import postgres_server
 
 KEY = "memory-test-key"
@@ -379,3 +379,31 @@ async def test_two_writers_lose_nothing_on_either_database(backend: str, tmp_pat
             assert [m.path for m in await db.list("ms", "/100%_done/")] == ["/100%_done/a.md"]
         finally:
             await store.close()
+
+
+@pytest.mark.usefixtures("workers")
+async def test_da_start_attaches_a_store(
+    address: str, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
+) -> None:
+    """`da start --memory`: the session reads what `da memory write` put there, and what it writes is
+    there for the next (read with `da memory cat`)."""
+    setenv("DA_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
+    assert da(tmp_path, "create-store", "CLI Mem").returncode == 0
+    assert da(tmp_path, "write", "CLI Mem", "/hello.md", stdin="hello from da\n").returncode == 0
+    mnt = "/mnt/memory/cli-mem"
+    marker = add_scenario(
+        scripted,
+        [
+            Step(
+                tool_use=ToolUse(name="bash", input={"command": f"cat {mnt}/hello.md; echo learned > {mnt}/learned.md"})
+            ),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    code, out, err = await cli(
+        address, "start", "--agent", "agents/coder.yaml", "--memory", "CLI Mem", "--one-shot", "--wait", f"go {marker}"
+    )
+    assert code == 0 and "hello from da" in out, (out, err)
+    assert da(tmp_path, "cat", "CLI Mem", "/learned.md").stdout == "learned\n"
+    code, out, err = await cli(address, "start", "--agent", "agents/coder.yaml", "--memory", "nope", "x")
+    assert code == 2 and "no memory store 'nope'" in err, err
