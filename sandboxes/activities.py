@@ -28,6 +28,7 @@ from durable_agents.contracts import (
     GLOB_CAP,
     GREP_CAP,
     GREP_DEFAULT_LIMIT,
+    MEMORY_SEARCH,
     PROVISION_SANDBOX,
     SANDBOX_TOOLS,
     SNAPSHOT_WORKSPACE,
@@ -164,7 +165,7 @@ def _program(source: str, args: dict[str, Any]) -> str:
 def tool_script(name: str, args: dict[str, Any], timeout_s: float = 60) -> str:
     """The bash that carries out one sandbox tool call inside the persistent shell (web_search's
     is made by the activity, which asks the search backend first: `SandboxActivities._web_search`)."""
-    if name not in SANDBOX_TOOLS or name == WEB_SEARCH:
+    if name not in SANDBOX_TOOLS or name in (WEB_SEARCH, MEMORY_SEARCH):
         raise ValueError(f"not a sandbox tool: {name}")
     if name == "bash":
         return str(args["command"])
@@ -310,8 +311,8 @@ class SandboxActivities:
 
     async def _execute(self, req: ExecuteRequest) -> ExecuteResult:
         log = activity_log()
-        if req.name == WEB_SEARCH:
-            script = await self._web_search(req)
+        if req.name in (WEB_SEARCH, MEMORY_SEARCH):
+            script = await self._answered_here(req)
         else:
             script = tool_script(req.name, req.input, req.timeout_s)
 
@@ -383,24 +384,41 @@ class SandboxActivities:
             truncated_chars=max(0, out.total_bytes - req.output_cap) if out.cut else 0,
         )
 
-    async def _web_search(self, req: ExecuteRequest) -> str:
-        """The script that answers a web_search call in the sandbox: the backend's results (asked
-        here, on the trusted side), recorded there like any call's output. A call already recorded
-        is not searched again: the sandbox returns what it recorded."""
+    async def _answered_here(self, req: ExecuteRequest) -> str:
+        """The script that answers a web_search or memory_search call in the sandbox: the answer is
+        found here, on the trusted side (a search backend, the API's database), and recorded there
+        like any call's output. A call already recorded is not asked again: the sandbox returns it."""
         if await asyncio.to_thread(self.sandboxes.recorded, req.handle.sandbox_id, req.call_id):
             return ":"
-        query, count = str(req.input["query"]), int(req.input.get("max_results") or 5)
+        find = self._web_search if req.name == WEB_SEARCH else self._memory_search
         try:
-            hits = await asyncio.wait_for(run_search(search_backend(), query, count), timeout=req.timeout_s)
-            text, failed = render_hits(query, hits), False
+            text, failed = await asyncio.wait_for(find(req), timeout=req.timeout_s), False
         except TimeoutError:
-            text, failed = f"web_search: the search backend did not answer within {req.timeout_s:g}s", True
-        except WebSearchError as e:
-            text, failed = str(e) if str(e).startswith("web_search") else f"web_search: {e}", True
+            text, failed = f"{req.name}: no answer within {req.timeout_s:g}s", True
+        except (WebSearchError, ValueError) as e:
+            text, failed = str(e) if str(e).startswith(req.name) else f"{req.name}: {e}", True
         except Exception as e:  # a backend's own failure is the model's to see, not a crash of the call
-            text, failed = f"web_search: the search backend failed: {type(e).__name__}: {e}", True
+            text, failed = f"{req.name}: the search failed: {type(e).__name__}: {e}", True
         data = base64.b64encode(text.encode()).decode()
         return f"printf %s {data} | base64 -d" + ("; (exit 1)" if failed else "")
+
+    async def _web_search(self, req: ExecuteRequest) -> str:
+        query, count = str(req.input["query"]), int(req.input.get("max_results") or 5)
+        return render_hits(query, await run_search(search_backend(), query, count))
+
+    async def _memory_search(self, req: ExecuteRequest) -> str:
+        """Ranked full-text search over the session's memory stores (all, or the one named)."""
+        query, store = str(req.input["query"]), req.input.get("store")
+        mounts = [m for m in req.memory if store in (None, m.name)]
+        if not mounts:
+            names = ", ".join(m.name for m in req.memory) or "none"
+            raise ValueError(f"no memory store {store!r} is mounted (mounted: {names})")
+        db = await self.memory.db()
+        hits = await db.search([m.store_id for m in mounts], query, int(req.input.get("limit") or 10))
+        where = {m.store_id: m.path for m in mounts}
+        if not hits:
+            return f"No memory matches {query!r} in {', '.join(where.values())}."
+        return "\n".join(f"{where[h.store_id]}{h.path}\n  {h.excerpt}" for h in hits)
 
     @activity.defn(name=SNAPSHOT_WORKSPACE)
     @translate_errors

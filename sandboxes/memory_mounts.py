@@ -47,7 +47,7 @@ class MemoryMounts:
     def _manifest(self, session_id: str, mount: MemoryMount) -> Path:
         return self.root / _safe(session_id) / f".{mount.name}.manifest.json"
 
-    async def _db(self) -> Any:
+    async def db(self) -> Any:
         """The API's database (DA_DATABASE_URL), opened once per URL."""
         from durable_agents.api.memory_db import MemoryDb
         from durable_agents.api.store import Store
@@ -62,7 +62,7 @@ class MemoryMounts:
     async def prepare(self, session_id: str, mounts: list[MemoryMount]) -> dict[str, dict[str, str]]:
         """Fill each mount's directory with its store's memories (as they are now); the volumes to
         bind, as docker's `volumes` argument takes them."""
-        db = await self._db()
+        db = await self.db()
         volumes = {}
         for mount in mounts:
             where = self._dir(session_id, mount)
@@ -116,7 +116,7 @@ class MemoryMounts:
             removed = [key for key in saved if key not in now]
             if not changed and not removed:
                 continue
-            db = await self._db()
+            db = await self.db()
             actor = {**session_actor(session_id), "tool_use_id": call_id}
             for key, text in changed.items():
                 await db.write(mount.store_id, key, text, actor)

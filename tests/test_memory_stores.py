@@ -377,6 +377,21 @@ async def test_two_writers_lose_nothing_on_either_database(backend: str, tmp_pat
             await db.create("ms", "/100%_done/a.md", "x", one)
             await db.create("ms", "/100xydone/b.md", "y", one)
             assert [m.path for m in await db.list("ms", "/100%_done/")] == ["/100%_done/a.md"]
+            # Full-text search (FTS5 BM25 / PostgreSQL ts_rank): best first, excerpts, deleted ones gone.
+            await db.create("ms", "/lint.md", "Run ruff check before every commit; ruff format too.", one)
+            await db.create("ms", "/tests.md", "Run the tests before a commit.", one)
+            await db.create("other", "/lint.md", "ruff elsewhere", one)
+            hits = await db.search(["ms"], "ruff commit", 5)
+            assert [h.path for h in hits] == ["/lint.md", "/tests.md"], hits
+            assert "[ruff]" in hits[0].excerpt and hits[0].store_id == "ms"
+            assert await db.search(["ms"], "nothing-like-this", 5) == []
+            assert await db.search(["ms"], '"; DROP TABLE memories; --', 5) == []  # words, not syntax
+            lint = next(m for m in await db.list("ms") if m.path == "/lint.md")
+            await db.update("ms", lint.id, one, content="no linters here")
+            assert [h.path for h in await db.search(["ms"], "ruff", 5)] == []
+            await db.delete("ms", (await db.list("ms", "/100xydone/"))[0].id, one)
+            assert await db.search(["ms"], "y", 5) == []
+            assert [h.store_id for h in await db.search(["ms", "other"], "ruff", 5)] == ["other"]
         finally:
             await store.close()
 
@@ -407,3 +422,59 @@ async def test_da_start_attaches_a_store(
     assert da(tmp_path, "cat", "CLI Mem", "/learned.md").stdout == "learned\n"
     code, out, err = await cli(address, "start", "--agent", "agents/coder.yaml", "--memory", "nope", "x")
     assert code == 2 and "no memory store 'nope'" in err, err
+
+
+@pytest.mark.usefixtures("workers")
+async def test_memory_search_in_a_session(
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
+) -> None:
+    """A session with stores attached has memory_search (ranked, with excerpts), over all its stores
+    or one; a session without stores does not have the tool."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    setenv("DA_DATABASE_URL", url)
+    store = Store(url)
+    await store.start()
+    try:
+        db = MemoryDb(store)
+        actor = {"type": "api_actor", "api_key_id": "t"}
+        await db.create("memstore_a", "/deploy.md", "Deploy with make release; never deploy on Fridays.", actor)
+        await db.create("memstore_a", "/style.md", "Short functions.", actor)
+        await db.create("memstore_b", "/friday.md", "Fridays: pizza.", actor)
+        mounts = [MemoryMount(store_id="memstore_a", name="team"), MemoryMount(store_id="memstore_b", name="office")]
+        marker = add_scenario(
+            scripted,
+            [
+                Step(
+                    tool_uses=[
+                        ToolUse(name="memory_search", input={"query": "deploy fridays"}),
+                        ToolUse(name="memory_search", input={"query": "fridays", "store": "office"}),
+                        ToolUse(name="memory_search", input={"query": "x", "store": "nope"}),
+                        ToolUse(name="memory_search", input={"query": "kubernetes"}),
+                    ]
+                ),
+                Step(text="searched"),
+            ],
+        )
+        handle = await start_agent_session(client, coder(), f"Recall. {marker}", one_shot=True, memory=mounts)
+        await handle.result()
+        events = await session_events(client, handle.id)
+        by_call = {e.tool_result.call_id: e.tool_result for e in events if e.kind == "tool_result" and e.tool_result}
+        made = [c.id for e in events if e.kind == "model_turn" for c in (e.tool_calls or [])]
+        results = [by_call[i] for i in made]
+        lines = results[0].output.splitlines()
+        assert lines[0] == "/mnt/memory/team/deploy.md" and "[Deploy]" in lines[1], results[0].output
+        assert "/mnt/memory/office/friday.md" in results[0].output and "style.md" not in results[0].output
+        assert results[1].output.splitlines()[0] == "/mnt/memory/office/friday.md", results[1].output
+        assert results[2].is_error and "no memory store 'nope' is mounted (mounted: team, office)" in results[2].output
+        assert not results[3].is_error and "No memory matches 'kubernetes'" in results[3].output
+        context = await handle.query(GET_MODEL_CONTEXT, result_type=ModelContext)
+        assert "memory_search" in [t["name"] for t in context.tools]
+    finally:
+        await store.close()
+    plain = add_scenario(
+        scripted, [Step(tool_use=ToolUse(name="memory_search", input={"query": "x"})), Step(text="ok")]
+    )
+    handle = await start_agent_session(client, coder(), f"No stores. {plain}", one_shot=True)
+    await handle.result()
+    [result] = [e.tool_result for e in await session_events(client, handle.id) if e.kind == "tool_result"]
+    assert result is not None and result.is_error and "Unknown tool 'memory_search'" in result.output

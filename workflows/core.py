@@ -14,6 +14,7 @@ from temporalio.common import SearchAttributeKey
 with workflow.unsafe.imports_passed_through():
     from durable_agents.contracts import (
         EVENT_TYPES,
+        MEMORY_SEARCH,
         SA_SESSION_STATUS,
         AgentSpec,
         EventKind,
@@ -61,7 +62,7 @@ class Session:
     def use_agent(self, agent: AgentSpec) -> None:
         """The agent this session runs (known at once, or once its agent_ref is resolved)."""
         self.agent = agent
-        self.base_tools = available_tools(agent)
+        self.base_tools = available_tools(agent) + ([MEMORY_SEARCH] if self.input.memory else [])
         self.system = system_prompt(agent, self.input.memory)
         self.base_definitions = tool_definitions(self.base_tools, agent.subagents, agent.skills, agent.custom_tools)
         self.loop_guard = LoopGuard(agent.limits.loop_limit, self.state.loop)

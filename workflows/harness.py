@@ -19,6 +19,7 @@ from durable_agents.contracts import (
     GLOB_CAP,
     GREP_CAP,
     LOAD_SKILL,
+    MEMORY_SEARCH,
     SANDBOX_TOOLS,
     SPAWN_AGENT,
     AgentSpec,
@@ -104,6 +105,12 @@ class WebSearchInput(_ToolInput):
     max_results: int = Field(default=5, ge=1, le=20, description="How many results to return.")
 
 
+class MemorySearchInput(_ToolInput):
+    query: str = Field(min_length=1, description="Words to look for in the memory stores' files.")
+    store: str | None = Field(default=None, description="Only this store (its directory name under /mnt/memory).")
+    limit: int = Field(default=10, ge=1, le=50, description="How many files to return at most.")
+
+
 class SpawnAgentInput(_ToolInput):
     agent: str = Field(min_length=1, description="Which subagent to spawn.")
     task: str = Field(
@@ -130,6 +137,7 @@ TOOL_INPUTS: dict[str, type[_ToolInput]] = {
     "grep": GrepInput,
     "web_fetch": WebFetchInput,
     "web_search": WebSearchInput,
+    MEMORY_SEARCH: MemorySearchInput,
     SPAWN_AGENT: SpawnAgentInput,
     LOAD_SKILL: LoadSkillInput,
 }
@@ -149,6 +157,8 @@ TOOL_DESCRIPTIONS = {
     "web_fetch": "Fetch a web page or file by URL and return it as readable text (HTML is converted). Only hosts "
     "this session's environment allows can be reached.",
     "web_search": "Search the web; returns titles, URLs and snippets of the top results.",
+    MEMORY_SEARCH: "Full-text search over the memory stores mounted under /mnt/memory (ranked, best first): "
+    "the files that match, with a short excerpt each. Read a file itself with read_file or bash.",
 }
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, text, update
 
 from durable_agents.api.store import Store, memories, memory_versions, new_id, now
 from durable_agents.errors import UserError
@@ -178,9 +179,84 @@ def session_actor(session_id: str) -> dict[str, Any]:
     return {"type": "session_actor", "session_id": session_id}
 
 
+@dataclass(frozen=True)
+class SearchHit:
+    store_id: str
+    memory_id: str
+    path: str
+    excerpt: str
+
+
+def _terms(query: str) -> list[str]:
+    """The words of a search, as plain terms (no query syntax of either database gets through)."""
+    return [t for t in re.findall(r"\w+", query.lower()) if t][:32]
+
+
 class MemoryDb:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
+        self.sqlite = store.engine.dialect.name == "sqlite"
+        self._fts_ready = False
+
+    async def _fts(self, conn: Any) -> None:
+        """SQLite: the FTS5 index of memories (made on first use, filled from what is there)."""
+        if not self.sqlite or self._fts_ready:
+            return
+        exists = (
+            await conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='memories_fts'"))
+        ).first()
+        if exists is None:
+            await conn.execute(
+                text(
+                    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING "
+                    "fts5(memory_id UNINDEXED, store_id UNINDEXED, path, content)"
+                )
+            )
+            await conn.execute(text("INSERT INTO memories_fts SELECT id, store_id, path, content FROM memories"))
+        self._fts_ready = True
+
+    async def _index(
+        self, conn: Any, memory_id: str, store_id: str | None = None, path: str = "", content: str | None = None
+    ) -> None:
+        """Keep the SQLite index in step with one memory (content None: it is gone)."""
+        if not self.sqlite:
+            return
+        await self._fts(conn)
+        await conn.execute(text("DELETE FROM memories_fts WHERE memory_id = :m"), {"m": memory_id})
+        if content is not None:
+            await conn.execute(
+                text("INSERT INTO memories_fts (memory_id, store_id, path, content) VALUES (:m, :s, :p, :c)"),
+                {"m": memory_id, "s": store_id, "p": path, "c": content},
+            )
+
+    async def search(self, store_ids: list[str], query: str, limit: int = 10) -> list[SearchHit]:
+        """Full-text search over these stores' memories, best first (SQLite FTS5 BM25; PostgreSQL
+        ts_rank), each hit with a short excerpt around the words found."""
+        terms = _terms(query)
+        if not terms or not store_ids:
+            return []
+        marks = ", ".join(f":s{i}" for i in range(len(store_ids)))
+        params: dict[str, Any] = {f"s{i}": sid for i, sid in enumerate(store_ids)} | {"n": limit}
+        async with self.engine.begin() as conn:
+            if self.sqlite:
+                await self._fts(conn)
+                params["q"] = " OR ".join(f'"{t}"' for t in terms)
+                sql = (
+                    "SELECT store_id, memory_id, path, snippet(memories_fts, 3, '[', ']', '…', 16) AS excerpt "
+                    f"FROM memories_fts WHERE memories_fts MATCH :q AND store_id IN ({marks}) "
+                    "ORDER BY bm25(memories_fts, 0, 0, 2.0, 1.0) LIMIT :n"
+                )
+            else:
+                params["q"] = " | ".join(terms)
+                document = "to_tsvector('simple', path || ' ' || content)"
+                sql = (
+                    "SELECT store_id, id AS memory_id, path, ts_headline('simple', content, to_tsquery('simple', :q), "
+                    "'StartSel=[, StopSel=], MaxWords=16, MinWords=4') AS excerpt "
+                    f"FROM memories WHERE store_id IN ({marks}) AND {document} @@ to_tsquery('simple', :q) "
+                    f"ORDER BY ts_rank({document}, to_tsquery('simple', :q)) DESC, path LIMIT :n"
+                )
+            rows = (await conn.execute(text(sql), params)).all()
+        return [SearchHit(r.store_id, r.memory_id, r.path, " ".join(str(r.excerpt).split())) for r in rows]
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -287,6 +363,7 @@ class MemoryDb:
                     updated_at=when,
                 )
             )
+            await self._index(conn, memory_id, store_id, path, content)
         return await self.get(store_id, memory_id)
 
     async def update(
@@ -346,6 +423,7 @@ class MemoryDb:
                     updated_at=when,
                 )
             )
+            await self._index(conn, memory_id, store_id, new_path, new_content)
         return await self.get(store_id, memory_id)
 
     async def delete(
@@ -366,6 +444,7 @@ class MemoryDb:
             version = self._version(memory_id, store_id, "deleted", row.path, None, actor, now())
             await conn.execute(insert(memory_versions).values(**version))
             await conn.execute(delete(memories).where(memories.c.id == memory_id))
+            await self._index(conn, memory_id)
 
     async def redact(self, store_id: str, version_id: str, actor: dict[str, Any]) -> Version:
         version = await self.version(store_id, version_id)
@@ -410,6 +489,9 @@ class MemoryDb:
         async with self.engine.begin() as conn:
             await conn.execute(delete(memories).where(memories.c.store_id == store_id))
             await conn.execute(delete(memory_versions).where(memory_versions.c.store_id == store_id))
+            if self.sqlite:
+                await self._fts(conn)
+                await conn.execute(text("DELETE FROM memories_fts WHERE store_id = :s"), {"s": store_id})
 
     async def count(self, store_id: str) -> int:
         async with self.engine.connect() as conn:

@@ -69,9 +69,21 @@ def attribute_pairs(setting: bool | list[str] | None, values: dict[str, str]) ->
 
 # The built-in tools; each runs in the sandbox through `execute`. An agent that names no tools gets
 # the file tools (DEFAULT_TOOLS): the others are opted into (web_search needs a search backend).
-SANDBOX_TOOLS = ("bash", "read_file", "write_file", "edit_file", "glob", "grep", "web_fetch", "web_search")
+# memory_search is not named by agents: a session with memory stores attached has it.
+MEMORY_SEARCH = "memory_search"
+SANDBOX_TOOLS = (
+    "bash",
+    "read_file",
+    "write_file",
+    "edit_file",
+    "glob",
+    "grep",
+    "web_fetch",
+    "web_search",
+    MEMORY_SEARCH,
+)
 DEFAULT_TOOLS = ("bash", "read_file", "write_file", "edit_file")
-KNOWN_TOOLS = SANDBOX_TOOLS
+KNOWN_TOOLS = tuple(t for t in SANDBOX_TOOLS if t != MEMORY_SEARCH)
 # Other names an agent file may give a built-in tool (Managed Agents' toolset names them so).
 TOOL_ALIASES = {"read": "read_file", "write": "write_file", "edit": "edit_file"}
 WEB_SEARCH = "web_search"
