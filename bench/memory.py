@@ -1,11 +1,12 @@
 """Memory write-back after a tool call: prints a table and writes bench/results/memory.json.
 
-    .venv/bin/python -m bench.memory [--memories 200] [--rounds 30]
+    .venv/bin/python -m bench.memory [--memories 200] [--rounds 30] [--searches 100]
 
 The sandbox worker's side alone (`MemoryMounts`, on a SQLite API database in a temporary
 directory): a mount of --memories files; after each "tool call" the mount is compared with what
 was saved and the changes written as versions. Measured: a call that changed nothing (the scan),
-one that changed one file, one that changed ten; and filling the mount at provision.
+one that changed one file, one that changed ten; filling the mount at provision; and memory_search
+over a store of 10,000 memories.
 """
 
 from __future__ import annotations
@@ -24,8 +25,29 @@ from durable_agents.contracts import MemoryMount
 from durable_agents.sandboxes.memory_mounts import MemoryMounts
 from durable_agents.settings import settings
 
+SEARCH_CORPUS = 10_000
+WORDS = "alpha beta gamma delta deploy release build test lint ruff commit branch merge review docs api".split()
 
-async def main(memories: int, rounds: int) -> None:
+
+async def search_latency(db: MemoryDb, n: int) -> list[float]:
+    """memory_search's query over a store of SEARCH_CORPUS memories of ~60 words each."""
+    import random
+
+    rng = random.Random(7)
+    actor = {"type": "api_actor", "api_key_id": "bench"}
+    for i in range(SEARCH_CORPUS):
+        words = " ".join(rng.choice(WORDS) + str(rng.randrange(500)) for _ in range(60))
+        await db.create("corpus", f"/m/{i // 100}/{i}.md", words, actor)
+    took = []
+    for _ in range(n):
+        query = f"{rng.choice(WORDS)}{rng.randrange(500)} {rng.choice(WORDS)}{rng.randrange(500)}"
+        started = time.perf_counter()
+        await db.search(["corpus"], query, 10)
+        took.append(time.perf_counter() - started)
+    return took
+
+
+async def main(memories: int, rounds: int, searches: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/api.db"
         os.environ["DA_DATABASE_URL"] = url  # the mounts open the API's database from the settings
@@ -57,6 +79,7 @@ async def main(memories: int, rounds: int) -> None:
             started = time.perf_counter()
             await mounts.save(f"s{rounds - 1}", f"d{r}", [mount])
             ten.append(time.perf_counter() - started)
+        search = await search_latency(db, searches)
         await store.close()
         report(
             "memory",
@@ -65,8 +88,9 @@ async def main(memories: int, rounds: int) -> None:
                 summary("write-back, nothing changed (the scan)", unchanged),
                 summary("write-back, 1 file changed", one),
                 summary("write-back, 10 files changed", ten),
+                summary(f"memory_search over {SEARCH_CORPUS:,} memories", search),
             ],
-            {"memories": memories, "rounds": rounds},
+            {"memories": memories, "rounds": rounds, "search_corpus": SEARCH_CORPUS},
         )
 
 
@@ -74,5 +98,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--memories", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--searches", type=int, default=100)
     args = parser.parse_args()
-    asyncio.run(main(args.memories, args.rounds))
+    asyncio.run(main(args.memories, args.rounds, args.searches))

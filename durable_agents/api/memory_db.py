@@ -208,8 +208,10 @@ class MemoryDb:
         if exists is None:
             await conn.execute(
                 text(
+                    # memory_id is indexed (not UNINDEXED) so that one memory's row is found by MATCH,
+                    # not by scanning the table; searches match only path and content.
                     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING "
-                    "fts5(memory_id UNINDEXED, store_id UNINDEXED, path, content)"
+                    "fts5(memory_id, store_id UNINDEXED, path, content)"
                 )
             )
             await conn.execute(text("INSERT INTO memories_fts SELECT id, store_id, path, content FROM memories"))
@@ -222,7 +224,9 @@ class MemoryDb:
         if not self.sqlite:
             return
         await self._fts(conn)
-        await conn.execute(text("DELETE FROM memories_fts WHERE memory_id = :m"), {"m": memory_id})
+        await conn.execute(
+            text("DELETE FROM memories_fts WHERE memories_fts MATCH :q"), {"q": f'memory_id : "{memory_id}"'}
+        )
         if content is not None:
             await conn.execute(
                 text("INSERT INTO memories_fts (memory_id, store_id, path, content) VALUES (:m, :s, :p, :c)"),
@@ -240,7 +244,7 @@ class MemoryDb:
         async with self.engine.begin() as conn:
             if self.sqlite:
                 await self._fts(conn)
-                params["q"] = " OR ".join(f'"{t}"' for t in terms)
+                params["q"] = "{path content} : (" + " OR ".join(f'"{t}"' for t in terms) + ")"
                 sql = (
                     "SELECT store_id, memory_id, path, snippet(memories_fts, 3, '[', ']', '…', 16) AS excerpt "
                     f"FROM memories_fts WHERE memories_fts MATCH :q AND store_id IN ({marks}) "
