@@ -299,12 +299,14 @@ class SandboxActivities:
         versions (also when the sandbox was lost meanwhile: the mounts live on this host)."""
         if not (req.memory and req.session_id):
             return await self._execute(req)
+        # The mounts belong to the session the sandbox was made for (a subagent may share it).
+        owner = await asyncio.to_thread(self.sandboxes.session_of, req.handle.sandbox_id) or req.session_id
         try:
             result = await self._execute(req)
         except SandboxGone:
-            await self.memory.save(req.session_id, req.call_id, req.memory)
+            await self.memory.save(owner, req.call_id, req.memory, by=req.session_id)
             raise
-        notes = await self.memory.save(req.session_id, req.call_id, req.memory)
+        notes = await self.memory.save(owner, req.call_id, req.memory, by=req.session_id)
         if notes:
             result = result.model_copy(update={"output": result.output + "\n[memory: " + "; ".join(notes) + "]"})
         return result
@@ -448,7 +450,7 @@ class SandboxActivities:
     async def destroy_sandbox(self, handle: SandboxHandle) -> bool:
         session_id = await asyncio.to_thread(self.sandboxes.session_of, handle.sandbox_id)
         removed = await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
-        if session_id:  # its memory mounts' directories: everything in them is saved already
-            await asyncio.to_thread(self.memory.forget, session_id)
+        if session_id:  # its memory mounts: a last save, then their directories go
+            await self.memory.close(session_id)
         activity_log().info("sandbox destroyed", container=handle.sandbox_id[:12], existed=removed)
         return removed

@@ -78,11 +78,21 @@ class MemoryMounts:
             self._manifest(session_id, mount).write_text(json.dumps(manifest))
             _own(where)
             volumes[str(where)] = {"bind": mount.path, "mode": "rw" if mount.access == "read_write" else "ro"}
+        listing = self.root / _safe(session_id) / ".mounts.json"
+        listing.write_text(json.dumps([m.model_dump(mode="json") for m in mounts]))
         return volumes
 
-    async def save(self, session_id: str, call_id: str, mounts: list[MemoryMount]) -> list[str]:
-        """Write back what changed under the read_write mounts since the last save; notes for the
-        model about what could not be kept."""
+    def mounted(self, session_id: str) -> list[MemoryMount]:
+        """The mounts `prepare` made for this session on this host (none if it made none)."""
+        listing = self.root / _safe(session_id) / ".mounts.json"
+        if not listing.exists():
+            return []
+        return [MemoryMount.model_validate(m) for m in json.loads(listing.read_text())]
+
+    async def save(self, session_id: str, call_id: str, mounts: list[MemoryMount], by: str | None = None) -> list[str]:
+        """Write back what changed under the read_write mounts of `session_id`'s sandbox since the
+        last save, as versions by session `by` (default: that session; a subagent sharing the
+        sandbox names itself); notes for the model about what could not be kept."""
         from durable_agents.api.memory_db import MAX_CONTENT, MemoryProblem, check_path, session_actor
 
         notes: list[str] = []
@@ -117,7 +127,7 @@ class MemoryMounts:
             if not changed and not removed:
                 continue
             db = await self.db()
-            actor = {**session_actor(session_id), "tool_use_id": call_id}
+            actor = {**session_actor(by or session_id), "tool_use_id": call_id}
             for key, text in changed.items():
                 await db.write(mount.store_id, key, text, actor)
             if removed:
@@ -126,6 +136,13 @@ class MemoryMounts:
                     if key in current:
                         await db.delete(mount.store_id, current[key].id, actor)
             manifest_file.write_text(json.dumps(now))
+        return notes
+
+    async def close(self, session_id: str) -> list[str]:
+        """The session's sandbox goes: a last save (what a subagent sharing it wrote after the
+        session's own last call), then its directories."""
+        notes = await self.save(session_id, "sandbox-destroyed", self.mounted(session_id))
+        self.forget(session_id)
         return notes
 
     def forget(self, session_id: str) -> None:

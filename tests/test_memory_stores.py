@@ -20,10 +20,10 @@ from temporalio.client import Client
 from durable_agents.api.memory_db import MemoryConflict, MemoryDb
 from durable_agents.api.store import Store
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
-from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryMount, ModelContext
+from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryMount, ModelContext, Subagent
 from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import DA, ROOT, SetEnv, add_scenario, cli, coder, serve
+from tests.helpers import DA, ROOT, SetEnv, add_scenario, cli, coder, serve, spawn, with_subagents
 from tests.helpers.postgres import postgres_server
 
 KEY = "memory-test-key"
@@ -478,3 +478,41 @@ async def test_memory_search_in_a_session(
     await handle.result()
     [result] = [e.tool_result for e in await session_events(client, handle.id) if e.kind == "tool_result"]
     assert result is not None and result.is_error and "Unknown tool 'memory_search'" in result.output
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_subagent_sharing_the_sandbox_writes_memory_as_itself(
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    setenv("DA_DATABASE_URL", url)
+    store = Store(url)
+    await store.start()
+    try:
+        db = MemoryDb(store)
+        child = add_scenario(
+            scripted,
+            [
+                Step(tool_use=ToolUse(name="bash", input={"command": "echo from-child > /mnt/memory/shared/child.md"})),
+                Step(text="written"),
+            ],
+        )
+        marker = add_scenario(
+            scripted,
+            [
+                Step(
+                    tool_use=ToolUse(name="bash", input={"command": "echo from-parent > /mnt/memory/shared/parent.md"})
+                ),
+                Step(tool_use=spawn("helper", f"Write. {child}", share=True)),
+                Step(text="done"),
+            ],
+        )
+        agent = with_subagents(coder(), Subagent(name="helper", spec=coder()))
+        mount = MemoryMount(store_id="memstore_shared", name="shared")
+        handle = await start_agent_session(client, agent, f"Share memory. {marker}", one_shot=True, memory=[mount])
+        await handle.result()
+        versions = await db.versions("memstore_shared")
+        by = {v.path: v.created_by["session_id"] for v in versions}  # type: ignore[index]
+        assert by == {"/parent.md": handle.id, "/child.md": f"{handle.id}/sub-1"}, by
+    finally:
+        await store.close()

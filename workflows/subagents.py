@@ -68,6 +68,9 @@ class Subagents:
                     parent_session=session.id,
                     depth=session.input.depth + 1,
                     shared_sandbox=shared,
+                    # Sharing the sandbox, it shares its memory mounts (and memory_search over them);
+                    # what it writes there is saved with its own calls, as its own.
+                    memory=session.input.memory if shared is not None else [],
                 ),
                 id=child_id,
                 task_queue=workflow.info().task_queue,
