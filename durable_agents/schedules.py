@@ -38,6 +38,7 @@ from durable_agents.contracts import (
     SA_AGENT_VERSION,
     SESSION_WORKFLOW,
     AgentSpec,
+    MemoryMount,
     SessionInput,
     SessionResult,
     attribute_pairs,
@@ -116,14 +117,25 @@ def _spec(cron: str | None, every: str | None, timezone: str | None) -> Schedule
 
 
 def session_action(
-    name: str, agent: AgentSpec, prompt: str, with_attributes: bool | list[str]
+    name: str,
+    agent: AgentSpec,
+    prompt: str,
+    with_attributes: bool | list[str],
+    memory: list[MemoryMount] | None = None,
 ) -> ScheduleActionStartWorkflow:
     if not prompt.strip():
         raise ScheduleError("the prompt is empty")
     attributes = attribute_pairs(with_attributes, {SA_AGENT_NAME: agent.name, SA_AGENT_VERSION: agent_version(agent)})
     return ScheduleActionStartWorkflow(
         SESSION_WORKFLOW,
-        SessionInput(agent=agent, task=prompt, one_shot=True, schedule=name, search_attributes=with_attributes),
+        SessionInput(
+            agent=agent,
+            task=prompt,
+            one_shot=True,
+            schedule=name,
+            search_attributes=with_attributes,
+            memory=memory or [],
+        ),
         id=name,  # Temporal appends each run's time: every run is its own session id
         task_queue=AGENTS_QUEUE,
         typed_search_attributes=attributes,

@@ -4,6 +4,7 @@ depth, redaction, archiving, the limits; and `da memory` on the same database.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -516,3 +517,42 @@ async def test_a_subagent_sharing_the_sandbox_writes_memory_as_itself(
         assert by == {"/parent.md": handle.id, "/child.md": f"{handle.id}/sub-1"}, by
     finally:
         await store.close()
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_deployment_attaches_its_stores_to_every_run(
+    sdk: anthropic.AsyncAnthropic, client: Client, scripted: ScriptedModelServer, data_dir: Path, setenv: SetEnv
+) -> None:
+    setenv("DA_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'api.db'}")
+    store = await sdk.beta.memory_stores.create(name="Run Log")
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": "date +ran > /mnt/memory/run-log/last.md; echo ok"})),
+            Step(text="logged"),
+        ],
+    )
+    agent = await sdk.beta.agents.create(name="runner", model="claude-sonnet-5-5", tools=TOOLSET)
+    env = await sdk.beta.environments.create(name="runs")
+    deployment = await sdk.beta.deployments.create(
+        name="nightly",
+        agent=agent.id,
+        environment_id=env.id,
+        initial_events=[{"type": "user.message", "content": [{"type": "text", "text": f"Log. {marker}"}]}],
+        schedule={"type": "cron", "expression": "0 3 * * *", "timezone": "UTC"},
+        resources=[{"type": "memory_store", "memory_store_id": store.id, "access": "read_write"}],
+    )
+    assert [(r.type, r.mount_path) for r in deployment.resources] == [("memory_store", "/mnt/memory/run-log")]
+    run = await sdk.beta.deployments.run(deployment.id)
+    await asyncio.wait_for(client.get_workflow_handle(run.session_id).result(), 60)
+    [memory] = [m async for m in sdk.beta.memory_stores.memories.list(store.id, view="full")]
+    assert (memory.path, memory.content) == ("/last.md", "ran\n")
+    with pytest.raises(anthropic.BadRequestError, match="resources.0.type"):
+        await sdk.beta.deployments.create(
+            name="bad",
+            agent=agent.id,
+            environment_id=env.id,
+            initial_events=[{"type": "user.message", "content": [{"type": "text", "text": "x"}]}],
+            resources=[{"type": "file", "file_id": "file_x"}],
+        )
+    await sdk.beta.deployments.archive(deployment.id)

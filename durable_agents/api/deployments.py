@@ -36,7 +36,7 @@ from durable_agents.api.http import (
 from durable_agents.api.store import Record, new_id, now
 from durable_agents.client import start_agent_session
 from durable_agents.connection import ensure_search_attributes
-from durable_agents.contracts import AgentSpec
+from durable_agents.contracts import AgentSpec, MemoryMount
 from durable_agents.schedules import ScheduleError, check_cron, check_timezone, session_action
 
 KIND, RUN = "deployment", "deployment_run"
@@ -113,6 +113,17 @@ class Deployments(Definitions):
         )
         return spec
 
+    async def _resources(self, resources: list[dict[str, Any]]) -> list[tuple[MemoryMount, dict[str, Any]]]:
+        """A deployment's resources: memory stores, attached to each of its sessions."""
+        for i, resource in enumerate(resources):
+            if resource.get("type") != "memory_store":
+                raise invalid(f"resources.{i}.type: {resource.get('type')!r} resources are not supported yet")
+        return await self.memory_resources(resources)
+
+    async def _mounts(self, body: dict[str, Any]) -> list[MemoryMount]:
+        """The memory mounts of a run, as the stores are now (a deleted store is refused)."""
+        return [mount for mount, _ in await self._resources(body.get("resources") or [])]
+
     async def _answer(self, record: Record) -> dict[str, Any]:
         body = record.body
         schedule = body.get("schedule")
@@ -137,7 +148,7 @@ class Deployments(Definitions):
             "paused_reason": {"type": "manual"} if body.get("status") == "paused" else None,
             "metadata": body.get("metadata") or {},
             "vault_ids": body.get("vault_ids") or [],
-            "resources": [],
+            "resources": body.get("resources") or [],
             "budget": None,
             "created_at": record.created_at.isoformat(),
             "updated_at": body.get("updated_at") or record.created_at.isoformat(),
@@ -156,7 +167,11 @@ class Deployments(Definitions):
             return
         spec = await self._session_spec(body)
         action: ScheduleActionStartWorkflow = session_action(
-            deployment_id, spec, _prompt(body["initial_events"]), await ensure_search_attributes(self.client)
+            deployment_id,
+            spec,
+            _prompt(body["initial_events"]),
+            await ensure_search_attributes(self.client),
+            memory=await self._mounts(body),
         )
         schedule = Schedule(
             action=action,
@@ -188,6 +203,7 @@ class Deployments(Definitions):
             "schedule": params.schedule.model_dump() if params.schedule else None,
             "metadata": params.metadata or {},
             "vault_ids": params.vault_ids or [],
+            "resources": [shown for _, shown in await self._resources(params.resources or [])],
             "status": "active",
         }
         deployment_id = new_id("depl")
@@ -264,7 +280,12 @@ class Deployments(Definitions):
         spec = await self._session_spec(record.body)
         session_id = new_id("sesn")
         await start_agent_session(
-            self.client, spec, _prompt(record.body["initial_events"]), session_id=session_id, one_shot=True
+            self.client,
+            spec,
+            _prompt(record.body["initial_events"]),
+            session_id=session_id,
+            one_shot=True,
+            memory=await self._mounts(record.body),
         )
         body = {
             "deployment_id": record.id,
