@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import docker
 import pytest
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -157,7 +158,8 @@ class Site:
                 pass
 
         self.seen: list[str] = []
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # On every interface: the egress proxy reaches it on loopback, a bridged sandbox via the gateway.
+        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -201,6 +203,19 @@ async def test_web_fetch_reaches_allowed_hosts_only(client: Client, scripted: Sc
     assert results[4].is_error and "answered HTTP 404" in out[4] and "no such page" in out[4], out[4]
     assert "more characters not shown (max_chars 12)" in out[5], out[5]
     assert site.seen == ["/page", "/moved", "/plain", "/away", "/missing", "/page"], site.seen
+
+
+@pytest.mark.usefixtures("workers")
+async def test_web_fetch_with_an_unrestricted_network_goes_direct(
+    client: Client, scripted: ScriptedModelServer, site: Site
+) -> None:
+    """network: true (the API's `unrestricted`): any host, reached from the sandbox itself."""
+    gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    agent = with_tools(coder(), "web_fetch", network=True)
+    url = f"http://{gateway}:{site.port}/page"
+    [result] = await tool_results(client, agent, scripted, [ToolUse(name="web_fetch", input={"url": url})])
+    assert not result.is_error and result.output.startswith(f"{url}\nHTTP 200 text/html"), result.output
+    assert "# Welcome" in result.output
 
 
 @pytest.mark.usefixtures("workers")
