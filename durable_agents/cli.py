@@ -124,16 +124,17 @@ def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
 
 
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    agent = load_agent(args.agent)
     handle = await api.start_agent_session(
         client,
-        load_agent(args.agent),
+        agent,
         args.task,
         session_id=args.id,
         one_shot=args.one_shot,
         source=args.agent,
         workspace=workspace_seed(args),
         reuse_closed_id=False,
-        memory=await cli_memory.mounts(args.memory or []),
+        memory=await cli_memory.mounts(args.memory or [], agent.memory),
     )
     print(handle.id, flush=True)
     warning = await api.check_taken_up(handle)
@@ -715,9 +716,9 @@ async def amain(argv: list[str]) -> int:
             load_agent(args.agent)
             schedules._spec(args.cron, args.every, args.timezone)
         if args.command == "start":
-            load_agent(args.agent)  # bad input fails before anything connects
+            agent = load_agent(args.agent)  # bad input fails before anything connects
             workspace_seed(args)
-            await cli_memory.mounts(args.memory or [])
+            await cli_memory.mounts(args.memory or [], agent.memory)
         try:
             client = await connect()
         except RuntimeError as e:

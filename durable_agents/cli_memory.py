@@ -1,6 +1,7 @@
 """`da memory …`: memory stores on the API's database (DA_DATABASE_URL), the same ones `da serve`
 serves as `memory_stores`; every change made here is a version like the API's, by a `user_actor`
-(this machine's user). A store is named by its id or its name."""
+(this machine's user). A store is named by its id or its name. Also where the stores a session
+attaches (`da start --memory`, an agent's `memory:`) are resolved into mounts."""
 
 from __future__ import annotations
 
@@ -119,9 +120,21 @@ async def cmd_memory(args: argparse.Namespace) -> int:
         await store.close()
 
 
-async def mounts(specs: list[str]) -> list[Any]:
-    """`da start --memory STORE[:read_only|:read_write]`: the memory mounts of a new session."""
-    if not specs:
+async def mounts(specs: list[str], refs: list[Any] | None = None) -> list[Any]:
+    """The memory mounts of a new session: its agent's `memory:` and `da start --memory
+    STORE[:read_only|:read_write]`, resolved in the API's database."""
+    from durable_agents.contracts import MemoryRef
+
+    given = []
+    for spec in specs:
+        name, _, access = spec.rpartition(":") if spec.endswith((":read_only", ":read_write")) else (spec, "", "")
+        given.append(MemoryRef(store=name, access=access or "read_write"))  # type: ignore[arg-type]
+    return await resolve([*(refs or []), *given])
+
+
+async def resolve(refs: list[Any]) -> list[Any]:
+    """Memory stores named by an agent (MemoryRef: a name or an id) as the mounts a session gets."""
+    if not refs:
         return []
     from durable_agents.api.memory_stores import mount_name
     from durable_agents.api.store import Store
@@ -131,19 +144,19 @@ async def mounts(specs: list[str]) -> list[Any]:
     await store.start()
     try:
         found: list[MemoryMount] = []
-        for spec in specs:
-            name, _, access = spec.rpartition(":") if spec.endswith((":read_only", ":read_write")) else (spec, "", "")
-            record = await _store_named(store, name)
+        for ref in refs:
+            record = await _store_named(store, ref.store)
             if record.archived_at is not None:
-                raise MemoryCliError(f"--memory {spec}: memory store {record.id} is archived")
+                raise MemoryCliError(f"memory store {ref.store!r} ({record.id}) is archived")
             mount = MemoryMount(
                 store_id=record.id,
                 name=mount_name(record.body["name"]),
-                access=access or "read_write",  # type: ignore[arg-type]
+                access=ref.access,
                 description=record.body.get("description") or "",
+                instructions=ref.instructions,
             )
             if any(m.name == mount.name for m in found):
-                raise MemoryCliError(f"--memory {spec}: another store is mounted at {mount.path} already")
+                raise MemoryCliError(f"memory store {ref.store!r}: another store is mounted at {mount.path} already")
             found.append(mount)
         return found
     finally:

@@ -143,6 +143,15 @@ def session_action(
     )
 
 
+async def _memory_of(agent: AgentSpec) -> list[MemoryMount]:
+    """The stores the agent names, resolved now: every run mounts them."""
+    if not agent.memory:
+        return []
+    from durable_agents.cli_memory import resolve
+
+    return await resolve(agent.memory)
+
+
 async def create(client: Client, req: ScheduleRequest) -> ScheduleHandle:
     if not _NAME.match(req.name):
         raise ScheduleError(f"schedule name {req.name!r}: letters, digits, '.', '_' and '-' only")
@@ -152,7 +161,7 @@ async def create(client: Client, req: ScheduleRequest) -> ScheduleHandle:
     spec = _spec(req.cron, req.every, req.timezone)
     with_attributes = await ensure_search_attributes(client)
     schedule = Schedule(
-        action=session_action(req.name, agent, req.prompt, with_attributes),
+        action=session_action(req.name, agent, req.prompt, with_attributes, memory=await _memory_of(agent)),
         spec=spec,
         policy=SchedulePolicy(overlap=OVERLAP[req.overlap]),
         state=ScheduleState(paused=req.paused, note=f"agent {agent.name} from {req.agent_path}"),
@@ -199,7 +208,12 @@ async def update(
     if old_input is None:
         raise ScheduleError(f"schedule {name!r} does not start agent sessions")
     action = session_action(
-        name, agent or old_input.agent, prompt if prompt is not None else old_input.task, old_input.search_attributes
+        name,
+        agent or old_input.agent,
+        prompt if prompt is not None else old_input.task,
+        old_input.search_attributes,
+        # A new agent file: its stores, resolved now; otherwise the mounts the schedule had.
+        memory=await _memory_of(agent) if agent is not None else old_input.memory,
     )
 
     def change(inp: ScheduleUpdateInput) -> ScheduleUpdate:

@@ -423,6 +423,25 @@ async def test_da_start_attaches_a_store(
     assert da(tmp_path, "cat", "CLI Mem", "/learned.md").stdout == "learned\n"
     code, out, err = await cli(address, "start", "--agent", "agents/coder.yaml", "--memory", "nope", "x")
     assert code == 2 and "no memory store 'nope'" in err, err
+    # An agent file names its stores (read_only here, with instructions); `da start` mounts them.
+    agent_file = tmp_path / "reader.yaml"
+    agent_file.write_text(
+        "name: reader\nmodel: {name: claude-sonnet-5-5}\ntools: [bash]\n"
+        "memory:\n  - {store: CLI Mem, access: read_only, instructions: Look but do not touch.}\n"
+    )
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": f"cat {mnt}/learned.md; echo x > {mnt}/more.md"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    code, out, err = await cli(address, "start", "--agent", str(agent_file), "--one-shot", "--wait", f"read {marker}")
+    assert code == 0 and "learned" in out and "Read-only file system" in out, (out, err)
+    assert [line.split("\t")[0] for line in da(tmp_path, "ls", "CLI Mem").stdout.splitlines()] == [
+        "/hello.md",
+        "/learned.md",
+    ]
 
 
 @pytest.mark.usefixtures("workers")

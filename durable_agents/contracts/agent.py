@@ -220,6 +220,15 @@ class CustomTool(_Strict):
         return schema
 
 
+class MemoryRef(_Strict):
+    """A memory store an agent's sessions attach, named as in the API's database (its name or id);
+    resolved into a mount where the session starts (`da start`, `da schedule create`, the Python API)."""
+
+    store: str = Field(min_length=1, max_length=255)
+    access: Literal["read_write", "read_only"] = "read_write"
+    instructions: str = Field(default="", max_length=4096)
+
+
 class Skill(_Strict):
     """A skill (Anthropic's SKILL.md convention), read from its folder when the agent file is loaded."""
 
@@ -319,6 +328,9 @@ class AgentSpec(_Strict):
     )
     mcp_servers: list[McpServer] = Field(
         default_factory=list, description="MCP servers whose tools the model may use, as <server>__<tool>"
+    )
+    memory: list[MemoryRef] = Field(
+        default_factory=list, description="memory stores its sessions attach, mounted at /mnt/memory/<name>"
     )
 
     @field_validator("mcp_servers")
@@ -450,9 +462,20 @@ def unresolved_agent(ref: str) -> AgentSpec:
     return AgentSpec(name=ref.partition("@")[0], model=ModelSpec(name="unresolved"), tools=[])
 
 
+def _versioned(data: dict[str, Any]) -> dict[str, Any]:
+    """An agent's dump as versions hash it: fields added later are left out where empty (theirs and
+    their subagents'), so definitions without them keep the version they had."""
+    if not data.get("memory"):
+        data.pop("memory", None)
+    for sub in data.get("subagents") or []:
+        if isinstance(sub.get("spec"), dict):
+            _versioned(sub["spec"])
+    return data
+
+
 def agent_version(agent: AgentSpec) -> str:
     """The content hash of a resolved agent definition: same definition, same version."""
-    canonical = json.dumps(agent.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(_versioned(agent.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
