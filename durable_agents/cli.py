@@ -134,7 +134,7 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
         source=args.agent,
         workspace=workspace_seed(args),
         reuse_closed_id=False,
-        memory=await cli_memory.mounts(args.memory or [], agent.memory),
+        memory=await cli_memory.mounts(args.memory or [], agent.memory.stores),
     )
     print(handle.id, flush=True)
     warning = await api.check_taken_up(handle)
@@ -718,7 +718,7 @@ async def amain(argv: list[str]) -> int:
         if args.command == "start":
             agent = load_agent(args.agent)  # bad input fails before anything connects
             workspace_seed(args)
-            await cli_memory.mounts(args.memory or [], agent.memory)
+            await cli_memory.mounts(args.memory or [], agent.memory.stores)
         try:
             client = await connect()
         except RuntimeError as e:

@@ -160,10 +160,10 @@ async def start_agent_session(
     closed one's log from `events` and `export`: the CLI refuses)."""
     if task is not None and not task.strip():
         raise ClientError("the task is empty")
-    if memory is None and agent.memory:  # the agent names its stores: resolved here, in the API's database
+    if memory is None and agent.memory.stores:  # the agent names its stores: resolved here, in the API's database
         from durable_agents.cli_memory import resolve
 
-        memory = await resolve(agent.memory)
+        memory = await resolve(agent.memory.stores)
     with_attributes = await ensure_search_attributes(client)
     session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
     attributes = attribute_pairs(

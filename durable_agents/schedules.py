@@ -145,11 +145,11 @@ def session_action(
 
 async def _memory_of(agent: AgentSpec) -> list[MemoryMount]:
     """The stores the agent names, resolved now: every run mounts them."""
-    if not agent.memory:
+    if not agent.memory.stores:
         return []
     from durable_agents.cli_memory import resolve
 
-    return await resolve(agent.memory)
+    return await resolve(agent.memory.stores)
 
 
 async def create(client: Client, req: ScheduleRequest) -> ScheduleHandle:

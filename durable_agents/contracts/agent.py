@@ -229,6 +229,24 @@ class MemoryRef(_Strict):
     instructions: str = Field(default="", max_length=4096)
 
 
+class MemoryConfig(_Strict):
+    """An agent's memory: the stores its sessions attach (`memory: [...]` is short for `stores`)."""
+
+    stores: list[MemoryRef] = Field(default_factory=list)
+    sessions: bool = Field(default=False, description="memory_search over this agent's past sessions (not yet)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_list_is_stores(cls, data: Any) -> Any:
+        return {"stores": data} if isinstance(data, list) else data
+
+    @model_validator(mode="after")
+    def _not_yet(self) -> MemoryConfig:
+        if self.sessions:
+            raise ValueError("sessions: episodic memory (memory_search over past sessions) is not built yet")
+        return self
+
+
 class Skill(_Strict):
     """A skill (Anthropic's SKILL.md convention), read from its folder when the agent file is loaded."""
 
@@ -329,8 +347,8 @@ class AgentSpec(_Strict):
     mcp_servers: list[McpServer] = Field(
         default_factory=list, description="MCP servers whose tools the model may use, as <server>__<tool>"
     )
-    memory: list[MemoryRef] = Field(
-        default_factory=list, description="memory stores its sessions attach, mounted at /mnt/memory/<name>"
+    memory: MemoryConfig = Field(
+        default_factory=MemoryConfig, description="memory stores its sessions attach, mounted at /mnt/memory/<name>"
     )
 
     @field_validator("mcp_servers")
@@ -465,7 +483,7 @@ def unresolved_agent(ref: str) -> AgentSpec:
 def _versioned(data: dict[str, Any]) -> dict[str, Any]:
     """An agent's dump as versions hash it: fields added later are left out where empty (theirs and
     their subagents'), so definitions without them keep the version they had."""
-    if not data.get("memory"):
+    if data.get("memory") in (None, MemoryConfig().model_dump(mode="json")):
         data.pop("memory", None)
     for sub in data.get("subagents") or []:
         if isinstance(sub.get("spec"), dict):
