@@ -246,6 +246,8 @@ async def test_a_session_reads_and_writes_its_mounted_store_and_read_only_is_enf
         resources=[{"type": "memory_store", "memory_store_id": store.id, "instructions": "Keep notes short."}],
     )
     assert [(r.type, r.mount_path, r.access) for r in session.resources] == [("memory_store", mnt, "read_write")]
+    listed_resources = [r async for r in sdk.beta.sessions.resources.list(session.id)]
+    assert [(r.type, r.memory_store_id) for r in listed_resources] == [("memory_store", store.id)]  # type: ignore[union-attr]
     got = await stream_until_idle(sdk, session.id, f"take notes {writes}")
     out = outputs(got)
     assert out[0].startswith("use uv\n"), out

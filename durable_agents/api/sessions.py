@@ -31,6 +31,7 @@ from durable_agents.api.http import (
     Gate,
     Param,
     body_of,
+    guarded,
     invalid,
     not_found,
     page_of,
@@ -376,15 +377,26 @@ class Sessions(Definitions):
         await self.store.put(DELETED, session_id, {})
         return JSONResponse({"id": session_id, "type": "session_deleted"})
 
+    async def list_resources(self, request: Request) -> Response:
+        """`sessions.resources.list`: the memory stores it attached (the only resources kept here)."""
+        session_id = request.path_params["session_id"]
+        record = await self.store.get(KIND, session_id)
+        if record is None:
+            raise not_found(f"no session {session_id!r} made through this API")
+        return page_of(request, record.body.get("resources") or [])
+
     def routes(self, gate: Gate) -> list[Route]:
-        return resource_routes(
-            gate,
-            "/v1/sessions",
-            "/v1/sessions/{session_id}",
-            create=self.create,
-            list=self.list,
-            retrieve=self.retrieve,
-            update=self.update,
-            delete=self.delete,
-            archive=self.archive,
-        )
+        return [
+            *resource_routes(
+                gate,
+                "/v1/sessions",
+                "/v1/sessions/{session_id}",
+                create=self.create,
+                list=self.list,
+                retrieve=self.retrieve,
+                update=self.update,
+                delete=self.delete,
+                archive=self.archive,
+            ),
+            Route("/v1/sessions/{session_id}/resources", guarded(gate, self.list_resources), methods=["GET"]),
+        ]
