@@ -21,9 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from durable_agents.contracts import MemoryMount
+from durable_agents.errors import UserError
 from durable_agents.settings import settings
 
 SANDBOX_UID = 1000
+
+
+class MemoryStoreMissing(UserError, RuntimeError):
+    """A session's memory store is not in this worker's database (a misconfigured worker)."""
 
 
 def _safe(name: str) -> str:
@@ -65,6 +70,13 @@ class MemoryMounts:
         db = await self.db()
         volumes = {}
         for mount in mounts:
+            if not await db.has_store(mount.store_id):
+                # A worker on another database would fill an empty mount and keep what is written
+                # where nobody reads it: refused instead, naming the setting.
+                raise MemoryStoreMissing(
+                    f"memory store {mount.store_id} is not in the API database this sandbox worker uses "
+                    f"({db.where}): give the sandbox workers the API's DA_DATABASE_URL"
+                )
             where = self._dir(session_id, mount)
             if where.exists():
                 shutil.rmtree(where)

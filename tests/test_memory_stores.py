@@ -459,6 +459,8 @@ async def test_memory_search_in_a_session(
     try:
         db = MemoryDb(store)
         actor = {"type": "api_actor", "api_key_id": "t"}
+        for store_id in ("memstore_a", "memstore_b"):
+            await store.put("memory_store", store_id, {"name": store_id, "description": "", "metadata": {}})
         await db.create("memstore_a", "/deploy.md", "Deploy with make release; never deploy on Fridays.", actor)
         await db.create("memstore_a", "/style.md", "Short functions.", actor)
         await db.create("memstore_b", "/friday.md", "Fridays: pizza.", actor)
@@ -512,6 +514,7 @@ async def test_a_subagent_sharing_the_sandbox_writes_memory_as_itself(
     await store.start()
     try:
         db = MemoryDb(store)
+        await store.put("memory_store", "memstore_shared", {"name": "shared", "description": "", "metadata": {}})
         child = add_scenario(
             scripted,
             [
@@ -577,3 +580,20 @@ async def test_a_deployment_attaches_its_stores_to_every_run(
             resources=[{"type": "file", "file_id": "file_x"}],
         )
     await sdk.beta.deployments.archive(deployment.id)
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_worker_on_another_database_refuses_rather_than_losing_writes(
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
+) -> None:
+    setenv("DA_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'elsewhere.db'}")
+    marker = add_scenario(
+        scripted, [Step(tool_use=ToolUse(name="bash", input={"command": "ls /mnt/memory"})), Step(text="x")]
+    )
+    mount = MemoryMount(store_id="memstore_not_here", name="gone")
+    handle = await start_agent_session(client, coder(), f"Look. {marker}", one_shot=True, memory=[mount])
+    await handle.result()
+    [result] = [e.tool_result for e in await session_events(client, handle.id) if e.kind == "tool_result"]
+    assert result is not None and result.is_error, result
+    assert "memory store memstore_not_here is not in the API database this sandbox worker uses" in result.output
+    assert "DA_DATABASE_URL" in result.output

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, text, update
 
-from durable_agents.api.store import Store, memories, memory_versions, new_id, now
+from durable_agents.api.store import Store, memories, memory_versions, new_id, now, records
 from durable_agents.errors import UserError
 
 MAX_CONTENT = 102_400  # bytes of one memory's content
@@ -197,6 +197,22 @@ class MemoryDb:
         self.engine = store.engine
         self.sqlite = store.engine.dialect.name == "sqlite"
         self._fts_ready = False
+
+    @property
+    def where(self) -> str:
+        """The database, for messages (never its password)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    async def has_store(self, store_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(records.c.id)
+                    .where(and_(records.c.kind == "memory_store", records.c.id == store_id))
+                    .limit(1)
+                )
+            ).first()
+        return row is not None
 
     async def _fts(self, conn: Any) -> None:
         """SQLite: the FTS5 index of memories (made on first use, filled from what is there)."""
