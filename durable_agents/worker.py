@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from durable_agents.activities.episodes import EpisodeActivities
 from durable_agents.activities.mcp_tools import McpActivities
 from durable_agents.activities.model import ModelActivities, anthropic_client_from_env
 from durable_agents.activities.schedules import ScheduleActivities
@@ -60,6 +61,7 @@ def harness_worker(
 ) -> Worker:
     config = config or settings()
     schedules = ScheduleActivities(client)
+    episodes = EpisodeActivities(client)
     mcp = mcp or McpActivities()
     setup = setup or SetupActivities(client)
     return Worker(
@@ -72,6 +74,7 @@ def harness_worker(
             mcp.discover_mcp_tools,
             mcp.call_mcp_tool,
             setup.prepare_session,
+            episodes.index_session,
         ],
         # Model calls wait on the network, not the CPU: one worker holds many at once.
         max_concurrent_activities=config.harness_max_activities,

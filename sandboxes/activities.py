@@ -409,18 +409,30 @@ class SandboxActivities:
         return render_hits(query, await run_search(search_backend(), query, count))
 
     async def _memory_search(self, req: ExecuteRequest) -> str:
-        """Ranked full-text search over the session's memory stores (all, or the one named)."""
+        """Ranked full-text search over the session's memory stores (all, or the one named) and,
+        with episodic memory, over its agent's earlier sessions."""
         query, store = str(req.input["query"]), req.input.get("store")
+        limit = int(req.input.get("limit") or 10)
         mounts = [m for m in req.memory if store in (None, m.name)]
-        if not mounts:
+        if store is not None and not mounts:
             names = ", ".join(m.name for m in req.memory) or "none"
             raise ValueError(f"no memory store {store!r} is mounted (mounted: {names})")
         db = await self.memory.db()
-        hits = await db.search([m.store_id for m in mounts], query, int(req.input.get("limit") or 10))
-        where = {m.store_id: m.path for m in mounts}
-        if not hits:
-            return f"No memory matches {query!r} in {', '.join(where.values())}."
-        return "\n".join(f"{where[h.store_id]}{h.path}\n  {h.excerpt}" for h in hits)
+        lines: list[str] = []
+        if mounts:
+            where = {m.store_id: m.path for m in mounts}
+            for h in await db.search([m.store_id for m in mounts], query, limit):
+                lines += [f"{where[h.store_id]}{h.path}", f"  {h.excerpt}"]
+        if req.episodes_of and store is None:
+            found = await db.search_episodes(req.episodes_of, query, limit, exclude_session=req.session_id)
+            for e in found:
+                lines += [f"session {e.session_id} event {e.offset} ({e.kind})", f"  {e.excerpt}"]
+            if found:
+                lines.append("[earlier sessions: da events SESSION --from OFFSET shows the log there]")
+        if not lines:
+            searched = [m.path for m in mounts] + (["earlier sessions"] if req.episodes_of and store is None else [])
+            return f"No memory matches {query!r} in {', '.join(searched)}."
+        return "\n".join(lines)
 
     @activity.defn(name=SNAPSHOT_WORKSPACE)
     @translate_errors

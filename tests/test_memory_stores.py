@@ -21,7 +21,7 @@ from temporalio.client import Client
 from durable_agents.api.memory_db import MemoryConflict, MemoryDb
 from durable_agents.api.store import Store
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
-from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryMount, ModelContext, Subagent
+from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryConfig, MemoryMount, ModelContext, Subagent
 from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import DA, ROOT, SetEnv, add_scenario, cli, coder, serve, spawn, with_subagents
@@ -395,6 +395,16 @@ async def test_two_writers_lose_nothing_on_either_database(backend: str, tmp_pat
             await db.delete("ms", (await db.list("ms", "/100xydone/"))[0].id, one)
             assert await db.search(["ms"], "y", 5) == []
             assert [h.store_id for h in await db.search(["ms", "other"], "ruff", 5)] == ["other"]
+            # Episodic memory: an agent's sessions' events, best first, scoped to the agent.
+            await db.add_episodes("coder", "s1", [(1, "user_message", "deploy on Tuesdays"), (2, "answer", "ok")])
+            await db.add_episodes("coder", "s2", [(1, "user_message", "deploy deploy now")])
+            await db.add_episodes("other", "s3", [(1, "user_message", "deploy elsewhere")])
+            found = await db.search_episodes("coder", "deploy tuesdays", 5)
+            assert [(e.session_id, e.offset, e.kind) for e in found][0] == ("s1", 1, "user_message"), found
+            assert {e.session_id for e in found} == {"s1", "s2"}
+            assert [e.session_id for e in await db.search_episodes("coder", "deploy", 5, exclude_session="s1")] == [
+                "s2"
+            ]
         finally:
             await store.close()
 
@@ -597,3 +607,29 @@ async def test_a_worker_on_another_database_refuses_rather_than_losing_writes(
     assert result is not None and result.is_error, result
     assert "memory store memstore_not_here is not in the API database this sandbox worker uses" in result.output
     assert "DA_DATABASE_URL" in result.output
+
+
+@pytest.mark.usefixtures("workers")
+async def test_episodic_memory_finds_an_earlier_session(
+    client: Client, scripted: ScriptedModelServer, tmp_path: Path, setenv: SetEnv
+) -> None:
+    """memory: {sessions: true}: a session's log is indexed when it goes idle; the agent's next
+    session finds it with memory_search (session and offset named); other agents do not."""
+    setenv("DA_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
+    agent = coder().model_copy(update={"memory": MemoryConfig(sessions=True)})
+    told = add_scenario(scripted, [Step(text="Noted: Tuesdays.")])
+    first = await start_agent_session(client, agent, f"The staging password rotates on Tuesdays. {told}")
+    await wait_until_settled(client, first.id)
+    await first.signal("end_session")
+    await first.result()
+    search = [ToolUse(name="memory_search", input={"query": "staging password"})]
+    asks = add_scenario(scripted, [Step(tool_uses=search), Step(text="{last_tool_result}")])
+    second = await start_agent_session(client, agent, f"When does it rotate? {asks}", one_shot=True)
+    found = (await second.result()).answer or ""
+    assert f"session {first.id} event 1 (user_message)" in found, found
+    assert "[staging] [password] rotates on Tuesdays" in found, found
+    assert "da events SESSION --from OFFSET" in found
+    other = agent.model_copy(update={"name": "other-agent"})
+    asks = add_scenario(scripted, [Step(tool_uses=search), Step(text="{last_tool_result}")])
+    third = await start_agent_session(client, other, f"And you? {asks}", one_shot=True)
+    assert "No memory matches 'staging password' in earlier sessions" in ((await third.result()).answer or "")

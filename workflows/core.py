@@ -62,7 +62,8 @@ class Session:
     def use_agent(self, agent: AgentSpec) -> None:
         """The agent this session runs (known at once, or once its agent_ref is resolved)."""
         self.agent = agent
-        self.base_tools = available_tools(agent) + ([MEMORY_SEARCH] if self.input.memory else [])
+        recall = self.input.memory or agent.memory.sessions
+        self.base_tools = available_tools(agent) + ([MEMORY_SEARCH] if recall else [])
         self.system = system_prompt(agent, self.input.memory)
         self.base_definitions = tool_definitions(self.base_tools, agent.subagents, agent.skills, agent.custom_tools)
         self.loop_guard = LoopGuard(agent.limits.loop_limit, self.state.loop)

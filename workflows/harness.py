@@ -213,6 +213,11 @@ def system_prompt(agent: AgentSpec, memory: Sequence[MemoryMount] = ()) -> str:
         )
     if memory:
         prompt = f"{prompt.rstrip()}\n\n{memory_section(memory)}"
+    if agent.memory.sessions:
+        prompt = (
+            f"{prompt.rstrip()}\n\nmemory_search also finds what your earlier sessions were told and did "
+            "(each hit names the session and the event).\n"
+        )
     return prompt
 
 

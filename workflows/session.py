@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agents.workflows.compaction import Compaction
     from durable_agents.workflows.continuation import continue_as_new, should_continue
     from durable_agents.workflows.core import Session
+    from durable_agents.workflows.episodes import index_episodes
     from durable_agents.workflows.failures import error_type, failure_message
     from durable_agents.workflows.harness import parse_tool_uses, text_of, tool_error
     from durable_agents.workflows.mcp import Mcp
@@ -98,11 +99,13 @@ class SessionWorkflow:
                 if inp.one_shot or session.stop_reason:
                     break
                 await self.sandbox.snapshot_when_idle()
+                await index_episodes(session)
                 session.set_status("idle")
                 session.details()
         finally:
             if not self.continuing:  # the next run keeps the sandbox
                 await self.sandbox.destroy()
+                await index_episodes(session)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.continuing:
             continue_as_new(session)

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, text, update
 
-from durable_agents.api.store import Store, memories, memory_versions, new_id, now, records
+from durable_agents.api.store import Store, episodes, memories, memory_versions, new_id, now, records
 from durable_agents.errors import UserError
 
 MAX_CONTENT = 102_400  # bytes of one memory's content
@@ -177,6 +177,14 @@ def api_actor(key_id: str | None) -> dict[str, Any]:
 
 def session_actor(session_id: str) -> dict[str, Any]:
     return {"type": "session_actor", "session_id": session_id}
+
+
+@dataclass(frozen=True)
+class EpisodeHit:
+    session_id: str
+    offset: int
+    kind: str
+    excerpt: str
 
 
 @dataclass(frozen=True)
@@ -519,3 +527,61 @@ class MemoryDb:
                 await conn.execute(select(func.count()).select_from(memories).where(memories.c.store_id == store_id))
             ).scalar()
         return int(value or 0)
+
+    # --- episodic memory --------------------------------------------------------------------------
+
+    async def _episodes_fts(self, conn: Any) -> None:
+        if self.sqlite:
+            await conn.execute(
+                text("CREATE VIRTUAL TABLE IF NOT EXISTS episodes_fts USING fts5(agent, session_id UNINDEXED, text)")
+            )
+
+    async def add_episodes(self, agent: str, session_id: str, items: list[tuple[int, str, str]]) -> None:
+        """Index (offset, kind, text) items of one session of `agent`."""
+        if not items:
+            return
+        when = now()
+        async with self.engine.begin() as conn:
+            await self._episodes_fts(conn)
+            for offset, kind, body in items:
+                result = await conn.execute(
+                    insert(episodes).values(
+                        agent=agent, session_id=session_id, offset=offset, kind=kind, text=body, created_at=when
+                    )
+                )
+                if self.sqlite:
+                    await conn.execute(
+                        text("INSERT INTO episodes_fts (rowid, agent, session_id, text) VALUES (:r, :a, :s, :t)"),
+                        {"r": result.inserted_primary_key[0], "a": agent, "s": session_id, "t": body},
+                    )
+
+    async def search_episodes(
+        self, agent: str, query: str, limit: int = 10, exclude_session: str | None = None
+    ) -> list[EpisodeHit]:
+        """The agent's earlier sessions' events that match, best first (FTS5 BM25 / ts_rank)."""
+        terms = _terms(query)
+        if not terms:
+            return []
+        params: dict[str, Any] = {"a": agent, "n": limit, "x": exclude_session or ""}
+        async with self.engine.begin() as conn:
+            if self.sqlite:
+                await self._episodes_fts(conn)
+                words = " OR ".join(f'"{t}"' for t in terms)
+                params["q"] = f'agent : "{agent}" AND text : ({words})'
+                sql = (
+                    'SELECT e.session_id, e."offset" AS off, e.kind, '
+                    "snippet(episodes_fts, 2, '[', ']', '…', 16) AS excerpt FROM episodes_fts "
+                    "JOIN episodes e ON e.seq = episodes_fts.rowid "
+                    "WHERE episodes_fts MATCH :q AND e.agent = :a AND e.session_id != :x "
+                    "ORDER BY bm25(episodes_fts) LIMIT :n"
+                )
+            else:
+                params["q"] = " | ".join(terms)
+                sql = (
+                    "SELECT session_id, \"offset\" AS off, kind, ts_headline('simple', text, to_tsquery('simple', :q), "
+                    "'StartSel=[, StopSel=], MaxWords=16, MinWords=4') AS excerpt FROM episodes "
+                    "WHERE agent = :a AND session_id != :x AND to_tsvector('simple', text) @@ to_tsquery('simple', :q) "
+                    "ORDER BY ts_rank(to_tsvector('simple', text), to_tsquery('simple', :q)) DESC, seq LIMIT :n"
+                )
+            rows = (await conn.execute(text(sql), params)).all()
+        return [EpisodeHit(r.session_id, int(r.off), r.kind, " ".join(str(r.excerpt).split())) for r in rows]

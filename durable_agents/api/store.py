@@ -96,6 +96,19 @@ memory_versions = Table(
     Column("redacted_by", Text, nullable=True),
 )
 
+# Episodic memory: what earlier sessions of an agent said and did, for its memory_search.
+episodes = Table(
+    "episodes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("agent", String(200), nullable=False, index=True),
+    Column("session_id", String(200), nullable=False, index=True),
+    Column("offset", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),  # user_message, answer, tool_call, tool_result
+    Column("text", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -233,18 +233,14 @@ class MemoryConfig(_Strict):
     """An agent's memory: the stores its sessions attach (`memory: [...]` is short for `stores`)."""
 
     stores: list[MemoryRef] = Field(default_factory=list)
-    sessions: bool = Field(default=False, description="memory_search over this agent's past sessions (not yet)")
+    sessions: bool = Field(
+        default=False, description="memory_search also covers this agent's earlier sessions (episodic memory)"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _a_list_is_stores(cls, data: Any) -> Any:
         return {"stores": data} if isinstance(data, list) else data
-
-    @model_validator(mode="after")
-    def _not_yet(self) -> MemoryConfig:
-        if self.sessions:
-            raise ValueError("sessions: episodic memory (memory_search over past sessions) is not built yet")
-        return self
 
 
 class Skill(_Strict):

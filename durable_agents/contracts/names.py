@@ -27,6 +27,7 @@ CHECK_SECRETS = "check_secrets"
 PREPARE_SESSION = "prepare_session"  # a session from a plain client: its agent by name, its search attributes
 MCP_SEPARATOR = "__"  # the model sees MCP tools as <server>__<tool>
 SNAPSHOT_WORKSPACE = "snapshot_workspace"
+INDEX_SESSION = "index_session"  # episodic memory: a session's log into its agent's search index
 
 # Queries and updates of SessionWorkflow.
 SEND_MESSAGE = "send_message"

@@ -104,6 +104,16 @@ class ExecuteRequest(_Strict):
     # The session's memory mounts: what the call changed under a read_write one becomes versions.
     memory: list[MemoryMount] = Field(default_factory=list)
     session_id: str | None = None
+    # Episodic memory: memory_search also covers this agent's earlier sessions.
+    episodes_of: str | None = None
+
+
+class IndexRequest(_Strict):
+    """Index a session's log from `from_offset` on for its agent's memory_search (episodic memory)."""
+
+    session_id: str
+    agent: str
+    from_offset: int = 0
 
 
 class ExecuteResult(_Strict):

@@ -363,6 +363,7 @@ class SessionCarry(_Strict):
     compaction: CompactionState = Field(default_factory=CompactionState)
     sandbox: SandboxState = Field(default_factory=SandboxState)
     loop: LoopState = Field(default_factory=LoopState)
+    indexed_to: int = 0  # episodic memory: the log before this offset is in the agent's search index
 
     @model_validator(mode="before")
     @classmethod
