@@ -6,7 +6,7 @@ The sandbox worker's side alone (`MemoryMounts`, on a SQLite API database in a t
 directory): a mount of --memories files; after each "tool call" the mount is compared with what
 was saved and the changes written as versions. Measured: a call that changed nothing (the scan),
 one that changed one file, one that changed ten; filling the mount at provision; and memory_search
-over a store of 10,000 memories.
+over a store of 10,000 memories and over 1,000 past sessions.
 """
 
 from __future__ import annotations
@@ -47,6 +47,33 @@ async def search_latency(db: MemoryDb, n: int) -> list[float]:
     return took
 
 
+SESSIONS = 1_000
+
+
+async def episode_latency(db: MemoryDb, n: int) -> list[float]:
+    """memory_search over SESSIONS earlier sessions of one agent, 20 indexed events each."""
+    import random
+
+    rng = random.Random(11)
+    for i in range(SESSIONS):
+        items = [
+            (
+                k,
+                "user_message" if k % 2 else "answer",
+                " ".join(rng.choice(WORDS) + str(rng.randrange(500)) for _ in range(30)),
+            )
+            for k in range(20)
+        ]
+        await db.add_episodes("bench-agent", f"session-{i}", items)
+    took = []
+    for _ in range(n):
+        query = f"{rng.choice(WORDS)}{rng.randrange(500)} {rng.choice(WORDS)}{rng.randrange(500)}"
+        started = time.perf_counter()
+        await db.search_episodes("bench-agent", query, 10)
+        took.append(time.perf_counter() - started)
+    return took
+
+
 async def main(memories: int, rounds: int, searches: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/api.db"
@@ -56,6 +83,7 @@ async def main(memories: int, rounds: int, searches: int) -> None:
         await store.start()
         db = MemoryDb(store)
         actor = {"type": "api_actor", "api_key_id": "bench"}
+        await store.put("memory_store", "ms", {"name": "bench", "description": "", "metadata": {}})
         for i in range(memories):
             await db.create("ms", f"/notes/{i // 20}/n{i}.md", f"note {i}\n" * 50, actor)
         mounts = MemoryMounts(Path(tmp) / "mounts")
@@ -80,6 +108,7 @@ async def main(memories: int, rounds: int, searches: int) -> None:
             await mounts.save(f"s{rounds - 1}", f"d{r}", [mount])
             ten.append(time.perf_counter() - started)
         search = await search_latency(db, searches)
+        episodes = await episode_latency(db, searches)
         await store.close()
         report(
             "memory",
@@ -89,8 +118,9 @@ async def main(memories: int, rounds: int, searches: int) -> None:
                 summary("write-back, 1 file changed", one),
                 summary("write-back, 10 files changed", ten),
                 summary(f"memory_search over {SEARCH_CORPUS:,} memories", search),
+                summary(f"memory_search over {SESSIONS:,} past sessions (20 events each)", episodes),
             ],
-            {"memories": memories, "rounds": rounds, "search_corpus": SEARCH_CORPUS},
+            {"memories": memories, "rounds": rounds, "search_corpus": SEARCH_CORPUS, "sessions": SESSIONS},
         )
 
 
