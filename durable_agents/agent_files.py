@@ -134,7 +134,7 @@ def _load(p: Path, chain: tuple[Path, ...]) -> AgentSpec:
 SKILLS_LIMIT = 1_000_000  # bytes of skill text per agent: it travels in the session's input
 
 
-def _parse_skill(folder: Path) -> dict[str, Any]:
+def parse_skill(folder: Path) -> dict[str, Any]:
     manifest = folder / "SKILL.md"
     text = _read_text(manifest, SKILLS_LIMIT)
     match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", text, re.DOTALL)
@@ -168,9 +168,9 @@ def _resolve_skills(p: Path, raw: dict[str, Any]) -> None:
             continue
         folder = p.parent / entry
         if (folder / "SKILL.md").is_file():
-            resolved.append(_parse_skill(folder))
+            resolved.append(parse_skill(folder))
         elif folder.is_dir():  # a folder of skill folders
-            resolved += [_parse_skill(sub) for sub in sorted(folder.iterdir()) if (sub / "SKILL.md").is_file()]
+            resolved += [parse_skill(sub) for sub in sorted(folder.iterdir()) if (sub / "SKILL.md").is_file()]
         else:
             raise AgentFileError(f"{p}: skills.{i}: {entry}: no such folder")
     if (

@@ -10,9 +10,11 @@ mkdir -p .bin .data "$CACHE"
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_updated=
+# One apt at a time on the machine (set-ups of several checkouts may run at once).
+APT_LOCK=/var/lock/durable-agents-apt.lock
 apt_install() {
-  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  [ -n "$apt_updated" ] || { as_root flock "$APT_LOCK" apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive as_root flock "$APT_LOCK" apt-get install -y -qq "$@" >/dev/null
 }
 
 setup_python() {
@@ -33,8 +35,9 @@ setup_temporal() {
   if command -v temporal >/dev/null 2>&1; then ln -sf "$(command -v temporal)" .bin/temporal; return; fi
   if command -v go >/dev/null 2>&1; then
     say "temporal: building the CLI $TEMPORAL_CLI_VERSION with go install (a few minutes, once)"
-    GOBIN="$CACHE/gobin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
-    mv "$CACHE/gobin/temporal" "$CACHE/temporal-$TEMPORAL_CLI_VERSION"
+    local gobin; gobin=$(mktemp -d "$CACHE/gobin.XXXXXX")  # its own: set-ups running at once do not collide
+    GOBIN="$gobin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+    mv "$gobin/temporal" "$CACHE/temporal-$TEMPORAL_CLI_VERSION"; rm -rf "$gobin"
   else
     say "temporal: no go toolchain; downloading the dev server with the Temporal SDK"
     .venv/bin/python - "$CACHE/sdk-download" "$CACHE/temporal-$TEMPORAL_CLI_VERSION" <<'PY'

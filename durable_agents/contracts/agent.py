@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jsonschema
 from pydantic import Field, field_validator, model_validator
@@ -92,8 +92,37 @@ class EgressRule(_Strict):
         return self.port or (443 if self.scheme == "https" else 80)
 
 
+# A package as its manager takes it: a name with an optional version or constraint
+# (`jq`, `requests==2.32.3`, `left-pad@1.3.0`, `ripgrep`, `golang.org/x/tools/cmd/stringer@v0.1.0`);
+# never options or shell text (they are passed as arguments, quoted, to the installer).
+PACKAGE_PATTERN = r"^[A-Za-z0-9@][A-Za-z0-9._+~:@/<>=!,\[\]^*-]*$"
+Package = Annotated[str, Field(min_length=1, max_length=214, pattern=PACKAGE_PATTERN)]
+
+
+class Packages(_Strict):
+    """Packages installed into an image derived from the sandbox image on the sandbox host
+    (`sandboxes/packages.py`), built once per content hash and reused by every later sandbox."""
+
+    apt: list[Package] = Field(default_factory=list, description="Debian packages (apt-get install)")
+    pip: list[Package] = Field(default_factory=list, description="Python packages (pip install)")
+    npm: list[Package] = Field(default_factory=list, description="Node packages (npm install -g)")
+    cargo: list[Package] = Field(default_factory=list, description="Rust crates (cargo install)")
+    gem: list[Package] = Field(default_factory=list, description="Ruby gems (gem install)")
+    go: list[Package] = Field(default_factory=list, description="Go programs (go install PATH@VERSION)")
+
+    def __bool__(self) -> bool:
+        return any(self.model_dump().values())
+
+    def digest(self) -> str:
+        """What the derived image is made of, in a stable form (order of packages kept: it can matter)."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
 class SandboxSpec(_Strict):
     image: str = "durable-agents/sandbox:latest"
+    packages: Packages = Field(
+        default_factory=Packages, description="installed into an image derived from `image`, cached by content"
+    )
     cpus: float = Field(default=1.0, gt=0, le=64)
     memory_mb: int = Field(default=1024, ge=64, le=65_536)
     disk_mb: int = Field(default=512, ge=16, le=65_536, description="size of the writable workspace")
@@ -146,7 +175,18 @@ class SandboxSpec(_Strict):
     def container_key(self) -> tuple[object, ...]:
         """What the container is made of: specs with equal keys can share a warm-pool container."""
         egress = tuple(r.model_dump_json() for r in self.egress)
-        return (self.image, self.cpus, self.memory_mb, self.disk_mb, self.pids, self.network, self.runtime, egress)
+        packages = self.packages.digest() if self.packages else None
+        return (
+            self.image,
+            packages,
+            self.cpus,
+            self.memory_mb,
+            self.disk_mb,
+            self.pids,
+            self.network,
+            self.runtime,
+            egress,
+        )
 
 
 class Limits(_Strict):
@@ -441,8 +481,23 @@ def unresolved_agent(ref: str) -> AgentSpec:
 
 def agent_version(agent: AgentSpec) -> str:
     """The content hash of a resolved agent definition: same definition, same version."""
-    canonical = json.dumps(agent.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        _without_later_defaults(agent.model_dump(mode="json")), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+_NO_PACKAGES = Packages().model_dump(mode="json")
+
+
+def _without_later_defaults(value: Any) -> Any:
+    """The dump without fields added later at their defaults (`sandbox.packages`), so an agent
+    defined before them keeps its version."""
+    if isinstance(value, dict):
+        return {k: _without_later_defaults(v) for k, v in value.items() if not (k == "packages" and v == _NO_PACKAGES)}
+    if isinstance(value, list):
+        return [_without_later_defaults(v) for v in value]
+    return value
 
 
 Subagent.model_rebuild()
