@@ -197,6 +197,21 @@ def _resolve_system_file(p: Path, raw: dict[str, Any]) -> None:
     del raw["system_file"]
 
 
+def _resolve_rubric_file(p: Path, raw: dict[str, Any]) -> None:
+    """`outcome.rubric_file`'s text as `outcome.rubric`."""
+    outcome = raw.get("outcome")
+    if not isinstance(outcome, dict) or not isinstance(outcome.get("rubric_file"), str):
+        return
+    name = outcome.pop("rubric_file")
+    if outcome.get("rubric"):
+        raise AgentFileError(f"{p}: outcome.rubric_file: give rubric or rubric_file, not both")
+    try:
+        outcome["rubric"] = _read_text(p.parent / name, SYSTEM_FILE_LIMIT)
+    except AgentFileError as e:
+        problem = str(e).removeprefix(f"{p.parent / name}: ")
+        raise AgentFileError(f"{p}: outcome.rubric_file: {name}: {problem}") from None
+
+
 def _parse(p: Path) -> AgentSpec:
     if not p.exists() and not p.is_symlink():
         raise AgentFileError(f"{p}: no such agent file")
@@ -206,6 +221,7 @@ def _parse(p: Path) -> AgentSpec:
     if not isinstance(raw, dict):
         raise AgentFileError(f"{p}: expected a mapping of fields (name, model, system, tools, ...)")
     _resolve_system_file(p, raw)
+    _resolve_rubric_file(p, raw)
     _resolve_skills(p, raw)
     try:
         return AgentSpec.model_validate(raw)

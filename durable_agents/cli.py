@@ -103,15 +103,21 @@ def print_event(e: SessionEvent, as_json: bool) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
+def read_text_arg(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise CliError(f"{option} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{option} {path}: not a text file") from None
+
+
 def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
     """--file LOCAL[=DEST] and --git URL [--git-ref REF] [--git-token-secret NAME] as a seed."""
     files = {}
     for spec in args.file or []:
         local, _, dest = spec.partition("=")
-        try:
-            files[dest or Path(local).name] = Path(local).read_text()
-        except OSError as e:
-            raise CliError(f"--file {local}: {e.strerror}") from None
+        files[dest or Path(local).name] = read_text_arg(local, "--file")
     git = None
     if args.git:
         git = GitSource(url=args.git, ref=args.git_ref, token_secret=args.git_token_secret)
@@ -124,15 +130,24 @@ def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
 
 
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    agent = load_agent(args.agent)
+    outcome = None
+    if args.outcome is not None:
+        rubric = read_text_arg(args.outcome, "--outcome")
+        iterations = args.max_iterations or (agent.outcome.max_iterations if agent.outcome else 3)
+        outcome = api.new_outcome(args.task, rubric, iterations)
+    elif args.max_iterations is not None:
+        raise CliError("--max-iterations goes with --outcome RUBRIC.md")
     handle = await api.start_agent_session(
         client,
-        load_agent(args.agent),
+        agent,
         args.task,
         session_id=args.id,
         one_shot=args.one_shot,
         source=args.agent,
         workspace=workspace_seed(args),
         reuse_closed_id=False,
+        outcome=outcome,
     )
     print(handle.id, flush=True)
     warning = await api.check_taken_up(handle)
@@ -226,10 +241,7 @@ def client_tool_result(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError("give the result with --file out.json or --text TEXT (one of them)")
     if args.text is not None:
         return {"content": args.text, "is_error": args.error}
-    try:
-        raw = Path(args.file).read_text()
-    except OSError as e:
-        raise CliError(f"--file {args.file}: {e.strerror}") from None
+    raw = read_text_arg(args.file, "--file")
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -539,6 +551,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--git", metavar="URL", help="seed /workspace with a clone of this repository")
     s.add_argument("--git-ref", metavar="REF", help="branch or tag to clone")
     s.add_argument("--git-token-secret", metavar="NAME", help="secret the sandbox worker uses to clone")
+    s.add_argument("--outcome", metavar="RUBRIC.md", help="grade the answer against this rubric, revising until met")
+    s.add_argument("--max-iterations", type=int, metavar="N", help="evaluate-then-revise cycles (1-20, default 3)")
     s.add_argument("task")
     s = sub.add_parser("send", help="add a user message to a running session")
     s.add_argument("id")

@@ -48,6 +48,7 @@ from durable_agents.contracts import (
     SET_BUDGET,
     AgentSpec,
     GitSource,
+    OutcomeState,
     SessionState,
     WorkspaceSeed,
 )
@@ -135,6 +136,19 @@ def _first_message(events: list[dict[str, Any]] | None) -> list[str]:
     return texts
 
 
+def outcome_evaluation(o: OutcomeState) -> dict[str, Any]:
+    """An outcome's state as the SDK's `outcome_evaluation` resource."""
+    return {
+        "type": "outcome_evaluation",
+        "outcome_id": o.outcome.id,
+        "description": o.outcome.description,
+        "iteration": o.iteration,
+        "result": o.result,
+        "explanation": o.explanation,
+        "completed_at": o.completed_at.isoformat() if o.completed_at else None,
+    }
+
+
 class Sessions(Definitions):
     # --- reading ------------------------------------------------------------------------------
 
@@ -192,7 +206,7 @@ class Sessions(Definitions):
             "vault_ids": body.get("vault_ids", []),
             "budget": body.get("budget"),
             "resources": [],
-            "outcome_evaluations": [],
+            "outcome_evaluations": [outcome_evaluation(o) for o in state.outcomes] if state is not None else [],
             "status": status,
             "usage": usage,
             "stats": {"duration_seconds": (datetime.now(UTC) - created).total_seconds()},

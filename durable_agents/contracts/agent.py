@@ -268,6 +268,13 @@ class Skill(_Strict):
     files: dict[str, str] = Field(default_factory=dict, description="other text files of the skill, by relative path")
 
 
+class OutcomeSpec(_Strict):
+    """An agent file's outcome: every session's task is graded against this rubric."""
+
+    rubric: str = Field(min_length=1, max_length=200_000, description="in a file: rubric or rubric_file (relative)")
+    max_iterations: int = Field(default=3, ge=1, le=20)
+
+
 class Subagent(_Strict):
     """A subagent a session may spawn: an agent file (relative to this one) or an inline spec."""
 
@@ -352,6 +359,7 @@ class AgentSpec(_Strict):
     custom_tools: list[CustomTool] = Field(
         default_factory=list, description="tools the client executes (starter.py tool-result or the Python API)"
     )
+    outcome: OutcomeSpec | None = Field(default=None, description="grade every task against this rubric")
     mcp_servers: list[McpServer] = Field(
         default_factory=list, description="MCP servers whose tools the model may use, as <server>__<tool>"
     )
@@ -487,14 +495,18 @@ def agent_version(agent: AgentSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-_NO_PACKAGES = Packages().model_dump(mode="json")
+# Fields added later, at their defaults: left out of the version's hash, so an agent defined
+# before them keeps its version.
+_LATER_DEFAULTS: dict[str, Any] = {"packages": Packages().model_dump(mode="json"), "outcome": None}
 
 
 def _without_later_defaults(value: Any) -> Any:
-    """The dump without fields added later at their defaults (`sandbox.packages`), so an agent
-    defined before them keeps its version."""
     if isinstance(value, dict):
-        return {k: _without_later_defaults(v) for k, v in value.items() if not (k == "packages" and v == _NO_PACKAGES)}
+        return {
+            k: _without_later_defaults(v)
+            for k, v in value.items()
+            if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
+        }
     if isinstance(value, list):
         return [_without_later_defaults(v) for v in value]
     return value

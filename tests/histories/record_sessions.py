@@ -30,6 +30,7 @@ from temporalio.worker import Replayer
 from durable_agents import schedules, session_log
 from durable_agents.agent_files import load_agent
 from durable_agents.client import (
+    new_outcome,
     post_tool_result,
     send_message,
     session_events,
@@ -662,3 +663,24 @@ async def test_plain_client_agent_ref(client: Client, scripted: ScriptedModelSer
     assert events[0].kind == "session_started" and events[0].agent is not None
     history = await record(client, handle.id, "agent-ref")
     assert "prepare_session" in history.to_json()
+
+
+async def test_outcome(client: Client, scripted: ScriptedModelServer) -> None:
+    """An outcome graded twice: needs_revision (its feedback the next message), then satisfied."""
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": "a.txt", "content": "1\n"})),
+            Step(text="See a.txt"),
+            Step(text="Revised a.txt"),
+        ],
+    )
+    verdicts = [("needs_revision", "More."), ("satisfied", "Good.")]
+    rubric = add_scenario(scripted, [Step(text=json.dumps({"result": r, "explanation": e})) for r, e in verdicts])
+    outcome = new_outcome(f"Write a.txt {marker}", f"- a.txt exists {rubric}", 3)
+    handle = await start(client, "outcome", coder(), outcome.description, outcome=outcome)
+    await wait_until_settled(client, handle.id)
+    events = await session_events(client, handle.id)
+    assert [e.result for e in events if e.kind == "outcome_evaluation_end"] == ["needs_revision", "satisfied"]
+    await finish(client, handle.id)
+    await record(client, handle.id, "outcome")
