@@ -331,6 +331,8 @@ class Feed {
     pump.catch(() => {});
     await opened.ready;
     const events = await listAll(`${convo.base}/events`, {}, { signal: this.signal });
+    if (!convo.thread && !this.restarted) performance.mark("console:events-listed");
+    this.restarted = true;
     convo.addMany(events);
     listed = true;
     convo.live = true;
