@@ -19,9 +19,11 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 from temporalio.client import Client
 
+from durable_agents.client import start_agent_session
+from durable_agents.contracts import Skill, Subagent
 from durable_agents.live.publisher import DeltaPublisher
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import ROOT, Workers, add_scenario, serve, state_of, wait_for
+from tests.helpers import ROOT, Workers, add_scenario, coder, serve, spawn, state_of, wait_for, with_subagents
 
 KEY = "console-test-key"
 UI = "http://temporal-ui.example:8233"  # TEMPORAL_UI_URL of this da serve: the session's link goes there
@@ -150,10 +152,13 @@ async def test_sign_in_find_a_session_open_it_and_talk_to_it(
         await expect(streaming).to_have_count(0)
         await expect(page.locator("#turns")).to_have_text("3")
         await expect(box).to_have_value("")
-        await page.screenshot(path=str(DOCS / "console-session.png"), full_page=True)
+        # The whole page in one frame (a full-page capture would leave the sticky message box mid-page).
+        height = await page.evaluate("document.documentElement.scrollHeight")
+        await page.set_viewport_size({"width": 1280, "height": height})
+        await page.screenshot(path=str(DOCS / "console-session.png"))
     finally:
         await context.close()
-    await sdk.beta.sessions.delete(session.id)
+    await client.get_workflow_handle(session.id).signal("end_session")
 
 
 async def see_the_first_turn(page: Page) -> None:
@@ -162,6 +167,7 @@ async def see_the_first_turn(page: Page) -> None:
     await expect(card.locator(".name")).to_have_text("bash")
     await expect(card.locator("pre.result")).to_have_text("console-tour")
     await expect(card.locator(".state")).to_have_text("done")
+    await expect(card).not_to_contain_text("null")  # nothing missing is printed as such
     await expect(page.locator(".msg.agent").last).to_contain_text("It printed: console-tour")
     await expect(page.locator("#status .badge")).to_have_text("idle")
 
@@ -222,7 +228,64 @@ async def test_approve_deny_and_answer_a_custom_tool_from_the_page(
     await expect(second).to_have_attribute("data-tool-use-id", re.compile(".+"))
     denied_id = await second.get_attribute("data-tool-use-id")
     assert denied_id in denied_results(), "the deny message reached the model"
-    await sdk.beta.sessions.delete(session.id)
+    await client.get_workflow_handle(session.id).signal("end_session")
+
+
+async def test_a_compaction_with_its_raw_events_a_subagent_as_a_nested_thread_and_the_pages_of_the_list(
+    console: str, page: Page, client: Client, scripted: ScriptedModelServer
+) -> None:
+    child = add_scenario(
+        scripted,
+        [Step(tool_use=ToolUse(name="bash", input={"command": "ls /workspace | wc -l"})), Step(text="0 files")],
+    )
+    reads = [
+        Step(tool_use=ToolUse(name="load_skill", input={"name": "tick", "copy_files": i % 2 == 0})) for i in range(10)
+    ]
+    marker = add_scenario(
+        scripted, [*reads, Step(tool_use=spawn("helper", f"Count the files.\n{child}")), Step(text="All read.")]
+    )
+    bulky = Skill(name="tick", description="returns a lot of text", body="lorem ipsum " * 150)  # ~1,800 bytes a read
+    limits = coder().limits.model_copy(update={"context_tokens": 3000, "keep_recent_tokens": 1000})
+    agent = with_subagents(coder(), Subagent(name="helper", description="counts", spec=coder()))
+    agent = agent.model_copy(update={"limits": limits, "skills": [bulky], "name": "console-reader"})
+    handle = await start_agent_session(client, agent, f"Read a lot. {marker}", one_shot=True)
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done", result
+
+    await page.goto(f"{console}/console/sessions/{handle.id}")
+    await expect(page.locator(".msg.agent").last).to_contain_text("All read.")
+    await expect(page.locator("#status .badge")).to_have_text("terminated")
+    await expect(page.locator("form.composer")).to_be_hidden()  # an ended session takes no messages
+    compaction = page.locator(".compaction").first
+    await expect(compaction).to_contain_text("Context compacted (summary)")
+    # The subagent: a nested thread, its own tool call inside it.
+    thread = page.locator("details.thread")
+    await expect(thread.locator("summary")).to_contain_text("subagent helper")
+    await expect(thread.locator("summary .badge")).to_have_text("done")
+    await thread.locator("summary").click()
+    nested = thread.locator(".tool").filter(has=page.locator("pre.input", has_text="ls /workspace | wc -l"))
+    await expect(nested.locator("pre.result")).to_have_text("0")
+    await expect(thread.locator(".msg.agent").last).to_contain_text("0 files")
+    # The compaction's raw events: exactly those it covers.
+    raw = compaction.locator("a.raw")
+    covered = int(re.sub(r"\D", "", await raw.text_content() or ""))
+    await raw.click()
+    await expect(page).to_have_url(re.compile(r"/events\?page="))
+    await expect(page.locator("#raw-events > .card")).to_have_count(covered)
+    assert covered > 3
+
+    # The list a session a page: the next page holds the next older one.
+    another = add_scenario(scripted, [Step(text="hi")])
+    await (await start_agent_session(client, coder(), f"Hello. {another}", one_shot=True)).result()
+    await page.goto(f"{console}/console/sessions?limit=1")
+    await expect(page.locator("#sessions tbody tr")).to_have_count(1)
+    newest = await page.locator("#sessions tbody tr").get_attribute("data-session")
+    await page.get_by_role("link", name="Older →").click()
+    await expect(page).to_have_url(re.compile(r"page=1"))
+    await expect(page.locator("#sessions tbody tr")).to_have_count(1)
+    await expect(page.locator("#sessions tbody tr")).not_to_have_attribute("data-session", newest or "")
+    await page.get_by_role("link", name="← Newer").click()
+    await expect(page.locator("#sessions tbody tr")).to_have_attribute("data-session", newest or "")
 
 
 async def test_agent_versions_their_diff_and_a_deployment_run_from_the_page(

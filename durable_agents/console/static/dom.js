@@ -31,6 +31,12 @@ export function append(el, children) {
   return el;
 }
 
+/** Replace an element's children (null and false are left out, as in h()). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}
+
 export function clear(el) {
   el.replaceChildren();
   return el;

@@ -3,7 +3,7 @@
 // answered from the page, errors, compactions, subagents as nested threads; and its raw events.
 
 import { api, listAll, stream, withQuery } from "./api.js";
-import { badge, cost, errorBox, h, pretty, tokens, when } from "./dom.js";
+import { badge, cost, errorBox, fill, h, pretty, tokens, when } from "./dom.js";
 
 const LONG_CHARS = 1200; // output longer than this (or than LONG_LINES lines) starts collapsed
 const LONG_LINES = 16;
@@ -57,9 +57,9 @@ class ToolCard {
     if (isLong(text)) {
       const lines = text.split("\n").length;
       const label = `output: ${lines} lines, ${text.length} characters${note ? ", truncated" : ""}`;
-      this.output.replaceChildren(h("details", h("summary", label), pre), noteEl);
+      fill(this.output, h("details", h("summary", label), pre), noteEl);
     } else {
-      this.output.replaceChildren(pre, noteEl);
+      fill(this.output, pre, noteEl);
     }
   }
 
@@ -389,7 +389,8 @@ export async function sessionPage(ctx, id) {
     status.replaceChildren(badge(session.status));
     factsEl.replaceChildren(...facts(session));
     composer.hidden = session.status === "terminated";
-    links.replaceChildren(
+    fill(
+      links,
       h("span.muted.mono", id),
       session.temporal?.ui_url ? h("a#temporal-link", { href: session.temporal.ui_url, target: "_blank", rel: "noopener" }, "Open in the Temporal UI") : null,
       h("a", { href: `/console/sessions/${enc(id)}/events` }, "Raw events"),

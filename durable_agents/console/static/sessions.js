@@ -3,9 +3,9 @@
 // row; turns, tokens and cost come from each session's own record (one request per row).
 
 import { api, listAll, withQuery } from "./api.js";
-import { ago, badge, cost, errorBox, h, tokens, when } from "./dom.js";
+import { ago, badge, cost, errorBox, fill, h, tokens, when } from "./dom.js";
 
-const PAGE = 20;
+const PAGE = 20; // sessions a page (?limit= asks for another number)
 const REFRESH_MS = 5000;
 const STATUSES = ["running", "idle", "terminated", "rescheduling"];
 
@@ -34,6 +34,8 @@ export async function sessionsPage(ctx) {
   const agentId = params.get("agent_id") || "";
   const status = params.get("status") || "";
   const page = params.get("page") || "";
+  const limit = Math.min(100, Number(params.get("limit")) || PAGE);
+  const here = (more) => withQuery("/console/sessions", { agent_id: agentId, status, limit: params.get("limit"), ...more });
   const controller = new AbortController();
   ctx.stops.push(() => controller.abort());
 
@@ -44,7 +46,7 @@ export async function sessionsPage(ctx) {
     h("option", { value: "" }, "All statuses"),
     STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)),
   );
-  const apply = () => go(withQuery("/console/sessions", { agent_id: agentSelect.value, status: statusSelect.value }));
+  const apply = () => go(withQuery("/console/sessions", { agent_id: agentSelect.value, status: statusSelect.value, limit: params.get("limit") }));
   agentSelect.addEventListener("change", apply);
   statusSelect.addEventListener("change", apply);
   const body = h("tbody");
@@ -76,7 +78,7 @@ export async function sessionsPage(ctx) {
 
   const rows = new Map(); // session id -> its row's cells
   async function load() {
-    const query = { limit: PAGE, order: "desc", agent_id: agentId, statuses: status ? [status] : undefined, page };
+    const query = { limit, order: "desc", agent_id: agentId, statuses: status ? [status] : undefined, page };
     const listed = await api(withQuery("/v1/sessions", query), { signal: controller.signal });
     problem.replaceChildren();
     const seen = new Set();
@@ -116,11 +118,12 @@ export async function sessionsPage(ctx) {
       }
     }
     if (!listed.data.length) body.replaceChildren(h("tr", h("td", { colspan: 7 }, h("span.muted", "No sessions."))));
-    pager.replaceChildren(
+    fill(
+      pager,
       listed.prev_page !== null && listed.prev_page !== undefined
-        ? h("a.button", { href: withQuery("/console/sessions", { agent_id: agentId, status, page: listed.prev_page === "0" ? "" : listed.prev_page }) }, "← Newer")
+        ? h("a.button", { href: here({ page: listed.prev_page === "0" ? "" : listed.prev_page }) }, "← Newer")
         : null,
-      listed.next_page ? h("a.button", { href: withQuery("/console/sessions", { agent_id: agentId, status, page: listed.next_page }) }, "Older →") : null,
+      listed.next_page ? h("a.button", { href: here({ page: listed.next_page }) }, "Older →") : null,
     );
     // The details of each row: status now, turns, tokens, cost.
     const open = listed.data.filter((s) => !rows.get(s.id)?.final);
