@@ -197,16 +197,17 @@ async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
     """The live relay: workers post model-call deltas, clients read sessions as Server-Sent Events."""
+    from durable_agents import console
     from durable_agents.api.app import create_api  # the API's database layer: only where it is served
 
     relay = Relay(client, poll_s=args.poll_ms / 1000)
     api = await create_api(client, relay)
-    app = create_app(relay, api.routes)
+    app = create_app(relay, [*api.routes, *console.routes()])
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))
     url = f"http://{args.host}:{args.port}"
     print(
         f"live server on {url}: GET {url}/sessions/ID/events (Server-Sent Events); workers publish with "
-        f"{LIVE_URL_ENV}={url}",
+        f"{LIVE_URL_ENV}={url}; the console on {url}/console/",
         flush=True,
     )
     await server.serve()

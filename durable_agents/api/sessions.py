@@ -5,11 +5,16 @@ metadata, the agent version, environment, vaults, budget) is kept in the API's d
 Statuses: the workflow's `running` is `running`; `idle` and `waiting` (for an approval or a
 client tool) are `idle`; `done` and `failed` are `terminated`. Sessions started by `da start` or a
 plain Temporal client have no row: they are listed and read from Temporal alone.
+
+Beside the SDK's fields a session has `stats.turns` (model calls so far, where its state was read)
+and `temporal`: its namespace, workflow id and page in the Temporal UI (TEMPORAL_UI_URL).
 """
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -149,7 +154,10 @@ def outcome_evaluation(o: OutcomeState) -> dict[str, Any]:
     }
 
 
+@dataclass
 class Sessions(Definitions):
+    temporal_ui_url: str = "http://localhost:8233"  # where the `temporal` link of a session points
+
     # --- reading ------------------------------------------------------------------------------
 
     async def _state(self, session_id: str) -> SessionState:
@@ -195,6 +203,9 @@ class Sessions(Definitions):
             closed = listed is not None and listed.status not in (None, WorkflowExecutionStatus.RUNNING)
             status = "terminated" if closed else STATUS.get(str(ours), "idle")
             usage = {}
+        stats: dict[str, Any] = {"duration_seconds": (datetime.now(UTC) - created).total_seconds()}
+        if state is not None:
+            stats["turns"] = state.turns  # ours: model calls so far
         updated = body.get("updated_at") or created.isoformat()
         return {
             "id": session_id,
@@ -209,12 +220,19 @@ class Sessions(Definitions):
             "outcome_evaluations": [outcome_evaluation(o) for o in state.outcomes] if state is not None else [],
             "status": status,
             "usage": usage,
-            "stats": {"duration_seconds": (datetime.now(UTC) - created).total_seconds()},
+            "stats": stats,
             "created_at": created.isoformat(),
             "updated_at": updated,
             "archived_at": archived.isoformat() if archived else None,
             "deployment_id": body.get("deployment_id"),
+            "temporal": self._temporal(session_id),  # ours: the session's workflow, and its page in the Temporal UI
         }
+
+    def _temporal(self, session_id: str) -> dict[str, str]:
+        namespace = self.client.namespace
+        quote = urllib.parse.quote
+        path = f"/namespaces/{quote(namespace, safe='')}/workflows/{quote(session_id, safe='')}"
+        return {"namespace": namespace, "workflow_id": session_id, "ui_url": self.temporal_ui_url.rstrip("/") + path}
 
     async def _agent_of_plain_session(self, session_id: str) -> dict[str, Any]:
         """A session `da start` or a plain client made: its agent as the session log recorded it."""

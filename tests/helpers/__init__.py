@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.helpers.mcp import MCP_TOKEN, HttpServers, auth_servers, http_mcp_servers
-from tests.helpers.paths import CHAOS_NAMESPACE, DA, DA_WORKER, ROOT, TEMPORAL_CLI
+from tests.helpers.paths import CHAOS_NAMESPACE, CHROMIUM, CHROMIUM_ARGS, DA, DA_WORKER, ROOT, TEMPORAL_CLI
 from tests.helpers.processes import cli, free_port, serve, wait_healthy
 from tests.helpers.scenarios import add_scenario, write_then_read_twice
 from tests.helpers.sessions import coder, spawn, state_of, wait_for, with_subagents
@@ -17,6 +17,8 @@ SetEnv = Callable[[str, str | None], None]  # the `setenv` fixture: NAME, value 
 
 __all__ = [
     "CHAOS_NAMESPACE",
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
     "DA",
     "DA_WORKER",
     "MCP_TOKEN",
