@@ -257,6 +257,16 @@ setup_namespace() {
     "${t[@]}" operator search-attribute create --namespace "$NAMESPACE" "${missing[@]}" >/dev/null
     say "search attributes: ${SEARCH_ATTRIBUTES[*]} registered"
   fi
+  # Each frontend maps them to columns from a cache it refreshes every few seconds: until then,
+  # starting a session that sets them fails.
+  local n query; query=$(printf '%s="" AND ' "${SEARCH_ATTRIBUTES[@]}"); query=${query% AND }
+  for n in $(seq 0 $((NODES - 1))); do
+    for _ in $(seq 1 120); do
+      "$TEMPORAL" --address "127.0.0.1:$(node_port "$n")" workflow count --namespace "$NAMESPACE" \
+        --query "$query" >/dev/null 2>&1 && break
+      sleep 0.5
+    done
+  done
 }
 
 start_ui() {
