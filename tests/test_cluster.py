@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 from temporalio.client import Client
 
@@ -40,9 +41,13 @@ def _free(port: int) -> bool:
 
 def _side_port() -> int:
     """A frontend port whose whole derived range (membership PORT-300.., PostgreSQL PORT-100,
-    two nodes' services PORT..PORT+30) is free."""
+    two nodes' services PORT..PORT+30, the UI PORT+1000) is free."""
     for port in range(17233, 30000, 500):
-        derived = [port - 100, *(port + 20 * n + k for n in (0, 1) for k in (0, 1, 2, 6, 10, -300, -299, -298, -294))]
+        derived = [
+            port - 100,
+            port + 1000,
+            *(port + 20 * n + k for n in (0, 1) for k in (0, 1, 2, 6, 10, -300, -299, -298, -294)),
+        ]
         if all(_free(p) for p in derived):
             return port
     raise AssertionError("no free side port range for the cluster")
@@ -59,7 +64,7 @@ class Cluster:
             "DA_CLUSTER_PORT": str(self.port),
             "DA_CLUSTER_DATA": self.data,
             "DA_CLUSTER_NODES": str(nodes),
-            "DA_CLUSTER_UI": "0",
+            "DA_CLUSTER_UI": "1",  # `make setup` built it
             "TEMPORAL_NAMESPACE": CHAOS_NAMESPACE,
             # Tests need durability across process deaths, not power loss.
             "DA_CLUSTER_PG_OPTIONS": "-c fsync=off -c synchronous_commit=off",
@@ -69,6 +74,10 @@ class Cluster:
         )
         assert done.returncode == 0, f"cluster.sh {action} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port + 1000}"
 
     def address(self, node: int = 0) -> str:
         return f"127.0.0.1:{self.port + 20 * node}"
@@ -139,6 +148,13 @@ async def test_a_session_end_to_end_on_the_cluster(
     marker = slow_appends(scripted)
     handle = await start_agent_session(cluster_client, coder(), f"On PostgreSQL. {marker}", one_shot=True)
     await finishes_clean(cluster_client, handle.id)
+
+
+def test_the_web_ui_serves_the_cluster(cluster: Cluster) -> None:
+    page = httpx.get(cluster.ui_url + "/", timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    listed = httpx.get(cluster.ui_url + "/api/v1/namespaces", timeout=10).json()
+    assert CHAOS_NAMESPACE in [ns["namespaceInfo"]["name"] for ns in listed["namespaces"]]
 
 
 async def test_sigkill_of_the_temporal_server_mid_session_then_up(
