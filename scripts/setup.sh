@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs, idempotent and cached: a second run takes seconds.
-#   scripts/setup.sh [all|python|temporal|docker|image|mcp|browser|postgres]
+#   scripts/setup.sh [all|python|temporal|docker|image|mcp|browser|postgres|cluster]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -107,6 +107,12 @@ setup_postgres() {
   apt_install postgresql
 }
 
+# The production engine (scripts/cluster.sh): the Temporal server and its SQL tool built with
+# `go install`, cached in $CACHE; the Web UI server where it builds. Nothing runs from here.
+setup_cluster() {
+  bash scripts/cluster.sh install
+}
+
 setup_image() {
   bash sandboxes/image/build.sh
 }
@@ -127,6 +133,7 @@ case "${1:-all}" in
   mcp) setup_mcp ;;
   browser) setup_browser ;;
   postgres) setup_postgres ;;
-  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image; setup_browser; setup_postgres ;;
-  *) echo "usage: $0 [all|python|temporal|docker|image|mcp|browser|postgres]" >&2; exit 2 ;;
+  cluster) setup_temporal; setup_postgres; setup_cluster ;;
+  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image; setup_browser; setup_postgres; setup_cluster ;;
+  *) echo "usage: $0 [all|python|temporal|docker|image|mcp|browser|postgres|cluster]" >&2; exit 2 ;;
 esac
