@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from durable_agents.contracts import AgentSpec, agent_version
+from durable_agents import web_search
+from durable_agents.contracts import WEB_SEARCH, AgentSpec, agent_version
 from durable_agents.errors import UserError
 
 __all__ = ["AgentFileError", "agent_version", "load_agent"]
@@ -118,6 +119,8 @@ def load_agent(path: str | Path) -> AgentSpec:
 
 def _load(p: Path, chain: tuple[Path, ...]) -> AgentSpec:
     agent = _parse(p)
+    if WEB_SEARCH in agent.tools and not web_search.configured():
+        raise AgentFileError(f"{p}: tools: {web_search.NOT_CONFIGURED}")
     for i, sub in enumerate(agent.subagents):
         if sub.spec is not None or sub.agent is None:
             continue

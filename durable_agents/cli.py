@@ -48,8 +48,8 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
+from durable_agents import cli_memory, codec, schedules, session_log, telemetry, vault
 from durable_agents import client as api
-from durable_agents import codec, schedules, session_log, telemetry, vault
 from durable_agents.agent_files import agent_version, load_agent
 from durable_agents.client import ClientError
 from durable_agents.connection import connect, temporal_address
@@ -148,6 +148,7 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
         workspace=workspace_seed(args),
         reuse_closed_id=False,
         outcome=outcome,
+        memory=await cli_memory.mounts(args.memory or []),
     )
     print(handle.id, flush=True)
     warning = await api.check_taken_up(handle)
@@ -554,6 +555,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--git-token-secret", metavar="NAME", help="secret the sandbox worker uses to clone")
     s.add_argument("--outcome", metavar="RUBRIC.md", help="grade the answer against this rubric, revising until met")
     s.add_argument("--max-iterations", type=int, metavar="N", help="evaluate-then-revise cycles (1-20, default 3)")
+    s.add_argument(
+        "--memory",
+        action="append",
+        metavar="STORE[:read_only]",
+        help="attach a memory store (id or name), mounted at /mnt/memory/<name>; read_write unless :read_only",
+    )
     s.add_argument("task")
     s = sub.add_parser("send", help="add a user message to a running session")
     s.add_argument("id")
@@ -603,6 +610,7 @@ def parser() -> argparse.ArgumentParser:
     key_commands.add_parser("create", help="make a key; it is printed once").add_argument("name")
     key_commands.add_parser("list", help="keys with their state (never the keys)")
     key_commands.add_parser("revoke", help="revoke a key by its id").add_argument("id")
+    cli_memory.add_parser(sub)
     v = sub.add_parser("vault", help="secrets the workers resolve by name: set, list, delete").add_subparsers(
         dest="vault_command", required=True
     )
@@ -709,6 +717,8 @@ async def amain(argv: list[str]) -> int:
             return await cmd_api_key(args)
         if args.command == "vault":
             return await cmd_vault(args)
+        if args.command == "memory":
+            return await cli_memory.cmd_memory(args)
         if args.command == "codec-key":
             return await cmd_codec_key(args)
         if args.command == "codec-server":
@@ -722,6 +732,7 @@ async def amain(argv: list[str]) -> int:
         if args.command == "start":
             load_agent(args.agent)  # bad input fails before anything connects
             workspace_seed(args)
+            await cli_memory.mounts(args.memory or [])
         try:
             client = await connect()
         except RuntimeError as e:

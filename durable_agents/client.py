@@ -56,6 +56,7 @@ from durable_agents.contracts import (
     SESSION_WORKFLOW,
     TOOL_RESULT,
     AgentSpec,
+    MemoryMount,
     Outcome,
     SessionEvent,
     SessionInput,
@@ -155,6 +156,7 @@ async def start_agent_session(
     reuse_closed_id: bool = True,
     summary: str | None = None,
     outcome: Outcome | None = None,
+    memory: list[MemoryMount] | None = None,
 ) -> WorkflowHandle[Any, SessionResult]:
     """Start a session (task None: it waits, idle, for its first message). A running session's id
     is never reused; a closed one's is unless `reuse_closed_id` is False (the new run then hides the
@@ -180,6 +182,7 @@ async def start_agent_session(
                 outcome=outcome if task else None,
                 search_attributes=with_attributes,
                 workspace=workspace,
+                memory=memory or [],
             ),
             id=session_id,
             task_queue=task_queue,

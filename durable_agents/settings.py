@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     codec_key_file: Path = Field(default_factory=_in_data_dir("codec-keys.json"), validation_alias="DA_CODEC_KEY_FILE")
     codec_keys: SecretStr | None = Field(None, validation_alias="DA_CODEC_KEYS")
 
+    # web_search's backend (module:factory or a search service's URL); unset: the tool is not offered
+    web_search: str | None = Field(None, validation_alias="DA_WEB_SEARCH")
+
     # Live streaming
     live_url: str | None = Field(None, validation_alias="DA_LIVE_URL")
 

@@ -81,8 +81,8 @@ async def test_agents_are_versioned_and_refuse_what_this_runtime_cannot_run(
     agent = await agents.create(name="coder bot", model="claude-sonnet-5-5", system="Be brief.", tools=TOOLSET)
     assert agent.version == 1 and agent.model.id == "claude-sonnet-5-5" and agent.type == "agent"
     configs = {c.name: c for c in agent.tools[0].configs}
-    assert configs["bash"].enabled and configs["read"].enabled and not configs["glob"].enabled  # shown off
-    assert configs["web_search"].enabled is False
+    assert configs["bash"].enabled and configs["read"].enabled and configs["glob"].enabled
+    assert configs["web_search"].enabled is False  # no search backend on this server: shown off
     v2 = await agents.update(agent.id, version=1, system="Be very brief.", metadata={"team": "a"})
     assert v2.version == 2 and v2.system == "Be very brief." and v2.metadata == {"team": "a"}
     with pytest.raises(anthropic.ConflictError, match="at version 2, not 1"):
@@ -110,10 +110,13 @@ async def test_agents_are_versioned_and_refuse_what_this_runtime_cannot_run(
     await answer_of(sdk, skilled.id, env.id, f"check {marker}")
     asked = next(r.body for r in scripted.model.requests if marker in json.dumps(r.body["messages"]))
     assert "python-checks" in json.dumps(asked["system"]) and "load_skill" in [t["name"] for t in asked["tools"]]
-    glob_on = [{"type": "agent_toolset_20260401", "configs": [{"name": "glob", "enabled": True}]}]
+    search_on = [{"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": True}]}]
     no_server = [{"type": "mcp_toolset", "mcp_server_name": "nope"}]
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"name": "x", "model": "m", "tools": glob_on}, "'glob' is not offered by this runtime yet"),
+        (
+            {"name": "x", "model": "m", "tools": search_on},
+            "'web_search' is not offered by this server: no search backend is configured",
+        ),
         ({"name": "", "model": "m"}, "name: String should have at least 1 character"),
         ({"name": "x", "model": "m", "tools": [{"type": "mystery"}]}, "tools.0.type"),
         ({"name": "x", "model": "m", "extra_body": {"colour": "red"}}, "colour: unknown field"),

@@ -6,9 +6,10 @@ immutable, mapped onto this runtime's `AgentSpec`.
   `permission_policy` `always_allow` / `always_ask`), `mcp_toolset` (an `mcp_servers` entry's
   tools and their policies), `custom` tools (the client runs them);
 - the toolset's names are Managed Agents' (`bash`, `read`, `write`, `edit`, `glob`, `grep`,
-  `web_fetch`, `web_search`); this runtime offers bash, read, write and edit. A tool it cannot
-  offer is refused when a config enables it by name (400), and is shown disabled where the
-  toolset's default would have enabled it: never silently dropped;
+  `web_fetch`, `web_search`); this runtime offers them all, web_search only where a search backend
+  is configured (DA_WEB_SEARCH). A tool it cannot offer is refused when a config enables it by name
+  (400), and is shown disabled where the toolset's default would have enabled it: never silently
+  dropped;
 - `skills`: a `custom` skill id names a skill folder (with SKILL.md) in the agents directory's
   `skills/` (`DA_AGENTS_DIR`); its version is its content's hash, and the agent version keeps the
   text it had when the version was made; `anthropic` (pre-built) skills are refused;
@@ -29,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from durable_agents import web_search
 from durable_agents.agent_files import AgentFileError, parse_skill
 from durable_agents.api.http import (
     Gate,
@@ -46,14 +48,23 @@ from durable_agents.api.http import (
     query_time,
 )
 from durable_agents.api.store import Record, Store, new_id, now
-from durable_agents.contracts import AgentSpec, CustomTool, Limits, McpServer, ModelSpec, Skill, Subagent
+from durable_agents.contracts import WEB_SEARCH, AgentSpec, CustomTool, Limits, McpServer, ModelSpec, Skill, Subagent
 from durable_agents.settings import settings
 
 KIND = "agent"
 TOOLSET = "agent_toolset_20260401"
 # Managed Agents' built-in tools, in its order, and ours that carry them out.
 BUILTIN = ("bash", "edit", "read", "write", "glob", "grep", "web_fetch", "web_search")
-OFFERED = {"bash": "bash", "read": "read_file", "write": "write_file", "edit": "edit_file"}
+_OURS = {"read": "read_file", "write": "write_file", "edit": "edit_file"}
+
+
+def offered() -> dict[str, str]:
+    """The toolset's tools this server offers, and ours that carry them out (web_search only with
+    a search backend)."""
+    configured = web_search.configured()
+    return {name: _OURS.get(name, name) for name in BUILTIN if name != WEB_SEARCH or configured}
+
+
 POLICIES = ("always_allow", "always_ask")
 
 
@@ -150,22 +161,24 @@ def _toolset(tool: ToolParam, i: int) -> dict[str, Any]:
     default_enabled = True if default.enabled is None else default.enabled
     default_policy = _policy(default.permission_policy, f"tools.{i}.default_config", "always_allow")
     given = {}
+    ours = offered()
     for j, config in enumerate(tool.configs or []):
         if config.name not in BUILTIN:
             raise invalid(f"tools.{i}.configs.{j}.name: {config.name!r} is not a tool of {TOOLSET}")
         if config.name in given:
             raise invalid(f"tools.{i}.configs.{j}.name: {config.name!r} is configured twice")
-        if config.enabled and config.name not in OFFERED:
+        if config.enabled and config.name not in ours:
+            why = web_search.NOT_CONFIGURED.removeprefix("web_search is not offered: ")
             raise invalid(
-                f"tools.{i}.configs.{j}: {config.name!r} is not offered by this runtime yet (offered: "
-                f"{', '.join(OFFERED)}); remove it or set enabled: false"
+                f"tools.{i}.configs.{j}: {config.name!r} is not offered by this server: {why}; remove it or set "
+                "enabled: false"
             )
         given[config.name] = config
     configs = []
     for name in BUILTIN:
         config = given.get(name)
         enabled = config.enabled if config is not None and config.enabled is not None else default_enabled
-        if name not in OFFERED:
+        if name not in ours:
             enabled = False  # not offered here: shown off, never silently kept on
         where = f"tools.{i}.configs.{BUILTIN.index(name)}"
         policy = _policy(config.permission_policy if config else None, where, default_policy)
@@ -315,7 +328,7 @@ def spec_of(definition: dict[str, Any], subagents: list[Subagent] | None = None)
     for tool in definition["tools"]:
         if tool["type"] == TOOLSET:
             for config in tool["configs"]:
-                ours = OFFERED.get(config["name"])
+                ours = _OURS.get(config["name"], config["name"])
                 if ours and config["enabled"]:
                     tools.append(ours)
                     if config["permission_policy"]["type"] == "always_ask":

@@ -14,12 +14,13 @@ from pydantic import Field, field_validator, model_validator
 from durable_agents.contracts._base import _first_duplicate, _Strict, estimate_tokens
 from durable_agents.contracts.model import Usage
 from durable_agents.contracts.names import (
+    DEFAULT_TOOLS,
     KNOWN_TOOLS,
     LOAD_SKILL,
     MCP_SEPARATOR,
     SANDBOX_TMP_MB,
-    SANDBOX_TOOLS,
     SPAWN_AGENT,
+    TOOL_ALIASES,
     ToolPolicy,
 )
 
@@ -346,7 +347,11 @@ class AgentSpec(_Strict):
     system_file: str | None = Field(
         default=None, description="file with the system prompt, relative to the agent file (read at load)"
     )
-    tools: list[str] = Field(default_factory=lambda: list(SANDBOX_TOOLS))
+    tools: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TOOLS),
+        description="built-in tools: bash, read_file (read), write_file (write), edit_file (edit), glob, grep, "
+        "web_fetch, web_search",
+    )
     policies: dict[str, ToolPolicy] = Field(
         default_factory=dict, description="per-tool policy; a tool not named here is always_allow"
     )
@@ -387,7 +392,7 @@ class AgentSpec(_Strict):
         if _first_duplicate(names) is not None:
             raise ValueError("two custom tools have the same name")
         for name in names:
-            if name in (*KNOWN_TOOLS, SPAWN_AGENT, LOAD_SKILL):
+            if name in (*KNOWN_TOOLS, *TOOL_ALIASES, SPAWN_AGENT, LOAD_SKILL):
                 raise ValueError(f"custom tool {name!r} has the name of a built-in tool")
         return custom
 
@@ -407,7 +412,8 @@ class AgentSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _tool_entries(cls, data: Any) -> Any:
-        """`tools:` items may be names or {name, policy} mappings; policies go to `policies`."""
+        """`tools:` items may be names or {name, policy} mappings; policies go to `policies`. The
+        aliases of the file tools (read, write, edit) become their names (read_file ...)."""
         if isinstance(data, dict) and isinstance(data.get("tools"), list):
             tools, policies = [], dict(data.get("policies") or {})
             for item in data["tools"]:
@@ -417,7 +423,12 @@ class AgentSpec(_Strict):
                         policies[item["name"]] = item["policy"]
                 else:
                     tools.append(item)
+            tools = [TOOL_ALIASES.get(t, t) if isinstance(t, str) else t for t in tools]
+            policies = {TOOL_ALIASES.get(k, k) if isinstance(k, str) else k: v for k, v in policies.items()}
             data = {**data, "tools": tools, "policies": policies}
+        elif isinstance(data, dict) and isinstance(data.get("policies"), dict):
+            policies = {TOOL_ALIASES.get(k, k) if isinstance(k, str) else k: v for k, v in data["policies"].items()}
+            data = {**data, "policies": policies}
         return data
 
     def prompt_tokens(self) -> int:

@@ -11,7 +11,7 @@ from pydantic import Field, TypeAdapter, model_validator
 from durable_agents.contracts._base import _Strict
 from durable_agents.contracts.agent import AgentSpec
 from durable_agents.contracts.model import Usage
-from durable_agents.contracts.sandbox import SandboxHandle, SnapshotRef, WorkspaceSeed
+from durable_agents.contracts.sandbox import MemoryMount, SandboxHandle, SnapshotRef, WorkspaceSeed
 from durable_agents.contracts.tools import McpTool, ToolCall, ToolResult
 
 AGENT_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$"
@@ -76,6 +76,8 @@ class SessionInput(_Strict):
     search_attributes: bool | list[str] | None = None
     # Set when a run continues as new: the state the next run starts from.
     carry: SessionCarry | None = None
+    # Memory stores attached to the session (mounted in its sandbox at /mnt/memory/<name>).
+    memory: list[MemoryMount] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _an_agent(self) -> SessionInput:
