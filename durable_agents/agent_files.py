@@ -158,12 +158,20 @@ def parse_skill(folder: Path) -> dict[str, Any]:
 
 def _resolve_skills(p: Path, raw: dict[str, Any]) -> None:
     entries = raw.get("skills")
+    if isinstance(entries, dict):  # {learn: true, folders: [...]}: save_skill, and these skills
+        unknown = set(entries) - {"learn", "folders"}
+        if unknown:
+            raise AgentFileError(f"{p}: skills.{sorted(unknown)[0]}: unknown field (learn, folders)")
+        if not isinstance(entries.get("learn", False), bool):
+            raise AgentFileError(f"{p}: skills.learn: true or false")
+        raw["learn_skills"] = entries.get("learn", False)
+        entries = entries.get("folders") or []
     if entries is None:
         return
     if isinstance(entries, str):
         entries = [entries]
     if not isinstance(entries, list):
-        raise AgentFileError(f"{p}: skills: a folder or a list of folders")
+        raise AgentFileError(f"{p}: skills: a folder, a list of folders, or {{learn: true, folders: [...]}}")
     resolved: list[Any] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, str):

@@ -48,7 +48,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from durable_agents import cli_memory, codec, schedules, session_log, telemetry, vault
+from durable_agents import cli_memory, cli_skills, codec, schedules, session_log, telemetry, vault
 from durable_agents import client as api
 from durable_agents.agent_files import agent_version, load_agent
 from durable_agents.client import ClientError
@@ -611,6 +611,7 @@ def parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="keys with their state (never the keys)")
     key_commands.add_parser("revoke", help="revoke a key by its id").add_argument("id")
     cli_memory.add_parser(sub)
+    cli_skills.add_parser(sub)
     v = sub.add_parser("vault", help="secrets the workers resolve by name: set, list, delete").add_subparsers(
         dest="vault_command", required=True
     )
@@ -719,6 +720,8 @@ async def amain(argv: list[str]) -> int:
             return await cmd_vault(args)
         if args.command == "memory":
             return await cli_memory.cmd_memory(args)
+        if args.command == "skill":
+            return await cli_skills.cmd_skill(args)
         if args.command == "codec-key":
             return await cmd_codec_key(args)
         if args.command == "codec-server":

@@ -3,8 +3,6 @@ error classification, agent files. No Temporal, no Docker, no network."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -255,12 +253,6 @@ def test_an_agent_files_outcome_reads_its_rubric_file(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("name: c\nmodel: {name: m}\noutcome: {rubric: x, max_iterations: 21}\n")
     with pytest.raises(AgentFileError, match="outcome.max_iterations"):
         load_agent(tmp_path / "c.yaml")
-    # Fields added later (outcome, sandbox.packages) at their defaults leave an agent's version as it was.
-    coder = load_agent(ROOT / "agents" / "coder.yaml")
-    before = coder.model_dump(mode="json")
-    del before["outcome"], before["sandbox"]["packages"]
-    canonical = json.dumps(before, sort_keys=True, separators=(",", ":"))
-    assert agent_version(coder) == hashlib.sha256(canonical.encode()).hexdigest()[:12]
     assert agent_version(agent) != agent_version(agent.model_copy(update={"outcome": None}))
 
 

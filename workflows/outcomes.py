@@ -19,14 +19,17 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from durable_agents.contracts import (
         CALL_MODEL,
+        RECORD_SKILL_RESULTS,
         ModelRequest,
         ModelTurn,
         OutcomeState,
+        SkillResults,
         ToolCall,
         chain_digest,
         context_root,
@@ -149,7 +152,10 @@ class Outcomes:
         if result == "needs_revision" and state.iteration + 1 >= state.outcome.max_iterations:
             result = "max_iterations_reached"
         self.finish(state, result, explanation, start.offset)
-        if result != "needs_revision" or session.over_budget():
+        if result != "needs_revision":
+            await self._skill_results(result == "satisfied")
+            return False
+        if session.over_budget():
             return False
         state.iteration += 1
         state.result = "running"
@@ -169,6 +175,25 @@ class Outcomes:
             usage=state.usage,
             started_at=started_at,
         )
+
+    async def _skill_results(self, succeeded: bool) -> None:
+        """The learned skills this session loaded count the outcome (their confidence follows it)."""
+        session = self.session
+        if not session.state.learned_loaded:
+            return
+        request = SkillResults(
+            agent=session.agent.name, names=session.state.learned_loaded, succeeded=succeeded, session_id=session.id
+        )
+        try:
+            await workflow.execute_activity(
+                RECORD_SKILL_RESULTS,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+                summary=f"skill results: {', '.join(request.names)} {'succeeded' if succeeded else 'failed'}",
+            )
+        except ActivityError as e:
+            session.error(f"the learned skills' results were not recorded: {failure_message(e)}")
 
     def interrupted(self) -> None:
         if (state := self.active) is not None:

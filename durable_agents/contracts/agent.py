@@ -267,6 +267,12 @@ class Skill(_Strict):
     description: str = Field(min_length=1)
     body: str
     files: dict[str, str] = Field(default_factory=dict, description="other text files of the skill, by relative path")
+    # A skill the agent learned (save_skill), from its registry: its words that suggest it, its
+    # version there, and whether the prompt suggests it for this task (else it is listed by name).
+    triggers: list[str] = Field(default_factory=list)
+    learned: bool = False
+    registry_version: int | None = None
+    suggested: bool = True
 
 
 class OutcomeSpec(_Strict):
@@ -365,6 +371,9 @@ class AgentSpec(_Strict):
         default_factory=list, description="tools the client executes (starter.py tool-result or the Python API)"
     )
     outcome: OutcomeSpec | None = Field(default=None, description="grade every task against this rubric")
+    learn_skills: bool = Field(
+        default=False, description="save_skill keeps what worked in the agent's skill registry (skills: {learn: true})"
+    )
     mcp_servers: list[McpServer] = Field(
         default_factory=list, description="MCP servers whose tools the model may use, as <server>__<tool>"
     )
@@ -508,7 +517,15 @@ def agent_version(agent: AgentSpec) -> str:
 
 # Fields added later, at their defaults: left out of the version's hash, so an agent defined
 # before them keeps its version.
-_LATER_DEFAULTS: dict[str, Any] = {"packages": Packages().model_dump(mode="json"), "outcome": None}
+_LATER_DEFAULTS: dict[str, Any] = {
+    "packages": Packages().model_dump(mode="json"),
+    "outcome": None,
+    "learn_skills": False,
+    "triggers": [],
+    "learned": False,
+    "registry_version": None,
+    "suggested": True,
+}
 
 
 def _without_later_defaults(value: Any) -> Any:

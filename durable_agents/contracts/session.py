@@ -430,6 +430,7 @@ class SessionCarry(_Strict):
     sandbox: SandboxState = Field(default_factory=SandboxState)
     loop: LoopState = Field(default_factory=LoopState)
     outcomes: list[OutcomeState] = Field(default_factory=list)  # every outcome defined; the newest last
+    learned_loaded: list[str] = Field(default_factory=list)  # learned skills loaded: their outcome counts for them
 
     @model_validator(mode="before")
     @classmethod
