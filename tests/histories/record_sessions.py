@@ -684,3 +684,28 @@ async def test_outcome(client: Client, scripted: ScriptedModelServer) -> None:
     assert [e.result for e in events if e.kind == "outcome_evaluation_end"] == ["needs_revision", "satisfied"]
     await finish(client, handle.id)
     await record(client, handle.id, "outcome")
+
+
+async def test_learned_skill(client: Client, scripted: ScriptedModelServer) -> None:
+    """An agent that learns: a skill saved (with a file), then offered to and loaded by the next session."""
+    name = f"learner-{uuid.uuid4().hex[:6]}"
+    agent = coder(learn_skills=True).model_copy(update={"name": name})
+    save = {"name": "tidy", "description": "Tidy a workspace", "triggers": ["tidy"], "instructions": "rm *.tmp"}
+    first = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": "x.tmp", "content": "x"})),
+            Step(tool_use=ToolUse(name="save_skill", input={**save, "files": ["x.tmp"]})),
+            Step(text="saved"),
+        ],
+    )
+    handle = await start_agent_session(client, agent, f"Learn {first}", one_shot=True)
+    assert (await asyncio.wait_for(handle.result(), timeout=120)).answer == "saved"
+    second = add_scenario(
+        scripted, [Step(tool_use=ToolUse(name="load_skill", input={"name": "tidy"})), Step(text="ok")]
+    )
+    handle = await start(client, "learned-skill", agent, f"tidy up {second}", one_shot=True)
+    assert (await asyncio.wait_for(handle.result(), timeout=120)).answer == "ok"
+    events = await session_events(client, handle.id)
+    assert [e.text for e in events if e.kind == "skill_loaded"] == ["tidy"]
+    await record(client, handle.id, "learned-skill")
