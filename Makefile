@@ -32,6 +32,7 @@ bench: setup
 	@$(PY) -m bench.scale
 	@$(PY) -m bench.security
 	@$(PY) -m bench.streaming
+	@$(PY) -m bench.learning
 
 cluster-up: setup
 	@bash scripts/cluster.sh up
