@@ -48,7 +48,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from durable_agents import cli_memory, codec, schedules, session_log, telemetry, vault
+from durable_agents import cli_memory, cli_skills, codec, schedules, session_log, telemetry, vault
 from durable_agents import client as api
 from durable_agents.agent_files import agent_version, load_agent
 from durable_agents.client import ClientError
@@ -103,15 +103,21 @@ def print_event(e: SessionEvent, as_json: bool) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
+def read_text_arg(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise CliError(f"{option} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{option} {path}: not a text file") from None
+
+
 def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
     """--file LOCAL[=DEST] and --git URL [--git-ref REF] [--git-token-secret NAME] as a seed."""
     files = {}
     for spec in args.file or []:
         local, _, dest = spec.partition("=")
-        try:
-            files[dest or Path(local).name] = Path(local).read_text()
-        except OSError as e:
-            raise CliError(f"--file {local}: {e.strerror}") from None
+        files[dest or Path(local).name] = read_text_arg(local, "--file")
     git = None
     if args.git:
         git = GitSource(url=args.git, ref=args.git_ref, token_secret=args.git_token_secret)
@@ -125,6 +131,13 @@ def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
 
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
     agent = load_agent(args.agent)
+    outcome = None
+    if args.outcome is not None:
+        rubric = read_text_arg(args.outcome, "--outcome")
+        iterations = args.max_iterations or (agent.outcome.max_iterations if agent.outcome else 3)
+        outcome = api.new_outcome(args.task, rubric, iterations)
+    elif args.max_iterations is not None:
+        raise CliError("--max-iterations goes with --outcome RUBRIC.md")
     handle = await api.start_agent_session(
         client,
         agent,
@@ -134,6 +147,7 @@ async def cmd_start(client: Client, args: argparse.Namespace) -> int:
         source=args.agent,
         workspace=workspace_seed(args),
         reuse_closed_id=False,
+        outcome=outcome,
         memory=await cli_memory.mounts(args.memory or [], agent.memory.stores),
     )
     print(handle.id, flush=True)
@@ -184,16 +198,17 @@ async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
     """The live relay: workers post model-call deltas, clients read sessions as Server-Sent Events."""
+    from durable_agents import console
     from durable_agents.api.app import create_api  # the API's database layer: only where it is served
 
     relay = Relay(client, poll_s=args.poll_ms / 1000)
     api = await create_api(client, relay)
-    app = create_app(relay, api.routes)
+    app = create_app(relay, [*api.routes, *console.routes()])
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))
     url = f"http://{args.host}:{args.port}"
     print(
         f"live server on {url}: GET {url}/sessions/ID/events (Server-Sent Events); workers publish with "
-        f"{LIVE_URL_ENV}={url}",
+        f"{LIVE_URL_ENV}={url}; the console on {url}/console/",
         flush=True,
     )
     await server.serve()
@@ -228,10 +243,7 @@ def client_tool_result(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError("give the result with --file out.json or --text TEXT (one of them)")
     if args.text is not None:
         return {"content": args.text, "is_error": args.error}
-    try:
-        raw = Path(args.file).read_text()
-    except OSError as e:
-        raise CliError(f"--file {args.file}: {e.strerror}") from None
+    raw = read_text_arg(args.file, "--file")
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -541,6 +553,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--git", metavar="URL", help="seed /workspace with a clone of this repository")
     s.add_argument("--git-ref", metavar="REF", help="branch or tag to clone")
     s.add_argument("--git-token-secret", metavar="NAME", help="secret the sandbox worker uses to clone")
+    s.add_argument("--outcome", metavar="RUBRIC.md", help="grade the answer against this rubric, revising until met")
+    s.add_argument("--max-iterations", type=int, metavar="N", help="evaluate-then-revise cycles (1-20, default 3)")
     s.add_argument(
         "--memory",
         action="append",
@@ -597,6 +611,7 @@ def parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="keys with their state (never the keys)")
     key_commands.add_parser("revoke", help="revoke a key by its id").add_argument("id")
     cli_memory.add_parser(sub)
+    cli_skills.add_parser(sub)
     v = sub.add_parser("vault", help="secrets the workers resolve by name: set, list, delete").add_subparsers(
         dest="vault_command", required=True
     )
@@ -705,6 +720,8 @@ async def amain(argv: list[str]) -> int:
             return await cmd_vault(args)
         if args.command == "memory":
             return await cli_memory.cmd_memory(args)
+        if args.command == "skill":
+            return await cli_skills.cmd_skill(args)
         if args.command == "codec-key":
             return await cmd_codec_key(args)
         if args.command == "codec-server":

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     agents_dir: Path = Field(Path("agents"), validation_alias="DA_AGENTS_DIR")
     sandbox_host_id: str | None = Field(None, validation_alias="SANDBOX_HOST_ID")  # None: the hostname
     sandbox_warm_pool: int = Field(2, ge=0, validation_alias="SANDBOX_WARM_POOL")
+    # Learned skills below this confidence ((successes + 1) / (outcomes + 2)) are no longer suggested.
+    skill_min_confidence: float = Field(0.34, ge=0, le=1, validation_alias="DA_SKILL_MIN_CONFIDENCE")
+    # How long installing an environment's packages into a derived image may take.
+    packages_timeout_s: float = Field(1200.0, gt=0, validation_alias="DA_PACKAGES_TIMEOUT_S")
     metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias="DA_METRICS_PORT")  # 0 or unset: off
 
     # Runtime data: everything under data_dir unless a path of its own is given. data_dir comes

@@ -29,6 +29,8 @@ from docker.models.containers import Container
 from durable_agents.contracts import SANDBOX_TMP_MB, SandboxSpec
 from durable_agents.errors import SandboxError, SandboxGone
 from durable_agents.sandboxes.egress import NETWORK, RULES_LABEL, EgressProxy, rules_label
+from durable_agents.sandboxes.packages import PackageImages
+from durable_agents.settings import settings
 
 LABEL = "durable-agents.sandbox"
 SESSION_LABEL = "durable-agents.session"
@@ -319,6 +321,7 @@ class DockerSandboxes:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._egress: EgressProxy | None = None
+        self.packages = PackageImages(self.docker, settings().packages_timeout_s)
 
     def egress_proxy(self) -> EgressProxy:
         with self._guard:
@@ -333,10 +336,11 @@ class DockerSandboxes:
         self, session_id: str | None, spec: SandboxSpec, volumes: dict[str, dict[str, str]] | None = None
     ) -> Container:
         """A new sandbox container; with no session id, a warm-pool container bound later by `bind`.
-        `volumes`: host directories bound into it (the session's memory stores)."""
+        `volumes`: host directories bound into it (the session's memory stores). With packages, the
+        container is made from the derived image (built now if this host lacks it)."""
         tmpfs_opts = "rw,exec,nosuid,nodev,uid=1000,gid=1000,mode=0755"
         kwargs: dict[str, Any] = dict(
-            image=spec.image,
+            image=self.packages.image_for(spec.image, spec.packages),
             command=["sleep", "infinity"],
             detach=True,
             user="1000:1000",

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
@@ -28,6 +29,8 @@ from durable_agents.testing import scenario_files
 from durable_agents.testing.scripted_model import Scenario, ScriptedModelServer
 from tests.helpers import (
     CHAOS_NAMESPACE,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     DA_WORKER,
     ROOT,
     TEMPORAL_CLI,
@@ -173,3 +176,17 @@ def http_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServe
         pytest.fail("the npm MCP servers are missing: run `make setup`")
     with http_mcp_servers(tmp_path_factory.mktemp("mcp-logs")) as servers:
         yield servers
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (the browser tests' pages are its)."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is missing: run `make setup` (it installs Debian's chromium)")
+    playwright = await async_playwright().start()
+    try:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+    finally:
+        await playwright.stop()

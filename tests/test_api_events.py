@@ -128,3 +128,25 @@ def test_the_same_log_maps_to_the_same_ids_every_time() -> None:
     first = [m.data["id"] for e in log for m in EventMapper("s").map(e)]
     again = [m.data["id"] for e in log for m in EventMapper("s").map(e)]
     assert first == again and first[0] == "sevt_00000000_0"
+
+
+def test_a_compaction_says_what_it_did_and_which_listed_events_it_stands_for() -> None:
+    turn = [{"type": "text", "text": "ok"}]
+    sandbox = {"sandbox_id": "c", "host_queue": "q", "image": "i", "runtime": "runc"}
+    log = [
+        ev(0, "session_started", text="hi", model="m"),
+        ev(1, "user_message", text="hi"),
+        ev(2, "sandbox_provisioned", sandbox=sandbox),  # maps to nothing
+        ev(3, "model_turn", content=turn, text="ok", usage=USAGE, model="m"),
+        ev(4, "user_message", text="more"),
+        ev(5, "compaction", text="the summary", covers=[2, 3], method="summary", reason="context over 80%"),
+    ]
+    mapper = EventMapper("s")
+    mapped = [m for e in log for m in mapper.map(e)]
+    compacted = mapped[-1].data
+    sdk_classes()[compacted["type"]].model_validate(compacted)
+    assert compacted["summary"] == "the summary" and compacted["reason"] == "context over 80%"
+    covers = compacted["covers"]
+    inside = [m for m in mapped if 2 <= m.offset <= 3]
+    assert covers == {"first_offset": 2, "last_offset": 3, "events": len(inside), "from_page": inside[0].cursor}
+    assert [m.data["type"] for m in inside] == ["span.model_request_start", "agent.message", "span.model_request_end"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import urllib.parse
 import urllib.request
 import uuid
@@ -16,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
@@ -40,8 +39,6 @@ from tests.helpers import (
 )
 
 OUTPUT = ROOT / "tests" / "output"
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # How long an expectation waits for the page to show what it expects (a loaded machine is slow).
 expect.set_options(timeout=30_000)
 
@@ -77,19 +74,6 @@ async def ui_server() -> AsyncIterator[tuple[Client, str]]:
         yield env.client, url
     finally:
         await env.shutdown()
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    if CHROMIUM is None:
-        pytest.fail("chromium is missing: run `make setup` (it installs Debian's chromium)")
-    playwright = await async_playwright().start()
-    try:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-    finally:
-        await playwright.stop()
 
 
 async def shoot(page: Page, name: str) -> Path:

@@ -21,6 +21,7 @@ from durable_agents.contracts import (
     LOAD_SKILL,
     MEMORY_SEARCH,
     SANDBOX_TOOLS,
+    SAVE_SKILL,
     SPAWN_AGENT,
     AgentSpec,
     CustomTool,
@@ -128,6 +129,22 @@ class LoadSkillInput(_ToolInput):
     )
 
 
+class SaveSkillInput(_ToolInput):
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="A short name for the skill."
+    )
+    description: str = Field(min_length=1, max_length=1000, description="What it does and when to use it.")
+    triggers: list[str] = Field(
+        default_factory=list, max_length=20, description="Words in a task that call for this skill."
+    )
+    instructions: str = Field(
+        min_length=1, max_length=50_000, description="The procedure, step by step, as you would want to read it."
+    )
+    files: list[str] = Field(
+        default_factory=list, max_length=20, description="Workspace files to keep with it (scripts, templates)."
+    )
+
+
 TOOL_INPUTS: dict[str, type[_ToolInput]] = {
     "bash": BashInput,
     "read_file": ReadFileInput,
@@ -140,6 +157,7 @@ TOOL_INPUTS: dict[str, type[_ToolInput]] = {
     MEMORY_SEARCH: MemorySearchInput,
     SPAWN_AGENT: SpawnAgentInput,
     LOAD_SKILL: LoadSkillInput,
+    SAVE_SKILL: SaveSkillInput,
 }
 
 TOOL_DESCRIPTIONS = {
@@ -159,6 +177,8 @@ TOOL_DESCRIPTIONS = {
     "web_search": "Search the web; returns titles, URLs and snippets of the top results.",
     MEMORY_SEARCH: "Full-text search over the memory stores mounted under /mnt/memory (ranked, best first): "
     "the files that match, with a short excerpt each. Read a file itself with read_file or bash.",
+    SAVE_SKILL: "Save a procedure that just worked as a skill of this agent, so later sessions can load it "
+    "(with load_skill) instead of finding it again. Use it after a task succeeded with steps worth repeating.",
 }
 
 
@@ -198,6 +218,7 @@ def available_tools(agent: AgentSpec) -> list[str]:
         [*agent.tools]
         + ([SPAWN_AGENT] if agent.subagents else [])
         + ([LOAD_SKILL] if agent.skills else [])
+        + ([SAVE_SKILL] if agent.learn_skills else [])
         + [t.name for t in agent.custom_tools]
     )
 
@@ -206,11 +227,15 @@ def system_prompt(agent: AgentSpec, memory: Sequence[MemoryMount] = ()) -> str:
     """The agent's system prompt, with its skills listed (their bodies load on demand) and the
     memory stores the session has (their files are in the sandbox, not in the prompt)."""
     prompt = agent.system
-    if agent.skills:
-        listing = "\n".join(f"- {s.name}: {s.description}" for s in agent.skills)
+    suggested = [s for s in agent.skills if s.suggested]
+    if suggested:
+        listing = "\n".join(f"- {s.name}: {s.description}" for s in suggested)
         prompt = (
             f"{prompt.rstrip()}\n\nSkills you can load with the load_skill tool when a task needs one:\n{listing}\n"
         )
+    others = [s.name for s in agent.skills if not s.suggested]
+    if others:  # learned skills that do not fit this task (or have failed too often): by name only
+        prompt = f"{prompt.rstrip()}\n\nOther skills (load_skill): {', '.join(others)}\n"
     if memory:
         prompt = f"{prompt.rstrip()}\n\n{memory_section(memory)}"
     if agent.memory.sessions:

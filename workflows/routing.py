@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from durable_agents.contracts import LOAD_SKILL, SPAWN_AGENT, AgentSpec, McpTool, ToolCall, ToolPolicy
+from durable_agents.contracts import LOAD_SKILL, SAVE_SKILL, SPAWN_AGENT, AgentSpec, McpTool, ToolCall, ToolPolicy
 from durable_agents.workflows.harness import check_tool_call, is_sandbox_tool, web_fetch_refusal
 
-ToolKind = Literal["refused", "client", "mcp", "spawn", "skill", "sandbox"]
+ToolKind = Literal["refused", "client", "mcp", "spawn", "skill", "save_skill", "sandbox"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ def route(
         kind = "spawn"
     elif call.name == LOAD_SKILL:
         kind = "skill"
+    elif call.name == SAVE_SKILL:
+        kind = "save_skill"
     elif is_sandbox_tool(call.name):
         kind = "sandbox"
     else:  # pragma: no cover - check_tool_call admits no other tool

@@ -10,13 +10,19 @@ immutable, mapped onto this runtime's `AgentSpec`.
   is configured (DA_WEB_SEARCH). A tool it cannot offer is refused when a config enables it by name
   (400), and is shown disabled where the toolset's default would have enabled it: never silently
   dropped;
+- `skills`: a `custom` skill id names a skill folder (with SKILL.md) in the agents directory's
+  `skills/` (`DA_AGENTS_DIR`); its version is its content's hash, and the agent version keeps the
+  text it had when the version was made; `anthropic` (pre-built) skills are refused;
 - `multiagent` coordinator: the agents it may call become subagents (child sessions).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -25,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from durable_agents import web_search
+from durable_agents.agent_files import AgentFileError, parse_skill
 from durable_agents.api.http import (
     Gate,
     Param,
@@ -41,7 +48,8 @@ from durable_agents.api.http import (
     query_time,
 )
 from durable_agents.api.store import Record, Store, new_id, now
-from durable_agents.contracts import WEB_SEARCH, AgentSpec, CustomTool, Limits, McpServer, ModelSpec, Subagent
+from durable_agents.contracts import WEB_SEARCH, AgentSpec, CustomTool, Limits, McpServer, ModelSpec, Skill, Subagent
+from durable_agents.settings import settings
 
 KIND = "agent"
 TOOLSET = "agent_toolset_20260401"
@@ -245,8 +253,9 @@ def definition(fields: dict[str, Any]) -> dict[str, Any]:
             tools.append(_mcp_toolset(tool, i, names))
         else:
             tools.append(_custom(tool, i))
-    if fields.get("skills"):
-        raise invalid("skills: the skills API is not supported by this runtime yet (agent files may list skills)")
+    skills = [_skill(raw, i) for i, raw in enumerate(fields.get("skills") or [])]
+    if len({s["skill_id"] for s, _ in skills}) != len(skills):
+        raise invalid("skills: a skill is listed twice")
     if fields.get("execution_identity") not in (None, {"type": "service_account"}):
         raise invalid("execution_identity: only {type: service_account} is supported")
     model = fields["model"]
@@ -257,19 +266,51 @@ def definition(fields: dict[str, Any]) -> dict[str, Any]:
         "system": fields.get("system"),
         "tools": tools,
         "mcp_servers": [s.model_dump() for s in servers],
-        "skills": [],
+        "skills": [public for public, _ in skills],
+        SKILL_BODIES: [body for _, body in skills],
         "metadata": fields.get("metadata") or {},
         "multiagent": fields.get("multiagent"),
         "execution_identity": {"type": "service_account"},
     }
 
 
+SKILL_BODIES = "skill_bodies"  # the skills' text as it was when the version was made (not shown)
+
+
+def skills_dir() -> Path:
+    return settings().agents_dir / "skills"
+
+
+def _skill(raw: dict[str, Any], i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A `custom` skill id names a skill folder (SKILL.md) in the agents directory's `skills/`; its
+    version is its content's hash, pinned in the agent version that lists it."""
+    kind, skill_id, pinned = raw.get("type"), raw.get("skill_id"), raw.get("version")
+    if kind == "anthropic":
+        raise invalid(f"skills.{i}: Anthropic's pre-built skills are not available here; use a custom skill folder")
+    if kind != "custom":
+        raise invalid(f"skills.{i}.type: 'custom' or 'anthropic', not {kind!r}")
+    if not isinstance(skill_id, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", skill_id):
+        raise invalid(f"skills.{i}.skill_id: a skill folder's name (letters, digits, . _ -)")
+    folder = skills_dir() / skill_id
+    if not (folder / "SKILL.md").is_file():
+        raise invalid(f"skills.{i}.skill_id: no skill {skill_id!r}: put its folder (with SKILL.md) in {skills_dir()}")
+    try:
+        body = Skill.model_validate(parse_skill(folder)).model_dump()
+    except (AgentFileError, ValidationError) as e:
+        raise invalid(f"skills.{i}: {e}") from None
+    version = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+    if pinned not in (None, "latest", version):
+        raise invalid(f"skills.{i}.version: skill {skill_id!r} is at version {version!r} here, not {pinned!r}")
+    return {"type": "custom", "skill_id": skill_id, "version": version}, body
+
+
 def answer(record: Record, updated_at: str | None = None) -> dict[str, Any]:
     body = record.body
+    shown = {k: v for k, v in body["definition"].items() if k != SKILL_BODIES}
     return {
         "id": record.id,
         "type": "agent",
-        **body["definition"],
+        **shown,
         "version": record.version,
         "created_at": body["created_at"],
         "updated_at": updated_at or record.created_at.isoformat(),
@@ -320,6 +361,7 @@ def spec_of(definition: dict[str, Any], subagents: list[Subagent] | None = None)
         custom_tools=custom,
         mcp_servers=mcp,
         subagents=subagents or [],
+        skills=[Skill.model_validate(body) for body in definition.get(SKILL_BODIES) or []],
         limits=Limits(),
     )
 

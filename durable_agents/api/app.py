@@ -33,7 +33,7 @@ async def create_api(client: Client, relay: Relay, config: Settings | None = Non
     await store.start()
     gate = Gate(config, store)
     agents, environments, vaults = Agents(store), Environments(store), Vaults(store)
-    sessions = Sessions(client, store, agents, environments, vaults)
+    sessions = Sessions(client, store, agents, environments, vaults, temporal_ui_url=config.temporal_ui_url)
     deployments = Deployments(client, store, agents, environments, vaults)
     routes: list[BaseRoute] = [
         *SessionEvents(client, relay).routes(gate),

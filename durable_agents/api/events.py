@@ -14,13 +14,16 @@ that come from the log (so `list`, `stream`, a reconnect and a restarted server 
 - error: `session.error` (typed by what failed);
 - status running / idle / done or failed: `session.status_running` / `session.status_idle`
   (`end_turn`, `retries_exhausted`, `budget_reached`) / `session.status_terminated`;
-- subagent_started / _finished: `session.thread_created` / `session.thread_status_terminated`.
+- subagent_started / _finished: `session.thread_created` / `session.thread_status_terminated`;
+- outcome_defined: `user.define_outcome` (its `outcome_id`); outcome_evaluation_start / _end:
+  `span.outcome_evaluation_start` / `span.outcome_evaluation_end` (result, explanation, usage).
 
 Sandbox, skill, MCP-listing and continuation events have no Managed Agents counterpart. Pure code.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,9 @@ from durable_agents.contracts import (
     ErrorEvent,
     Interrupted,
     ModelTurnEvent,
+    OutcomeDefined,
+    OutcomeEvaluated,
+    OutcomeEvaluationStarted,
     SessionEvent,
     SessionStarted,
     StatusChanged,
@@ -125,6 +131,9 @@ class EventMapper:
     waiting: dict[str, ToolCall] = field(default_factory=dict)
     threads: dict[str, str] = field(default_factory=dict)  # child session id -> its agent's name
     _idle_reason: str | None = None  # why the next idle is not an end_turn
+    # The log offset and index of every event mapped so far, in order (a compaction names its range).
+    _offsets: list[int] = field(default_factory=list)
+    _indexes: list[int] = field(default_factory=list)
 
     def _kind_of(self, call: ToolCall) -> str:
         if self.agent is not None and self.agent.custom_tool(call.name) is not None:
@@ -222,7 +231,7 @@ class EventMapper:
             case Interrupted():
                 return [{"type": "user.interrupt", **_own_id(e.client_id)}]
             case CompactionEvent():
-                return [{"type": "agent.thread_context_compacted"}]
+                return [{"type": "agent.thread_context_compacted", **self._compacted(e)}]
             case ErrorEvent():
                 if e.text.startswith("stopped: ") and "budget" in e.text:
                     self._idle_reason = "budget_reached"
@@ -237,7 +246,39 @@ class EventMapper:
             case SubagentFinished():
                 ended = {"session_thread_id": thread_id(e.child), "agent_name": self.threads.get(e.child, "")}
                 return [{"type": "session.thread_status_terminated", **ended}]
+            case OutcomeDefined():
+                o = e.outcome
+                defined = {
+                    "outcome_id": o.id,
+                    "description": o.description,
+                    "rubric": {"type": "text", "content": o.rubric},
+                    "max_iterations": o.max_iterations,
+                }
+                return [{"type": "user.define_outcome", **_own_id(e.message_id), **defined}]
+            case OutcomeEvaluationStarted():
+                return [{"type": "span.outcome_evaluation_start", "outcome_id": e.outcome_id, "iteration": e.iteration}]
+            case OutcomeEvaluated():
+                ended = {
+                    "outcome_id": e.outcome_id,
+                    "iteration": e.iteration,
+                    "result": e.result,
+                    "explanation": e.explanation,
+                    "usage": _usage(e.usage),
+                    "outcome_evaluation_start_id": event_id(e.started_at, 0) if e.started_at is not None else "",
+                }
+                return [{"type": "span.outcome_evaluation_end", **ended}]
         return []
+
+    def _compacted(self, e: CompactionEvent) -> dict[str, Any]:
+        """Ours, beside the SDK's fields: what the compaction did, and the events it stands for
+        (`events.list?page=<from_page>&limit=<events>` lists them)."""
+        first, last = e.covers[0], e.covers[-1]
+        start = bisect.bisect_left(self._offsets, first)
+        stop = bisect.bisect_right(self._offsets, last)
+        covered = {"first_offset": first, "last_offset": last, "events": stop - start, "from_page": None}
+        if stop > start:
+            covered["from_page"] = f"{self._offsets[start]}.{self._indexes[start]}"
+        return {"method": e.method, "summary": e.text, "reason": e.reason, "covers": covered}
 
     def _status(self, e: StatusChanged) -> list[dict[str, Any]]:
         if e.status == "running":
@@ -262,6 +303,8 @@ class EventMapper:
             if self.thread is not None:
                 body["session_thread_id"] = self.thread
             out.append(Mapped(e.offset, k, _ordered(body)))
+            self._offsets.append(e.offset)
+            self._indexes.append(k)
         return out
 
 

@@ -5,11 +5,16 @@ metadata, the agent version, environment, vaults, budget) is kept in the API's d
 Statuses: the workflow's `running` is `running`; `idle` and `waiting` (for an approval or a
 client tool) are `idle`; `done` and `failed` are `terminated`. Sessions started by `da start` or a
 plain Temporal client have no row: they are listed and read from Temporal alone.
+
+Beside the SDK's fields a session has `stats.turns` (model calls so far, where its state was read)
+and `temporal`: its namespace, workflow id and page in the Temporal UI (TEMPORAL_UI_URL).
 """
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -43,12 +48,14 @@ from durable_agents.api.http import (
 from durable_agents.api.store import now
 from durable_agents.client import start_agent_session
 from durable_agents.contracts import (
+    SA_AGENT_NAME,
     SA_SESSION_STATUS,
     SEND_MESSAGE,
     SESSION_WORKFLOW,
     SET_BUDGET,
     AgentSpec,
     GitSource,
+    OutcomeState,
     SessionState,
     WorkspaceSeed,
 )
@@ -136,7 +143,49 @@ def _first_message(events: list[dict[str, Any]] | None) -> list[str]:
     return texts
 
 
+def _listed_agent(listed: Any) -> str | None:
+    attrs = listed.typed_search_attributes
+    name = attrs.get(SearchAttributeKey.for_keyword(SA_AGENT_NAME)) if attrs is not None else None
+    return str(name) if name else None
+
+
+def _plain_agent(spec: AgentSpec | str | None) -> dict[str, Any]:
+    """The agent of a session the API did not make, as the SDK's agent object: from its recorded
+    definition, or (in a listing) only its name."""
+    name = spec.name if isinstance(spec, AgentSpec) else spec or "unknown"
+    model = spec.model.name if isinstance(spec, AgentSpec) else "unknown"
+    return {
+        "id": f"agent_local_{name}",
+        "type": "agent",
+        "name": name,
+        "description": spec.description if isinstance(spec, AgentSpec) else None,
+        "model": {"id": model},
+        "system": spec.system if isinstance(spec, AgentSpec) else None,
+        "tools": [],
+        "mcp_servers": [],
+        "skills": [],
+        "execution_identity": {"type": "service_account"},
+        "version": 1,
+    }
+
+
+def outcome_evaluation(o: OutcomeState) -> dict[str, Any]:
+    """An outcome's state as the SDK's `outcome_evaluation` resource."""
+    return {
+        "type": "outcome_evaluation",
+        "outcome_id": o.outcome.id,
+        "description": o.outcome.description,
+        "iteration": o.iteration,
+        "result": o.result,
+        "explanation": o.explanation,
+        "completed_at": o.completed_at.isoformat() if o.completed_at else None,
+    }
+
+
+@dataclass
 class Sessions(Definitions):
+    temporal_ui_url: str = "http://localhost:8233"  # where the `temporal` link of a session points
+
     # --- reading ------------------------------------------------------------------------------
 
     async def _state(self, session_id: str) -> SessionState:
@@ -162,7 +211,13 @@ class Sessions(Definitions):
                 agent.pop(key, None)
             created, archived = record.created_at, record.archived_at
         else:
-            agent = await self._agent_of_plain_session(session_id)
+            # Listed: from the listing's search attributes, never a query per session (one whose
+            # worker is gone would hold the whole list up).
+            agent = (
+                _plain_agent(_listed_agent(listed))
+                if listed is not None
+                else await self._agent_of_plain_session(session_id)
+            )
             started = listed.start_time if listed is not None else None
             created = record.created_at if record else started or datetime.now(UTC)
             archived = record.archived_at if record else None
@@ -182,6 +237,9 @@ class Sessions(Definitions):
             closed = listed is not None and listed.status not in (None, WorkflowExecutionStatus.RUNNING)
             status = "terminated" if closed else STATUS.get(str(ours), "idle")
             usage = {}
+        stats: dict[str, Any] = {"duration_seconds": (datetime.now(UTC) - created).total_seconds()}
+        if state is not None:
+            stats["turns"] = state.turns  # ours: model calls so far
         updated = body.get("updated_at") or created.isoformat()
         return {
             "id": session_id,
@@ -193,35 +251,28 @@ class Sessions(Definitions):
             "vault_ids": body.get("vault_ids", []),
             "budget": body.get("budget"),
             "resources": body.get("resources") or [],
-            "outcome_evaluations": [],
+            "outcome_evaluations": [outcome_evaluation(o) for o in state.outcomes] if state is not None else [],
             "status": status,
             "usage": usage,
-            "stats": {"duration_seconds": (datetime.now(UTC) - created).total_seconds()},
+            "stats": stats,
             "created_at": created.isoformat(),
             "updated_at": updated,
             "archived_at": archived.isoformat() if archived else None,
             "deployment_id": body.get("deployment_id"),
+            "temporal": self._temporal(session_id),  # ours: the session's workflow, and its page in the Temporal UI
         }
+
+    def _temporal(self, session_id: str) -> dict[str, str]:
+        namespace = self.client.namespace
+        quote = urllib.parse.quote
+        path = f"/namespaces/{quote(namespace, safe='')}/workflows/{quote(session_id, safe='')}"
+        return {"namespace": namespace, "workflow_id": session_id, "ui_url": self.temporal_ui_url.rstrip("/") + path}
 
     async def _agent_of_plain_session(self, session_id: str) -> dict[str, Any]:
         """A session `da start` or a plain client made: its agent as the session log recorded it."""
         first = await session_log.read_events(self.client, session_id, 0, 1)
         spec = getattr(first[0], "agent", None) if first else None
-        name = spec.name if isinstance(spec, AgentSpec) else "unknown"
-        model = spec.model.name if isinstance(spec, AgentSpec) else "unknown"
-        return {
-            "id": f"agent_local_{name}",
-            "type": "agent",
-            "name": name,
-            "description": spec.description if isinstance(spec, AgentSpec) else None,
-            "model": {"id": model},
-            "system": spec.system if isinstance(spec, AgentSpec) else None,
-            "tools": [],
-            "mcp_servers": [],
-            "skills": [],
-            "execution_identity": {"type": "service_account"},
-            "version": 1,
-        }
+        return _plain_agent(spec if isinstance(spec, AgentSpec) else None)
 
     # --- routes -------------------------------------------------------------------------------
 

@@ -15,6 +15,11 @@ SANDBOXES_QUEUE = "sandboxes"
 SESSION_WORKFLOW = "SessionWorkflow"
 SPAWN_AGENT = "spawn_agent"
 LOAD_SKILL = "load_skill"
+SAVE_SKILL = "save_skill"
+# Activities of the skill registry (harness workers).
+LEARNED_SKILLS = "learned_skills"
+SAVE_LEARNED_SKILL = "save_learned_skill"
+RECORD_SKILL_RESULTS = "record_skill_results"
 
 CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tests.helpers.checks import appends, assert_clean, requests_for
 from tests.helpers.mcp import MCP_TOKEN, HttpServers, auth_servers, http_mcp_servers
-from tests.helpers.paths import CHAOS_NAMESPACE, DA, DA_WORKER, ROOT, TEMPORAL_CLI
+from tests.helpers.paths import CHAOS_NAMESPACE, CHROMIUM, CHROMIUM_ARGS, DA, DA_WORKER, ROOT, TEMPORAL_CLI
 from tests.helpers.processes import cli, free_port, serve, wait_healthy
 from tests.helpers.scenarios import add_scenario, write_then_read_twice
 from tests.helpers.sessions import coder, spawn, state_of, wait_for, with_subagents
@@ -17,6 +18,8 @@ SetEnv = Callable[[str, str | None], None]  # the `setenv` fixture: NAME, value 
 
 __all__ = [
     "CHAOS_NAMESPACE",
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
     "DA",
     "DA_WORKER",
     "MCP_TOKEN",
@@ -26,6 +29,8 @@ __all__ = [
     "SetEnv",
     "Workers",
     "add_scenario",
+    "appends",
+    "assert_clean",
     "auth_servers",
     "cli",
     "coder",
@@ -33,6 +38,7 @@ __all__ = [
     "http_mcp_servers",
     "remove_containers",
     "remove_host_containers",
+    "requests_for",
     "running_workers",
     "serve",
     "spawn",
