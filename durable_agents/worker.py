@@ -158,8 +158,9 @@ async def run(
     if sandbox:
         sandboxes = DockerSandboxes(host_id, namespace=client.namespace)
         pool = WarmPool(sandboxes, warm_pool)
-        reaper = Reaper(client, sandboxes, keep=pool.held)
-        workers += sandbox_workers(client, SandboxActivities(sandboxes, pool=pool))
+        activities = SandboxActivities(sandboxes, pool=pool)
+        reaper = Reaper(client, sandboxes, keep=pool.held, memory=activities.memory)
+        workers += sandbox_workers(client, activities)
         tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agents.contracts import GET_STATE, SessionState
 from durable_agents.sandboxes.docker_sandbox import SESSION_LABEL, DockerSandboxes
+from durable_agents.sandboxes.memory_mounts import MemoryMounts
 
 log = structlog.get_logger("reaper")
 
@@ -32,8 +33,10 @@ class Reaper:
         every_s: float = 30,
         grace_s: float = 60,
         keep: set[str] | None = None,
+        memory: MemoryMounts | None = None,
     ) -> None:
         self.client = client
+        self.memory = memory  # the sandboxes' memory mounts: a gone session's go with its container
         self.sandboxes = sandboxes
         self.every_s = every_s
         self.grace_s = grace_s  # a container this young may not be in its session's state yet
@@ -82,6 +85,10 @@ class Reaper:
                 log.warning("orphan not removed", container=(container.id or "")[:12], error=str(e))
                 continue
             removed.append(container.id or "")
+            session_id = container.labels.get(SESSION_LABEL)
+            # Its session is over (not merely on another sandbox, which uses the same mounts).
+            if self.memory is not None and session_id and reason.startswith(("its session does not", "its session is")):
+                await self.memory.close(session_id)
             log.info(
                 "orphan sandbox removed",
                 container=(container.id or "")[:12],

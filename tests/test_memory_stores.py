@@ -22,9 +22,10 @@ from durable_agents.api.memory_db import MemoryConflict, MemoryDb
 from durable_agents.api.store import Store
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryConfig, MemoryMount, ModelContext, Subagent
+from durable_agents.sandboxes.reaper import Reaper
 from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import DA, ROOT, SetEnv, add_scenario, cli, coder, serve, spawn, with_subagents
+from tests.helpers import DA, ROOT, SetEnv, Workers, add_scenario, cli, coder, serve, spawn, with_subagents
 from tests.helpers.postgres import postgres_server
 
 KEY = "memory-test-key"
@@ -633,3 +634,36 @@ async def test_episodic_memory_finds_an_earlier_session(
     asks = add_scenario(scripted, [Step(tool_uses=search), Step(text="{last_tool_result}")])
     third = await start_agent_session(client, other, f"And you? {asks}", one_shot=True)
     assert "No memory matches 'staging password' in earlier sessions" in ((await third.result()).answer or "")
+
+
+async def test_the_reaper_saves_and_removes_a_gone_sessions_mounts(
+    client: Client, scripted: ScriptedModelServer, workers: Workers, tmp_path: Path, setenv: SetEnv
+) -> None:
+    """A session terminated (no destroy_sandbox): the reaper removes its container, saves what is
+    left under its mounts and removes their directories."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    setenv("DA_DATABASE_URL", url)
+    store = Store(url)
+    await store.start()
+    try:
+        db = MemoryDb(store)
+        await store.put("memory_store", "memstore_reap", {"name": "reap", "description": "", "metadata": {}})
+        mount = MemoryMount(store_id="memstore_reap", name="reap")
+        marker = add_scenario(
+            scripted,
+            [Step(tool_use=ToolUse(name="bash", input={"command": "echo a > /mnt/memory/reap/a.md"})), Step(text="ok")],
+        )
+        handle = await start_agent_session(client, coder(), f"Write. {marker}", memory=[mount])
+        await wait_until_settled(client, handle.id)
+        where = settings().data_dir / "memory-mounts" / handle.id / "reap"
+        (where / "late.md").write_text("written after the last tool call\n")  # e.g. by a background process
+        await handle.terminate("test")
+        removed = await Reaper(client, workers.sandboxes.sandboxes, grace_s=0, memory=workers.sandboxes.memory).sweep()
+        assert removed, "the terminated session's container is an orphan"
+        assert sorted((m.path, m.content) for m in await db.list("memstore_reap")) == [
+            ("/a.md", "a\n"),
+            ("/late.md", "written after the last tool call\n"),
+        ]
+        assert not where.parent.exists()
+    finally:
+        await store.close()
