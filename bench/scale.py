@@ -250,7 +250,9 @@ class Profile:
     def __init__(self, pid: int, name: str) -> None:
         self.raw = ROOT / "bench" / "results" / f"{name}.raw"
         self.raw.parent.mkdir(parents=True, exist_ok=True)
-        spy = str(ROOT / ".venv" / "bin" / "py-spy")
+        spy = shutil.which("py-spy", path=str(ROOT / ".venv" / "bin")) or shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
         argv = [
             spy,
             "record",
