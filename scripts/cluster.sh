@@ -305,6 +305,7 @@ YAML
 
 up() {
   check_ports
+  mkdir -p "$LOGS" "$PIDS"
   install_postgres
   install_binaries
   start_postgres
