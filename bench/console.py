@@ -31,8 +31,10 @@ from typing import Any
 import anthropic
 import httpx
 from playwright.async_api import async_playwright
+from temporalio.client import Client
 
 from bench.common import DA, ROOT, add_scenario, local_stack, report, summary
+from durable_agents.session_log import session_state
 from durable_agents.testing.scripted_model import Step, ToolUse
 
 KEY = "bench-key"
@@ -64,7 +66,16 @@ def _serve(address: str, port: int, data: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("da serve did not start")
 
 
-async def _long_session(sdk: anthropic.AsyncAnthropic, server: Any, turns: int) -> tuple[str, int]:
+async def _answered(client: Client, session_id: str, turns: int) -> None:
+    """Until the session is idle after `turns` model calls (its state, a query: the API maps nothing meanwhile)."""
+    while True:
+        state = await session_state(client, session_id)
+        if state.turns >= turns and state.status == "idle":
+            return
+        await asyncio.sleep(0.3)
+
+
+async def _long_session(client: Client, sdk: anthropic.AsyncAnthropic, server: Any, turns: int) -> tuple[str, int]:
     agent = await sdk.beta.agents.create(name="bench-console", model="claude-sonnet-5-5", system="Be brief.")
     env = await sdk.beta.environments.create(name="bench-console")
     messages = max(1, turns // PER_MESSAGE)
@@ -74,12 +85,8 @@ async def _long_session(sdk: anthropic.AsyncAnthropic, server: Any, turns: int) 
     for m in range(messages):
         text = [{"type": "text", "text": f"part {m} {marker}"}]
         await sdk.beta.sessions.events.send(session.id, events=[{"type": "user.message", "content": text}])
-        while True:
-            kinds = [e.type async for e in sdk.beta.sessions.events.list(session.id, limit=1000)]
-            if kinds.count("user.message") > m and kinds[-1] == "session.status_idle":
-                break
-            await asyncio.sleep(0.2)
-    return session.id, len(kinds)
+        await _answered(client, session.id, (m + 1) * (PER_MESSAGE + 1))
+    return session.id, len([e async for e in sdk.beta.sessions.events.list(session.id, limit=1000)])
 
 
 async def main(turns: int, runs: int) -> None:
@@ -95,7 +102,7 @@ async def main(turns: int, runs: int) -> None:
             url = f"http://127.0.0.1:{port}"
             sdk = anthropic.AsyncAnthropic(base_url=url, api_key=KEY, max_retries=0)
             made = time.perf_counter()
-            session_id, events = await _long_session(sdk, server, turns)
+            session_id, events = await _long_session(client, sdk, server, turns)
             print(f"session {session_id}: {events} events, made in {time.perf_counter() - made:.1f} s")
             proc.terminate()
             proc.wait(timeout=30)

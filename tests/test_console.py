@@ -231,6 +231,33 @@ async def test_approve_deny_and_answer_a_custom_tool_from_the_page(
     await client.get_workflow_handle(session.id).signal("end_session")
 
 
+async def test_interrupt_from_the_page_stops_the_reply_as_it_streams(
+    console: str, page: Page, client: Client, scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
+) -> None:
+    slow = " ".join(f"slow{i}" for i in range(200))
+    marker = add_scenario(scripted, [Step(text=slow, stream_chunk=4, stream_delay_ms=50)])
+    agent = await sdk.beta.agents.create(name="console-slow", model="claude-sonnet-5-5")
+    first_message = {"type": "user.message", "content": [{"type": "text", "text": f"Talk slowly. {marker}"}]}
+    session = await sdk.beta.sessions.create(
+        agent=agent.id, environment_id=await environment(sdk), initial_events=[first_message]
+    )
+    await page.goto(f"{console}/console/sessions/{session.id}")
+    await expect(page.locator(".msg.agent.streaming")).to_have_count(1)
+    await expect(page.locator("#status .badge")).to_have_text("running")
+    await page.get_by_role("button", name="Interrupt").click()
+    # The reply stops where it was cut (the harness records an interrupted model call as a failed
+    # one: "model call failed: Cancelled", which the page shows as the session's error).
+    await expect(page.locator("#status .badge")).to_have_text("idle")
+    await expect(page.locator(".msg.agent.streaming")).to_have_count(0)
+    cut = page.locator(".msg.agent").last
+    await expect(cut).to_contain_text("stopped here")
+    shown = await cut.locator(".text").text_content() or ""
+    assert slow.startswith(shown) and len(shown) < len(slow), "the reply was cut short"
+    state = await state_of(client, session.id)
+    assert state.status == "idle" and state.last_answer != slow
+    await client.get_workflow_handle(session.id).signal("end_session")
+
+
 async def test_a_compaction_with_its_raw_events_a_subagent_as_a_nested_thread_and_the_pages_of_the_list(
     console: str, page: Page, client: Client, scripted: ScriptedModelServer
 ) -> None:
@@ -320,6 +347,18 @@ async def test_agent_versions_their_diff_and_a_deployment_run_from_the_page(
     await expect(page).to_have_url(re.compile(r"/console/sessions/sesn_"))
     await expect(page.locator(".msg.agent").last).to_contain_text("Scheduled hello.")
     await sdk.beta.deployments.archive(deployment.id)
+
+    # On a phone the tables become cards; a dark system scheme gets dark colours.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(f"{console}/console/agents")
+    await expect(page.locator("#agents thead")).to_be_hidden()
+    await expect(page.locator("#agents")).to_contain_text("console-versions")
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px phone"
+    light = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    await page.emulate_media(color_scheme="dark")
+    dark = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert (light, dark) == ("rgb(247, 247, 248)", "rgb(19, 20, 23)")
 
 
 async def test_a_page_outside_the_app_and_the_assets(console: str) -> None:

@@ -9,6 +9,7 @@ const LONG_CHARS = 1200; // output longer than this (or than LONG_LINES lines) s
 const LONG_LINES = 16;
 const TRUNCATED = /\[output truncated[^\]]*\]/;
 const RECONNECT_MS = 1000;
+const CATCH_UP = 100; // newest events read again once the stream is open
 
 const enc = encodeURIComponent;
 
@@ -173,7 +174,11 @@ export class Conversation {
         this.put(h("div.msg.user", { dataset: { eventId: e.id } }, h("div.who", "user"), h("div.text", textOf(e.content))));
         break;
       case "event_start":
-        if (e.event?.type === "agent.message" && !this.messages.has(e.event.id)) this.agentMessage(e.event.id, "", true);
+        if (e.event?.type !== "agent.message") break;
+        if (!this.messages.has(e.event.id)) this.agentMessage(e.event.id, "", true);
+        else if (this.messages.get(e.event.id).classList.contains("streaming")) {
+          this.messages.get(e.event.id).querySelector(".text").textContent = ""; // a retried call starts again
+        }
         break;
       case "event_delta": {
         const m = this.messages.get(e.event_id) || this.agentMessage(e.event_id, "", true);
@@ -216,9 +221,11 @@ export class Conversation {
         this.tools.get(e.tool_use_id)?.confirmed(e);
         break;
       case "user.interrupt":
+        this.cutShort("interrupted");
         this.put(h("div.line", "Interrupted by the user"));
         break;
       case "session.status_idle":
+        this.cutShort("stopped");
         if (e.stop_reason?.type === "requires_action") for (const id of e.stop_reason.event_ids || []) this.tools.get(id)?.wait();
         else if (e.stop_reason?.type === "retries_exhausted") this.put(h("div.line", "The model call failed after its retries"));
         else if (e.stop_reason?.type === "budget_reached") this.put(h("div.line", "The session's budget was reached"));
@@ -246,6 +253,14 @@ export class Conversation {
         break;
       default:
         break; // span.model_request_start and others show nothing of their own
+    }
+  }
+
+  /** Replies still streaming when the turn ends without them (an interrupt, a failed call) stop there. */
+  cutShort(why) {
+    for (const m of this.el.querySelectorAll(".msg.streaming")) {
+      m.classList.remove("streaming");
+      m.append(h("div.usage", `(${why} here)`));
     }
   }
 
@@ -308,8 +323,9 @@ export class Conversation {
   }
 }
 
-/** Feeds a conversation: opens its stream, lists the backlog (so nothing falls between the two),
- * then hands on what the stream brings; reconnects while the session goes on. */
+/** Feeds a conversation: opens its stream and lists the backlog at once, then reads the newest
+ * events again once the stream is open (so nothing falls between the two), then hands on what the
+ * stream brings; reconnects while the session goes on. */
 class Feed {
   constructor(convo, signal) {
     this.convo = convo;
@@ -319,29 +335,36 @@ class Feed {
   async start() {
     const { convo } = this;
     convo.signal = this.signal;
+    const events = `${convo.base}/events`;
     const opened = stream(withQuery(`${convo.base}/${convo.thread ? "stream" : "events/stream"}`, { event_deltas: ["agent.message"] }), this.signal);
     const early = [];
-    let listed = false;
+    let caughtUp = false;
     const pump = (async () => {
       for await (const frame of opened.frames) {
-        if (listed) convo.add(frame.data);
+        if (caughtUp) convo.add(frame.data);
         else early.push(frame.data);
       }
     })();
     pump.catch(() => {});
-    await opened.ready;
-    const events = await listAll(`${convo.base}/events`, {}, { signal: this.signal });
+    // The backlog is read while the stream opens (the stream only brings what comes after it).
+    const backlog = await listAll(events, {}, { signal: this.signal });
     if (!convo.thread && !this.restarted) performance.mark("console:events-listed");
     this.restarted = true;
-    convo.addMany(events);
-    listed = true;
+    convo.addMany(backlog);
+    await opened.ready;
+    // What was recorded between the backlog's read and the stream's start: among the newest events.
+    const newest = (await api(withQuery(events, { order: "desc", limit: CATCH_UP }), { signal: this.signal })).data;
+    const unseen = newest.filter((e) => !convo.seen.has(e.id));
+    if (unseen.length === CATCH_UP) convo.addMany(await listAll(events, {}, { signal: this.signal }));
+    else unseen.reverse().forEach((e) => convo.add(e));
+    caughtUp = true;
     convo.live = true;
     for (const e of early) convo.add(e);
     pump.then(
       () => this.again(),
       (error) => error?.name !== "AbortError" && this.again(),
     );
-    return events.length;
+    return backlog.length;
   }
 
   again() {
@@ -406,8 +429,7 @@ export async function sessionPage(ctx, id) {
   const composer = composerFor(convo);
   main.append(convo.el, composer);
   performance.mark("console:session-start");
-  await refresh();
-  const count = await new Feed(convo, signal).start();
+  const [, count] = await Promise.all([refresh(), new Feed(convo, signal).start()]);
   await nextFrame();
   performance.mark("console:conversation-rendered");
   main.dataset.rendered = String(count);
