@@ -36,14 +36,18 @@ expect.set_options(timeout=30_000)
 async def console(address: str, workers: Workers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """`da serve` with a key, and the harness worker's model calls publishing their text to it."""
     data = tmp_path_factory.mktemp("console-data")
-    with serve(address, env={"DA_API_KEY": KEY, "DA_DATA_DIR": str(data), "TEMPORAL_UI_URL": UI}) as url:
-        publisher, saved = DeltaPublisher(url), workers.model.publisher
-        workers.model.publisher = publisher
-        try:
-            yield url
-        finally:
-            workers.model.publisher = saved
-            await publisher.close()
+    # Started and stopped off the event loop: the in-process workers (on it) answer the queries of
+    # requests still in flight while `da serve` shuts down.
+    server = serve(address, env={"DA_API_KEY": KEY, "DA_DATA_DIR": str(data), "TEMPORAL_UI_URL": UI})
+    url = await asyncio.to_thread(server.__enter__)
+    publisher, saved = DeltaPublisher(url), workers.model.publisher
+    workers.model.publisher = publisher
+    try:
+        yield url
+    finally:
+        workers.model.publisher = saved
+        await publisher.close()
+        await asyncio.to_thread(server.__exit__, None, None, None)
 
 
 @pytest.fixture

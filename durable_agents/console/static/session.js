@@ -347,10 +347,15 @@ class Feed {
     })();
     pump.catch(() => {});
     // The backlog is read while the stream opens (the stream only brings what comes after it).
-    const backlog = await listAll(events, {}, { signal: this.signal });
-    if (!convo.thread && !this.restarted) performance.mark("console:events-listed");
+    const first = !convo.thread && !this.restarted; // the page's first read: what the render figures time
     this.restarted = true;
-    convo.addMany(backlog);
+    let pages = 0;
+    const onPage = (page) => {
+      convo.addMany(page); // each page shown as it comes: a long session's start is on screen early
+      if (first && pages++ === 0) nextFrame().then(() => performance.mark("console:first-events"));
+    };
+    const backlog = await listAll(events, {}, { signal: this.signal, onPage });
+    if (first) performance.mark("console:events-listed");
     await opened.ready;
     // What was recorded between the backlog's read and the stream's start: among the newest events.
     const newest = (await api(withQuery(events, { order: "desc", limit: CATCH_UP }), { signal: this.signal })).data;
