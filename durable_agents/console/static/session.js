@@ -8,7 +8,8 @@ import { badge, cost, errorBox, fill, h, pretty, tokens, when } from "./dom.js";
 const LONG_CHARS = 1200; // output longer than this (or than LONG_LINES lines) starts collapsed
 const LONG_LINES = 16;
 const TRUNCATED = /\[output truncated[^\]]*\]/;
-const RECONNECT_MS = 1000;
+const RECONNECT_MS = 1000; // the first reconnect's wait; it doubles up to MAX_RECONNECT_MS
+const MAX_RECONNECT_MS = 30000;
 const CATCH_UP = 100; // newest events read again once the stream is open
 
 const enc = encodeURIComponent;
@@ -341,6 +342,7 @@ class Feed {
     let caughtUp = false;
     const pump = (async () => {
       for await (const frame of opened.frames) {
+        this.delay = 0; // it works: a later drop reconnects at once
         if (caughtUp) convo.add(frame.data);
         else early.push(frame.data);
       }
@@ -372,11 +374,21 @@ class Feed {
     return backlog.length;
   }
 
+  /** The stream ended or failed: open it again (sooner after one that brought something), unless
+   * the session has ended. */
   again() {
     if (this.convo.terminated || this.signal.aborted) return;
-    setTimeout(() => {
-      if (!this.signal.aborted) this.start().catch(() => this.again());
-    }, RECONNECT_MS);
+    this.delay = Math.min(MAX_RECONNECT_MS, (this.delay || RECONNECT_MS / 2) * 2);
+    setTimeout(async () => {
+      if (this.signal.aborted) return;
+      try {
+        const session = await api(`/v1/sessions/${enc(this.convo.session)}`, { signal: this.signal });
+        if (session.status === "terminated" && !this.convo.thread) return; // ended without saying so in its log
+        await this.start();
+      } catch (error) {
+        if (error?.name !== "AbortError") this.again();
+      }
+    }, this.delay);
   }
 }
 
