@@ -51,8 +51,10 @@ async def console(address: str, workers: Workers, tmp_path_factory: pytest.TempP
 
 
 @pytest.fixture
-def sdk(console: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=console, api_key=KEY, max_retries=0)
+async def sdk(console: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    client = anthropic.AsyncAnthropic(base_url=console, api_key=KEY, max_retries=0)
+    yield client
+    await client.close()
 
 
 @pytest.fixture
@@ -122,7 +124,6 @@ async def test_sign_in_find_a_session_open_it_and_talk_to_it(
         await expect(row.locator("td").nth(4)).to_have_text("2")
         await expect(row.locator("td").nth(6)).to_contain_text("$")
         await expect(row.locator(".badge")).to_have_text("idle")
-        await page.screenshot(path=str(DOCS / "console-sessions.png"))
         # Filtered by its agent: only this agent's sessions.
         await page.locator("#filter-agent").select_option(agent.id)
         await expect(page).to_have_url(re.compile(rf"agent_id={agent.id}"))
@@ -351,6 +352,24 @@ async def test_agent_versions_their_diff_and_a_deployment_run_from_the_page(
     await expect(page).to_have_url(re.compile(r"/console/sessions/sesn_"))
     await expect(page.locator(".msg.agent").last).to_contain_text("Scheduled hello.")
     await sdk.beta.deployments.archive(deployment.id)
+
+    # The list with sessions in each state (the screenshot in the README): one answering, one idle.
+    idle_marker = add_scenario(scripted, [Step(text="Ready when you are.")])
+    busy_marker = add_scenario(scripted, [Step(text="thinking " * 400, stream_chunk=4, stream_delay_ms=50)])
+    env_id = await environment(sdk)
+    made = []
+    for title, marker in (("Waiting for its next message", idle_marker), ("Answering right now", busy_marker)):
+        first = {"type": "user.message", "content": [{"type": "text", "text": f"Hi. {marker}"}]}
+        made.append(
+            await sdk.beta.sessions.create(agent=agent.id, environment_id=env_id, title=title, initial_events=[first])
+        )
+    await page.goto(f"{console}/console/sessions")
+    await expect(page.locator(f"tr[data-session='{made[1].id}'] .badge")).to_have_text("running")
+    await expect(page.locator(f"tr[data-session='{made[0].id}'] .badge")).to_have_text("idle")
+    await expect(page.locator("#sessions tbody td", has_text="…")).to_have_count(0)  # every row's figures in
+    await page.screenshot(path=str(DOCS / "console-sessions.png"))
+    for session in made:
+        await client.get_workflow_handle(session.id).signal("end_session")
 
     # On a phone the tables become cards; a dark system scheme gets dark colours.
     await page.set_viewport_size({"width": 390, "height": 844})
