@@ -161,6 +161,11 @@ async def test_sign_in_find_a_session_open_it_and_talk_to_it(
         height = await page.evaluate("document.documentElement.scrollHeight")
         await page.set_viewport_size({"width": 1280, "height": height})
         await page.screenshot(path=str(DOCS / "console-session.png"))
+        await page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than it
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the session page is {width} px wide on a 390 px phone"
+        await page.get_by_role("link", name="console-coder v1").click()  # its agent, at that version
+        await expect(page.locator("#definition")).to_contain_text('"name": "console-coder"')
     finally:
         await context.close()
     await client.get_workflow_handle(session.id).signal("end_session")

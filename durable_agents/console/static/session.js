@@ -392,12 +392,16 @@ class Feed {
   }
 }
 
+const agentName = (agent) => `${agent.name || agent.id} v${agent.version ?? "?"}`;
+// Agents the API made (sessions from `da start` or a plain client name theirs agent_local_…).
+const ourAgent = (agent) => agent.id && !agent.id.startsWith("agent_local_");
+
 function facts(session) {
   const u = session.usage || {};
   const agent = session.agent || {};
   const cache = u.cache_read_input_tokens ? ` (${tokens(u.cache_read_input_tokens)} from cache)` : "";
   return [
-    h("span", "agent ", h("b", `${agent.name || agent.id} v${agent.version ?? "?"}`)),
+    h("span", "agent ", h("b", ourAgent(agent) ? h("a", { href: `/console/agents/${enc(agent.id)}?version=${agent.version}` }, agentName(agent)) : agentName(agent))),
     h("span", "started ", h("b", when(session.created_at))),
     h("span", "turns ", h("b#turns", String(session.stats?.turns ?? "—"))),
     h("span", "tokens ", h("b#tokens", `${tokens(u.input_tokens)} in / ${tokens(u.output_tokens)} out`), cache),

@@ -96,7 +96,7 @@ export async function sessionsPage(ctx) {
         row.tr.append(
           h(
             "td",
-            h("a", { href: sessionLink(s.id) }, s.title || "untitled"),
+            h(`a${s.title ? "" : ".untitled"}`, { href: sessionLink(s.id) }, s.title || "untitled"),
             h("div.muted.mono", s.id),
           ),
           h("td", { "data-label": "Agent" }, agentOf(s)),
