@@ -1,7 +1,10 @@
 # The README's commands. `make demo` and `make test` do all set-up themselves.
 PY := .venv/bin/python
+# ENGINE=cluster: Temporal on PostgreSQL (scripts/cluster.sh) instead of the dev server.
+ENGINE ?= dev
+export DA_ENGINE := $(ENGINE)
 
-.PHONY: setup demo test up down status bench lint
+.PHONY: setup demo test up down status bench lint cluster-up cluster-down
 
 setup:
 	@bash scripts/setup.sh all
@@ -29,6 +32,13 @@ bench: setup
 	@$(PY) -m bench.scale
 	@$(PY) -m bench.security
 	@$(PY) -m bench.streaming
+	@$(PY) -m bench.learning
+
+cluster-up: setup
+	@bash scripts/cluster.sh up
+
+cluster-down:
+	@bash scripts/cluster.sh down
 
 lint:
 	@.venv/bin/ruff check .

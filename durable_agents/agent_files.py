@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from durable_agents.contracts import AgentSpec, agent_version
+from durable_agents import web_search
+from durable_agents.contracts import WEB_SEARCH, AgentSpec, agent_version
 from durable_agents.errors import UserError
 
 __all__ = ["AgentFileError", "agent_version", "load_agent"]
@@ -118,6 +119,8 @@ def load_agent(path: str | Path) -> AgentSpec:
 
 def _load(p: Path, chain: tuple[Path, ...]) -> AgentSpec:
     agent = _parse(p)
+    if WEB_SEARCH in agent.tools and not web_search.configured():
+        raise AgentFileError(f"{p}: tools: {web_search.NOT_CONFIGURED}")
     for i, sub in enumerate(agent.subagents):
         if sub.spec is not None or sub.agent is None:
             continue
@@ -134,7 +137,7 @@ def _load(p: Path, chain: tuple[Path, ...]) -> AgentSpec:
 SKILLS_LIMIT = 1_000_000  # bytes of skill text per agent: it travels in the session's input
 
 
-def _parse_skill(folder: Path) -> dict[str, Any]:
+def parse_skill(folder: Path) -> dict[str, Any]:
     manifest = folder / "SKILL.md"
     text = _read_text(manifest, SKILLS_LIMIT)
     match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", text, re.DOTALL)
@@ -155,12 +158,20 @@ def _parse_skill(folder: Path) -> dict[str, Any]:
 
 def _resolve_skills(p: Path, raw: dict[str, Any]) -> None:
     entries = raw.get("skills")
+    if isinstance(entries, dict):  # {learn: true, folders: [...]}: save_skill, and these skills
+        unknown = set(entries) - {"learn", "folders"}
+        if unknown:
+            raise AgentFileError(f"{p}: skills.{sorted(unknown)[0]}: unknown field (learn, folders)")
+        if not isinstance(entries.get("learn", False), bool):
+            raise AgentFileError(f"{p}: skills.learn: true or false")
+        raw["learn_skills"] = entries.get("learn", False)
+        entries = entries.get("folders") or []
     if entries is None:
         return
     if isinstance(entries, str):
         entries = [entries]
     if not isinstance(entries, list):
-        raise AgentFileError(f"{p}: skills: a folder or a list of folders")
+        raise AgentFileError(f"{p}: skills: a folder, a list of folders, or {{learn: true, folders: [...]}}")
     resolved: list[Any] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, str):
@@ -168,9 +179,9 @@ def _resolve_skills(p: Path, raw: dict[str, Any]) -> None:
             continue
         folder = p.parent / entry
         if (folder / "SKILL.md").is_file():
-            resolved.append(_parse_skill(folder))
+            resolved.append(parse_skill(folder))
         elif folder.is_dir():  # a folder of skill folders
-            resolved += [_parse_skill(sub) for sub in sorted(folder.iterdir()) if (sub / "SKILL.md").is_file()]
+            resolved += [parse_skill(sub) for sub in sorted(folder.iterdir()) if (sub / "SKILL.md").is_file()]
         else:
             raise AgentFileError(f"{p}: skills.{i}: {entry}: no such folder")
     if (
@@ -197,6 +208,21 @@ def _resolve_system_file(p: Path, raw: dict[str, Any]) -> None:
     del raw["system_file"]
 
 
+def _resolve_rubric_file(p: Path, raw: dict[str, Any]) -> None:
+    """`outcome.rubric_file`'s text as `outcome.rubric`."""
+    outcome = raw.get("outcome")
+    if not isinstance(outcome, dict) or not isinstance(outcome.get("rubric_file"), str):
+        return
+    name = outcome.pop("rubric_file")
+    if outcome.get("rubric"):
+        raise AgentFileError(f"{p}: outcome.rubric_file: give rubric or rubric_file, not both")
+    try:
+        outcome["rubric"] = _read_text(p.parent / name, SYSTEM_FILE_LIMIT)
+    except AgentFileError as e:
+        problem = str(e).removeprefix(f"{p.parent / name}: ")
+        raise AgentFileError(f"{p}: outcome.rubric_file: {name}: {problem}") from None
+
+
 def _parse(p: Path) -> AgentSpec:
     if not p.exists() and not p.is_symlink():
         raise AgentFileError(f"{p}: no such agent file")
@@ -206,6 +232,7 @@ def _parse(p: Path) -> AgentSpec:
     if not isinstance(raw, dict):
         raise AgentFileError(f"{p}: expected a mapping of fields (name, model, system, tools, ...)")
     _resolve_system_file(p, raw)
+    _resolve_rubric_file(p, raw)
     _resolve_skills(p, raw)
     try:
         return AgentSpec.model_validate(raw)

@@ -48,8 +48,8 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
+from durable_agents import cli_memory, cli_skills, codec, schedules, session_log, telemetry, vault
 from durable_agents import client as api
-from durable_agents import codec, schedules, session_log, telemetry, vault
 from durable_agents.agent_files import agent_version, load_agent
 from durable_agents.client import ClientError
 from durable_agents.connection import connect, temporal_address
@@ -103,15 +103,21 @@ def print_event(e: SessionEvent, as_json: bool) -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
+def read_text_arg(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise CliError(f"{option} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{option} {path}: not a text file") from None
+
+
 def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
     """--file LOCAL[=DEST] and --git URL [--git-ref REF] [--git-token-secret NAME] as a seed."""
     files = {}
     for spec in args.file or []:
         local, _, dest = spec.partition("=")
-        try:
-            files[dest or Path(local).name] = Path(local).read_text()
-        except OSError as e:
-            raise CliError(f"--file {local}: {e.strerror}") from None
+        files[dest or Path(local).name] = read_text_arg(local, "--file")
     git = None
     if args.git:
         git = GitSource(url=args.git, ref=args.git_ref, token_secret=args.git_token_secret)
@@ -124,15 +130,25 @@ def workspace_seed(args: argparse.Namespace) -> WorkspaceSeed | None:
 
 
 async def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    agent = load_agent(args.agent)
+    outcome = None
+    if args.outcome is not None:
+        rubric = read_text_arg(args.outcome, "--outcome")
+        iterations = args.max_iterations or (agent.outcome.max_iterations if agent.outcome else 3)
+        outcome = api.new_outcome(args.task, rubric, iterations)
+    elif args.max_iterations is not None:
+        raise CliError("--max-iterations goes with --outcome RUBRIC.md")
     handle = await api.start_agent_session(
         client,
-        load_agent(args.agent),
+        agent,
         args.task,
         session_id=args.id,
         one_shot=args.one_shot,
         source=args.agent,
         workspace=workspace_seed(args),
         reuse_closed_id=False,
+        outcome=outcome,
+        memory=await cli_memory.mounts(args.memory or []),
     )
     print(handle.id, flush=True)
     warning = await api.check_taken_up(handle)
@@ -227,10 +243,7 @@ def client_tool_result(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError("give the result with --file out.json or --text TEXT (one of them)")
     if args.text is not None:
         return {"content": args.text, "is_error": args.error}
-    try:
-        raw = Path(args.file).read_text()
-    except OSError as e:
-        raise CliError(f"--file {args.file}: {e.strerror}") from None
+    raw = read_text_arg(args.file, "--file")
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -540,6 +553,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--git", metavar="URL", help="seed /workspace with a clone of this repository")
     s.add_argument("--git-ref", metavar="REF", help="branch or tag to clone")
     s.add_argument("--git-token-secret", metavar="NAME", help="secret the sandbox worker uses to clone")
+    s.add_argument("--outcome", metavar="RUBRIC.md", help="grade the answer against this rubric, revising until met")
+    s.add_argument("--max-iterations", type=int, metavar="N", help="evaluate-then-revise cycles (1-20, default 3)")
+    s.add_argument(
+        "--memory",
+        action="append",
+        metavar="STORE[:read_only]",
+        help="attach a memory store (id or name), mounted at /mnt/memory/<name>; read_write unless :read_only",
+    )
     s.add_argument("task")
     s = sub.add_parser("send", help="add a user message to a running session")
     s.add_argument("id")
@@ -589,6 +610,8 @@ def parser() -> argparse.ArgumentParser:
     key_commands.add_parser("create", help="make a key; it is printed once").add_argument("name")
     key_commands.add_parser("list", help="keys with their state (never the keys)")
     key_commands.add_parser("revoke", help="revoke a key by its id").add_argument("id")
+    cli_memory.add_parser(sub)
+    cli_skills.add_parser(sub)
     v = sub.add_parser("vault", help="secrets the workers resolve by name: set, list, delete").add_subparsers(
         dest="vault_command", required=True
     )
@@ -695,6 +718,10 @@ async def amain(argv: list[str]) -> int:
             return await cmd_api_key(args)
         if args.command == "vault":
             return await cmd_vault(args)
+        if args.command == "memory":
+            return await cli_memory.cmd_memory(args)
+        if args.command == "skill":
+            return await cli_skills.cmd_skill(args)
         if args.command == "codec-key":
             return await cmd_codec_key(args)
         if args.command == "codec-server":
@@ -708,6 +735,7 @@ async def amain(argv: list[str]) -> int:
         if args.command == "start":
             load_agent(args.agent)  # bad input fails before anything connects
             workspace_seed(args)
+            await cli_memory.mounts(args.memory or [])
         try:
             client = await connect()
         except RuntimeError as e:

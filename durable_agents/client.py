@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
@@ -55,6 +56,8 @@ from durable_agents.contracts import (
     SESSION_WORKFLOW,
     TOOL_RESULT,
     AgentSpec,
+    MemoryMount,
+    Outcome,
     SessionEvent,
     SessionInput,
     SessionResult,
@@ -152,12 +155,17 @@ async def start_agent_session(
     task_queue: str = AGENTS_QUEUE,
     reuse_closed_id: bool = True,
     summary: str | None = None,
+    outcome: Outcome | None = None,
+    memory: list[MemoryMount] | None = None,
 ) -> WorkflowHandle[Any, SessionResult]:
     """Start a session (task None: it waits, idle, for its first message). A running session's id
     is never reused; a closed one's is unless `reuse_closed_id` is False (the new run then hides the
-    closed one's log from `events` and `export`: the CLI refuses)."""
+    closed one's log from `events` and `export`: the CLI refuses). `outcome`: the task is its
+    description, graded against its rubric; by default the agent's own `outcome` (if it has one)."""
     if task is not None and not task.strip():
         raise ClientError("the task is empty")
+    if outcome is None and agent.outcome is not None and task:
+        outcome = new_outcome(task, agent.outcome.rubric, agent.outcome.max_iterations)
     with_attributes = await ensure_search_attributes(client)
     session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
     attributes = attribute_pairs(
@@ -171,8 +179,10 @@ async def start_agent_session(
                 agent=agent,
                 task=task or None,
                 one_shot=one_shot,
+                outcome=outcome if task else None,
                 search_attributes=with_attributes,
                 workspace=workspace,
+                memory=memory or [],
             ),
             id=session_id,
             task_queue=task_queue,
@@ -185,6 +195,17 @@ async def start_agent_session(
         )
     except WorkflowAlreadyStartedError:
         raise ClientError(await _id_in_use(client, session_id)) from None
+
+
+def new_outcome(description: str, rubric: str, max_iterations: int = 3) -> Outcome:
+    """An outcome with a new id (`outc_…`): the description is the task it grades."""
+    try:
+        return Outcome(
+            id=f"outc_{uuid.uuid4().hex[:24]}", description=description, rubric=rubric, max_iterations=max_iterations
+        )
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors())
+        raise ClientError(f"bad outcome: {problems}") from None
 
 
 async def _start_by_ref(

@@ -27,6 +27,7 @@ class ErrorType(StrEnum):
     SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
     SANDBOX_IMAGE_MISSING = "SandboxImageMissing"
     SEED_FAILED = "SeedFailed"  # the workspace could not be seeded (a git clone failed)
+    PACKAGES_FAILED = "PackagesFailed"  # an environment's packages could not be installed
     MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: retrying cannot help
     MODEL_NOT_CONFIGURED = "ModelNotConfigured"  # no API key on the harness worker
     MODEL_UNAVAILABLE = "ModelUnavailable"  # 429, 5xx, overloaded, a connection lost: retried
@@ -69,6 +70,12 @@ class SandboxImageMissing(SandboxError, UserError):
 
 class SeedFailed(SandboxError):
     error_type = ErrorType.SEED_FAILED
+
+
+class PackagesFailed(SandboxError, UserError):
+    """An environment's packages could not be installed: the same request cannot succeed."""
+
+    error_type = ErrorType.PACKAGES_FAILED
 
 
 class SecretMissing(UserError):

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     agents_dir: Path = Field(Path("agents"), validation_alias="DA_AGENTS_DIR")
     sandbox_host_id: str | None = Field(None, validation_alias="SANDBOX_HOST_ID")  # None: the hostname
     sandbox_warm_pool: int = Field(2, ge=0, validation_alias="SANDBOX_WARM_POOL")
+    # Learned skills below this confidence ((successes + 1) / (outcomes + 2)) are no longer suggested.
+    skill_min_confidence: float = Field(0.34, ge=0, le=1, validation_alias="DA_SKILL_MIN_CONFIDENCE")
+    # How long installing an environment's packages into a derived image may take.
+    packages_timeout_s: float = Field(1200.0, gt=0, validation_alias="DA_PACKAGES_TIMEOUT_S")
     metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias="DA_METRICS_PORT")  # 0 or unset: off
 
     # Runtime data: everything under data_dir unless a path of its own is given. data_dir comes
@@ -106,6 +110,9 @@ class Settings(BaseSettings):
     encrypt_history: bool = Field(False, validation_alias="DA_ENCRYPT_HISTORY")
     codec_key_file: Path = Field(default_factory=_in_data_dir("codec-keys.json"), validation_alias="DA_CODEC_KEY_FILE")
     codec_keys: SecretStr | None = Field(None, validation_alias="DA_CODEC_KEYS")
+
+    # web_search's backend (module:factory or a search service's URL); unset: the tool is not offered
+    web_search: str | None = Field(None, validation_alias="DA_WEB_SEARCH")
 
     # Live streaming
     live_url: str | None = Field(None, validation_alias="DA_LIVE_URL")

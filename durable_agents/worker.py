@@ -30,6 +30,7 @@ from durable_agents.activities.mcp_tools import McpActivities
 from durable_agents.activities.model import ModelActivities, anthropic_client_from_env
 from durable_agents.activities.schedules import ScheduleActivities
 from durable_agents.activities.setup import AgentFiles, SetupActivities
+from durable_agents.activities.skills import SkillActivities
 from durable_agents.codec import CodecKeyError
 from durable_agents.connection import check_search_attributes, connect, metrics_runtime
 from durable_agents.contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
@@ -57,8 +58,10 @@ def harness_worker(
     mcp: McpActivities | None = None,
     setup: SetupActivities | None = None,
     config: Settings | None = None,
+    skills: SkillActivities | None = None,
 ) -> Worker:
     config = config or settings()
+    skills = skills or SkillActivities()
     schedules = ScheduleActivities(client)
     mcp = mcp or McpActivities()
     setup = setup or SetupActivities(client)
@@ -72,6 +75,9 @@ def harness_worker(
             mcp.discover_mcp_tools,
             mcp.call_mcp_tool,
             setup.prepare_session,
+            skills.learned_skills,
+            skills.save_learned_skill,
+            skills.record_skill_results,
         ],
         # Model calls wait on the network, not the CPU: one worker holds many at once.
         max_concurrent_activities=config.harness_max_activities,

@@ -25,9 +25,13 @@ from durable_agents.activities.heartbeat import heartbeating
 from durable_agents.contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
+    GLOB_CAP,
+    GREP_CAP,
+    GREP_DEFAULT_LIMIT,
     PROVISION_SANDBOX,
     SANDBOX_TOOLS,
     SNAPSHOT_WORKSPACE,
+    WEB_SEARCH,
     ExecuteRequest,
     ExecuteResult,
     ProvisionRequest,
@@ -45,10 +49,13 @@ from durable_agents.sandboxes.docker_sandbox import (
     ShellDied,
     ShellUnavailable,
 )
+from durable_agents.sandboxes.memory_mounts import MemoryMounts
 from durable_agents.sandboxes.pool import WarmPool
 from durable_agents.sandboxes.seed import SeedError, seed_archive
 from durable_agents.sandboxes.snapshots import BlobStore, LocalBlobStore
+from durable_agents.sandboxes.tool_programs import GLOB_PY, GREP_PY, WEB_FETCH_PY
 from durable_agents.settings import settings
+from durable_agents.web_search import WebSearchError, render_hits, run_search, search_backend
 
 HEARTBEAT_EVERY_S = 2.0
 
@@ -148,12 +155,42 @@ def _path(raw: str) -> str:
     return posixpath.normpath(posixpath.join(WORKSPACE, raw))
 
 
-def tool_script(name: str, args: dict[str, Any]) -> str:
-    """The bash that carries out one sandbox tool call inside the persistent shell."""
-    if name not in SANDBOX_TOOLS:
+def _program(source: str, args: dict[str, Any]) -> str:
+    """A Python program of tool_programs run on the call's arguments (base64 JSON: no quoting)."""
+    encoded = base64.b64encode(json.dumps(args).encode()).decode()
+    return f"python3 -c {shlex.quote(source)} {encoded}"
+
+
+def tool_script(name: str, args: dict[str, Any], timeout_s: float = 60) -> str:
+    """The bash that carries out one sandbox tool call inside the persistent shell (web_search's
+    is made by the activity, which asks the search backend first: `SandboxActivities._web_search`)."""
+    if name not in SANDBOX_TOOLS or name == WEB_SEARCH:
         raise ValueError(f"not a sandbox tool: {name}")
     if name == "bash":
         return str(args["command"])
+    if name == "glob":
+        root = _path(str(args.get("path") or WORKSPACE))
+        return _program(GLOB_PY, {"root": root, "pattern": str(args["pattern"]), "cap": GLOB_CAP})
+    if name == "grep":
+        limit = min(int(args.get("head_limit") or GREP_DEFAULT_LIMIT), GREP_CAP)
+        fields = ("glob", "type", "context", "before", "after")
+        return _program(
+            GREP_PY,
+            {
+                "root": _path(str(args.get("path") or WORKSPACE)),
+                "pattern": str(args["pattern"]),
+                "output_mode": args.get("output_mode") or "files_with_matches",
+                "case_insensitive": bool(args.get("case_insensitive")),
+                "multiline": bool(args.get("multiline")),
+                "line_numbers": args.get("line_numbers", True) is not False,
+                "limit": limit,
+                **{f: args.get(f) for f in fields},
+            },
+        )
+    if name == "web_fetch":
+        # The request's own timeout leaves the call's time to read, convert and answer.
+        wait = max(1.0, min(30.0, timeout_s - 5))
+        return _program(WEB_FETCH_PY, {"url": str(args["url"]), "max_chars": args.get("max_chars"), "timeout": wait})
     path = _path(str(args["path"]))
     q = shlex.quote(path)
     if name == "read_file":
@@ -190,6 +227,7 @@ class SandboxActivities:
         self.blobs: BlobStore = blobs or LocalBlobStore()
         self.pool = pool
         self.queue = host_queue(sandboxes.host_id)
+        self.memory = MemoryMounts()
 
     def _restore(self, container_id: str, ref: SnapshotRef) -> str | None:
         """Restore a snapshot into a new container; the error text if it could not be."""
@@ -213,12 +251,13 @@ class SandboxActivities:
         log = activity_log()
         started = time.monotonic()
         container_id = None
-        if self.pool is not None and self.pool.matches(req.spec):
+        volumes = await self.memory.prepare(req.session_id, req.memory) if req.memory else None
+        if self.pool is not None and self.pool.matches(req.spec) and not volumes:  # pool containers have no mounts
             container_id = await asyncio.to_thread(self.pool.take, req.session_id)
         from_pool = container_id is not None
         try:
             if container_id is None:
-                container_id = (await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec)).id
+                container_id = (await asyncio.to_thread(self.sandboxes.create, req.session_id, req.spec, volumes)).id
         except docker.errors.ImageNotFound as e:
             raise SandboxImageMissing(
                 f"sandbox image {req.spec.image!r} is not on host {self.sandboxes.host_id}: build it with `make setup`"
@@ -255,8 +294,26 @@ class SandboxActivities:
     @activity.defn(name=EXECUTE)
     @translate_errors
     async def execute(self, req: ExecuteRequest) -> ExecuteResult:
+        """Run the call; then what it changed under the session's read_write memory mounts becomes
+        versions (also when the sandbox was lost meanwhile: the mounts live on this host)."""
+        if not (req.memory and req.session_id):
+            return await self._execute(req)
+        try:
+            result = await self._execute(req)
+        except SandboxGone:
+            await self.memory.save(req.session_id, req.call_id, req.memory)
+            raise
+        notes = await self.memory.save(req.session_id, req.call_id, req.memory)
+        if notes:
+            result = result.model_copy(update={"output": result.output + "\n[memory: " + "; ".join(notes) + "]"})
+        return result
+
+    async def _execute(self, req: ExecuteRequest) -> ExecuteResult:
         log = activity_log()
-        script = tool_script(req.name, req.input)
+        if req.name == WEB_SEARCH:
+            script = await self._web_search(req)
+        else:
+            script = tool_script(req.name, req.input, req.timeout_s)
 
         started = time.monotonic()
         try:
@@ -326,6 +383,25 @@ class SandboxActivities:
             truncated_chars=max(0, out.total_bytes - req.output_cap) if out.cut else 0,
         )
 
+    async def _web_search(self, req: ExecuteRequest) -> str:
+        """The script that answers a web_search call in the sandbox: the backend's results (asked
+        here, on the trusted side), recorded there like any call's output. A call already recorded
+        is not searched again: the sandbox returns what it recorded."""
+        if await asyncio.to_thread(self.sandboxes.recorded, req.handle.sandbox_id, req.call_id):
+            return ":"
+        query, count = str(req.input["query"]), int(req.input.get("max_results") or 5)
+        try:
+            hits = await asyncio.wait_for(run_search(search_backend(), query, count), timeout=req.timeout_s)
+            text, failed = render_hits(query, hits), False
+        except TimeoutError:
+            text, failed = f"web_search: the search backend did not answer within {req.timeout_s:g}s", True
+        except WebSearchError as e:
+            text, failed = str(e) if str(e).startswith("web_search") else f"web_search: {e}", True
+        except Exception as e:  # a backend's own failure is the model's to see, not a crash of the call
+            text, failed = f"web_search: the search backend failed: {type(e).__name__}: {e}", True
+        data = base64.b64encode(text.encode()).decode()
+        return f"printf %s {data} | base64 -d" + ("; (exit 1)" if failed else "")
+
     @activity.defn(name=SNAPSHOT_WORKSPACE)
     @translate_errors
     async def snapshot_workspace(self, req: SnapshotRequest) -> SnapshotRef:
@@ -352,6 +428,9 @@ class SandboxActivities:
     @activity.defn(name=DESTROY_SANDBOX)
     @translate_errors
     async def destroy_sandbox(self, handle: SandboxHandle) -> bool:
+        session_id = await asyncio.to_thread(self.sandboxes.session_of, handle.sandbox_id)
         removed = await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
+        if session_id:  # its memory mounts' directories: everything in them is saved already
+            await asyncio.to_thread(self.memory.forget, session_id)
         activity_log().info("sandbox destroyed", container=handle.sandbox_id[:12], existed=removed)
         return removed

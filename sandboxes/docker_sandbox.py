@@ -29,6 +29,8 @@ from docker.models.containers import Container
 from durable_agents.contracts import SANDBOX_TMP_MB, SandboxSpec
 from durable_agents.errors import SandboxError, SandboxGone
 from durable_agents.sandboxes.egress import NETWORK, RULES_LABEL, EgressProxy, rules_label
+from durable_agents.sandboxes.packages import PackageImages
+from durable_agents.settings import settings
 
 LABEL = "durable-agents.sandbox"
 SESSION_LABEL = "durable-agents.session"
@@ -319,6 +321,7 @@ class DockerSandboxes:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._egress: EgressProxy | None = None
+        self.packages = PackageImages(self.docker, settings().packages_timeout_s)
 
     def egress_proxy(self) -> EgressProxy:
         with self._guard:
@@ -329,11 +332,15 @@ class DockerSandboxes:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def create(self, session_id: str | None, spec: SandboxSpec) -> Container:
-        """A new sandbox container; with no session id, a warm-pool container bound later by `bind`."""
+    def create(
+        self, session_id: str | None, spec: SandboxSpec, volumes: dict[str, dict[str, str]] | None = None
+    ) -> Container:
+        """A new sandbox container; with no session id, a warm-pool container bound later by `bind`.
+        `volumes`: host directories bound into it (the session's memory stores). With packages, the
+        container is made from the derived image (built now if this host lacks it)."""
         tmpfs_opts = "rw,exec,nosuid,nodev,uid=1000,gid=1000,mode=0755"
         kwargs: dict[str, Any] = dict(
-            image=spec.image,
+            image=self.packages.image_for(spec.image, spec.packages),
             command=["sleep", "infinity"],
             detach=True,
             user="1000:1000",
@@ -369,6 +376,8 @@ class DockerSandboxes:
         )
         if spec.runtime:
             kwargs["runtime"] = spec.runtime
+        if volumes:
+            kwargs["volumes"] = volumes
         if spec.egress:  # the proxy is its only way out; no DNS (names are the proxy's business)
             proxy = self.egress_proxy()
             kwargs["environment"] = {**kwargs["environment"], **proxy.environment()}
@@ -411,6 +420,14 @@ class DockerSandboxes:
         if code not in (0, -1):
             raise RuntimeError(f"reading {SESSION_FILE} failed ({code}): {text[:200]}")
         return text or None
+
+    def session_of(self, container_id: str) -> str | None:
+        """The session a container was made for (its label; None for a pool container or a gone one)."""
+        try:
+            labels = self.docker.api.inspect_container(container_id)["Config"].get("Labels") or {}
+        except docker.errors.NotFound:
+            return None
+        return labels.get(SESSION_LABEL)
 
     def mine(self) -> list[Container]:
         """This host's sandbox containers in this namespace, running or not."""
@@ -530,6 +547,11 @@ class DockerSandboxes:
             problem = f"{what}, and its processes could not be stopped"
         self.destroy(container_id)
         raise SandboxGone(f"{container_id[:12]}: {problem}; the sandbox was destroyed")
+
+    def recorded(self, container_id: str, call_id: str) -> bool:
+        """Has this call run to the end here already (a retry then gets its recorded output)?"""
+        code, _ = self.exec(container_id, ["test", "-e", f"{STATE_DIR}/calls/{_safe_id(call_id)}/rc"])
+        return code == 0
 
     def read_recorded(self, container_id: str, call_id: str, cap: int) -> str:
         """The partial output of a call that did not finish (after a timeout)."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs, idempotent and cached: a second run takes seconds.
-#   scripts/setup.sh [all|python|temporal|docker|image|mcp|browser|postgres]
+#   scripts/setup.sh [all|python|temporal|docker|image|mcp|browser|postgres|cluster]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -10,9 +10,11 @@ mkdir -p .bin .data "$CACHE"
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_updated=
+# One apt at a time on the machine (set-ups of several checkouts may run at once).
+APT_LOCK=/var/lock/durable-agents-apt.lock
 apt_install() {
-  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  [ -n "$apt_updated" ] || { as_root flock "$APT_LOCK" apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive as_root flock "$APT_LOCK" apt-get install -y -qq "$@" >/dev/null
 }
 
 setup_python() {
@@ -33,8 +35,9 @@ setup_temporal() {
   if command -v temporal >/dev/null 2>&1; then ln -sf "$(command -v temporal)" .bin/temporal; return; fi
   if command -v go >/dev/null 2>&1; then
     say "temporal: building the CLI $TEMPORAL_CLI_VERSION with go install (a few minutes, once)"
-    GOBIN="$CACHE/gobin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
-    mv "$CACHE/gobin/temporal" "$CACHE/temporal-$TEMPORAL_CLI_VERSION"
+    local gobin; gobin=$(mktemp -d "$CACHE/gobin.XXXXXX")  # its own: set-ups running at once do not collide
+    GOBIN="$gobin" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+    mv "$gobin/temporal" "$CACHE/temporal-$TEMPORAL_CLI_VERSION"; rm -rf "$gobin"
   else
     say "temporal: no go toolchain; downloading the dev server with the Temporal SDK"
     .venv/bin/python - "$CACHE/sdk-download" "$CACHE/temporal-$TEMPORAL_CLI_VERSION" <<'PY'
@@ -104,6 +107,12 @@ setup_postgres() {
   apt_install postgresql
 }
 
+# The production engine (scripts/cluster.sh): the Temporal server and its SQL tool built with
+# `go install`, cached in $CACHE; the Web UI server where it builds. Nothing runs from here.
+setup_cluster() {
+  bash scripts/cluster.sh install
+}
+
 setup_image() {
   bash sandboxes/image/build.sh
 }
@@ -124,6 +133,7 @@ case "${1:-all}" in
   mcp) setup_mcp ;;
   browser) setup_browser ;;
   postgres) setup_postgres ;;
-  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image; setup_browser; setup_postgres ;;
-  *) echo "usage: $0 [all|python|temporal|docker|image|mcp|browser|postgres]" >&2; exit 2 ;;
+  cluster) setup_temporal; setup_postgres; setup_cluster ;;
+  all) setup_python; setup_temporal; setup_docker; setup_compose; setup_mcp; setup_image; setup_browser; setup_postgres; setup_cluster ;;
+  *) echo "usage: $0 [all|python|temporal|docker|image|mcp|browser|postgres|cluster]" >&2; exit 2 ;;
 esac

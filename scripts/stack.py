@@ -1,8 +1,9 @@
-"""The local stack in the background: Temporal dev server, scripted model (when no
+"""The local stack in the background: Temporal (the dev server, or with DA_ENGINE=cluster the
+PostgreSQL-backed cluster of scripts/cluster.sh), scripted model (when no
 ANTHROPIC_API_KEY), the live server (`da serve`, to which the harness worker publishes
 model text as it streams), a harness worker and a sandbox worker. Used by `make up|down|demo`.
 
-    python scripts/stack.py up | down | status | demo
+    python scripts/stack.py up | down | status | demo      (make up ENGINE=cluster sets DA_ENGINE)
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ SCRIPTED_PORT = CONFIG.scripted_model_port
 CODEC_PORT = CONFIG.codec_port
 LIVE_PORT = CONFIG.live_port
 LIVE_URL = CONFIG.live_url or f"http://127.0.0.1:{LIVE_PORT}"
+ENGINE = os.environ.get("DA_ENGINE") or "dev"  # dev | cluster
+CLUSTER_PORT = int(os.environ.get("DA_CLUSTER_PORT") or 7233)
+if ENGINE == "cluster" and "TEMPORAL_ADDRESS" not in os.environ:
+    os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{CLUSTER_PORT}"  # the workers, the CLI and `da serve`
+UI_URL = f"http://localhost:{CLUSTER_PORT + 1000}" if ENGINE == "cluster" else "http://localhost:8233"
 PROCESSES = ("temporal", "scripted-model", "codec-server", "live-server", "harness-worker", "sandbox-worker")
 DEMO_TASK = (
     "Write a Python program fib.py that prints the first 10 Fibonacci numbers, run it, "
@@ -112,10 +118,19 @@ def encryption() -> list[str]:
     return ["--ui-codec-endpoint", f"http://127.0.0.1:{CODEC_PORT}"]
 
 
+def cluster(action: str) -> None:
+    """scripts/cluster.sh ACTION: the Temporal cluster on PostgreSQL (DA_CLUSTER_PORT, DA_CLUSTER_DATA)."""
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "cluster.sh"), action], cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"scripts/cluster.sh {action} failed")
+
+
 def up() -> None:
     DATA.mkdir(exist_ok=True)
     codec_args = encryption()
-    if not _port_open("127.0.0.1", 7233):
+    if ENGINE == "cluster":
+        cluster("up")
+    elif not _port_open("127.0.0.1", 7233):
         _spawn(
             "temporal",
             [
@@ -155,7 +170,7 @@ def up() -> None:
     sandbox_env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     _spawn("sandbox-worker", [DA_WORKER, "--sandbox"], env=sandbox_env)
     say(f"model: {which}")
-    say("Temporal UI: http://localhost:8233")
+    say(f"Temporal UI: {UI_URL} (engine: {ENGINE})")
     say(f"live server: {LIVE_URL} (`DA_LIVE_URL={LIVE_URL} da follow ID` streams model text)")
 
 
@@ -172,12 +187,16 @@ def down() -> None:
             os.killpg(pid, signal.SIGKILL)
         (PIDS / f"{name}.pid").unlink(missing_ok=True)
         say(f"{name}: stopped")
+    if ENGINE == "cluster":
+        cluster("down")
 
 
 def status() -> None:
     for name in PROCESSES:
         pid = _alive(name)
         print(f"{name:<16} {f'running (pid {pid})' if pid else 'stopped'}")
+    if ENGINE == "cluster":
+        cluster("status")
 
 
 def demo() -> None:
@@ -202,7 +221,7 @@ def demo() -> None:
     print("\n" + "=" * 72)
     print(f"model:   {which}")
     print(f"session: {session_id}")
-    print(f"UI:      http://localhost:8233/namespaces/default/workflows/{session_id}")
+    print(f"UI:      {UI_URL}/namespaces/default/workflows/{session_id}")
     print(f"live:    {LIVE_URL}/sessions/{session_id}/events (Server-Sent Events)")
     print("answer:\n" + (result.stdout.strip() or result.stderr.strip()))
     print("=" * 72)

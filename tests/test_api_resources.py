@@ -6,6 +6,7 @@ input for each resource, and state that survives a restart of the server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -73,13 +74,15 @@ async def test_authentication_and_keys(api_url: str, data_dir: Path) -> None:
         await second.beta.agents.list()
 
 
-async def test_agents_are_versioned_and_refuse_what_this_runtime_cannot_run(sdk: anthropic.AsyncAnthropic) -> None:
+async def test_agents_are_versioned_and_refuse_what_this_runtime_cannot_run(
+    scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
+) -> None:
     agents = sdk.beta.agents
     agent = await agents.create(name="coder bot", model="claude-sonnet-5-5", system="Be brief.", tools=TOOLSET)
     assert agent.version == 1 and agent.model.id == "claude-sonnet-5-5" and agent.type == "agent"
     configs = {c.name: c for c in agent.tools[0].configs}
-    assert configs["bash"].enabled and configs["read"].enabled and not configs["glob"].enabled  # shown off
-    assert configs["web_search"].enabled is False
+    assert configs["bash"].enabled and configs["read"].enabled and configs["glob"].enabled
+    assert configs["web_search"].enabled is False  # no search backend on this server: shown off
     v2 = await agents.update(agent.id, version=1, system="Be very brief.", metadata={"team": "a"})
     assert v2.version == 2 and v2.system == "Be very brief." and v2.metadata == {"team": "a"}
     with pytest.raises(anthropic.ConflictError, match="at version 2, not 1"):
@@ -100,17 +103,35 @@ async def test_agents_are_versioned_and_refuse_what_this_runtime_cannot_run(sdk:
     archived = await agents.archive(careful.id)
     assert archived.archived_at is not None
     assert careful.id not in [a.id async for a in agents.list()]
-    glob_on = [{"type": "agent_toolset_20260401", "configs": [{"name": "glob", "enabled": True}]}]
+    skilled = await agents.create(name="s", model="m", skills=[{"type": "custom", "skill_id": "python-checks"}])
+    assert skilled.skills[0].type == "custom" and len(skilled.skills[0].version) == 12
+    env = await sdk.beta.environments.create(name="for skills")
+    marker = add_scenario(scripted, [Step(text="ok")])
+    await answer_of(sdk, skilled.id, env.id, f"check {marker}")
+    asked = next(r.body for r in scripted.model.requests if marker in json.dumps(r.body["messages"]))
+    assert "python-checks" in json.dumps(asked["system"]) and "load_skill" in [t["name"] for t in asked["tools"]]
+    search_on = [{"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": True}]}]
     no_server = [{"type": "mcp_toolset", "mcp_server_name": "nope"}]
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"name": "x", "model": "m", "tools": glob_on}, "'glob' is not offered by this runtime yet"),
+        (
+            {"name": "x", "model": "m", "tools": search_on},
+            "'web_search' is not offered by this server: no search backend is configured",
+        ),
         ({"name": "", "model": "m"}, "name: String should have at least 1 character"),
         ({"name": "x", "model": "m", "tools": [{"type": "mystery"}]}, "tools.0.type"),
         ({"name": "x", "model": "m", "extra_body": {"colour": "red"}}, "colour: unknown field"),
         ({"name": "x", "model": "m", "tools": no_server}, "'nope' is not in mcp_servers"),
         (
             {"name": "x", "model": "m", "skills": [{"type": "custom", "skill_id": "s"}]},
-            "the skills API is not supported",
+            "skills.0.skill_id: no skill 's'",
+        ),
+        (
+            {"name": "x", "model": "m", "skills": [{"type": "anthropic", "skill_id": "xlsx"}]},
+            "skills.0: Anthropic's pre-built skills are not available here",
+        ),
+        (
+            {"name": "x", "model": "m", "skills": [{"type": "custom", "skill_id": "python-checks", "version": "1"}]},
+            "skills.0.version: skill 'python-checks' is at version",
         ),
     ]
     before = [a.id async for a in agents.list()]
@@ -123,7 +144,7 @@ async def test_agents_are_versioned_and_refuse_what_this_runtime_cannot_run(sdk:
         await agents.retrieve("agent_nope")
 
 
-async def test_environments_map_onto_sandboxes_and_refuse_packages(sdk: anthropic.AsyncAnthropic) -> None:
+async def test_environments_map_onto_sandboxes_and_refuse_what_they_cannot_do(sdk: anthropic.AsyncAnthropic) -> None:
     envs = sdk.beta.environments
     limited = await envs.create(
         name="py", config={"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["pypi.org"]}}
@@ -135,8 +156,14 @@ async def test_environments_map_onto_sandboxes_and_refuse_packages(sdk: anthropi
     assert updated.description == "for python" and updated.metadata == {"k": "v"}
     assert (await envs.retrieve(limited.id)).name == "py"
     assert {e.id async for e in envs.list()} >= {limited.id, default.id}
-    with pytest.raises(anthropic.BadRequestError, match="config.packages.pip: installing packages is not supported"):
-        await envs.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["requests"]}})
+    pkgs = await envs.create(name="pkgs", config={"type": "cloud", "packages": {"pip": ["requests==2.32.3"]}})
+    assert pkgs.config.packages.pip == ["requests==2.32.3"] and pkgs.config.packages.apt == []
+    with pytest.raises(anthropic.BadRequestError, match="config.packages.pip.0: String should match pattern"):
+        await envs.create(name="bad", config={"type": "cloud", "packages": {"pip": ["x; rm -rf /"]}})
+    with pytest.raises(anthropic.BadRequestError, match="config.networking.allow_package_managers: package"):
+        await envs.create(
+            name="bad", config={"type": "cloud", "networking": {"type": "limited", "allow_package_managers": True}}
+        )
     with pytest.raises(anthropic.BadRequestError, match="self_hosted"):
         await envs.create(name="mine", config={"type": "self_hosted"})
     await envs.archive(default.id)
@@ -200,6 +227,57 @@ async def test_the_issue_example_a_session_through_the_sdk(
         await sdk.beta.sessions.create(agent=agent.id, environment_id="")
     with pytest.raises(anthropic.NotFoundError, match="no environment"):
         await sdk.beta.sessions.create(agent=agent.id, environment_id="env_nope")
+
+
+async def answer_of(sdk: anthropic.AsyncAnthropic, agent_id: str, env_id: str, text: str) -> tuple[str, list[Any]]:
+    """One user message through the SDK's stream: the last agent.message's text and every event."""
+    session = await sdk.beta.sessions.create(agent=agent_id, environment_id=env_id)
+    got: list[Any] = []
+    async with await sdk.beta.sessions.events.stream(session.id) as stream:
+        await sdk.beta.sessions.events.send(
+            session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
+        )
+        async for event in stream:
+            got.append(event)
+            if event.type == "session.status_idle" and event.stop_reason.type == "end_turn":
+                break
+    await sdk.beta.sessions.archive(session.id)
+    return [e for e in got if e.type == "agent.message"][-1].content[0].text, got
+
+
+async def test_environment_packages_are_installed_into_a_derived_image_once(
+    scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
+) -> None:
+    """apt and pip packages from the real mirrors, in an image derived from the sandbox image on the
+    sandbox host; the second session reuses it; its sandbox is as hardened as any; a package that
+    does not exist is a clear tool error at the first provision."""
+    import docker
+
+    from durable_agents.sandboxes.packages import REPOSITORY
+
+    probe = "jq --version; python3 -c 'import six; print(\"six\", six.__version__)'; id -u"
+    steps = [Step(tool_use=ToolUse(name="bash", input={"command": probe})), Step(text="Got: {last_tool_result}")]
+    agent = await sdk.beta.agents.create(name="pkg", model="claude-sonnet-5-5", tools=TOOLSET)
+    packages = {"apt": ["jq"], "pip": ["six==1.16.0"]}
+    env = await sdk.beta.environments.create(name="pkgs", config={"type": "cloud", "packages": packages})
+    answer, _ = await answer_of(sdk, agent.id, env.id, f"probe {add_scenario(scripted, steps)}")
+    assert "jq-1." in answer and "six 1.16.0" in answer and answer.rstrip().endswith("1000"), answer
+    images = docker.from_env().images.list(name=REPOSITORY)
+    made = {i.id: i.attrs["Created"] for i in images}
+    assert made, "a derived image exists"
+    again, _ = await answer_of(sdk, agent.id, env.id, f"again {add_scenario(scripted, steps)}")
+    assert "six 1.16.0" in again
+    assert {i.id: i.attrs["Created"] for i in docker.from_env().images.list(name=REPOSITORY)} == made, "reused"
+
+    missing = await sdk.beta.environments.create(
+        name="missing", config={"type": "cloud", "packages": {"apt": ["no-such-package-da-test"]}}
+    )
+    steps = [Step(tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="Saw: {last_tool_result}")]
+    answer, events = await answer_of(sdk, agent.id, missing.id, f"fail {add_scenario(scripted, steps)}")
+    result = next(e for e in events if e.type == "agent.tool_result")
+    assert result.is_error, result
+    assert "environment packages could not be installed: `apt-get install no-such-package-da-test` failed" in answer
+    assert "Unable to locate package no-such-package-da-test" in answer, answer
 
 
 async def test_vaults_keep_secrets_write_only(sdk: anthropic.AsyncAnthropic, data_dir: Path) -> None:

@@ -218,7 +218,8 @@ async def test_bad_input_gets_a_400_naming_it_and_changes_nothing(
             [{"type": "user.custom_tool_result", "custom_tool_use_id": "toolu_nope"}],
             "events.0.custom_tool_use_id: 'toolu_nope' is not a custom tool use waiting for a result",
         ),
-        ([{"type": "user.define_outcome", "description": "d"}], "outcomes are not supported yet"),
+        ([{"type": "user.define_outcome", "description": "d"}], "events.0.rubric: Field required"),
+        ([{"type": "system.message", "content": "x"}], "system messages are not supported yet"),
     ]
     for sent, message in cases:
         with pytest.raises(anthropic.BadRequestError) as refused:

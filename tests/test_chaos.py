@@ -21,14 +21,10 @@ from temporalio.client import Client
 from durable_agents.client import session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import add_scenario, coder, wait_for
+from tests.helpers import add_scenario, appends, assert_clean, coder, requests_for, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS_KEY = "sk-ant-chaos-" + uuid.uuid4().hex
-
-
-def requests_for(scripted: ScriptedModelServer, marker: str) -> int:
-    return sum(1 for r in scripted.requests if marker in json.dumps(r.body))
 
 
 async def test_sigkill_of_the_worker_mid_session_loses_nothing(
@@ -89,22 +85,6 @@ async def test_sigkill_of_the_worker_mid_session_loses_nothing(
 
 # --- more faults: each session completes (or stops with a clear reason), every turn is in its log
 # exactly once, no tool command ran twice, no container is left behind ---------------------------
-
-
-def assert_clean(events: list[SessionEvent], turns: int, session_id: str) -> None:
-    assert [e.offset for e in events] == list(range(len(events))), "the log has gaps"
-    model_turns = [e for e in events if e.kind == "model_turn"]
-    assert len(model_turns) == turns, f"{len(model_turns)} model turns recorded, expected {turns}"
-    call_ids = [c.id for t in model_turns for c in t.tool_calls or []]
-    results = [e.tool_result.call_id for e in events if e.kind == "tool_result"]
-    assert len(set(call_ids)) == len(call_ids) and results == call_ids, "a tool call ran twice or not at all"
-    leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={session_id}"})
-    assert leftover == [], "a container was left behind"
-
-
-def appends(*lines: str) -> list[Step]:
-    """One bash step per line, each appending it to a file: a command that ran twice shows."""
-    return [Step(tool_use=ToolUse(name="bash", input={"command": f"echo {x} >> /workspace/ran"})) for x in lines]
 
 
 async def test_model_api_faults_are_retried_and_each_turn_is_recorded_once(

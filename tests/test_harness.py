@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from durable_agents.activities.model import ContextCache, _CachedContext, classify_model_error
-from durable_agents.agent_files import AgentFileError, load_agent
+from durable_agents.agent_files import AgentFileError, agent_version, load_agent
 from durable_agents.contracts import (
     Limits,
     LoopState,
@@ -238,6 +238,22 @@ def test_system_prompt_files(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("name: b\nmodel: {name: m}\nsystem: x\nsystem_file: p.md\n")
     with pytest.raises(AgentFileError, match="not both"):
         load_agent(tmp_path / "b.yaml")
+
+
+def test_an_agent_files_outcome_reads_its_rubric_file(tmp_path: Path) -> None:
+    (tmp_path / "RUBRIC.md").write_text("- has tests\n")
+    (tmp_path / "a.yaml").write_text(
+        "name: a\nmodel: {name: m}\noutcome: {rubric_file: RUBRIC.md, max_iterations: 5}\n"
+    )
+    agent = load_agent(tmp_path / "a.yaml")
+    assert agent.outcome is not None and agent.outcome.rubric == "- has tests\n" and agent.outcome.max_iterations == 5
+    (tmp_path / "b.yaml").write_text("name: b\nmodel: {name: m}\noutcome: {rubric_file: nope.md}\n")
+    with pytest.raises(AgentFileError, match="b.yaml: outcome.rubric_file: nope.md: No such file"):
+        load_agent(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("name: c\nmodel: {name: m}\noutcome: {rubric: x, max_iterations: 21}\n")
+    with pytest.raises(AgentFileError, match="outcome.max_iterations"):
+        load_agent(tmp_path / "c.yaml")
+    assert agent_version(agent) != agent_version(agent.model_copy(update={"outcome": None}))
 
 
 def test_spawn_agent_is_offered_only_with_subagents() -> None:

@@ -17,6 +17,7 @@ workflow id it replays under, so the recorder gives each session its file's name
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.opentelemetry import create_tracer_provider
 from temporalio.worker import Replayer
 
+from durable_agents.contracts import SessionInput, agent_version
 from durable_agents.payload_store import data_converter
 from durable_agents.telemetry import tracing_plugins
 from durable_agents.workflows.session import SessionWorkflow
@@ -78,3 +80,17 @@ async def record(address: str, session_id: str, name: str) -> None:
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "record":
     asyncio.run(record(sys.argv[2], sys.argv[3], sys.argv[4]))
+
+
+# Recorded since agent versions hold across upgrades: fields added later (sandbox.packages, outcome,
+# learn_skills, a skill's triggers …) at their defaults are left out of the hash.
+VERSION_KEPT = ("compaction-fallback", "malformed-tool-uses", "outcome")
+
+
+@pytest.mark.parametrize("name", VERSION_KEPT)
+def test_an_agent_keeps_its_version_across_an_upgrade(name: str) -> None:
+    history = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text())
+    started = history.events[0].workflow_execution_started_event_attributes
+    recorded = json.loads(started.search_attributes.indexed_fields["AgentVersion"].data)
+    agent = SessionInput.model_validate_json(started.input.payloads[0].data).agent
+    assert agent is not None and agent_version(agent) == recorded

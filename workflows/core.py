@@ -62,7 +62,7 @@ class Session:
         """The agent this session runs (known at once, or once its agent_ref is resolved)."""
         self.agent = agent
         self.base_tools = available_tools(agent)
-        self.system = system_prompt(agent)
+        self.system = system_prompt(agent, self.input.memory)
         self.base_definitions = tool_definitions(self.base_tools, agent.subagents, agent.skills, agent.custom_tools)
         self.loop_guard = LoopGuard(agent.limits.loop_limit, self.state.loop)
         self.use_mcp_tools(self.state.mcp_tools)

@@ -9,21 +9,27 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from durable_agents.contracts import (
+    GLOB_CAP,
+    GREP_CAP,
     LOAD_SKILL,
     SANDBOX_TOOLS,
+    SAVE_SKILL,
     SPAWN_AGENT,
     AgentSpec,
     CustomTool,
     Limits,
     LoopState,
     McpTool,
+    MemoryMount,
     SandboxHandle,
+    SandboxSpec,
     Skill,
     SnapshotRef,
     Subagent,
@@ -62,6 +68,43 @@ class EditFileInput(_ToolInput):
     replace_all: bool = Field(default=False, description="Replace every occurrence.")
 
 
+class GlobInput(_ToolInput):
+    pattern: str = Field(
+        min_length=1, description="Glob pattern, e.g. '**/*.py' or 'src/*.ts'; '**' matches any number of directories."
+    )
+    path: str | None = Field(default=None, description="Directory to search in (default: /workspace).")
+
+
+class GrepInput(_ToolInput):
+    pattern: str = Field(min_length=1, description="Regular expression (Python syntax) to search file contents for.")
+    path: str | None = Field(default=None, description="File or directory to search (default: /workspace).")
+    glob: str | None = Field(default=None, description="Only files whose path matches this glob, e.g. '*.py'.")
+    type: str | None = Field(default=None, description="Only files of this type, e.g. py, js, ts, go, rust, md.")
+    output_mode: Literal["content", "files_with_matches", "count"] = Field(
+        default="files_with_matches",
+        description="content: matching lines; files_with_matches: paths of matching files; count: matches per file.",
+    )
+    case_insensitive: bool = Field(default=False, description="Ignore case.")
+    context: int | None = Field(default=None, ge=0, le=50, description="content mode: lines before and after.")
+    before: int | None = Field(default=None, ge=0, le=50, description="content mode: lines before each match.")
+    after: int | None = Field(default=None, ge=0, le=50, description="content mode: lines after each match.")
+    line_numbers: bool = Field(default=True, description="content mode: prefix lines with their numbers.")
+    multiline: bool = Field(default=False, description="Let the pattern span lines ('.' matches newlines).")
+    head_limit: int | None = Field(
+        default=None, ge=1, le=GREP_CAP, description=f"At most this many lines / files / counts (cap {GREP_CAP})."
+    )
+
+
+class WebFetchInput(_ToolInput):
+    url: str = Field(min_length=1, pattern=r"^https?://", description="The http:// or https:// URL to fetch.")
+    max_chars: int | None = Field(default=None, ge=1, description="Return at most this many characters of text.")
+
+
+class WebSearchInput(_ToolInput):
+    query: str = Field(min_length=1, description="What to search the web for.")
+    max_results: int = Field(default=5, ge=1, le=20, description="How many results to return.")
+
+
 class SpawnAgentInput(_ToolInput):
     agent: str = Field(min_length=1, description="Which subagent to spawn.")
     task: str = Field(
@@ -79,13 +122,34 @@ class LoadSkillInput(_ToolInput):
     )
 
 
+class SaveSkillInput(_ToolInput):
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="A short name for the skill."
+    )
+    description: str = Field(min_length=1, max_length=1000, description="What it does and when to use it.")
+    triggers: list[str] = Field(
+        default_factory=list, max_length=20, description="Words in a task that call for this skill."
+    )
+    instructions: str = Field(
+        min_length=1, max_length=50_000, description="The procedure, step by step, as you would want to read it."
+    )
+    files: list[str] = Field(
+        default_factory=list, max_length=20, description="Workspace files to keep with it (scripts, templates)."
+    )
+
+
 TOOL_INPUTS: dict[str, type[_ToolInput]] = {
     "bash": BashInput,
     "read_file": ReadFileInput,
     "write_file": WriteFileInput,
     "edit_file": EditFileInput,
+    "glob": GlobInput,
+    "grep": GrepInput,
+    "web_fetch": WebFetchInput,
+    "web_search": WebSearchInput,
     SPAWN_AGENT: SpawnAgentInput,
     LOAD_SKILL: LoadSkillInput,
+    SAVE_SKILL: SaveSkillInput,
 }
 
 TOOL_DESCRIPTIONS = {
@@ -95,7 +159,37 @@ TOOL_DESCRIPTIONS = {
     "write_file": "Create or overwrite a file in the sandbox; parent directories are created.",
     "edit_file": "Replace an exact string in a file in the sandbox. old_string must occur exactly "
     "once unless replace_all is true.",
+    "glob": f"Find files by name pattern in the sandbox ('**' for any depth). Paths come back sorted, at most "
+    f"{GLOB_CAP}; hidden files are included.",
+    "grep": "Search file contents in the sandbox with a regular expression, optionally only in files matching a "
+    "glob or of a type. Modes: files_with_matches (default), content (matching lines, with context lines), count. "
+    f"Binary files are skipped; results are capped ({GREP_CAP}).",
+    "web_fetch": "Fetch a web page or file by URL and return it as readable text (HTML is converted). Only hosts "
+    "this session's environment allows can be reached.",
+    "web_search": "Search the web; returns titles, URLs and snippets of the top results.",
+    SAVE_SKILL: "Save a procedure that just worked as a skill of this agent, so later sessions can load it "
+    "(with load_skill) instead of finding it again. Use it after a task succeeded with steps worth repeating.",
 }
+
+
+def web_fetch_refusal(url: str, sandbox: SandboxSpec) -> str | None:
+    """Why web_fetch may not reach `url` from this sandbox (the error the model sees), or None:
+    an unrestricted network reaches anything; otherwise only the hosts of the egress policy."""
+    if sandbox.network:
+        return None
+    host = (urlsplit(url).hostname or "").lower()
+    allowed = [r.host.lower() for r in sandbox.egress]
+    if host in allowed:
+        return None
+    if not allowed:
+        return (
+            f"web_fetch cannot reach {host or url}: this session's environment allows no network access "
+            "(add the host to the environment's allowed_hosts, or sandbox.egress in an agent file)."
+        )
+    return (
+        f"web_fetch cannot reach {host or url}: it is not among the hosts this session's environment allows "
+        f"({', '.join(allowed)})."
+    )
 
 
 def _input_schema(model: type[_ToolInput]) -> dict[str, Any]:
@@ -114,18 +208,42 @@ def available_tools(agent: AgentSpec) -> list[str]:
         [*agent.tools]
         + ([SPAWN_AGENT] if agent.subagents else [])
         + ([LOAD_SKILL] if agent.skills else [])
+        + ([SAVE_SKILL] if agent.learn_skills else [])
         + [t.name for t in agent.custom_tools]
     )
 
 
-def system_prompt(agent: AgentSpec) -> str:
-    """The agent's system prompt, with its skills listed (their bodies load on demand)."""
-    if not agent.skills:
-        return agent.system
-    listing = "\n".join(f"- {s.name}: {s.description}" for s in agent.skills)
-    return (
-        f"{agent.system.rstrip()}\n\nSkills you can load with the load_skill tool when a task needs one:\n{listing}\n"
-    )
+def system_prompt(agent: AgentSpec, memory: Sequence[MemoryMount] = ()) -> str:
+    """The agent's system prompt, with its skills listed (their bodies load on demand) and the
+    memory stores the session has (their files are in the sandbox, not in the prompt)."""
+    prompt = agent.system
+    suggested = [s for s in agent.skills if s.suggested]
+    if suggested:
+        listing = "\n".join(f"- {s.name}: {s.description}" for s in suggested)
+        prompt = (
+            f"{prompt.rstrip()}\n\nSkills you can load with the load_skill tool when a task needs one:\n{listing}\n"
+        )
+    others = [s.name for s in agent.skills if not s.suggested]
+    if others:  # learned skills that do not fit this task (or have failed too often): by name only
+        prompt = f"{prompt.rstrip()}\n\nOther skills (load_skill): {', '.join(others)}\n"
+    if memory:
+        prompt = f"{prompt.rstrip()}\n\n{memory_section(memory)}"
+    return prompt
+
+
+def memory_section(memory: Sequence[MemoryMount]) -> str:
+    """How the model learns of its memory stores: where each is mounted, whether it may write there."""
+    lines = [
+        "Memory stores are mounted in your sandbox as directories of text files. They outlive this session: "
+        "read them before you start, and keep what later sessions should know in the read-write ones (each file at "
+        "most 100 KB of UTF-8 text; every change is kept as a version)."
+    ]
+    for m in memory:
+        access = "read-write" if m.access == "read_write" else "read-only"
+        lines.append(f"- {m.path} ({access})" + (f": {m.description}" if m.description else ""))
+        if m.instructions:
+            lines.append(f"  Instructions: {m.instructions}")
+    return "\n".join(lines) + "\n"
 
 
 def tool_definitions(
@@ -350,6 +468,9 @@ def tool_summary(call: ToolCall) -> str:
         return f"load_skill: {call.input.get('name', '?')}"
     if call.name == "bash":
         return f"bash: {_first_line(str(call.input.get('command', '')))}"
+    headline = {"glob": "pattern", "grep": "pattern", "web_fetch": "url", "web_search": "query"}.get(call.name)
+    if headline is not None:
+        return f"{call.name}: {_first_line(str(call.input.get(headline, '')))}"
     if "path" not in call.input:
         return f"{call.name}: {_first_line(json.dumps(call.input, sort_keys=True))}"
     return f"{call.name}: {_first_line(str(call.input.get('path', '')))}"

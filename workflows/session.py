@@ -34,6 +34,8 @@ with workflow.unsafe.imports_passed_through():
         SET_BUDGET,
         TOOL_RESULT,
         ModelContext,
+        Outcome,
+        OutcomeState,
         SessionCarry,
         SessionEvent,
         SessionInput,
@@ -50,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agents.workflows.harness import parse_tool_uses, text_of, tool_error
     from durable_agents.workflows.mcp import Mcp
     from durable_agents.workflows.model_calls import ModelCalls
+    from durable_agents.workflows.outcomes import Outcomes
     from durable_agents.workflows.sandbox import Sandbox
     from durable_agents.workflows.start import begin
     from durable_agents.workflows.subagents import Subagents
@@ -65,7 +68,8 @@ INTERRUPTED = "Interrupted by the user before this call finished."
 class SessionWorkflow:
     @workflow.init
     def __init__(self, inp: SessionInput) -> None:
-        state = inp.carry or SessionCarry(pending=[UserInput(text=inp.task)] if inp.task else [])
+        first = [UserInput(text=inp.task, outcome=inp.outcome)] if inp.task else []
+        state = inp.carry or SessionCarry(pending=first)
         if inp.carry is None and inp.shared_sandbox is not None:
             state.sandbox.handle, state.sandbox.owns = inp.shared_sandbox, False  # the parent's sandbox
         # An agent named by agent_ref is resolved at the start; until then a placeholder of that name.
@@ -78,6 +82,7 @@ class SessionWorkflow:
         self.waiting = Waiting(session)
         self.subagents = Subagents(session, self.sandbox)
         self.tools = Tools(session, self.sandbox, self.mcp, self.subagents, self.waiting)
+        self.outcomes = Outcomes(session, self.sandbox)
         self.continuing = False
 
     @workflow.run
@@ -141,7 +146,11 @@ class SessionWorkflow:
             # One event per message (each keeps its client's id); the model reads them as one.
             taken, state.pending = state.pending, []
             for message in taken:
-                session.record("user_message", text=message.text, message_id=message.id)
+                if message.outcome is None:
+                    session.record("user_message", text=message.text, message_id=message.id)
+                    continue
+                defined = session.record("outcome_defined", outcome=message.outcome, message_id=message.id)
+                self.outcomes.define(OutcomeState(outcome=message.outcome, defined_at=defined.offset))
             session.set_status("running")
             session.context.add_user_text("\n\n".join(m.text for m in taken), at=session.next_offset - 1)
             state.response_turns = 0
@@ -169,6 +178,7 @@ class SessionWorkflow:
             session.state.last_error = None
             text = f"interrupted by the user; {len(missing)} tool call(s) cut short"
             session.record("interrupted", text=text, client_id=session.interrupt_client_id)
+            self.outcomes.interrupted()
         finally:
             session.turn = None
             self.tools.calls, self.tools.results = [], {}
@@ -220,8 +230,11 @@ class SessionWorkflow:
             session.details()
             if not calls:
                 state.last_answer = text_of(turn.content)
-                session.over_budget()  # the answer stands; a spent budget ends the session after it
-                return
+                # The answer stands; a spent budget ends the session after it. With an outcome open,
+                # a grader judges the answer; its feedback makes the next turn.
+                if session.over_budget() or not await self.outcomes.evaluate(state.last_answer):
+                    return
+                continue
             if session.over_budget():
                 return
             self.tools.calls, self.tools.results = calls, {}
@@ -236,14 +249,14 @@ class SessionWorkflow:
     # --- handlers ---------------------------------------------------------------------------
 
     @workflow.update(name=SEND_MESSAGE)
-    async def send_message(self, text: str, message_id: str | None = None) -> int:
-        """Queue a user message (`message_id`: the client's id for it); returns the offset the
-        session log had when it arrived."""
-        self.session.state.pending.append(UserInput(text=text, id=message_id))
+    async def send_message(self, text: str, message_id: str | None = None, outcome: Outcome | None = None) -> int:
+        """Queue a user message (`message_id`: the client's id for it; `outcome`: the message
+        defines it, and is its description); returns the offset the session log had when it arrived."""
+        self.session.state.pending.append(UserInput(text=text, id=message_id, outcome=outcome))
         return self.session.next_offset
 
     @send_message.validator
-    def _validate_message(self, text: str, message_id: str | None = None) -> None:
+    def _validate_message(self, text: str, message_id: str | None = None, outcome: Outcome | None = None) -> None:
         session = self.session
         if not text or not text.strip():
             raise ValueError("the message is empty")
@@ -356,6 +369,7 @@ class SessionWorkflow:
             run=state.run,
             context_tokens=session.context.estimated_tokens(),
             error=session.stop_reason or state.last_error,
+            outcomes=[o.model_copy(update={"grader_messages": []}) for o in state.outcomes],
         )
 
     @workflow.query(name=GET_MODEL_CONTEXT)

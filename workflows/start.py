@@ -14,12 +14,15 @@ from temporalio.exceptions import ActivityError
 from durable_agents.contracts import (
     AGENT_NOT_FOUND,
     LAST_SCHEDULED_RESULT,
+    LEARNED_SKILLS,
     PREPARE_SESSION,
     SA_AGENT_NAME,
     SA_AGENT_VERSION,
     SA_SESSION_STATUS,
+    LearnedSkillsRequest,
     SessionSetup,
     SessionSetupRequest,
+    Skill,
     UserInput,
     agent_version,
     attribute_pairs,
@@ -56,8 +59,10 @@ async def begin(session: Session, sandbox: Sandbox, mcp: Mcp) -> None:
             return
     if inp.schedule is not None and inp.task:
         state.pending = [UserInput(text=await _scheduled_task(inp.task, inp.schedule))]
-    agent = session.agent
     task = state.pending[0].text if state.pending else ""
+    if session.agent.learn_skills:
+        await _learned_skills(session, task)
+    agent = session.agent
     session.record(
         "session_started", text=task, model=agent.model.name, agent=agent, agent_version=agent_version(agent)
     )
@@ -106,6 +111,26 @@ async def _prepare(session: Session) -> str | None:
         if pairs.search_attributes:
             workflow.upsert_search_attributes([pair.key.value_set(pair.value) for pair in pairs])
     return None
+
+
+async def _learned_skills(session: Session, task: str) -> None:
+    """The skills this agent learned in earlier sessions join its own: those that suit the task are
+    suggested in the prompt, the rest listed by name. Without the registry the session goes on."""
+    try:
+        learned: list[Skill] = await workflow.execute_activity(
+            LEARNED_SKILLS,
+            LearnedSkillsRequest(agent=session.agent.name, task=task),
+            result_type=list[Skill],
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            summary=f"learned skills of {session.agent.name}",
+        )
+    except ActivityError as e:
+        session.error(f"learned skills are not available: {failure_message(e)}")
+        return
+    own = {s.name for s in session.agent.skills}
+    skills = [*session.agent.skills, *(s for s in learned if s.name not in own)]
+    session.use_agent(session.agent.model_copy(update={"skills": skills}))
 
 
 async def _scheduled_task(template: str, schedule: str) -> str:

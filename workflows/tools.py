@@ -4,8 +4,15 @@ it; its result is recorded. Loading a skill lives here too (it may write files i
 
 from __future__ import annotations
 
-from durable_agents.contracts import ToolCall, ToolResult
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from durable_agents.contracts import SAVE_LEARNED_SKILL, SaveSkillRequest, ToolCall, ToolResult
 from durable_agents.workflows.core import Session
+from durable_agents.workflows.failures import failure_message
 from durable_agents.workflows.harness import tool_error, tool_summary
 from durable_agents.workflows.mcp import Mcp
 from durable_agents.workflows.routing import route
@@ -41,6 +48,9 @@ class Tools:
             result = await self.mcp.call(call)
         elif where.kind == "spawn":
             result = await self.subagents.spawn(call)
+        elif where.kind == "save_skill":
+            async with self.sandbox.lock:  # it reads the files it keeps from the sandbox
+                result = await self._save_skill(call)
         else:  # skill, sandbox: in the sandbox, one call at a time
             async with self.sandbox.lock:
                 result = await (self._load_skill(call) if where.kind == "skill" else self.sandbox.run(call))
@@ -70,4 +80,40 @@ class Tools:
             copied = ", ".join(sorted(skill.files))
             note = f"\n\n[{len(skill.files)} file(s) copied to /workspace/skills/{name}/: {copied}]"
         self.session.record("skill_loaded", text=name)
+        if skill.learned and name not in self.session.state.learned_loaded:
+            self.session.state.learned_loaded.append(name)  # its outcome counts for the skill
         return ToolResult(call_id=call.id, name=call.name, output=skill.body + note)
+
+    async def _save_skill(self, call: ToolCall) -> ToolResult:
+        """The procedure into the agent's skill registry, with the workspace files it names."""
+        session = self.session
+        files: dict[str, str] = {}
+        for i, path in enumerate(call.input.get("files") or []):
+            read = await self.sandbox.run(ToolCall(id=f"{call.id}-file-{i}", name="read_file", input={"path": path}))
+            if read.is_error:
+                return tool_error(call, f"Could not read {path} to keep with the skill: {read.output}")
+            files[str(path).removeprefix("/workspace/").lstrip("/")] = read.output
+        request = SaveSkillRequest(
+            agent=session.agent.name,
+            name=str(call.input["name"]),
+            description=str(call.input["description"]),
+            triggers=[str(t) for t in call.input.get("triggers") or []],
+            instructions=str(call.input["instructions"]),
+            files=files,
+            session_id=session.id,
+        )
+        try:
+            version: int = await workflow.execute_activity(
+                SAVE_LEARNED_SKILL,
+                request,
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+                summary=f"save skill: {request.name}",
+            )
+        except ActivityError as e:
+            session.raise_if_interrupted()
+            return tool_error(call, f"The skill could not be saved: {failure_message(e)}")
+        kept = f", with {', '.join(sorted(files))}" if files else ""
+        text = f"Saved skill {request.name!r} (version {version}{kept}); later sessions of {request.agent} can load it."
+        return ToolResult(call_id=call.id, name=call.name, output=text)

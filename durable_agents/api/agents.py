@@ -6,16 +6,23 @@ immutable, mapped onto this runtime's `AgentSpec`.
   `permission_policy` `always_allow` / `always_ask`), `mcp_toolset` (an `mcp_servers` entry's
   tools and their policies), `custom` tools (the client runs them);
 - the toolset's names are Managed Agents' (`bash`, `read`, `write`, `edit`, `glob`, `grep`,
-  `web_fetch`, `web_search`); this runtime offers bash, read, write and edit. A tool it cannot
-  offer is refused when a config enables it by name (400), and is shown disabled where the
-  toolset's default would have enabled it: never silently dropped;
+  `web_fetch`, `web_search`); this runtime offers them all, web_search only where a search backend
+  is configured (DA_WEB_SEARCH). A tool it cannot offer is refused when a config enables it by name
+  (400), and is shown disabled where the toolset's default would have enabled it: never silently
+  dropped;
+- `skills`: a `custom` skill id names a skill folder (with SKILL.md) in the agents directory's
+  `skills/` (`DA_AGENTS_DIR`); its version is its content's hash, and the agent version keeps the
+  text it had when the version was made; `anthropic` (pre-built) skills are refused;
 - `multiagent` coordinator: the agents it may call become subagents (child sessions).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -23,6 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from durable_agents import web_search
+from durable_agents.agent_files import AgentFileError, parse_skill
 from durable_agents.api.http import (
     Gate,
     Param,
@@ -39,13 +48,23 @@ from durable_agents.api.http import (
     query_time,
 )
 from durable_agents.api.store import Record, Store, new_id, now
-from durable_agents.contracts import AgentSpec, CustomTool, Limits, McpServer, ModelSpec, Subagent
+from durable_agents.contracts import WEB_SEARCH, AgentSpec, CustomTool, Limits, McpServer, ModelSpec, Skill, Subagent
+from durable_agents.settings import settings
 
 KIND = "agent"
 TOOLSET = "agent_toolset_20260401"
 # Managed Agents' built-in tools, in its order, and ours that carry them out.
 BUILTIN = ("bash", "edit", "read", "write", "glob", "grep", "web_fetch", "web_search")
-OFFERED = {"bash": "bash", "read": "read_file", "write": "write_file", "edit": "edit_file"}
+_OURS = {"read": "read_file", "write": "write_file", "edit": "edit_file"}
+
+
+def offered() -> dict[str, str]:
+    """The toolset's tools this server offers, and ours that carry them out (web_search only with
+    a search backend)."""
+    configured = web_search.configured()
+    return {name: _OURS.get(name, name) for name in BUILTIN if name != WEB_SEARCH or configured}
+
+
 POLICIES = ("always_allow", "always_ask")
 
 
@@ -142,22 +161,24 @@ def _toolset(tool: ToolParam, i: int) -> dict[str, Any]:
     default_enabled = True if default.enabled is None else default.enabled
     default_policy = _policy(default.permission_policy, f"tools.{i}.default_config", "always_allow")
     given = {}
+    ours = offered()
     for j, config in enumerate(tool.configs or []):
         if config.name not in BUILTIN:
             raise invalid(f"tools.{i}.configs.{j}.name: {config.name!r} is not a tool of {TOOLSET}")
         if config.name in given:
             raise invalid(f"tools.{i}.configs.{j}.name: {config.name!r} is configured twice")
-        if config.enabled and config.name not in OFFERED:
+        if config.enabled and config.name not in ours:
+            why = web_search.NOT_CONFIGURED.removeprefix("web_search is not offered: ")
             raise invalid(
-                f"tools.{i}.configs.{j}: {config.name!r} is not offered by this runtime yet (offered: "
-                f"{', '.join(OFFERED)}); remove it or set enabled: false"
+                f"tools.{i}.configs.{j}: {config.name!r} is not offered by this server: {why}; remove it or set "
+                "enabled: false"
             )
         given[config.name] = config
     configs = []
     for name in BUILTIN:
         config = given.get(name)
         enabled = config.enabled if config is not None and config.enabled is not None else default_enabled
-        if name not in OFFERED:
+        if name not in ours:
             enabled = False  # not offered here: shown off, never silently kept on
         where = f"tools.{i}.configs.{BUILTIN.index(name)}"
         policy = _policy(config.permission_policy if config else None, where, default_policy)
@@ -232,8 +253,9 @@ def definition(fields: dict[str, Any]) -> dict[str, Any]:
             tools.append(_mcp_toolset(tool, i, names))
         else:
             tools.append(_custom(tool, i))
-    if fields.get("skills"):
-        raise invalid("skills: the skills API is not supported by this runtime yet (agent files may list skills)")
+    skills = [_skill(raw, i) for i, raw in enumerate(fields.get("skills") or [])]
+    if len({s["skill_id"] for s, _ in skills}) != len(skills):
+        raise invalid("skills: a skill is listed twice")
     if fields.get("execution_identity") not in (None, {"type": "service_account"}):
         raise invalid("execution_identity: only {type: service_account} is supported")
     model = fields["model"]
@@ -244,19 +266,51 @@ def definition(fields: dict[str, Any]) -> dict[str, Any]:
         "system": fields.get("system"),
         "tools": tools,
         "mcp_servers": [s.model_dump() for s in servers],
-        "skills": [],
+        "skills": [public for public, _ in skills],
+        SKILL_BODIES: [body for _, body in skills],
         "metadata": fields.get("metadata") or {},
         "multiagent": fields.get("multiagent"),
         "execution_identity": {"type": "service_account"},
     }
 
 
+SKILL_BODIES = "skill_bodies"  # the skills' text as it was when the version was made (not shown)
+
+
+def skills_dir() -> Path:
+    return settings().agents_dir / "skills"
+
+
+def _skill(raw: dict[str, Any], i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A `custom` skill id names a skill folder (SKILL.md) in the agents directory's `skills/`; its
+    version is its content's hash, pinned in the agent version that lists it."""
+    kind, skill_id, pinned = raw.get("type"), raw.get("skill_id"), raw.get("version")
+    if kind == "anthropic":
+        raise invalid(f"skills.{i}: Anthropic's pre-built skills are not available here; use a custom skill folder")
+    if kind != "custom":
+        raise invalid(f"skills.{i}.type: 'custom' or 'anthropic', not {kind!r}")
+    if not isinstance(skill_id, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", skill_id):
+        raise invalid(f"skills.{i}.skill_id: a skill folder's name (letters, digits, . _ -)")
+    folder = skills_dir() / skill_id
+    if not (folder / "SKILL.md").is_file():
+        raise invalid(f"skills.{i}.skill_id: no skill {skill_id!r}: put its folder (with SKILL.md) in {skills_dir()}")
+    try:
+        body = Skill.model_validate(parse_skill(folder)).model_dump()
+    except (AgentFileError, ValidationError) as e:
+        raise invalid(f"skills.{i}: {e}") from None
+    version = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+    if pinned not in (None, "latest", version):
+        raise invalid(f"skills.{i}.version: skill {skill_id!r} is at version {version!r} here, not {pinned!r}")
+    return {"type": "custom", "skill_id": skill_id, "version": version}, body
+
+
 def answer(record: Record, updated_at: str | None = None) -> dict[str, Any]:
     body = record.body
+    shown = {k: v for k, v in body["definition"].items() if k != SKILL_BODIES}
     return {
         "id": record.id,
         "type": "agent",
-        **body["definition"],
+        **shown,
         "version": record.version,
         "created_at": body["created_at"],
         "updated_at": updated_at or record.created_at.isoformat(),
@@ -274,7 +328,7 @@ def spec_of(definition: dict[str, Any], subagents: list[Subagent] | None = None)
     for tool in definition["tools"]:
         if tool["type"] == TOOLSET:
             for config in tool["configs"]:
-                ours = OFFERED.get(config["name"])
+                ours = _OURS.get(config["name"], config["name"])
                 if ours and config["enabled"]:
                     tools.append(ours)
                     if config["permission_policy"]["type"] == "always_ask":
@@ -307,6 +361,7 @@ def spec_of(definition: dict[str, Any], subagents: list[Subagent] | None = None)
         custom_tools=custom,
         mcp_servers=mcp,
         subagents=subagents or [],
+        skills=[Skill.model_validate(body) for body in definition.get(SKILL_BODIES) or []],
         limits=Limits(),
     )
 

@@ -12,6 +12,7 @@ from durable_agents.api.deployments import Deployments
 from durable_agents.api.environments import Environments
 from durable_agents.api.event_routes import SessionEvents
 from durable_agents.api.http import Gate
+from durable_agents.api.memory_stores import MemoryStores
 from durable_agents.api.sessions import Sessions
 from durable_agents.api.store import Store
 from durable_agents.api.vaults import Vaults
@@ -41,5 +42,6 @@ async def create_api(client: Client, relay: Relay, config: Settings | None = Non
         *sessions.routes(gate),
         *vaults.routes(gate),
         *deployments.routes(gate),
+        *MemoryStores(store).routes(gate),
     ]
     return Api(store, routes)

@@ -3,8 +3,13 @@
 
 - `cloud` config: `networking` `limited` (the default: no network, or only `allowed_hosts`, reached
   through the credential-injecting egress proxy) or `unrestricted` (a bridged network);
-- `packages`: not installed by this runtime yet; a list that asks for any is refused (400),
-  never silently ignored. `self_hosted` environments are refused too.
+  `allow_mcp_servers` is accepted and changes nothing (MCP servers are reached by the harness,
+  never from the sandbox); `allow_package_managers: true` is refused (400): registries are not
+  reachable from a sandbox at run time; `packages` are the way;
+- `packages` (apt, pip, npm, cargo, gem, go): installed into an image derived from the sandbox image
+  on the sandbox host at the first provision, cached by content hash (`sandboxes/packages.py`); one
+  that cannot be installed is the session's tool error at that provision, naming the installer's
+  complaint. `self_hosted` environments are refused.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from durable_agents.api.http import (
     resource_routes,
 )
 from durable_agents.api.store import Record, Store, new_id, now
-from durable_agents.contracts import EgressRule, SandboxSpec
+from durable_agents.contracts import EgressRule, Packages, SandboxSpec
 
 KIND = "environment"
 NO_NETWORK = {"type": "limited", "allowed_hosts": [], "allow_mcp_servers": False, "allow_package_managers": False}
@@ -81,15 +86,17 @@ def config_of(config: ConfigParam | None) -> dict[str, Any]:
         return {"type": "cloud", "networking": dict(NO_NETWORK), "packages": dict(NO_PACKAGES)}
     if config.type == "self_hosted":
         raise invalid("config.type: 'self_hosted' environments are not supported (sandboxes run on sandbox workers)")
-    packages = config.packages or PackagesParam()
-    asked = {k: v for k, v in packages.model_dump(exclude={"type"}).items() if v}
-    if asked:
-        manager = next(iter(asked))
-        raise invalid(
-            f"config.packages.{manager}: installing packages is not supported by this runtime yet; build them into "
-            "the sandbox image (sandboxes/image) instead"
-        )
+    asked = (config.packages or PackagesParam()).model_dump(exclude={"type"})
+    try:
+        packages = Packages(**{k: v or [] for k, v in asked.items()})
+    except ValidationError as e:
+        raise invalid(problems(e, "config.packages")) from None
     net = config.networking
+    if net is not None and net.allow_package_managers:
+        raise invalid(
+            "config.networking.allow_package_managers: package registries are not reachable from a sandbox at run "
+            "time here; list what it needs in config.packages (installed into its image at the first provision)"
+        )
     if net is None or net.type == "limited":
         networking = {**NO_NETWORK, **{k: v for k, v in (net.model_dump(exclude={"type"}) if net else {}).items() if v}}
         for i, host in enumerate(networking["allowed_hosts"]):
@@ -99,17 +106,18 @@ def config_of(config: ConfigParam | None) -> dict[str, Any]:
                 raise invalid(problems(e, f"config.networking.allowed_hosts.{i}")) from None
     else:
         networking = {"type": "unrestricted"}
-    return {"type": "cloud", "networking": networking, "packages": dict(NO_PACKAGES)}
+    return {"type": "cloud", "networking": networking, "packages": {"type": "packages", **packages.model_dump()}}
 
 
 def sandbox_of(config: dict[str, Any], base: SandboxSpec | None = None) -> SandboxSpec:
     """The sandbox a session in this environment gets (hardened as every sandbox is)."""
     spec = base or SandboxSpec()
+    packages = Packages(**{k: v for k, v in (config.get("packages") or {}).items() if k != "type"})
     networking = config["networking"]
     if networking["type"] == "unrestricted":
-        return spec.model_copy(update={"network": True, "egress": []})
+        return spec.model_copy(update={"network": True, "egress": [], "packages": packages})
     rules = [EgressRule(host=h) for h in networking.get("allowed_hosts", [])]
-    return spec.model_copy(update={"network": False, "egress": rules})
+    return spec.model_copy(update={"network": False, "egress": rules, "packages": packages})
 
 
 def answer(record: Record) -> dict[str, Any]:

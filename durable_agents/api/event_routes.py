@@ -45,6 +45,7 @@ from durable_agents.contracts import (
     SEND_MESSAGE,
     TOOL_RESULT,
     LiveDelta,
+    Outcome,
     SessionEvent,
     SessionState,
     SubagentFinished,
@@ -95,14 +96,31 @@ class _CustomResult(_Param):
     is_error: bool | None = None
 
 
+class _TextRubric(_Param):
+    type: Literal["text"]
+    content: str = Field(min_length=1, max_length=200_000)
+
+
+class _FileRubric(_Param):
+    type: Literal["file"]
+    file_id: str
+
+
+class _DefineOutcome(_Param):
+    type: Literal["user.define_outcome"]
+    description: str = Field(min_length=1)
+    rubric: _TextRubric | _FileRubric = Field(discriminator="type")
+    max_iterations: int | None = Field(default=None, ge=1, le=20)
+
+
 PARAMS: dict[str, type[_Param]] = {
     "user.message": _UserMessage,
+    "user.define_outcome": _DefineOutcome,
     "user.interrupt": _Interrupt,
     "user.tool_confirmation": _Confirmation,
     "user.custom_tool_result": _CustomResult,
 }
 NOT_YET = {
-    "user.define_outcome": "outcomes are not supported yet",
     "user.tool_result": "self-hosted tool results (environments.work) are not supported",
     "system.message": "system messages are not supported yet",
 }
@@ -145,6 +163,9 @@ def parse_events(body: Any) -> list[_Param]:
             _texts(event.content, f"events.{i}.content")
         if isinstance(event, _CustomResult):
             _texts(event.content or [], f"events.{i}.content")
+        if isinstance(event, _DefineOutcome) and isinstance(event.rubric, _FileRubric):
+            raise invalid(f"events.{i}.rubric: file rubrics need the files API, which is not supported yet; send the "
+                          "rubric as {type: text, content}")  # fmt: skip
         parsed.append(event)
     return parsed
 
@@ -298,6 +319,15 @@ class SessionEvents:
         try:
             if isinstance(event, _UserMessage):
                 await handle.execute_update(SEND_MESSAGE, args=[_texts(event.content, "content"), event_id])
+            elif isinstance(event, _DefineOutcome):
+                outcome = Outcome(
+                    id=f"outc_{uuid.uuid4().hex[:24]}",
+                    description=event.description,
+                    rubric=event.rubric.content,  # type: ignore[union-attr]  # file rubrics are refused above
+                    max_iterations=event.max_iterations or 3,
+                )
+                echo["outcome_id"] = outcome.id
+                await handle.execute_update(SEND_MESSAGE, args=[outcome.description, event_id, outcome])
             elif isinstance(event, _Interrupt):
                 state = await self._state(session_id)
                 if state.status == "running" or state.status == "waiting":

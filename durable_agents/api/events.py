@@ -14,7 +14,9 @@ that come from the log (so `list`, `stream`, a reconnect and a restarted server 
 - error: `session.error` (typed by what failed);
 - status running / idle / done or failed: `session.status_running` / `session.status_idle`
   (`end_turn`, `retries_exhausted`, `budget_reached`) / `session.status_terminated`;
-- subagent_started / _finished: `session.thread_created` / `session.thread_status_terminated`.
+- subagent_started / _finished: `session.thread_created` / `session.thread_status_terminated`;
+- outcome_defined: `user.define_outcome` (its `outcome_id`); outcome_evaluation_start / _end:
+  `span.outcome_evaluation_start` / `span.outcome_evaluation_end` (result, explanation, usage).
 
 Sandbox, skill, MCP-listing and continuation events have no Managed Agents counterpart. Pure code.
 """
@@ -35,6 +37,9 @@ from durable_agents.contracts import (
     ErrorEvent,
     Interrupted,
     ModelTurnEvent,
+    OutcomeDefined,
+    OutcomeEvaluated,
+    OutcomeEvaluationStarted,
     SessionEvent,
     SessionStarted,
     StatusChanged,
@@ -241,6 +246,27 @@ class EventMapper:
             case SubagentFinished():
                 ended = {"session_thread_id": thread_id(e.child), "agent_name": self.threads.get(e.child, "")}
                 return [{"type": "session.thread_status_terminated", **ended}]
+            case OutcomeDefined():
+                o = e.outcome
+                defined = {
+                    "outcome_id": o.id,
+                    "description": o.description,
+                    "rubric": {"type": "text", "content": o.rubric},
+                    "max_iterations": o.max_iterations,
+                }
+                return [{"type": "user.define_outcome", **_own_id(e.message_id), **defined}]
+            case OutcomeEvaluationStarted():
+                return [{"type": "span.outcome_evaluation_start", "outcome_id": e.outcome_id, "iteration": e.iteration}]
+            case OutcomeEvaluated():
+                ended = {
+                    "outcome_id": e.outcome_id,
+                    "iteration": e.iteration,
+                    "result": e.result,
+                    "explanation": e.explanation,
+                    "usage": _usage(e.usage),
+                    "outcome_evaluation_start_id": event_id(e.started_at, 0) if e.started_at is not None else "",
+                }
+                return [{"type": "span.outcome_evaluation_end", **ended}]
         return []
 
     def _compacted(self, e: CompactionEvent) -> dict[str, Any]:

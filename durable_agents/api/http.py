@@ -223,7 +223,7 @@ def guarded(gate: Gate, handler: Handler) -> Handler:
 
     async def run(request: Request) -> Response:
         try:
-            await gate.admit(request)
+            request.state.key_id = await gate.admit(request)
             response = await handler(request)
         except ApiError as e:
             return e.response()

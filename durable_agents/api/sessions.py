@@ -44,6 +44,8 @@ from durable_agents.api.http import (
     query_time,
     resource_routes,
 )
+from durable_agents.api.memory_stores import KIND as MEMORY_STORE
+from durable_agents.api.memory_stores import mount_name
 from durable_agents.api.store import now
 from durable_agents.client import start_agent_session
 from durable_agents.contracts import (
@@ -53,6 +55,8 @@ from durable_agents.contracts import (
     SET_BUDGET,
     AgentSpec,
     GitSource,
+    MemoryMount,
+    OutcomeState,
     SessionState,
     WorkspaceSeed,
 )
@@ -140,6 +144,19 @@ def _first_message(events: list[dict[str, Any]] | None) -> list[str]:
     return texts
 
 
+def outcome_evaluation(o: OutcomeState) -> dict[str, Any]:
+    """An outcome's state as the SDK's `outcome_evaluation` resource."""
+    return {
+        "type": "outcome_evaluation",
+        "outcome_id": o.outcome.id,
+        "description": o.outcome.description,
+        "iteration": o.iteration,
+        "result": o.result,
+        "explanation": o.explanation,
+        "completed_at": o.completed_at.isoformat() if o.completed_at else None,
+    }
+
+
 @dataclass
 class Sessions(Definitions):
     temporal_ui_url: str = "http://localhost:8233"  # where the `temporal` link of a session points
@@ -202,8 +219,8 @@ class Sessions(Definitions):
             "environment_id": body.get("environment_id", "env_default"),
             "vault_ids": body.get("vault_ids", []),
             "budget": body.get("budget"),
-            "resources": [],
-            "outcome_evaluations": [],
+            "resources": body.get("resources") or [],
+            "outcome_evaluations": [outcome_evaluation(o) for o in state.outcomes] if state is not None else [],
             "status": status,
             "usage": usage,
             "stats": stats,
@@ -258,6 +275,8 @@ class Sessions(Definitions):
             agent_id, version, params.environment_id, params.vault_ids or [], _usd(params.budget)
         )
         workspace = self._workspace(params.resources or [])
+        attached = await self._memory(params.resources or [])
+        memory = [mount for mount, _ in attached]
         texts = _first_message(params.initial_events)
         session_id = f"sesn_{uuid.uuid4().hex[:24]}"
         created = now()
@@ -270,6 +289,7 @@ class Sessions(Definitions):
             "vault_ids": params.vault_ids or [],
             "budget": params.budget.model_dump() if params.budget else None,
             "updated_at": created.isoformat(),
+            "resources": [resource for _, resource in attached],
         }
         await self.store.put(KIND, session_id, body)
         summary = f"{record.body['definition']['name']}: {params.title or 'session'}"
@@ -281,14 +301,56 @@ class Sessions(Definitions):
             workspace=workspace,
             source=f"api agent {record.id} v{record.version}",
             summary=summary,
+            memory=memory,
         )
         for text in texts:
             await handle.execute_update(SEND_MESSAGE, args=[text, f"sevt_{uuid.uuid4().hex[:24]}"])
         return JSONResponse(await self._answer(session_id))
 
+    async def _memory(self, resources: list[ResourceParam]) -> list[tuple[MemoryMount, dict[str, Any]]]:
+        """The memory stores a session attaches, each mounted at /mnt/memory/<its name's slug>, and
+        the resource as the session shows it (name and description as they were at attach time)."""
+        mounts: list[tuple[MemoryMount, dict[str, Any]]] = []
+        for i, resource in enumerate(resources):
+            if resource.type != "memory_store":
+                continue
+            record = await self.store.get(MEMORY_STORE, resource.memory_store_id or "")
+            if record is None:
+                raise invalid(f"resources.{i}.memory_store_id: no memory store {resource.memory_store_id!r}")
+            if record.archived_at is not None:
+                raise invalid(f"resources.{i}.memory_store_id: memory store {record.id} is archived")
+            access = resource.access or "read_write"
+            if access not in ("read_write", "read_only"):
+                raise invalid(f"resources.{i}.access: {access!r} is not read_write or read_only")
+            if resource.instructions and len(resource.instructions) > 4096:
+                raise invalid(f"resources.{i}.instructions: longer than 4,096 characters")
+            name = mount_name(record.body["name"])
+            if any(m.name == name for m, _ in mounts):
+                raise invalid(f"resources.{i}: two memory stores would both be mounted at /mnt/memory/{name}")
+            mount = MemoryMount(
+                store_id=record.id,
+                name=name,
+                access=access,  # type: ignore[arg-type]
+                description=record.body.get("description") or "",
+                instructions=resource.instructions or "",
+            )
+            shown = {
+                "type": "memory_store",
+                "memory_store_id": record.id,
+                "mount_path": mount.path,
+                "access": access,
+                "instructions": resource.instructions,
+                "name": record.body["name"],
+                "description": mount.description,
+            }
+            mounts.append((mount, shown))
+        return mounts
+
     def _workspace(self, resources: list[ResourceParam]) -> WorkspaceSeed | None:
         git = None
         for i, resource in enumerate(resources):
+            if resource.type == "memory_store":
+                continue
             if resource.type != "github_repository" or not resource.url:
                 raise invalid(f"resources.{i}.type: {resource.type!r} resources are not supported yet")
             if resource.authorization_token:

@@ -1,5 +1,6 @@
 """The API's database: what outlives a session — agents and their versions, environments, vaults
-and credential metadata, deployments, session metadata, API keys.
+and credential metadata, deployments, session metadata, memory stores with their memories and
+versions (`durable_agents.api.memory_db`), API keys.
 
 SQLAlchemy 2 (async), the same code on SQLite (the embedded default: a file in the data
 directory, no extra service) and PostgreSQL (`DA_DATABASE_URL=postgresql+psycopg://…`). One
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     and_,
     delete,
     func,
@@ -57,6 +59,41 @@ records = Table(
     Column("body", Text, nullable=False),  # the resource as the API returns it (JSON)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("archived_at", DateTime(timezone=True), nullable=True),
+)
+
+# Memory stores (the store itself is a record, kind memory_store): each memory's current content, and
+# every change as an immutable version (only redaction empties one).
+memories = Table(
+    "memories",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("store_id", String(64), nullable=False, index=True),
+    Column("path", String(1024), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("version_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("store_id", "path", name="memories_store_path"),
+)
+
+memory_versions = Table(
+    "memory_versions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # the order versions were written in
+    Column("id", String(64), nullable=False, unique=True),
+    Column("memory_id", String(64), nullable=False, index=True),
+    Column("store_id", String(64), nullable=False, index=True),
+    Column("operation", String(16), nullable=False),  # created, modified, deleted
+    Column("path", String(1024), nullable=True),  # null once redacted
+    Column("content", Text, nullable=True),  # null when deleted or redacted
+    Column("sha256", String(64), nullable=True),
+    Column("size", Integer, nullable=True),
+    Column("created_by", Text, nullable=True),  # the actor (JSON)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("redacted_at", DateTime(timezone=True), nullable=True),
+    Column("redacted_by", Text, nullable=True),
 )
 
 api_keys = Table(

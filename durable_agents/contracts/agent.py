@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jsonschema
 from pydantic import Field, field_validator, model_validator
@@ -14,12 +14,13 @@ from pydantic import Field, field_validator, model_validator
 from durable_agents.contracts._base import _first_duplicate, _Strict, estimate_tokens
 from durable_agents.contracts.model import Usage
 from durable_agents.contracts.names import (
+    DEFAULT_TOOLS,
     KNOWN_TOOLS,
     LOAD_SKILL,
     MCP_SEPARATOR,
     SANDBOX_TMP_MB,
-    SANDBOX_TOOLS,
     SPAWN_AGENT,
+    TOOL_ALIASES,
     ToolPolicy,
 )
 
@@ -92,8 +93,37 @@ class EgressRule(_Strict):
         return self.port or (443 if self.scheme == "https" else 80)
 
 
+# A package as its manager takes it: a name with an optional version or constraint
+# (`jq`, `requests==2.32.3`, `left-pad@1.3.0`, `ripgrep`, `golang.org/x/tools/cmd/stringer@v0.1.0`);
+# never options or shell text (they are passed as arguments, quoted, to the installer).
+PACKAGE_PATTERN = r"^[A-Za-z0-9@][A-Za-z0-9._+~:@/<>=!,\[\]^*-]*$"
+Package = Annotated[str, Field(min_length=1, max_length=214, pattern=PACKAGE_PATTERN)]
+
+
+class Packages(_Strict):
+    """Packages installed into an image derived from the sandbox image on the sandbox host
+    (`sandboxes/packages.py`), built once per content hash and reused by every later sandbox."""
+
+    apt: list[Package] = Field(default_factory=list, description="Debian packages (apt-get install)")
+    pip: list[Package] = Field(default_factory=list, description="Python packages (pip install)")
+    npm: list[Package] = Field(default_factory=list, description="Node packages (npm install -g)")
+    cargo: list[Package] = Field(default_factory=list, description="Rust crates (cargo install)")
+    gem: list[Package] = Field(default_factory=list, description="Ruby gems (gem install)")
+    go: list[Package] = Field(default_factory=list, description="Go programs (go install PATH@VERSION)")
+
+    def __bool__(self) -> bool:
+        return any(self.model_dump().values())
+
+    def digest(self) -> str:
+        """What the derived image is made of, in a stable form (order of packages kept: it can matter)."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
 class SandboxSpec(_Strict):
     image: str = "durable-agents/sandbox:latest"
+    packages: Packages = Field(
+        default_factory=Packages, description="installed into an image derived from `image`, cached by content"
+    )
     cpus: float = Field(default=1.0, gt=0, le=64)
     memory_mb: int = Field(default=1024, ge=64, le=65_536)
     disk_mb: int = Field(default=512, ge=16, le=65_536, description="size of the writable workspace")
@@ -146,7 +176,18 @@ class SandboxSpec(_Strict):
     def container_key(self) -> tuple[object, ...]:
         """What the container is made of: specs with equal keys can share a warm-pool container."""
         egress = tuple(r.model_dump_json() for r in self.egress)
-        return (self.image, self.cpus, self.memory_mb, self.disk_mb, self.pids, self.network, self.runtime, egress)
+        packages = self.packages.digest() if self.packages else None
+        return (
+            self.image,
+            packages,
+            self.cpus,
+            self.memory_mb,
+            self.disk_mb,
+            self.pids,
+            self.network,
+            self.runtime,
+            egress,
+        )
 
 
 class Limits(_Strict):
@@ -226,6 +267,19 @@ class Skill(_Strict):
     description: str = Field(min_length=1)
     body: str
     files: dict[str, str] = Field(default_factory=dict, description="other text files of the skill, by relative path")
+    # A skill the agent learned (save_skill), from its registry: its words that suggest it, its
+    # version there, and whether the prompt suggests it for this task (else it is listed by name).
+    triggers: list[str] = Field(default_factory=list)
+    learned: bool = False
+    registry_version: int | None = None
+    suggested: bool = True
+
+
+class OutcomeSpec(_Strict):
+    """An agent file's outcome: every session's task is graded against this rubric."""
+
+    rubric: str = Field(min_length=1, max_length=200_000, description="in a file: rubric or rubric_file (relative)")
+    max_iterations: int = Field(default=3, ge=1, le=20)
 
 
 class Subagent(_Strict):
@@ -299,7 +353,11 @@ class AgentSpec(_Strict):
     system_file: str | None = Field(
         default=None, description="file with the system prompt, relative to the agent file (read at load)"
     )
-    tools: list[str] = Field(default_factory=lambda: list(SANDBOX_TOOLS))
+    tools: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TOOLS),
+        description="built-in tools: bash, read_file (read), write_file (write), edit_file (edit), glob, grep, "
+        "web_fetch, web_search",
+    )
     policies: dict[str, ToolPolicy] = Field(
         default_factory=dict, description="per-tool policy; a tool not named here is always_allow"
     )
@@ -311,6 +369,10 @@ class AgentSpec(_Strict):
     )
     custom_tools: list[CustomTool] = Field(
         default_factory=list, description="tools the client executes (starter.py tool-result or the Python API)"
+    )
+    outcome: OutcomeSpec | None = Field(default=None, description="grade every task against this rubric")
+    learn_skills: bool = Field(
+        default=False, description="save_skill keeps what worked in the agent's skill registry (skills: {learn: true})"
     )
     mcp_servers: list[McpServer] = Field(
         default_factory=list, description="MCP servers whose tools the model may use, as <server>__<tool>"
@@ -339,7 +401,7 @@ class AgentSpec(_Strict):
         if _first_duplicate(names) is not None:
             raise ValueError("two custom tools have the same name")
         for name in names:
-            if name in (*KNOWN_TOOLS, SPAWN_AGENT, LOAD_SKILL):
+            if name in (*KNOWN_TOOLS, *TOOL_ALIASES, SPAWN_AGENT, LOAD_SKILL):
                 raise ValueError(f"custom tool {name!r} has the name of a built-in tool")
         return custom
 
@@ -359,7 +421,8 @@ class AgentSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _tool_entries(cls, data: Any) -> Any:
-        """`tools:` items may be names or {name, policy} mappings; policies go to `policies`."""
+        """`tools:` items may be names or {name, policy} mappings; policies go to `policies`. The
+        aliases of the file tools (read, write, edit) become their names (read_file ...)."""
         if isinstance(data, dict) and isinstance(data.get("tools"), list):
             tools, policies = [], dict(data.get("policies") or {})
             for item in data["tools"]:
@@ -369,7 +432,12 @@ class AgentSpec(_Strict):
                         policies[item["name"]] = item["policy"]
                 else:
                     tools.append(item)
+            tools = [TOOL_ALIASES.get(t, t) if isinstance(t, str) else t for t in tools]
+            policies = {TOOL_ALIASES.get(k, k) if isinstance(k, str) else k: v for k, v in policies.items()}
             data = {**data, "tools": tools, "policies": policies}
+        elif isinstance(data, dict) and isinstance(data.get("policies"), dict):
+            policies = {TOOL_ALIASES.get(k, k) if isinstance(k, str) else k: v for k, v in data["policies"].items()}
+            data = {**data, "policies": policies}
         return data
 
     def prompt_tokens(self) -> int:
@@ -441,8 +509,35 @@ def unresolved_agent(ref: str) -> AgentSpec:
 
 def agent_version(agent: AgentSpec) -> str:
     """The content hash of a resolved agent definition: same definition, same version."""
-    canonical = json.dumps(agent.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        _without_later_defaults(agent.model_dump(mode="json")), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+# Fields added later, at their defaults: left out of the version's hash, so an agent defined
+# before them keeps its version.
+_LATER_DEFAULTS: dict[str, Any] = {
+    "packages": Packages().model_dump(mode="json"),
+    "outcome": None,
+    "learn_skills": False,
+    "triggers": [],
+    "learned": False,
+    "registry_version": None,
+    "suggested": True,
+}
+
+
+def _without_later_defaults(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _without_later_defaults(v)
+            for k, v in value.items()
+            if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
+        }
+    if isinstance(value, list):
+        return [_without_later_defaults(v) for v in value]
+    return value
 
 
 Subagent.model_rebuild()

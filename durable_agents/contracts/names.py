@@ -15,6 +15,11 @@ SANDBOXES_QUEUE = "sandboxes"
 SESSION_WORKFLOW = "SessionWorkflow"
 SPAWN_AGENT = "spawn_agent"
 LOAD_SKILL = "load_skill"
+SAVE_SKILL = "save_skill"
+# Activities of the skill registry (harness workers).
+LEARNED_SKILLS = "learned_skills"
+SAVE_LEARNED_SKILL = "save_learned_skill"
+RECORD_SKILL_RESULTS = "record_skill_results"
 
 CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
@@ -67,8 +72,17 @@ def attribute_pairs(setting: bool | list[str] | None, values: dict[str, str]) ->
     )
 
 
-SANDBOX_TOOLS = ("bash", "read_file", "write_file", "edit_file")
+# The built-in tools; each runs in the sandbox through `execute`. An agent that names no tools gets
+# the file tools (DEFAULT_TOOLS): the others are opted into (web_search needs a search backend).
+SANDBOX_TOOLS = ("bash", "read_file", "write_file", "edit_file", "glob", "grep", "web_fetch", "web_search")
+DEFAULT_TOOLS = ("bash", "read_file", "write_file", "edit_file")
 KNOWN_TOOLS = SANDBOX_TOOLS
+# Other names an agent file may give a built-in tool (Managed Agents' toolset names them so).
+TOOL_ALIASES = {"read": "read_file", "write": "write_file", "edit": "edit_file"}
+WEB_SEARCH = "web_search"
+GLOB_CAP = 1000  # paths a glob returns at most
+GREP_CAP = 1000  # lines, files or counts a grep returns at most
+GREP_DEFAULT_LIMIT = 250  # ... unless its head_limit says otherwise
 
 
 def host_queue(host_id: str) -> str:

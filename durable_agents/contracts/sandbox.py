@@ -4,7 +4,7 @@ host queue, `execute` and snapshots. No I/O."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -49,11 +49,32 @@ class SnapshotRef(_Strict):
     taken_at: datetime
 
 
+class MemoryMount(_Strict):
+    """A memory store attached to a session: its files mounted in the sandbox at
+    /mnt/memory/<name> (read-only by the mount for read_only), changes written back as versions."""
+
+    store_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(
+        min_length=1, max_length=255, pattern=r"^[a-z0-9][a-z0-9-]*$", description="the mount's directory"
+    )
+    access: Literal["read_write", "read_only"] = "read_write"
+    description: str = ""
+    instructions: str = Field(default="", max_length=4096)
+
+    @property
+    def path(self) -> str:
+        return f"{MEMORY_ROOT}/{self.name}"
+
+
+MEMORY_ROOT = "/mnt/memory"
+
+
 class ProvisionRequest(_Strict):
     session_id: str
     spec: SandboxSpec
     restore: SnapshotRef | None = None  # a snapshot wins over the seed
     seed: WorkspaceSeed | None = None
+    memory: list[MemoryMount] = Field(default_factory=list)  # mounted from the API's database
 
 
 class SandboxHandle(_Strict):
@@ -80,6 +101,9 @@ class ExecuteRequest(_Strict):
     input: dict[str, Any]
     timeout_s: float
     output_cap: int
+    # The session's memory mounts: what the call changed under a read_write one becomes versions.
+    memory: list[MemoryMount] = Field(default_factory=list)
+    session_id: str | None = None
 
 
 class ExecuteResult(_Strict):

@@ -11,10 +11,39 @@ from pydantic import Field, TypeAdapter, model_validator
 from durable_agents.contracts._base import _Strict
 from durable_agents.contracts.agent import AgentSpec
 from durable_agents.contracts.model import Usage
-from durable_agents.contracts.sandbox import SandboxHandle, SnapshotRef, WorkspaceSeed
+from durable_agents.contracts.sandbox import MemoryMount, SandboxHandle, SnapshotRef, WorkspaceSeed
 from durable_agents.contracts.tools import McpTool, ToolCall, ToolResult
 
 AGENT_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$"
+
+
+OutcomeResult = Literal[
+    "running", "evaluating", "needs_revision", "satisfied", "max_iterations_reached", "failed", "interrupted"
+]
+OUTCOME_DONE = ("satisfied", "max_iterations_reached", "failed", "interrupted")
+
+
+class Outcome(_Strict):
+    """What the agent should produce and the rubric a grader holds its answer to
+    (`user.define_outcome`, `da start --outcome RUBRIC.md`, `outcome:` in an agent file)."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = Field(min_length=1, description="the task: the agent begins work on it")
+    rubric: str = Field(min_length=1, max_length=200_000, description="how to grade the answer (text or markdown)")
+    max_iterations: int = Field(default=3, ge=1, le=20, description="evaluate-then-revise cycles before giving up")
+
+
+class OutcomeState(_Strict):
+    """An outcome and where its evaluation stands (one per outcome defined, the newest last)."""
+
+    outcome: Outcome
+    iteration: int = 0  # 0-indexed revision cycle
+    result: OutcomeResult = "running"
+    explanation: str | None = None
+    usage: Usage = Field(default_factory=lambda: Usage())  # the grader's, over every cycle
+    grader_messages: list[dict[str, Any]] = Field(default_factory=list)  # the grader's own conversation
+    defined_at: int = 0  # offset of its outcome_defined event
+    completed_at: datetime | None = None
 
 
 class SessionInput(_Strict):
@@ -32,6 +61,8 @@ class SessionInput(_Strict):
         default=None, min_length=1, description="the first user message; none: the session waits for one"
     )
     one_shot: bool = False
+    # The task is an outcome's description: a grader holds each answer to the rubric.
+    outcome: Outcome | None = None
     workspace: WorkspaceSeed | None = None
     # Set for subagents: who spawned them, how deep, and the parent's sandbox if they share it.
     parent_session: str | None = None
@@ -45,6 +76,8 @@ class SessionInput(_Strict):
     search_attributes: bool | list[str] | None = None
     # Set when a run continues as new: the state the next run starts from.
     carry: SessionCarry | None = None
+    # Memory stores attached to the session (mounted in its sandbox at /mnt/memory/<name>).
+    memory: list[MemoryMount] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _an_agent(self) -> SessionInput:
@@ -87,6 +120,30 @@ class UserMessage(_Event):
     kind: Literal["user_message"] = "user_message"
     text: str
     message_id: str | None = None  # the id the client gave it (the API's user.message event id)
+
+
+class OutcomeDefined(_Event):
+    """A user message that defines an outcome: its description is the message."""
+
+    kind: Literal["outcome_defined"] = "outcome_defined"
+    outcome: Outcome
+    message_id: str | None = None
+
+
+class OutcomeEvaluationStarted(_Event):
+    kind: Literal["outcome_evaluation_start"] = "outcome_evaluation_start"
+    outcome_id: str
+    iteration: int
+
+
+class OutcomeEvaluated(_Event):
+    kind: Literal["outcome_evaluation_end"] = "outcome_evaluation_end"
+    outcome_id: str
+    iteration: int
+    result: OutcomeResult
+    explanation: str
+    usage: Usage
+    started_at: int | None = None  # offset of its outcome_evaluation_start (none: interrupted before one)
 
 
 class ModelTurnEvent(_Event):
@@ -223,7 +280,10 @@ SessionEvent = Annotated[
     | Continued
     | McpToolsListed
     | ErrorEvent
-    | StatusChanged,
+    | StatusChanged
+    | OutcomeDefined
+    | OutcomeEvaluationStarted
+    | OutcomeEvaluated,
     Field(discriminator="kind"),
 ]
 EVENT_TYPES: dict[str, type[_Event]] = {
@@ -249,6 +309,9 @@ EVENT_TYPES: dict[str, type[_Event]] = {
         McpToolsListed,
         ErrorEvent,
         StatusChanged,
+        OutcomeDefined,
+        OutcomeEvaluationStarted,
+        OutcomeEvaluated,
     )
 }
 EventKind = Literal[
@@ -272,6 +335,9 @@ EventKind = Literal[
     "mcp_tools",
     "error",
     "status",
+    "outcome_defined",
+    "outcome_evaluation_start",
+    "outcome_evaluation_end",
 ]
 EVENT_JSON_VERSION = 2  # v2: each kind has only its own fields; compaction's `stop_reason` is `reason`
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(SessionEvent)
@@ -298,6 +364,7 @@ class SessionState(_Strict):
     run: int = 1  # 1 + how often the session continued as new
     context_tokens: int = 0  # estimated size of the next request
     error: str | None = None  # why the session stopped, or why its latest answer failed (None: it did not)
+    outcomes: list[OutcomeState] = Field(default_factory=list)  # without the grader's conversation
 
 
 class ContextState(_Strict):
@@ -333,6 +400,7 @@ class UserInput(_Strict):
 
     text: str
     id: str | None = None
+    outcome: Outcome | None = None  # the message defines this outcome (its text is the description)
 
     @model_validator(mode="before")
     @classmethod
@@ -361,6 +429,8 @@ class SessionCarry(_Strict):
     compaction: CompactionState = Field(default_factory=CompactionState)
     sandbox: SandboxState = Field(default_factory=SandboxState)
     loop: LoopState = Field(default_factory=LoopState)
+    outcomes: list[OutcomeState] = Field(default_factory=list)  # every outcome defined; the newest last
+    learned_loaded: list[str] = Field(default_factory=list)  # learned skills loaded: their outcome counts for them
 
     @model_validator(mode="before")
     @classmethod

@@ -64,3 +64,29 @@ class McpCallRequest(_Strict):
 class SecretCheck(_Strict):
     names: list[str]
     uses: dict[str, str] = Field(default_factory=dict, description="secret -> what needs it (for the message)")
+
+
+class LearnedSkillsRequest(_Strict):
+    """The skills an agent learned, and which of them suit this task."""
+
+    agent: str
+    task: str = ""
+
+
+class SaveSkillRequest(_Strict):
+    agent: str
+    name: str
+    description: str
+    triggers: list[str]
+    instructions: str
+    files: dict[str, str] = Field(default_factory=dict)
+    session_id: str
+
+
+class SkillResults(_Strict):
+    """How a session that loaded these learned skills ended its outcome."""
+
+    agent: str
+    names: list[str]
+    succeeded: bool
+    session_id: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tests.helpers.checks import appends, assert_clean, requests_for
 from tests.helpers.mcp import MCP_TOKEN, HttpServers, auth_servers, http_mcp_servers
 from tests.helpers.paths import CHAOS_NAMESPACE, CHROMIUM, CHROMIUM_ARGS, DA, DA_WORKER, ROOT, TEMPORAL_CLI
 from tests.helpers.processes import cli, free_port, serve, wait_healthy
@@ -28,6 +29,8 @@ __all__ = [
     "SetEnv",
     "Workers",
     "add_scenario",
+    "appends",
+    "assert_clean",
     "auth_servers",
     "cli",
     "coder",
@@ -35,6 +38,7 @@ __all__ = [
     "http_mcp_servers",
     "remove_containers",
     "remove_host_containers",
+    "requests_for",
     "running_workers",
     "serve",
     "spawn",

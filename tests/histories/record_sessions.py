@@ -30,6 +30,7 @@ from temporalio.worker import Replayer
 from durable_agents import schedules, session_log
 from durable_agents.agent_files import load_agent
 from durable_agents.client import (
+    new_outcome,
     post_tool_result,
     send_message,
     session_events,
@@ -662,3 +663,49 @@ async def test_plain_client_agent_ref(client: Client, scripted: ScriptedModelSer
     assert events[0].kind == "session_started" and events[0].agent is not None
     history = await record(client, handle.id, "agent-ref")
     assert "prepare_session" in history.to_json()
+
+
+async def test_outcome(client: Client, scripted: ScriptedModelServer) -> None:
+    """An outcome graded twice: needs_revision (its feedback the next message), then satisfied."""
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": "a.txt", "content": "1\n"})),
+            Step(text="See a.txt"),
+            Step(text="Revised a.txt"),
+        ],
+    )
+    verdicts = [("needs_revision", "More."), ("satisfied", "Good.")]
+    rubric = add_scenario(scripted, [Step(text=json.dumps({"result": r, "explanation": e})) for r, e in verdicts])
+    outcome = new_outcome(f"Write a.txt {marker}", f"- a.txt exists {rubric}", 3)
+    handle = await start(client, "outcome", coder(), outcome.description, outcome=outcome)
+    await wait_until_settled(client, handle.id)
+    events = await session_events(client, handle.id)
+    assert [e.result for e in events if e.kind == "outcome_evaluation_end"] == ["needs_revision", "satisfied"]
+    await finish(client, handle.id)
+    await record(client, handle.id, "outcome")
+
+
+async def test_learned_skill(client: Client, scripted: ScriptedModelServer) -> None:
+    """An agent that learns: a skill saved (with a file), then offered to and loaded by the next session."""
+    name = f"learner-{uuid.uuid4().hex[:6]}"
+    agent = coder(learn_skills=True).model_copy(update={"name": name})
+    save = {"name": "tidy", "description": "Tidy a workspace", "triggers": ["tidy"], "instructions": "rm *.tmp"}
+    first = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="write_file", input={"path": "x.tmp", "content": "x"})),
+            Step(tool_use=ToolUse(name="save_skill", input={**save, "files": ["x.tmp"]})),
+            Step(text="saved"),
+        ],
+    )
+    handle = await start_agent_session(client, agent, f"Learn {first}", one_shot=True)
+    assert (await asyncio.wait_for(handle.result(), timeout=120)).answer == "saved"
+    second = add_scenario(
+        scripted, [Step(tool_use=ToolUse(name="load_skill", input={"name": "tidy"})), Step(text="ok")]
+    )
+    handle = await start(client, "learned-skill", agent, f"tidy up {second}", one_shot=True)
+    assert (await asyncio.wait_for(handle.result(), timeout=120)).answer == "ok"
+    events = await session_events(client, handle.id)
+    assert [e.text for e in events if e.kind == "skill_loaded"] == ["tidy"]
+    await record(client, handle.id, "learned-skill")

@@ -1,0 +1,33 @@
+"""What every fault test asserts of a session that lived through the fault: its log is gap-free,
+each model turn is in it exactly once, each tool call ran exactly once, no container is left."""
+
+from __future__ import annotations
+
+import json
+
+import docker
+
+from durable_agents.contracts import SessionEvent
+from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+
+
+def requests_for(scripted: ScriptedModelServer, marker: str) -> int:
+    """How many model requests the conversation marked `marker` has made so far."""
+    return sum(1 for r in scripted.requests if marker in json.dumps(r.body))
+
+
+def appends(*lines: str, sleep_s: float = 0) -> list[Step]:
+    """One bash step per line, each appending it to a file: a command that ran twice shows."""
+    pause = f"sleep {sleep_s:g}; " if sleep_s else ""
+    return [Step(tool_use=ToolUse(name="bash", input={"command": f"{pause}echo {x} >> /workspace/ran"})) for x in lines]
+
+
+def assert_clean(events: list[SessionEvent], turns: int, session_id: str) -> None:
+    assert [e.offset for e in events] == list(range(len(events))), "the log has gaps"
+    model_turns = [e for e in events if e.kind == "model_turn"]
+    assert len(model_turns) == turns, f"{len(model_turns)} model turns recorded, expected {turns}"
+    call_ids = [c.id for t in model_turns for c in t.tool_calls or []]
+    results = [e.tool_result.call_id for e in events if e.kind == "tool_result"]
+    assert len(set(call_ids)) == len(call_ids) and results == call_ids, "a tool call ran twice or not at all"
+    leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={session_id}"})
+    assert leftover == [], "a container was left behind"
