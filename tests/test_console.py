@@ -28,6 +28,7 @@ from tests.helpers import ROOT, Workers, add_scenario, coder, serve, spawn, stat
 KEY = "console-test-key"
 UI = "http://temporal-ui.example:8233"  # TEMPORAL_UI_URL of this da serve: the session's link goes there
 DOCS = ROOT / "docs"
+OUTPUT = ROOT / "tests" / "output"
 TOOLSET = {"type": "agent_toolset_20260401"}
 expect.set_options(timeout=30_000)
 
@@ -387,6 +388,11 @@ async def test_agent_versions_their_diff_and_a_deployment_run_from_the_page(
     await page.emulate_media(color_scheme="dark")
     dark = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
     assert (light, dark) == ("rgb(247, 247, 248)", "rgb(19, 20, 23)")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    await page.goto(f"{console}/console/sessions")
+    await expect(page.locator("#sessions tbody tr[data-session]").first).to_be_visible()
+    await expect(page.locator("#sessions tbody td", has_text="…")).to_have_count(0)
+    await page.screenshot(path=str(OUTPUT / "console-phone-dark.png"), full_page=True)  # for people to look at
 
 
 async def test_a_page_outside_the_app_and_the_assets(console: str) -> None:
