@@ -22,7 +22,7 @@ from temporalio.client import Client
 from durable_agents.client import start_agent_session
 from durable_agents.contracts import Skill, Subagent
 from durable_agents.live.publisher import DeltaPublisher
-from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
 from tests.helpers import ROOT, Workers, add_scenario, coder, serve, spawn, state_of, wait_for, with_subagents
 
 KEY = "console-test-key"
@@ -267,6 +267,29 @@ async def test_interrupt_from_the_page_stops_the_reply_as_it_streams(
     state = await state_of(client, session.id)
     assert state.status == "idle" and state.last_answer != slow
     await client.get_workflow_handle(session.id).signal("end_session")
+
+
+async def test_a_long_output_collapsed_with_its_truncation_note_and_an_error(
+    console: str, page: Page, client: Client, scripted: ScriptedModelServer
+) -> None:
+    refusal = ScriptedError(status=400, type="invalid_request_error", message="scripted refusal")
+    marker = add_scenario(
+        scripted,
+        [Step(tool_use=ToolUse(name="bash", input={"command": "seq 1 20000"})), Step(error=refusal)],
+    )
+    handle = await start_agent_session(client, coder(), f"Count. {marker}")
+    await page.goto(f"{console}/console/sessions/{handle.id}")
+    card = tool(page, "seq 1 20000")
+    output = card.locator("details")
+    await expect(output.locator("summary")).to_contain_text("truncated")
+    await expect(output).not_to_have_attribute("open", "")  # collapsed until asked
+    await expect(card.locator(".truncated")).to_contain_text("[output truncated: 108894 bytes in all")
+    await output.locator("summary").click()
+    await expect(card.locator("pre.result")).to_contain_text("19999\n20000")
+    error = page.locator(".errorbox")
+    await expect(error).to_contain_text("model_request_failed_error")
+    await expect(error).to_contain_text("scripted refusal")
+    await handle.signal("end_session")
 
 
 async def test_a_compaction_with_its_raw_events_a_subagent_as_a_nested_thread_and_the_pages_of_the_list(
