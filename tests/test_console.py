@@ -66,6 +66,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: print(f"browser console: {m.type}: {m.text}"))
     yield page
     await context.close()
     assert errors == [], f"the page threw: {errors}"

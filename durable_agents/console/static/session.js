@@ -22,6 +22,15 @@ function isLong(text) {
   return text.length > LONG_CHARS || text.split("\n").length > LONG_LINES;
 }
 
+/** Whether the page is scrolled to (near) its end: new events keep it there, else leave it be. */
+function atBottom() {
+  return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 120;
+}
+
+function scrollToEnd() {
+  window.scrollTo({ top: document.documentElement.scrollHeight });
+}
+
 /** One tool call: its name and input, then its output, and while it waits, what answers it. */
 class ToolCard {
   constructor(convo, event) {
@@ -162,7 +171,9 @@ export class Conversation {
   }
 
   put(el) {
+    const follow = this.target === this.el && this.live && !this.thread && atBottom();
     this.target.append(el);
+    if (follow) scrollToEnd();
     return el;
   }
 
@@ -183,7 +194,11 @@ export class Conversation {
         break;
       case "event_delta": {
         const m = this.messages.get(e.event_id) || this.agentMessage(e.event_id, "", true);
-        if (m.classList.contains("streaming")) m.querySelector(".text").append(e.delta?.content?.text || "");
+        if (m.classList.contains("streaming")) {
+          const follow = this.live && !this.thread && atBottom();
+          m.querySelector(".text").append(e.delta?.content?.text || "");
+          if (follow) scrollToEnd();
+        }
         break;
       }
       case "agent.message": {
@@ -383,7 +398,12 @@ class Feed {
       if (this.signal.aborted) return;
       try {
         const session = await api(`/v1/sessions/${enc(this.convo.session)}`, { signal: this.signal });
-        if (session.status === "terminated" && !this.convo.thread) return; // ended without saying so in its log
+        if (session.status === "terminated" && !this.convo.thread) {
+          // It ended (without a terminated event, or before the stream saw it): its whole log, once more.
+          this.convo.addMany(await listAll(`${this.convo.base}/events`, {}, { signal: this.signal }));
+          this.convo.terminated = true;
+          return;
+        }
         await this.start();
       } catch (error) {
         if (error?.name !== "AbortError") this.again();
@@ -451,6 +471,7 @@ export async function sessionPage(ctx, id) {
   main.append(convo.el, composer);
   performance.mark("console:session-start");
   const [, count] = await Promise.all([refresh(), new Feed(convo, signal).start()]);
+  scrollToEnd(); // the newest events first in view; the message box under them
   await nextFrame();
   performance.mark("console:conversation-rendered");
   main.dataset.rendered = String(count);
