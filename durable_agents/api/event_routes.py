@@ -249,10 +249,12 @@ class SessionEvents:
             raise ApiError(503, "api_error", f"cannot read session {session_id!r}: {e.message}") from None
 
     async def _thread_session(self, session_id: str, thread: str) -> str:
-        """The child session a thread id names (one of this session's subagents)."""
-        for e in await self._log(session_id):
-            if isinstance(e, SubagentStarted) and thread_id(e.child) == thread:
-                return e.child
+        """The child session a thread id names (one of this session's subagents), from the log as
+        list keeps it (a closed session's log is read again only by replaying it)."""
+        await self.mapped(session_id)
+        for child in self.logs[session_id].mapper.threads:
+            if thread_id(child) == thread:
+                return child
         raise not_found(f"session {session_id!r} has no thread {thread!r}")
 
     # --- list ---------------------------------------------------------------------------------

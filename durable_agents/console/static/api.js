@@ -84,6 +84,7 @@ export async function listAll(path, params = {}, { signal, limit = 1000, onPage 
 export function stream(path, signal) {
   let opened;
   const ready = new Promise((resolve, reject) => (opened = { resolve, reject }));
+  ready.catch(() => {}); // a stream given up before anyone waits for it is no page error
   async function* frames() {
     let response;
     try {

@@ -10,6 +10,7 @@ const LONG_LINES = 16;
 const TRUNCATED = /\[output truncated[^\]]*\]/;
 const RECONNECT_MS = 1000; // the first reconnect's wait; it doubles up to MAX_RECONNECT_MS
 const MAX_RECONNECT_MS = 30000;
+const OPEN_ATTEMPTS = 4; // a page's first read, tried this often (1, 2, 4 s apart) before it shows the error
 const CATCH_UP = 100; // newest events read again once the stream is open
 
 const enc = encodeURIComponent;
@@ -20,6 +21,20 @@ function textOf(content) {
 
 function isLong(text) {
   return text.length > LONG_CHARS || text.split("\n").length > LONG_LINES;
+}
+
+/** fn(), tried again (1, 2, 4 s apart) when the server could not read the session just then (a
+ * 5xx: Temporal slow to answer a query) or could not be reached; other errors are the caller's. */
+async function retrying(fn) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      const transient = error?.name !== "AbortError" && (!error?.status || error.status >= 500);
+      if (!transient || attempt >= OPEN_ATTEMPTS - 1) throw error;
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS * 2 ** attempt));
+    }
+  }
 }
 
 /** Whether the page is scrolled to (near) its end: new events keep it there, else leave it be. */
@@ -309,11 +324,12 @@ export class Conversation {
     const block = h("details.thread", { dataset: { thread: tid } }, h("summary", `subagent ${e.agent_name || ""} `, h("span.muted.mono", tid), " ", status), nested.el);
     const load = () => {
       if (feed) return;
-      feed = new Feed(nested, this.signal);
-      feed.start().catch((error) => nested.el.append(errorBox(error)));
+      feed = new Feed(nested, this.signal, { follow: !block.done });
+      feed.open().catch((error) => error?.name !== "AbortError" && nested.el.append(errorBox(error)));
     };
     block.addEventListener("toggle", () => block.open && load());
     block.ended = () => {
+      block.done = true;
       status.className = "badge terminated";
       status.textContent = "done";
     };
@@ -343,16 +359,43 @@ export class Conversation {
  * events again once the stream is open (so nothing falls between the two), then hands on what the
  * stream brings; reconnects while the session goes on. */
 class Feed {
-  constructor(convo, signal) {
+  /** follow: false for what has ended (a finished subagent's thread): its events listed, no stream. */
+  constructor(convo, signal, { follow = true } = {}) {
     this.convo = convo;
     this.signal = signal;
+    this.following = follow;
+  }
+
+  /** start(), tried again a few times if the server could not read the session just then. */
+  open() {
+    return retrying(() => this.start());
   }
 
   async start() {
     const { convo } = this;
     convo.signal = this.signal;
     const events = `${convo.base}/events`;
-    const opened = stream(withQuery(`${convo.base}/${convo.thread ? "stream" : "events/stream"}`, { event_deltas: ["agent.message"] }), this.signal);
+    if (!this.following) {
+      const listed = await listAll(events, {}, { signal: this.signal, onPage: (page) => convo.addMany(page) });
+      convo.terminated = true;
+      return listed.length;
+    }
+    // This attempt's stream: ended with the page, or when the attempt fails (a later one opens its own).
+    const attempt = new AbortController();
+    const stop = () => attempt.abort();
+    this.signal.addEventListener("abort", stop, { once: true });
+    try {
+      return await this.follow(events, attempt.signal);
+    } catch (error) {
+      attempt.abort();
+      this.signal.removeEventListener("abort", stop);
+      throw error;
+    }
+  }
+
+  async follow(events, streamSignal) {
+    const { convo } = this;
+    const opened = stream(withQuery(`${convo.base}/${convo.thread ? "stream" : "events/stream"}`, { event_deltas: ["agent.message"] }), streamSignal);
     const early = [];
     let caughtUp = false;
     const pump = (async () => {
@@ -470,7 +513,7 @@ export async function sessionPage(ctx, id) {
   const composer = composerFor(convo);
   main.append(convo.el, composer);
   performance.mark("console:session-start");
-  const [, count] = await Promise.all([refresh(), new Feed(convo, signal).start()]);
+  const [, count] = await Promise.all([retrying(refresh), new Feed(convo, signal).open()]);
   scrollToEnd(); // the newest events first in view; the message box under them
   await nextFrame();
   performance.mark("console:conversation-rendered");
