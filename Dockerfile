@@ -1,5 +1,8 @@
-# The worker image (harness and sandbox workers, and the live server), for docker-compose.yml. Needs a registry.
-FROM python:3.11-slim
+# The worker image (harness and sandbox workers, and the live server), for docker-compose.yml.
+# With a registry: python:3.11-slim. Offline: BASE_IMAGE=durable-agents/python:3.11, which
+# deploy/images/build.sh builds on the debootstrap base (make compose-up).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 # The package is built from /src and installed into site-packages. Neither the sources nor the
 # scripted test model (durable_agents.testing, which the demo and the tests use) stay in the image:
 # production workers talk to the real model API.

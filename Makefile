@@ -4,7 +4,7 @@ PY := .venv/bin/python
 ENGINE ?= dev
 export DA_ENGINE := $(ENGINE)
 
-.PHONY: setup demo test up down status bench lint cluster-up cluster-down
+.PHONY: setup demo test up down status bench lint cluster-up cluster-down compose-up compose-down
 
 setup:
 	@bash scripts/setup.sh all
@@ -39,6 +39,15 @@ cluster-up: setup
 
 cluster-down:
 	@bash scripts/cluster.sh down
+
+# The compose stack, images built without a registry (deploy/images/build.sh). Without
+# ANTHROPIC_API_KEY the harness workers use the scripted model, run on the host.
+compose-up: setup
+	@bash deploy/images/build.sh
+	@bash scripts/compose.sh up
+
+compose-down:
+	@bash scripts/compose.sh down
 
 lint:
 	@.venv/bin/ruff check .

@@ -94,8 +94,15 @@ async def main() -> None:
                 u = Usage(**{k: v - getattr(previous, k) for k, v in e.usage.model_dump().items()})
             previous = e.usage
             cost = model.cost(u) or 0.0
-            per_eval.append({"iteration": e.iteration, "result": e.result, "input_tokens": u.total_tokens - u.output_tokens,
-                             "output_tokens": u.output_tokens, "usd": round(cost, 5)})  # fmt: skip
+            per_eval.append(
+                {
+                    "iteration": e.iteration,
+                    "result": e.result,
+                    "input_tokens": u.total_tokens - u.output_tokens,
+                    "output_tokens": u.output_tokens,
+                    "usd": round(cost, 5),
+                }
+            )
         print("\ngrader per evaluation:")
         for p in per_eval:
             tokens = f"in {p['input_tokens']:>6}  out {p['output_tokens']:>4}"

@@ -12,6 +12,10 @@
 # DA_CLUSTER_NODES  server processes sharing PostgreSQL (default 1; 2 for a ringpop pair)
 # DA_CLUSTER_SHARDS history shards (default 4; fixed once the cluster's databases exist)
 # DA_CLUSTER_UI     1 (default): also start the Temporal Web UI server when its binary builds
+# DA_CLUSTER_PG     HOST:PORT of a PostgreSQL of your own (user temporal, DA_CLUSTER_PG_PASSWORD):
+#                   then no PostgreSQL is installed or started here (the compose stack uses this)
+# DA_CLUSTER_BIND   the address the server and UI listen on (default 127.0.0.1; 0.0.0.0 in a
+#                   container, which then broadcasts its own IP to the other nodes)
 #
 # `up` installs what is missing (cached in ~/.cache/durable-agents), creates what does not exist and
 # starts only what is down: running it twice is harmless.
@@ -26,7 +30,13 @@ DATA=$(mkdir -p "${DA_CLUSTER_DATA:-.data/cluster}" && cd "${DA_CLUSTER_DATA:-.d
 NODES=${DA_CLUSTER_NODES:-1}
 SHARDS=${DA_CLUSTER_SHARDS:-4}
 NAMESPACE=${TEMPORAL_NAMESPACE:-default}
+PG_HOST=127.0.0.1
 PG_PORT=$((PORT - 100))
+if [ -n "${DA_CLUSTER_PG:-}" ]; then PG_HOST=${DA_CLUSTER_PG%:*}; PG_PORT=${DA_CLUSTER_PG##*:}; fi
+export PGPASSWORD=${DA_CLUSTER_PG_PASSWORD:-temporal}
+BIND=${DA_CLUSTER_BIND:-127.0.0.1}
+BROADCAST=$BIND
+[ "$BIND" = 0.0.0.0 ] && BROADCAST=$(hostname -i | awk '{print $1}')
 UI_PORT=$((PORT + 1000))
 SEARCH_ATTRIBUTES=(AgentName SessionStatus AgentVersion ParentSession)  # contracts.SEARCH_ATTRIBUTE_NAMES
 BIN=$ROOT/.bin
@@ -45,7 +55,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # PostgreSQL refuses to run as root: as root, its processes run as the postgres user.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
-psql_q() { psql -h 127.0.0.1 -p "$PG_PORT" -U temporal -d "$1" -tAqc "$2"; }
+psql_q() { psql -h "$PG_HOST" -p "$PG_PORT" -U temporal -d "$1" -tAqc "$2"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 node_port() { echo $((PORT + 20 * $1)); }
 alive() { local f=$PIDS/$1.pid; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
@@ -60,7 +70,7 @@ check_ports() {
 # --- installing ------------------------------------------------------------------------------
 
 install_postgres() {
-  [ -n "$(pg_bin)" ] && return
+  [ -n "${DA_CLUSTER_PG:-}" ] || [ -n "$(pg_bin)" ] && return
   say "postgres: installing Debian's postgresql"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
@@ -113,6 +123,10 @@ pg_ctl_() { as_pg "$(pg_bin)/pg_ctl" -D "$PG/data" "$@"; }
 pg_running() { [ -f "$PG/data/PG_VERSION" ] && pg_ctl_ status >/dev/null 2>&1; }
 
 start_postgres() {
+  if [ -n "${DA_CLUSTER_PG:-}" ]; then
+    for _ in $(seq 1 120); do psql_q postgres "SELECT 1" >/dev/null 2>&1 && return; sleep 0.5; done
+    die "the PostgreSQL at $DA_CLUSTER_PG does not answer"
+  fi
   mkdir -p "$PG/run" "$LOGS"
   if [ "$(id -u)" = 0 ]; then
     chown postgres:postgres "$PG" "$PG/run"
@@ -133,7 +147,7 @@ start_postgres() {
 
 # Both databases, their schema set up once and updated to what this server binary ships.
 setup_schema() {
-  local sql=("$SQL_TOOL" --plugin postgres12 --ep 127.0.0.1 -p "$PG_PORT" -u temporal --pw temporal)
+  local sql=("$SQL_TOOL" --plugin postgres12 --ep "$PG_HOST" -p "$PG_PORT" -u temporal --pw "$PGPASSWORD")
   local db dir
   for db in temporal temporal_visibility; do
     dir=$SCHEMA/temporal/versioned; [ "$db" = temporal_visibility ] && dir=$SCHEMA/visibility/versioned
@@ -171,10 +185,10 @@ persistence:
       sql: &sql
         pluginName: postgres12
         databaseName: temporal
-        connectAddr: "127.0.0.1:$PG_PORT"
+        connectAddr: "$PG_HOST:$PG_PORT"
         connectProtocol: tcp
         user: temporal
-        password: temporal
+        password: "$PGPASSWORD"
         maxConns: 20
         maxIdleConns: 20
         maxConnLifetime: 1h
@@ -187,16 +201,16 @@ persistence:
 global:
   membership:
     maxJoinDuration: 30s
-    broadcastAddress: "127.0.0.1"
+    broadcastAddress: "$BROADCAST"
 services:
   frontend:
-    rpc: {grpcPort: $base, membershipPort: $((base - 300)), bindOnLocalHost: true, httpPort: $((base + 10))}
+    rpc: {grpcPort: $base, membershipPort: $((base - 300)), bindOnIP: "$BIND", httpPort: $((base + 10))}
   history:
-    rpc: {grpcPort: $((base + 1)), membershipPort: $((base - 299)), bindOnLocalHost: true}
+    rpc: {grpcPort: $((base + 1)), membershipPort: $((base - 299)), bindOnIP: "$BIND"}
   matching:
-    rpc: {grpcPort: $((base + 2)), membershipPort: $((base - 298)), bindOnLocalHost: true}
+    rpc: {grpcPort: $((base + 2)), membershipPort: $((base - 298)), bindOnIP: "$BIND"}
   worker:
-    rpc: {grpcPort: $((base + 6)), membershipPort: $((base - 294)), bindOnLocalHost: true}
+    rpc: {grpcPort: $((base + 6)), membershipPort: $((base - 294)), bindOnIP: "$BIND"}
 clusterMetadata:
   enableGlobalNamespace: false
   failoverVersionIncrement: 10
@@ -207,8 +221,8 @@ clusterMetadata:
       enabled: true
       initialFailoverVersion: 1
       rpcName: frontend
-      rpcAddress: "127.0.0.1:$PORT"
-      httpAddress: "127.0.0.1:$((PORT + 10))"
+      rpcAddress: "$BROADCAST:$PORT"
+      httpAddress: "$BROADCAST:$((PORT + 10))"
 dcRedirectionPolicy:
   policy: noop
 dynamicConfigClient:
@@ -275,7 +289,7 @@ start_ui() {
   mkdir -p "$DATA/config/ui"
   cat >"$DATA/config/ui/cluster.yaml" <<YAML
 temporalGrpcAddress: "127.0.0.1:$PORT"
-host: 127.0.0.1
+host: "$BIND"
 port: $UI_PORT
 enableUi: true
 defaultNamespace: $NAMESPACE
@@ -291,6 +305,7 @@ YAML
 
 up() {
   check_ports
+  mkdir -p "$LOGS" "$PIDS"
   install_postgres
   install_binaries
   start_postgres
@@ -317,7 +332,17 @@ down() {
   stop_pid ui
   local f
   for f in "$PIDS"/server-*.pid; do [ -e "$f" ] && stop_pid "$(basename "$f" .pid)"; done
-  if pg_running; then pg_ctl_ -m fast -w stop >/dev/null; say "postgres: stopped"; fi
+  if [ -z "${DA_CLUSTER_PG:-}" ] && pg_running; then pg_ctl_ -m fast -w stop >/dev/null; say "postgres: stopped"; fi
+}
+
+# In the foreground (a container's command): up, then wait; SIGTERM stops what up started.
+run() {
+  rm -f "$DATA/ready"
+  up
+  touch "$DATA/ready"   # the container's health check: the namespace and search attributes are there
+  trap 'down; exit 0' TERM INT
+  while alive server-0; do sleep 1; done
+  die "server node 0 exited; see $LOGS/server-0.log"
 }
 
 kill_server() {  # every node, or node $1
@@ -339,7 +364,8 @@ restart_db() {
 
 status() {
   local n
-  if pg_running; then echo "postgres      running (127.0.0.1:$PG_PORT, $PG/data)"; else echo "postgres      stopped"; fi
+  if [ -n "${DA_CLUSTER_PG:-}" ]; then echo "postgres      external ($DA_CLUSTER_PG)"
+  elif pg_running; then echo "postgres      running (127.0.0.1:$PG_PORT, $PG/data)"; else echo "postgres      stopped"; fi
   for n in $(seq 0 $((NODES - 1))); do
     if alive "server-$n"; then
       local health=not-serving
@@ -354,10 +380,11 @@ status() {
 
 case "${1:-}" in
   up) up ;;
+  run) run ;;
   down) down ;;
   status) status ;;
   kill-server) kill_server "${2:-}" ;;
   restart-db) restart_db ;;
   install) install_postgres; install_binaries; install_ui || true ;;
-  *) echo "usage: $0 up|down|status|kill-server [NODE]|restart-db|install" >&2; exit 2 ;;
+  *) echo "usage: $0 up|run|down|status|kill-server [NODE]|restart-db|install" >&2; exit 2 ;;
 esac

@@ -424,3 +424,16 @@ async def test_a_budget_reached_ends_the_session_and_says_so(
     assert idle[-1].stop_reason.type == "budget_reached"
     assert [e for e in kinds if e.type == "agent.message"][0].content[0].text == "Expensive answer."
     assert (await sdk.beta.sessions.retrieve(session.id)).status == "terminated"
+
+
+async def test_a_session_no_worker_answers_does_not_hold_up_the_list(
+    client: Client, sdk: anthropic.AsyncAnthropic
+) -> None:
+    """Listing reads what Temporal's visibility has, never a query per session: one whose workers
+    are gone (its queries would wait) is listed, with its agent's name, at once."""
+    stranded = await start_agent_session(client, coder(), "nobody will run this", task_queue="nobody-polls-this")
+    try:
+        listed = {s.id: s async for s in sdk.with_options(timeout=10).beta.sessions.list()}
+        assert listed[stranded.id].agent.name == "coder"
+    finally:
+        await stranded.terminate()

@@ -170,7 +170,8 @@ async def test_sigkill_of_the_temporal_server_mid_session_then_up(
     cluster.run("kill-server")
     assert "server-0      stopped" in cluster.run("status")
     await asyncio.sleep(2)  # the workers see it gone
-    cluster.run("up")
+    again = cluster.run("up")
+    assert "server node 0: started" in again and "postgres: running" in again, again  # only what was down
     await finishes_clean(cluster_client, handle.id)
 
 
@@ -203,3 +204,12 @@ async def test_two_nodes_one_sigkilled_mid_session(
     status = cluster.run("status", nodes=2)
     assert "server-0      stopped" in status and "server-1      running" in status, status
     await finishes_clean(client, handle.id)
+
+
+def test_ports_that_do_not_fit_ringpops_smallint_are_refused() -> None:
+    """Membership ports are stored in a PostgreSQL smallint: a frontend port whose membership
+    ports would pass 32767 is refused before anything is installed or started."""
+    env = {**os.environ, "DA_CLUSTER_PORT": "33100", "DA_CLUSTER_DATA": str(ROOT / ".data" / "never-created")}
+    done = subprocess.run(["bash", str(CLUSTER_SH), "up"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "below 32768" in done.stderr
+    shutil.rmtree(ROOT / ".data" / "never-created", ignore_errors=True)

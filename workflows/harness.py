@@ -5,6 +5,8 @@ Temporal UI and the model are shown. No I/O, no Temporal. The context lives in `
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -193,7 +195,15 @@ def web_fetch_refusal(url: str, sandbox: SandboxSpec) -> str | None:
 
 
 def _input_schema(model: type[_ToolInput]) -> dict[str, Any]:
-    """A tool input's JSON Schema without pydantic's titles (noise in every request)."""
+    """A tool input's JSON Schema without pydantic's titles (noise in every request); a copy the
+    caller may change."""
+    return copy.deepcopy(_schema_of(model))
+
+
+@functools.cache
+def _schema_of(model: type[_ToolInput]) -> dict[str, Any]:
+    # pydantic builds a schema in ~1 ms: once per tool input class and process, not once per session
+    # (a pure function of the class, so replay sees the same definitions).
     schema = model.model_json_schema()
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():

@@ -145,6 +145,32 @@ def _first_message(events: list[dict[str, Any]] | None) -> list[str]:
     return texts
 
 
+def _listed_agent(listed: Any) -> str | None:
+    attrs = listed.typed_search_attributes
+    name = attrs.get(SearchAttributeKey.for_keyword(SA_AGENT_NAME)) if attrs is not None else None
+    return str(name) if name else None
+
+
+def _plain_agent(spec: AgentSpec | str | None) -> dict[str, Any]:
+    """The agent of a session the API did not make, as the SDK's agent object: from its recorded
+    definition, or (in a listing) only its name."""
+    name = spec.name if isinstance(spec, AgentSpec) else spec or "unknown"
+    model = spec.model.name if isinstance(spec, AgentSpec) else "unknown"
+    return {
+        "id": f"agent_local_{name}",
+        "type": "agent",
+        "name": name,
+        "description": spec.description if isinstance(spec, AgentSpec) else None,
+        "model": {"id": model},
+        "system": spec.system if isinstance(spec, AgentSpec) else None,
+        "tools": [],
+        "mcp_servers": [],
+        "skills": [],
+        "execution_identity": {"type": "service_account"},
+        "version": 1,
+    }
+
+
 def outcome_evaluation(o: OutcomeState) -> dict[str, Any]:
     """An outcome's state as the SDK's `outcome_evaluation` resource."""
     return {
@@ -187,7 +213,13 @@ class Sessions(Definitions):
                 agent.pop(key, None)
             created, archived = record.created_at, record.archived_at
         else:
-            agent = self._listed_agent(listed) if listed is not None else await self._agent_of_plain_session(session_id)
+            # Listed: from the listing's search attributes, never a query per session (one whose
+            # worker is gone would hold the whole list up).
+            agent = (
+                _plain_agent(_listed_agent(listed))
+                if listed is not None
+                else await self._agent_of_plain_session(session_id)
+            )
             started = listed.start_time if listed is not None else None
             created = record.created_at if record else started or datetime.now(UTC)
             archived = record.archived_at if record else None
@@ -238,19 +270,11 @@ class Sessions(Definitions):
         path = f"/namespaces/{quote(namespace, safe='')}/workflows/{quote(session_id, safe='')}"
         return {"namespace": namespace, "workflow_id": session_id, "ui_url": self.temporal_ui_url.rstrip("/") + path}
 
-    @staticmethod
-    def _listed_agent(listed: Any) -> dict[str, Any]:
-        """A plain session's agent in a list: its name from the workflow's search attribute (reading
-        its log would replay every closed session listed); `retrieve` gives the whole definition."""
-        attrs = listed.typed_search_attributes
-        name = attrs.get(SearchAttributeKey.for_keyword(SA_AGENT_NAME)) if attrs is not None else None
-        return _plain_agent(str(name or "unknown"), None)
-
     async def _agent_of_plain_session(self, session_id: str) -> dict[str, Any]:
         """A session `da start` or a plain client made: its agent as the session log recorded it."""
         first = await session_log.read_events(self.client, session_id, 0, 1)
         spec = getattr(first[0], "agent", None) if first else None
-        return _plain_agent(spec.name, spec) if isinstance(spec, AgentSpec) else _plain_agent("unknown", None)
+        return _plain_agent(spec if isinstance(spec, AgentSpec) else None)
 
     # --- routes -------------------------------------------------------------------------------
 
@@ -457,20 +481,3 @@ class Sessions(Definitions):
             delete=self.delete,
             archive=self.archive,
         )
-
-
-def _plain_agent(name: str, spec: AgentSpec | None) -> dict[str, Any]:
-    """The SDK's agent object for a session started without the API (no agent id or version of ours)."""
-    return {
-        "id": f"agent_local_{name}",
-        "type": "agent",
-        "name": name,
-        "description": spec.description if spec else None,
-        "model": {"id": spec.model.name if spec else "unknown"},
-        "system": spec.system if spec else None,
-        "tools": [],
-        "mcp_servers": [],
-        "skills": [],
-        "execution_identity": {"type": "service_account"},
-        "version": 1,
-    }
