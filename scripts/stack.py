@@ -172,6 +172,7 @@ def up() -> None:
     say(f"model: {which}")
     say(f"Temporal UI: {UI_URL} (engine: {ENGINE})")
     say(f"live server: {LIVE_URL} (`DA_LIVE_URL={LIVE_URL} da follow ID` streams model text)")
+    say(f"console: {LIVE_URL}/console/ (sign in with DA_API_KEY or a key from `da api-key create NAME`)")
 
 
 def down() -> None:
@@ -223,6 +224,7 @@ def demo() -> None:
     print(f"session: {session_id}")
     print(f"UI:      {UI_URL}/namespaces/default/workflows/{session_id}")
     print(f"live:    {LIVE_URL}/sessions/{session_id}/events (Server-Sent Events)")
+    print(f"console: {LIVE_URL}/console/sessions/{session_id}")
     print("answer:\n" + (result.stdout.strip() or result.stderr.strip()))
     print("=" * 72)
     say("the stack keeps running for the CLI (`make down` stops it)")

@@ -385,3 +385,27 @@ async def test_streamed_previews_of_agent_message_add_up_to_it(
     assert len(deltas) > 5 and all(d.event_id == message.id for d in deltas)
     assert "".join(d.delta.content.text for d in deltas) == message.content[0].text == text
     assert got.index(deltas[-1]) < got.index(message), "the previews come before the message"
+
+
+async def test_reads_of_a_session_at_once_map_its_events_once(
+    client: Client, scripted: ScriptedModelServer, api_url: str
+) -> None:
+    """Lists and a stream opening together (the console opens a session so) read it once each:
+    nothing mapped twice, every reader the same events."""
+    marker = add_scenario(
+        scripted,
+        [Step(text="Running it.", tool_use=ToolUse(name="bash", input={"command": "true"})), Step(text="Done.")],
+    )
+    handle = await start_agent_session(client, coder(), f"Hello. {marker}")
+    await wait_until_settled(client, handle.id)
+    sdk = anthropic.AsyncAnthropic(base_url=api_url, api_key=KEY, max_retries=0)
+    stream = sdk.beta.sessions.events.stream(handle.id)
+    reads = [sdk.beta.sessions.events.list(handle.id, limit=1000) for _ in range(3)]
+    opened, *lists = await asyncio.gather(stream, *reads)
+    await opened.close()
+    again = await sdk.beta.sessions.events.list(handle.id, limit=1000)
+    ids = [e.id for e in again.data]
+    assert len(ids) == len(set(ids)) > 5, ids
+    assert all([e.id for e in listed.data] == ids for listed in lists)
+    await sdk.close()
+    await handle.signal("end_session")

@@ -9,6 +9,7 @@ Screenshots of the list and of a session go to docs/ (the README shows them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -22,12 +23,13 @@ from temporalio.client import Client
 from durable_agents.client import start_agent_session
 from durable_agents.contracts import Skill, Subagent
 from durable_agents.live.publisher import DeltaPublisher
-from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
 from tests.helpers import ROOT, Workers, add_scenario, coder, serve, spawn, state_of, wait_for, with_subagents
 
 KEY = "console-test-key"
 UI = "http://temporal-ui.example:8233"  # TEMPORAL_UI_URL of this da serve: the session's link goes there
 DOCS = ROOT / "docs"
+OUTPUT = ROOT / "tests" / "output"
 TOOLSET = {"type": "agent_toolset_20260401"}
 expect.set_options(timeout=30_000)
 
@@ -36,19 +38,25 @@ expect.set_options(timeout=30_000)
 async def console(address: str, workers: Workers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """`da serve` with a key, and the harness worker's model calls publishing their text to it."""
     data = tmp_path_factory.mktemp("console-data")
-    with serve(address, env={"DA_API_KEY": KEY, "DA_DATA_DIR": str(data), "TEMPORAL_UI_URL": UI}) as url:
-        publisher, saved = DeltaPublisher(url), workers.model.publisher
-        workers.model.publisher = publisher
-        try:
-            yield url
-        finally:
-            workers.model.publisher = saved
-            await publisher.close()
+    # Started and stopped off the event loop: the in-process workers (on it) answer the queries of
+    # requests still in flight while `da serve` shuts down.
+    server = serve(address, env={"DA_API_KEY": KEY, "DA_DATA_DIR": str(data), "TEMPORAL_UI_URL": UI})
+    url = await asyncio.to_thread(server.__enter__)
+    publisher, saved = DeltaPublisher(url), workers.model.publisher
+    workers.model.publisher = publisher
+    try:
+        yield url
+    finally:
+        workers.model.publisher = saved
+        await publisher.close()
+        await asyncio.to_thread(server.__exit__, None, None, None)
 
 
 @pytest.fixture
-def sdk(console: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=console, api_key=KEY, max_retries=0)
+async def sdk(console: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    client = anthropic.AsyncAnthropic(base_url=console, api_key=KEY, max_retries=0)
+    yield client
+    await client.close()
 
 
 @pytest.fixture
@@ -59,6 +67,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: print(f"browser console: {m.type}: {m.text}"))
     yield page
     await context.close()
     assert errors == [], f"the page threw: {errors}"
@@ -118,7 +127,6 @@ async def test_sign_in_find_a_session_open_it_and_talk_to_it(
         await expect(row.locator("td").nth(4)).to_have_text("2")
         await expect(row.locator("td").nth(6)).to_contain_text("$")
         await expect(row.locator(".badge")).to_have_text("idle")
-        await page.screenshot(path=str(DOCS / "console-sessions.png"))
         # Filtered by its agent: only this agent's sessions.
         await page.locator("#filter-agent").select_option(agent.id)
         await expect(page).to_have_url(re.compile(rf"agent_id={agent.id}"))
@@ -156,6 +164,11 @@ async def test_sign_in_find_a_session_open_it_and_talk_to_it(
         height = await page.evaluate("document.documentElement.scrollHeight")
         await page.set_viewport_size({"width": 1280, "height": height})
         await page.screenshot(path=str(DOCS / "console-session.png"))
+        await page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than it
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the session page is {width} px wide on a 390 px phone"
+        await page.get_by_role("link", name="console-coder v1").click()  # its agent, at that version
+        await expect(page.locator("#definition")).to_contain_text('"name": "console-coder"')
     finally:
         await context.close()
     await client.get_workflow_handle(session.id).signal("end_session")
@@ -229,6 +242,56 @@ async def test_approve_deny_and_answer_a_custom_tool_from_the_page(
     denied_id = await second.get_attribute("data-tool-use-id")
     assert denied_id in denied_results(), "the deny message reached the model"
     await client.get_workflow_handle(session.id).signal("end_session")
+
+
+async def test_interrupt_from_the_page_stops_the_reply_as_it_streams(
+    console: str, page: Page, client: Client, scripted: ScriptedModelServer, sdk: anthropic.AsyncAnthropic
+) -> None:
+    slow = " ".join(f"slow{i}" for i in range(200))
+    marker = add_scenario(scripted, [Step(text=slow, stream_chunk=4, stream_delay_ms=50)])
+    agent = await sdk.beta.agents.create(name="console-slow", model="claude-sonnet-5-5")
+    first_message = {"type": "user.message", "content": [{"type": "text", "text": f"Talk slowly. {marker}"}]}
+    session = await sdk.beta.sessions.create(
+        agent=agent.id, environment_id=await environment(sdk), initial_events=[first_message]
+    )
+    await page.goto(f"{console}/console/sessions/{session.id}")
+    await expect(page.locator(".msg.agent.streaming")).to_have_count(1)
+    await expect(page.locator("#status .badge")).to_have_text("running")
+    await page.get_by_role("button", name="Interrupt").click()
+    # The reply stops where it was cut (the harness records an interrupted model call as a failed
+    # one: "model call failed: Cancelled", which the page shows as the session's error).
+    await expect(page.locator("#status .badge")).to_have_text("idle")
+    await expect(page.locator(".msg.agent.streaming")).to_have_count(0)
+    cut = page.locator(".msg.agent").last
+    await expect(cut).to_contain_text("stopped here")
+    shown = await cut.locator(".text").text_content() or ""
+    assert slow.startswith(shown) and len(shown) < len(slow), "the reply was cut short"
+    state = await state_of(client, session.id)
+    assert state.status == "idle" and state.last_answer != slow
+    await client.get_workflow_handle(session.id).signal("end_session")
+
+
+async def test_a_long_output_collapsed_with_its_truncation_note_and_an_error(
+    console: str, page: Page, client: Client, scripted: ScriptedModelServer
+) -> None:
+    refusal = ScriptedError(status=400, type="invalid_request_error", message="scripted refusal")
+    marker = add_scenario(
+        scripted,
+        [Step(tool_use=ToolUse(name="bash", input={"command": "seq 1 20000"})), Step(error=refusal)],
+    )
+    handle = await start_agent_session(client, coder(), f"Count. {marker}")
+    await page.goto(f"{console}/console/sessions/{handle.id}")
+    card = tool(page, "seq 1 20000")
+    output = card.locator("details")
+    await expect(output.locator("summary")).to_contain_text("truncated")
+    await expect(output).not_to_have_attribute("open", "")  # collapsed until asked
+    await expect(card.locator(".truncated")).to_contain_text("[output truncated: 108894 bytes in all")
+    await output.locator("summary").click()
+    await expect(card.locator("pre.result")).to_contain_text("19999\n20000")
+    error = page.locator(".errorbox")
+    await expect(error).to_contain_text("model_request_failed_error")
+    await expect(error).to_contain_text("scripted refusal")
+    await handle.signal("end_session")
 
 
 async def test_a_compaction_with_its_raw_events_a_subagent_as_a_nested_thread_and_the_pages_of_the_list(
@@ -320,6 +383,43 @@ async def test_agent_versions_their_diff_and_a_deployment_run_from_the_page(
     await expect(page).to_have_url(re.compile(r"/console/sessions/sesn_"))
     await expect(page.locator(".msg.agent").last).to_contain_text("Scheduled hello.")
     await sdk.beta.deployments.archive(deployment.id)
+
+    # The list with sessions in each state (the screenshot in the README): one answering, one idle.
+    idle_marker = add_scenario(scripted, [Step(text="Ready when you are.")])
+    busy_marker = add_scenario(scripted, [Step(text="thinking " * 400, stream_chunk=4, stream_delay_ms=50)])
+    env_id = await environment(sdk)
+    made = []
+    for title, marker in (("Waiting for its next message", idle_marker), ("Answering right now", busy_marker)):
+        first = {"type": "user.message", "content": [{"type": "text", "text": f"Hi. {marker}"}]}
+        made.append(
+            await sdk.beta.sessions.create(agent=agent.id, environment_id=env_id, title=title, initial_events=[first])
+        )
+    await page.goto(f"{console}/console/sessions")
+    await expect(page.locator(f"tr[data-session='{made[1].id}'] .badge")).to_have_text("running")
+    await expect(page.locator(f"tr[data-session='{made[0].id}'] .badge")).to_have_text("idle")
+    for session in made:  # their figures in (other rows' may still be coming, read from older sessions)
+        await expect(page.locator(f"tr[data-session='{session.id}'] td", has_text="…")).to_have_count(0)
+    with contextlib.suppress(AssertionError):  # for the picture only: every row's figures, if they come soon
+        await expect(page.locator("#sessions tbody td", has_text="…")).to_have_count(0, timeout=15_000)
+    await page.screenshot(path=str(DOCS / "console-sessions.png"))
+    for session in made:
+        await client.get_workflow_handle(session.id).signal("end_session")
+
+    # On a phone the tables become cards; a dark system scheme gets dark colours.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(f"{console}/console/agents")
+    await expect(page.locator("#agents thead")).to_be_hidden()
+    await expect(page.locator("#agents")).to_contain_text("console-versions")
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px phone"
+    light = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    await page.emulate_media(color_scheme="dark")
+    dark = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert (light, dark) == ("rgb(247, 247, 248)", "rgb(19, 20, 23)")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    await page.goto(f"{console}/console/sessions")
+    await expect(page.locator("#sessions tbody tr[data-session]").first).to_be_visible()
+    await page.screenshot(path=str(OUTPUT / "console-phone-dark.png"), full_page=True)  # for people to look at
 
 
 async def test_a_page_outside_the_app_and_the_assets(console: str) -> None:

@@ -97,6 +97,7 @@ async def test_a_non_editable_install_runs_from_an_empty_directory(
     subpackages = {"workflows", "activities", "sandboxes", "live", "contracts", "testing"}
     assert subpackages <= {p.name for p in package.iterdir()}
     assert (package / "testing" / "scenarios" / "coder-demo.yaml").is_file()
+    assert {"index.html", "app.js", "console.css"} <= {p.name for p in (package / "console" / "static").iterdir()}
     assert not [p for p in package.rglob("*") if p.name == ".data"]
     shutil.rmtree(package / "testing")  # as the Dockerfile does
     before = _tree(package)

@@ -17,6 +17,8 @@ pinned SDK speaks them, and the same for a session's threads (its subagents).
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import uuid
 from collections import OrderedDict
@@ -187,6 +189,7 @@ class SessionEvents:
         self.client = client
         self.relay = relay
         self.logs: OrderedDict[str, _MappedLog] = OrderedDict()  # sessions read lately, least recent first
+        self._reading: dict[str, asyncio.Lock] = {}  # per session kept: held while its log is read
 
     async def _state(self, session_id: str) -> SessionState:
         try:
@@ -206,7 +209,13 @@ class SessionEvents:
 
     async def mapped(self, session_id: str, thread: str | None = None) -> list[Mapped]:
         """The session's events so far, mapped; what was read before is kept (the log only grows),
-        so paging through a long session reads each event once."""
+        so paging through a long session reads each event once. One read of a session at a time:
+        two at once (a list beside a stream opening) would map the same new events twice."""
+        lock = self._reading.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            return await self._mapped(session_id, thread)
+
+    async def _mapped(self, session_id: str, thread: str | None) -> list[Mapped]:
         try:
             new = await session_log.read_new(self.client, session_id, self._known(session_id))
         except RPCError as e:
@@ -225,7 +234,8 @@ class SessionEvents:
         kept.read = max(kept.read, events[-1].offset + 1 if events else kept.read)
         self.logs.move_to_end(session_id)
         while len(self.logs) > MAX_KEPT_LOGS:
-            self.logs.popitem(last=False)
+            forgotten, _ = self.logs.popitem(last=False)
+            self._reading.pop(forgotten, None)
         return kept.mapped
 
     def _known(self, session_id: str) -> int:
@@ -239,10 +249,12 @@ class SessionEvents:
             raise ApiError(503, "api_error", f"cannot read session {session_id!r}: {e.message}") from None
 
     async def _thread_session(self, session_id: str, thread: str) -> str:
-        """The child session a thread id names (one of this session's subagents)."""
-        for e in await self._log(session_id):
-            if isinstance(e, SubagentStarted) and thread_id(e.child) == thread:
-                return e.child
+        """The child session a thread id names (one of this session's subagents), from the log as
+        list keeps it (a closed session's log is read again only by replaying it)."""
+        await self.mapped(session_id)
+        for child in self.logs[session_id].mapper.threads:
+            if thread_id(child) == thread:
+                return child
         raise not_found(f"session {session_id!r} has no thread {thread!r}")
 
     # --- list ---------------------------------------------------------------------------------
@@ -343,16 +355,18 @@ class SessionEvents:
         return await self._stream(request, session_id, None)
 
     async def _stream(self, request: Request, session_id: str, thread: str | None) -> Response:
-        state = await self._state(session_id)
+        await self._state(session_id)
         wanted = set(request.query_params.getlist("event_deltas[]") + request.query_params.getlist("event_deltas"))
         unknown = wanted - {"agent.message", "agent.thinking"}
         if unknown:
             raise invalid(f"event_deltas: {sorted(unknown)[0]!r} is not one of agent.message, agent.thinking")
-        mapper = EventMapper(session_id, thread=thread)
-        for e in await self._log(session_id, state.events):  # what came before: who waits, why idle
-            mapper.map(e)
+        # What came before (who waits, why idle) from the log as list reads and keeps it: a stream
+        # opened beside a list (the SDK's recipe, the console) reads the session once, not twice.
+        await self.mapped(session_id, thread=thread)
+        kept = self.logs[session_id]
+        mapper, start = copy.deepcopy(kept.mapper), kept.read
         return EventSourceResponse(
-            self._frames(session_id, state.events, mapper, "agent.message" in wanted),
+            self._frames(session_id, start, mapper, "agent.message" in wanted),
             ping=PING_S,
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )

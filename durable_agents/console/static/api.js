@@ -66,13 +66,14 @@ export function withQuery(path, params) {
   return text ? `${path}?${text}` : path;
 }
 
-/** Every item of a paged list, page by page (`limit` a page). */
-export async function listAll(path, params = {}, { signal, limit = 1000 } = {}) {
+/** Every item of a paged list, page by page (`limit` a page); `onPage` gets each page as it comes. */
+export async function listAll(path, params = {}, { signal, limit = 1000, onPage } = {}) {
   const items = [];
   let page;
   do {
     const got = await api(withQuery(path, { ...params, limit, page }), { signal });
     items.push(...got.data);
+    onPage?.(got.data);
     page = got.next_page;
   } while (page);
   return items;
@@ -83,6 +84,7 @@ export async function listAll(path, params = {}, { signal, limit = 1000 } = {}) 
 export function stream(path, signal) {
   let opened;
   const ready = new Promise((resolve, reject) => (opened = { resolve, reject }));
+  ready.catch(() => {}); // a stream given up before anyone waits for it is no page error
   async function* frames() {
     let response;
     try {

@@ -8,7 +8,10 @@ import { badge, cost, errorBox, fill, h, pretty, tokens, when } from "./dom.js";
 const LONG_CHARS = 1200; // output longer than this (or than LONG_LINES lines) starts collapsed
 const LONG_LINES = 16;
 const TRUNCATED = /\[output truncated[^\]]*\]/;
-const RECONNECT_MS = 1000;
+const RECONNECT_MS = 1000; // the first reconnect's wait; it doubles up to MAX_RECONNECT_MS
+const MAX_RECONNECT_MS = 30000;
+const OPEN_ATTEMPTS = 4; // a page's first read, tried this often (1, 2, 4 s apart) before it shows the error
+const CATCH_UP = 100; // newest events read again once the stream is open
 
 const enc = encodeURIComponent;
 
@@ -18,6 +21,29 @@ function textOf(content) {
 
 function isLong(text) {
   return text.length > LONG_CHARS || text.split("\n").length > LONG_LINES;
+}
+
+/** fn(), tried again (1, 2, 4 s apart) when the server could not read the session just then (a
+ * 5xx: Temporal slow to answer a query) or could not be reached; other errors are the caller's. */
+async function retrying(fn) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      const transient = error?.name !== "AbortError" && (!error?.status || error.status >= 500);
+      if (!transient || attempt >= OPEN_ATTEMPTS - 1) throw error;
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS * 2 ** attempt));
+    }
+  }
+}
+
+/** Whether the page is scrolled to (near) its end: new events keep it there, else leave it be. */
+function atBottom() {
+  return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 120;
+}
+
+function scrollToEnd() {
+  window.scrollTo({ top: document.documentElement.scrollHeight });
 }
 
 /** One tool call: its name and input, then its output, and while it waits, what answers it. */
@@ -160,7 +186,9 @@ export class Conversation {
   }
 
   put(el) {
+    const follow = this.target === this.el && this.live && !this.thread && atBottom();
     this.target.append(el);
+    if (follow) scrollToEnd();
     return el;
   }
 
@@ -173,11 +201,19 @@ export class Conversation {
         this.put(h("div.msg.user", { dataset: { eventId: e.id } }, h("div.who", "user"), h("div.text", textOf(e.content))));
         break;
       case "event_start":
-        if (e.event?.type === "agent.message" && !this.messages.has(e.event.id)) this.agentMessage(e.event.id, "", true);
+        if (e.event?.type !== "agent.message") break;
+        if (!this.messages.has(e.event.id)) this.agentMessage(e.event.id, "", true);
+        else if (this.messages.get(e.event.id).classList.contains("streaming")) {
+          this.messages.get(e.event.id).querySelector(".text").textContent = ""; // a retried call starts again
+        }
         break;
       case "event_delta": {
         const m = this.messages.get(e.event_id) || this.agentMessage(e.event_id, "", true);
-        if (m.classList.contains("streaming")) m.querySelector(".text").append(e.delta?.content?.text || "");
+        if (m.classList.contains("streaming")) {
+          const follow = this.live && !this.thread && atBottom();
+          m.querySelector(".text").append(e.delta?.content?.text || "");
+          if (follow) scrollToEnd();
+        }
         break;
       }
       case "agent.message": {
@@ -216,9 +252,11 @@ export class Conversation {
         this.tools.get(e.tool_use_id)?.confirmed(e);
         break;
       case "user.interrupt":
+        this.cutShort("interrupted");
         this.put(h("div.line", "Interrupted by the user"));
         break;
       case "session.status_idle":
+        this.cutShort("stopped");
         if (e.stop_reason?.type === "requires_action") for (const id of e.stop_reason.event_ids || []) this.tools.get(id)?.wait();
         else if (e.stop_reason?.type === "retries_exhausted") this.put(h("div.line", "The model call failed after its retries"));
         else if (e.stop_reason?.type === "budget_reached") this.put(h("div.line", "The session's budget was reached"));
@@ -246,6 +284,14 @@ export class Conversation {
         break;
       default:
         break; // span.model_request_start and others show nothing of their own
+    }
+  }
+
+  /** Replies still streaming when the turn ends without them (an interrupt, a failed call) stop there. */
+  cutShort(why) {
+    for (const m of this.el.querySelectorAll(".msg.streaming")) {
+      m.classList.remove("streaming");
+      m.append(h("div.usage", `(${why} here)`));
     }
   }
 
@@ -278,11 +324,12 @@ export class Conversation {
     const block = h("details.thread", { dataset: { thread: tid } }, h("summary", `subagent ${e.agent_name || ""} `, h("span.muted.mono", tid), " ", status), nested.el);
     const load = () => {
       if (feed) return;
-      feed = new Feed(nested, this.signal);
-      feed.start().catch((error) => nested.el.append(errorBox(error)));
+      feed = new Feed(nested, this.signal, { follow: !block.done });
+      feed.open().catch((error) => error?.name !== "AbortError" && nested.el.append(errorBox(error)));
     };
     block.addEventListener("toggle", () => block.open && load());
     block.ended = () => {
+      block.done = true;
       status.className = "badge terminated";
       status.textContent = "done";
     };
@@ -308,56 +355,116 @@ export class Conversation {
   }
 }
 
-/** Feeds a conversation: opens its stream, lists the backlog (so nothing falls between the two),
- * then hands on what the stream brings; reconnects while the session goes on. */
+/** Feeds a conversation: opens its stream and lists the backlog at once, then reads the newest
+ * events again once the stream is open (so nothing falls between the two), then hands on what the
+ * stream brings; reconnects while the session goes on. */
 class Feed {
-  constructor(convo, signal) {
+  /** follow: false for what has ended (a finished subagent's thread): its events listed, no stream. */
+  constructor(convo, signal, { follow = true } = {}) {
     this.convo = convo;
     this.signal = signal;
+    this.following = follow;
+  }
+
+  /** start(), tried again a few times if the server could not read the session just then. */
+  open() {
+    return retrying(() => this.start());
   }
 
   async start() {
     const { convo } = this;
     convo.signal = this.signal;
-    const opened = stream(withQuery(`${convo.base}/${convo.thread ? "stream" : "events/stream"}`, { event_deltas: ["agent.message"] }), this.signal);
+    const events = `${convo.base}/events`;
+    if (!this.following) {
+      const listed = await listAll(events, {}, { signal: this.signal, onPage: (page) => convo.addMany(page) });
+      convo.terminated = true;
+      return listed.length;
+    }
+    // This attempt's stream: ended with the page, or when the attempt fails (a later one opens its own).
+    const attempt = new AbortController();
+    const stop = () => attempt.abort();
+    this.signal.addEventListener("abort", stop, { once: true });
+    try {
+      return await this.follow(events, attempt.signal);
+    } catch (error) {
+      attempt.abort();
+      this.signal.removeEventListener("abort", stop);
+      throw error;
+    }
+  }
+
+  async follow(events, streamSignal) {
+    const { convo } = this;
+    const opened = stream(withQuery(`${convo.base}/${convo.thread ? "stream" : "events/stream"}`, { event_deltas: ["agent.message"] }), streamSignal);
     const early = [];
-    let listed = false;
+    let caughtUp = false;
     const pump = (async () => {
       for await (const frame of opened.frames) {
-        if (listed) convo.add(frame.data);
+        this.delay = 0; // it works: a later drop reconnects at once
+        if (caughtUp) convo.add(frame.data);
         else early.push(frame.data);
       }
     })();
     pump.catch(() => {});
-    await opened.ready;
-    const events = await listAll(`${convo.base}/events`, {}, { signal: this.signal });
-    if (!convo.thread && !this.restarted) performance.mark("console:events-listed");
+    // The backlog is read while the stream opens (the stream only brings what comes after it).
+    const first = !convo.thread && !this.restarted; // the page's first read: what the render figures time
     this.restarted = true;
-    convo.addMany(events);
-    listed = true;
+    let pages = 0;
+    const onPage = (page) => {
+      convo.addMany(page); // each page shown as it comes: a long session's start is on screen early
+      if (first && pages++ === 0) nextFrame().then(() => performance.mark("console:first-events"));
+    };
+    const backlog = await listAll(events, {}, { signal: this.signal, onPage });
+    if (first) performance.mark("console:events-listed");
+    await opened.ready;
+    // What was recorded between the backlog's read and the stream's start: among the newest events.
+    const newest = (await api(withQuery(events, { order: "desc", limit: CATCH_UP }), { signal: this.signal })).data;
+    const unseen = newest.filter((e) => !convo.seen.has(e.id));
+    if (unseen.length === CATCH_UP) convo.addMany(await listAll(events, {}, { signal: this.signal }));
+    else unseen.reverse().forEach((e) => convo.add(e));
+    caughtUp = true;
     convo.live = true;
     for (const e of early) convo.add(e);
     pump.then(
       () => this.again(),
       (error) => error?.name !== "AbortError" && this.again(),
     );
-    return events.length;
+    return backlog.length;
   }
 
+  /** The stream ended or failed: open it again (sooner after one that brought something), unless
+   * the session has ended. */
   again() {
     if (this.convo.terminated || this.signal.aborted) return;
-    setTimeout(() => {
-      if (!this.signal.aborted) this.start().catch(() => this.again());
-    }, RECONNECT_MS);
+    this.delay = Math.min(MAX_RECONNECT_MS, (this.delay || RECONNECT_MS / 2) * 2);
+    setTimeout(async () => {
+      if (this.signal.aborted) return;
+      try {
+        const session = await api(`/v1/sessions/${enc(this.convo.session)}`, { signal: this.signal });
+        if (session.status === "terminated" && !this.convo.thread) {
+          // It ended (without a terminated event, or before the stream saw it): its whole log, once more.
+          this.convo.addMany(await listAll(`${this.convo.base}/events`, {}, { signal: this.signal }));
+          this.convo.terminated = true;
+          return;
+        }
+        await this.start();
+      } catch (error) {
+        if (error?.name !== "AbortError") this.again();
+      }
+    }, this.delay);
   }
 }
+
+const agentName = (agent) => `${agent.name || agent.id} v${agent.version ?? "?"}`;
+// Agents the API made (sessions from `da start` or a plain client name theirs agent_local_…).
+const ourAgent = (agent) => agent.id && !agent.id.startsWith("agent_local_");
 
 function facts(session) {
   const u = session.usage || {};
   const agent = session.agent || {};
   const cache = u.cache_read_input_tokens ? ` (${tokens(u.cache_read_input_tokens)} from cache)` : "";
   return [
-    h("span", "agent ", h("b", `${agent.name || agent.id} v${agent.version ?? "?"}`)),
+    h("span", "agent ", h("b", ourAgent(agent) ? h("a", { href: `/console/agents/${enc(agent.id)}?version=${agent.version}` }, agentName(agent)) : agentName(agent))),
     h("span", "started ", h("b", when(session.created_at))),
     h("span", "turns ", h("b#turns", String(session.stats?.turns ?? "—"))),
     h("span", "tokens ", h("b#tokens", `${tokens(u.input_tokens)} in / ${tokens(u.output_tokens)} out`), cache),
@@ -406,8 +513,8 @@ export async function sessionPage(ctx, id) {
   const composer = composerFor(convo);
   main.append(convo.el, composer);
   performance.mark("console:session-start");
-  await refresh();
-  const count = await new Feed(convo, signal).start();
+  const [, count] = await Promise.all([retrying(refresh), new Feed(convo, signal).open()]);
+  scrollToEnd(); // the newest events first in view; the message box under them
   await nextFrame();
   performance.mark("console:conversation-rendered");
   main.dataset.rendered = String(count);

@@ -96,7 +96,7 @@ export async function sessionsPage(ctx) {
         row.tr.append(
           h(
             "td",
-            h("a", { href: sessionLink(s.id) }, s.title || "untitled"),
+            h(`a${s.title ? "" : ".untitled"}`, { href: sessionLink(s.id) }, s.title || "untitled"),
             h("div.muted.mono", s.id),
           ),
           h("td", { "data-label": "Agent" }, agentOf(s)),
@@ -126,7 +126,9 @@ export async function sessionsPage(ctx) {
       listed.next_page ? h("a.button", { href: here({ page: listed.next_page }) }, "Older →") : null,
     );
     // The details of each row: status now, turns, tokens, cost.
+    // Live rows first: an ended session's figures are read by replaying it, the slowest to come.
     const open = listed.data.filter((s) => !rows.get(s.id)?.final);
+    open.sort((a, b) => (a.status === "terminated") - (b.status === "terminated"));
     await eachLimited(open, 4, async (s) => {
       try {
         const full = await api(`/v1/sessions/${encodeURIComponent(s.id)}`, { signal: controller.signal });
