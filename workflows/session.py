@@ -204,6 +204,7 @@ class SessionWorkflow:
             try:
                 turn = await self.model.call(request, f"model: {request.model}")
             except ActivityError as e:
+                session.raise_if_interrupted()  # a call the interrupt cancelled: an interrupt, not a failure
                 if error_type(e) == CONTEXT_TOO_LONG and not retried_too_long:
                     retried_too_long = True
                     session.error(f"{failure_message(e)}; compacting the context and trying again")
