@@ -125,3 +125,39 @@ async def test_an_outcome_from_da_start_reaches_max_iterations(
     code, _, err = await cli(address, "start", "--agent", "agents/coder.yaml", "--outcome", "/nope.md", "x")
     assert code == 2 and "--outcome /nope.md: No such file or directory" in err
     await client.get_workflow_handle(session_id).signal("end_session")
+
+
+async def test_a_slow_grader_says_it_is_still_working_and_an_interrupt_stops_the_loop(
+    client: Client, scripted: ScriptedModelServer
+) -> None:
+    from anthropic.types.beta.sessions import BetaManagedAgentsSpanOutcomeEvaluationOngoingEvent as Ongoing
+
+    from durable_agents.api.events import EventMapper
+    from durable_agents.client import interrupt, session_events, start_agent_session
+    from durable_agents.contracts import Outcome
+    from tests.helpers import coder
+
+    task = add_scenario(scripted, [Step(text="Attempt {n}.", repeat=5)])
+    slow = json.dumps({"result": "needs_revision", "explanation": "Again."})
+    rubric = add_scenario(scripted, [Step(text=slow, repeat=5)], delay_ms=1500)
+    outcome = Outcome(id="outc_slow", description=f"Try {task}", rubric=f"- right {rubric}", heartbeat_s=0.3)
+    handle = await start_agent_session(client, coder(), outcome.description, outcome=outcome)
+
+    async def evaluating_again() -> bool:  # the second evaluation has begun, and said it works on
+        events = await session_events(client, handle.id)
+        ongoing = [e for e in events if e.kind == "outcome_evaluation_ongoing" and e.iteration == 1]
+        return bool(ongoing)
+
+    await wait_for(evaluating_again, what="the second evaluation's heartbeat")
+    await interrupt(client, handle.id)
+    state = await state_of(client, handle.id)
+    assert state.status == "idle" and state.outcomes[-1].result == "interrupted"
+    events = await session_events(client, handle.id)
+    ends = [(e.iteration, e.result) for e in events if e.kind == "outcome_evaluation_end"]
+    assert ends == [(0, "needs_revision"), (1, "interrupted")]
+    assert [e for e in events if e.kind == "outcome_evaluation_ongoing" and e.iteration == 0]
+    mapper = EventMapper(handle.id)
+    mapped = [m.data for e in events for m in mapper.map(e)]
+    beat = next(d for d in mapped if d["type"] == "span.outcome_evaluation_ongoing")
+    assert Ongoing.model_validate(beat).outcome_id == "outc_slow"
+    await client.get_workflow_handle(handle.id).signal("end_session")

@@ -12,6 +12,7 @@ of their own (`<session id>:grader:<outcome id>`), with no live deltas (they are
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
@@ -139,8 +140,15 @@ class Outcomes:
         start = session.record("outcome_evaluation_start", outcome_id=state.outcome.id, iteration=state.iteration)
         files = await self._files(named_paths(answer), state)
         messages = [*state.grader_messages, grading_message(state, answer, files)]
+        grading = asyncio.ensure_future(self._grade(state, messages))
         try:
-            turn = await self._grade(state, messages)
+            while not (await asyncio.wait([grading], timeout=state.outcome.heartbeat_s))[0]:
+                session.record("outcome_evaluation_ongoing", outcome_id=state.outcome.id, iteration=state.iteration)
+        except BaseException:  # an interrupt: the grader's call goes with it
+            grading.cancel()
+            raise
+        try:
+            turn = grading.result()
         except ActivityError as e:
             session.raise_if_interrupted()
             self.finish(state, "failed", f"the grader's model call failed: {failure_message(e)}", start.offset)

@@ -16,7 +16,8 @@ that come from the log (so `list`, `stream`, a reconnect and a restarted server 
   (`end_turn`, `retries_exhausted`, `budget_reached`) / `session.status_terminated`;
 - subagent_started / _finished: `session.thread_created` / `session.thread_status_terminated`;
 - outcome_defined: `user.define_outcome` (its `outcome_id`); outcome_evaluation_start / _end:
-  `span.outcome_evaluation_start` / `span.outcome_evaluation_end` (result, explanation, usage).
+  `span.outcome_evaluation_start` / `_ongoing` (while the grader works) / `_end` (result,
+  explanation, usage).
 
 Sandbox, skill, MCP-listing and continuation events have no Managed Agents counterpart. Pure code.
 """
@@ -39,6 +40,7 @@ from durable_agents.contracts import (
     ModelTurnEvent,
     OutcomeDefined,
     OutcomeEvaluated,
+    OutcomeEvaluationOngoing,
     OutcomeEvaluationStarted,
     SessionEvent,
     SessionStarted,
@@ -257,6 +259,10 @@ class EventMapper:
                 return [{"type": "user.define_outcome", **_own_id(e.message_id), **defined}]
             case OutcomeEvaluationStarted():
                 return [{"type": "span.outcome_evaluation_start", "outcome_id": e.outcome_id, "iteration": e.iteration}]
+            case OutcomeEvaluationOngoing():
+                return [
+                    {"type": "span.outcome_evaluation_ongoing", "outcome_id": e.outcome_id, "iteration": e.iteration}
+                ]
             case OutcomeEvaluated():
                 ended = {
                     "outcome_id": e.outcome_id,

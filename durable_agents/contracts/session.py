@@ -31,6 +31,7 @@ class Outcome(_Strict):
     description: str = Field(min_length=1, description="the task: the agent begins work on it")
     rubric: str = Field(min_length=1, max_length=200_000, description="how to grade the answer (text or markdown)")
     max_iterations: int = Field(default=3, ge=1, le=20, description="evaluate-then-revise cycles before giving up")
+    heartbeat_s: float = Field(default=10.0, ge=0.1, description="an `ongoing` event this often while the grader works")
 
 
 class OutcomeState(_Strict):
@@ -132,6 +133,12 @@ class OutcomeDefined(_Event):
 
 class OutcomeEvaluationStarted(_Event):
     kind: Literal["outcome_evaluation_start"] = "outcome_evaluation_start"
+    outcome_id: str
+    iteration: int
+
+
+class OutcomeEvaluationOngoing(_Event):
+    kind: Literal["outcome_evaluation_ongoing"] = "outcome_evaluation_ongoing"
     outcome_id: str
     iteration: int
 
@@ -283,6 +290,7 @@ SessionEvent = Annotated[
     | StatusChanged
     | OutcomeDefined
     | OutcomeEvaluationStarted
+    | OutcomeEvaluationOngoing
     | OutcomeEvaluated,
     Field(discriminator="kind"),
 ]
@@ -311,6 +319,7 @@ EVENT_TYPES: dict[str, type[_Event]] = {
         StatusChanged,
         OutcomeDefined,
         OutcomeEvaluationStarted,
+        OutcomeEvaluationOngoing,
         OutcomeEvaluated,
     )
 }
@@ -337,6 +346,7 @@ EventKind = Literal[
     "status",
     "outcome_defined",
     "outcome_evaluation_start",
+    "outcome_evaluation_ongoing",
     "outcome_evaluation_end",
 ]
 EVENT_JSON_VERSION = 2  # v2: each kind has only its own fields; compaction's `stop_reason` is `reason`
