@@ -78,7 +78,8 @@ setup_docker() {
     as_root rm -f /var/run/docker.pid "$managed"
   fi
   say "docker: starting dockerd (log: .data/dockerd.log)"
-  as_root nohup dockerd >"$ROOT/.data/dockerd.log" 2>&1 &
+  # Its own session: it outlives the shell (and the process group) that started it.
+  as_root setsid nohup dockerd >"$ROOT/.data/dockerd.log" 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker_ok && return; sleep 0.5; done
   say "docker: dockerd did not answer; see .data/dockerd.log"; tail -20 .data/dockerd.log; exit 1
 }
