@@ -33,6 +33,9 @@ bench: setup
 	@$(PY) -m bench.security
 	@$(PY) -m bench.streaming
 	@$(PY) -m bench.learning
+	@$(PY) -m bench.api
+	@$(PY) -m bench.memory
+	@$(PY) -m bench.console
 
 cluster-up: setup
 	@bash scripts/cluster.sh up
