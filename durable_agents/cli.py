@@ -196,6 +196,9 @@ async def cmd_follow(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+SHUTDOWN_GRACE_S = 5
+
+
 async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
     """The live relay: workers post model-call deltas, clients read sessions as Server-Sent Events."""
     from durable_agents import console
@@ -204,7 +207,16 @@ async def cmd_serve(client: Client, args: argparse.Namespace) -> int:
     relay = Relay(client, poll_s=args.poll_ms / 1000)
     api = await create_api(client, relay)
     app = create_app(relay, [*api.routes, *console.routes()])
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))
+    # Open event streams do not hold a stop up: cut after SHUTDOWN_GRACE_S, clients resume by event id.
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+    server = uvicorn.Server(config)
     url = f"http://{args.host}:{args.port}"
     print(
         f"live server on {url}: GET {url}/sessions/ID/events (Server-Sent Events); workers publish with "
