@@ -15,34 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
-import subprocess
 import tempfile
 import time
 from typing import Any
 
 import anthropic
-import httpx
 
-from bench.common import DA, ROOT, add_scenario, local_stack, report, summary
+from bench.common import add_scenario, local_stack, report, serve_api, summary
 from durable_agents.testing.scripted_model import Step, ToolUse
 
 KEY = "bench-key"
-
-
-def _serve(address: str, port: int, data: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "DA_API_KEY": KEY, "DA_DATA_DIR": data, "LOG_LEVEL": "WARNING"}
-    env["DA_PAYLOAD_DIR"] = str(ROOT / ".data" / "payloads")  # the workers' (they run in ROOT): one store
-    proc = subprocess.Popen([DA, "serve", "--port", str(port)], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("da serve did not start")
 
 
 async def _idle_after(sdk: anthropic.AsyncAnthropic, session_id: str, sent: int) -> None:
@@ -60,7 +43,7 @@ async def main(sends: int, turns: int, sessions: int) -> None:
             port = s.getsockname()[1]
         address = client.service_client.config.target_host
         data = tempfile.mkdtemp()
-        proc = _serve(address, port, data)
+        proc = serve_api(address, port, data, KEY)
         try:
             sdk = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{port}", api_key=KEY, max_retries=0)
             agent = await sdk.beta.agents.create(name="bench", model="claude-sonnet-5-5", system="Be brief.")
@@ -103,7 +86,7 @@ async def main(sends: int, turns: int, sessions: int) -> None:
                 await _idle_after(sdk, long.id, m + 1)
             proc.terminate()
             proc.wait(timeout=30)
-            proc = _serve(address, port, data)  # a fresh server process: nothing mapped yet
+            proc = serve_api(address, port, data, KEY)  # a fresh server process: nothing mapped yet
             cold_started = time.perf_counter()
             listed = [e async for e in sdk.beta.sessions.events.list(long.id, limit=1000)]
             cold = time.perf_counter() - cold_started

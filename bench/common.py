@@ -10,12 +10,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
@@ -130,3 +132,18 @@ async def local_stack(
             w.wait(timeout=30)
         server.stop()
         await env.shutdown()
+
+
+def serve_api(address: str, port: int, data: str, key: str) -> subprocess.Popen[bytes]:
+    """`da serve` as a process with API key `key` and data directory `data`, once it answers."""
+    env = {**os.environ, "TEMPORAL_ADDRESS": address, "DA_API_KEY": key, "DA_DATA_DIR": data, "LOG_LEVEL": "WARNING"}
+    env["DA_PAYLOAD_DIR"] = str(ROOT / ".data" / "payloads")  # the workers' (they run in ROOT): one store
+    proc = subprocess.Popen([DA, "serve", "--port", str(port)], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("da serve did not start")

@@ -21,20 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from typing import Any
 
 import anthropic
-import httpx
 from playwright.async_api import async_playwright
 from temporalio.client import Client
 
-from bench.common import DA, ROOT, add_scenario, local_stack, report, summary
+from bench.common import add_scenario, local_stack, report, serve_api, summary
 from durable_agents.session_log import session_state
 from durable_agents.testing.scripted_model import Step, ToolUse
 
@@ -52,20 +49,6 @@ METRICS = """() => {
     elements: document.querySelectorAll("main *").length,
   };
 }"""
-
-
-def _serve(address: str, port: int, data: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "DA_API_KEY": KEY, "DA_DATA_DIR": data, "LOG_LEVEL": "WARNING"}
-    env["DA_PAYLOAD_DIR"] = str(ROOT / ".data" / "payloads")  # the workers' (they run in ROOT): one store
-    proc = subprocess.Popen([DA, "serve", "--port", str(port)], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("da serve did not start")
 
 
 async def _answered(client: Client, session_id: str, turns: int) -> None:
@@ -99,7 +82,7 @@ async def main(turns: int, runs: int) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = _serve(client.service_client.config.target_host, port, tempfile.mkdtemp())
+        proc = serve_api(client.service_client.config.target_host, port, tempfile.mkdtemp(), KEY)
         try:
             url = f"http://127.0.0.1:{port}"
             sdk = anthropic.AsyncAnthropic(base_url=url, api_key=KEY, max_retries=0)
@@ -108,7 +91,9 @@ async def main(turns: int, runs: int) -> None:
             print(f"session {session_id}: {events} events, made in {time.perf_counter() - made:.1f} s")
             proc.terminate()
             proc.wait(timeout=30)
-            proc = _serve(client.service_client.config.target_host, port, tempfile.mkdtemp())  # nothing read yet
+            proc = serve_api(
+                client.service_client.config.target_host, port, tempfile.mkdtemp(), KEY
+            )  # nothing read yet
             sdk = anthropic.AsyncAnthropic(base_url=url, api_key=KEY, max_retries=0)
             got = await _measure(chromium, f"{url}/console/sessions/{session_id}", runs)
         finally:

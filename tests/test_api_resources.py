@@ -23,6 +23,7 @@ from durable_agents.testing.scripted_model import ScriptedModelServer, Step, Too
 from durable_agents.vault import FileVault
 from tests.helpers import DA, ROOT, add_scenario, coder, free_port, serve
 from tests.helpers.postgres import postgres_server
+from tests.helpers.scenarios import requests_holding
 
 pytestmark = pytest.mark.usefixtures("workers")
 KEY = "resources-test-key"
@@ -108,7 +109,7 @@ async def test_agents_are_versioned_and_refuse_what_this_runtime_cannot_run(
     env = await sdk.beta.environments.create(name="for skills")
     marker = add_scenario(scripted, [Step(text="ok")])
     await answer_of(sdk, skilled.id, env.id, f"check {marker}")
-    asked = next(r.body for r in scripted.model.requests if marker in json.dumps(r.body["messages"]))
+    asked = requests_holding(scripted, marker)[0]
     assert "python-checks" in json.dumps(asked["system"]) and "load_skill" in [t["name"] for t in asked["tools"]]
     search_on = [{"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": True}]}]
     no_server = [{"type": "mcp_toolset", "mcp_server_name": "nope"}]

@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import add_scenario, cli, free_port, serve, state_of, wait_for
+from tests.helpers.scenarios import requests_holding
 
 pytestmark = pytest.mark.usefixtures("workers")
 KEY = "outcomes-test-key"
@@ -34,10 +35,6 @@ def grader(server: ScriptedModelServer, *verdicts: tuple[str, str]) -> str:
     Registered last, it is matched first (the grader's message also holds the task's marker)."""
     steps = [Step(text=json.dumps({"result": r, "explanation": e})) for r, e in verdicts]
     return add_scenario(server, steps)
-
-
-def requests_holding(server: ScriptedModelServer, text: str) -> list[dict[str, Any]]:
-    return [r.body for r in server.model.requests if text in json.dumps(r.body["messages"])]
 
 
 async def test_an_outcome_that_needs_one_revision_then_passes(scripted: ScriptedModelServer, api_url: str) -> None:

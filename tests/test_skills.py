@@ -16,13 +16,13 @@ from durable_agents.settings import settings
 from durable_agents.skill_registry import SkillRegistry
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import add_scenario, cli
+from tests.helpers.scenarios import requests_holding
 
 pytestmark = pytest.mark.usefixtures("workers")
 
 
 def system_of(server: ScriptedModelServer, marker: str) -> str:
-    asked = [r.body for r in server.model.requests if marker in json.dumps(r.body["messages"])]
-    return json.dumps(asked[0]["system"])
+    return json.dumps(requests_holding(server, marker)[0]["system"])
 
 
 async def test_a_skill_saved_in_one_session_is_suggested_and_loaded_in_the_next(

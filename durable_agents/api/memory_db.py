@@ -290,14 +290,7 @@ class MemoryDb:
 
     async def get(self, store_id: str, memory_id: str) -> Memory:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(memories).where(and_(memories.c.store_id == store_id, memories.c.id == memory_id))
-                )
-            ).first()
-        if row is None:
-            raise MemoryNotFound(f"memory store {store_id!r} has no memory {memory_id!r}")
-        return Memory.of(row)
+            return Memory.of(await _memory_row(conn, store_id, memory_id))
 
     async def list(self, store_id: str, prefix: str = "/") -> list[Memory]:
         """The store's memories under `prefix` (whole segments), by path."""
@@ -411,13 +404,7 @@ class MemoryDb:
         if content is not None:
             check_content(content)
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(memories).where(and_(memories.c.store_id == store_id, memories.c.id == memory_id))
-                )
-            ).first()
-            if row is None:
-                raise MemoryNotFound(f"memory store {store_id!r} has no memory {memory_id!r}")
+            row = await _memory_row(conn, store_id, memory_id)
             current = Memory.of(row)
             if expected_sha256 is not None and expected_sha256 != current.sha256:
                 raise MemoryConflict(
@@ -458,13 +445,7 @@ class MemoryDb:
         self, store_id: str, memory_id: str, actor: dict[str, Any], expected_sha256: str | None = None
     ) -> None:
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(memories).where(and_(memories.c.store_id == store_id, memories.c.id == memory_id))
-                )
-            ).first()
-            if row is None:
-                raise MemoryNotFound(f"memory store {store_id!r} has no memory {memory_id!r}")
+            row = await _memory_row(conn, store_id, memory_id)
             if expected_sha256 is not None and expected_sha256 != row.sha256:
                 raise MemoryConflict(
                     f"precondition failed: the memory's content_sha256 is {row.sha256}, not {expected_sha256}"
@@ -585,3 +566,13 @@ class MemoryDb:
                 )
             rows = (await conn.execute(text(sql), params)).all()
         return [EpisodeHit(r.session_id, int(r.off), r.kind, " ".join(str(r.excerpt).split())) for r in rows]
+
+
+async def _memory_row(conn: Any, store_id: str, memory_id: str) -> Any:
+    """A memory's row, or MemoryNotFound."""
+    row = (
+        await conn.execute(select(memories).where(and_(memories.c.store_id == store_id, memories.c.id == memory_id)))
+    ).first()
+    if row is None:
+        raise MemoryNotFound(f"memory store {store_id!r} has no memory {memory_id!r}")
+    return row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -28,3 +29,8 @@ def write_then_read_twice(server: ScriptedModelServer, path: str, content: str, 
             Step(text=answer),
         ],
     )
+
+
+def requests_holding(server: ScriptedModelServer, text: str) -> list[dict[str, Any]]:
+    """The bodies of the model requests whose messages contain `text` (a scenario's marker), in order."""
+    return [r.body for r in server.model.requests if text in json.dumps(r.body["messages"])]
