@@ -37,13 +37,14 @@ LABEL = "durable-agents.packages"
 BUILD_LABEL = "durable-agents.packages-build"
 FAILURE_TTL_S = 300.0
 TAIL_LINES = 12
-# What of the sandbox host's configuration the build container sees (read-only), where it exists.
+# What of the sandbox host's configuration the build container sees (read-only), where it exists:
+# its Debian mirrors and certificate authorities. Never the package managers' own files (pip.conf,
+# npmrc, apt's auth.conf.d), which can hold registry credentials: a package's install script runs
+# in the build container and could copy them into the image every sandbox is made from.
 HOST_CONFIG = (
     "/etc/apt/sources.list",
     "/etc/apt/sources.list.d",
     "/etc/apt/apt.conf.d",
-    "/etc/pip.conf",
-    "/etc/npmrc",
     "/etc/ssl/certs/ca-certificates.crt",
 )
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
