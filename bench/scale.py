@@ -41,6 +41,7 @@ from durable_agents.agent_files import load_agent
 from durable_agents.client import start_agent_session
 from durable_agents.connection import DEV_SERVER_TUNING, connect
 from durable_agents.contracts import SEARCH_ATTRIBUTE_NAMES, Skill
+from durable_agents.settings import Settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 
 TURNS = 3
@@ -129,16 +130,19 @@ def cluster_engine(port: int, shards: int) -> Iterator[Engine]:
 
 
 @contextlib.contextmanager
-def worker_processes(address: str, scripted: ScriptedModelServer) -> Iterator[dict[str, int]]:
+def worker_processes(
+    address: str, scripted: ScriptedModelServer, host_id: str | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[dict[str, int]]:
     """The harness worker, the sandbox worker and the floor's worker, as separate processes."""
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": address,
         "ANTHROPIC_API_KEY": "bench",
         "ANTHROPIC_BASE_URL": scripted.url,
-        "SANDBOX_HOST_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "SANDBOX_HOST_ID": host_id or f"bench-{uuid.uuid4().hex[:6]}",
         "SANDBOX_WARM_POOL": "0",
         "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     argvs = {
         "harness": [DA_WORKER, "--harness"],
@@ -330,6 +334,213 @@ async def run_engine(engine: Engine, sizes: list[int], latency_ms: int, profile:
     return rows
 
 
+# --- the burst: one tool call each, sandboxed or not (issue 20) ----------------------------------
+
+
+class ContainerCounter:
+    """Samples how many containers one sandbox host has, in a thread, while a wave runs."""
+
+    def __init__(self, host_id: str) -> None:
+        import docker  # noqa: PLC0415 - only the burst needs Docker
+
+        self.api = docker.from_env().api
+        self.filters = {"label": [f"durable-agents.host={host_id}"]}
+        self.peak = 0
+        self._stop = False
+
+    def count(self) -> int:
+        return len(self.api.containers(quiet=True, filters=self.filters))
+
+    def run(self) -> None:
+        while not self._stop:
+            with contextlib.suppress(Exception):
+                self.peak = max(self.peak, self.count())
+            time.sleep(0.1)
+
+    def __enter__(self) -> ContainerCounter:
+        import threading  # noqa: PLC0415
+
+        self.peak = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self.thread.join(timeout=5)
+
+
+async def burst_wave(
+    client: Client, scripted: ScriptedModelServer, n: int, latency_ms: int, sandboxed: bool
+) -> dict[str, Any]:
+    """N one-shot sessions started at once, each making one tool call then answering: `bash echo hi`
+    (sandboxed) or `load_skill` (answered inside the workflow, no sandbox)."""
+    tool = (
+        ToolUse(name="bash", input={"command": "echo hi"})
+        if sandboxed
+        else ToolUse(name="load_skill", input={"name": "tick"})
+    )
+    marker = add_scenario(scripted, [Step(tool_use=tool), Step(text="done")])
+    scripted.model.scenarios[0].delay_ms = latency_ms
+    base = load_agent(ROOT / "agents" / "coder.yaml")
+    agent = base.model_copy(update={"skills": [Skill(name="tick", description="cheap", body="tock")]})
+
+    async def one(i: int) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        handle = await start_agent_session(client, agent, f"Session {i}. {marker}", one_shot=True)
+        result = await handle.result()
+        assert result.status == "done", result
+        return handle.id, time.perf_counter() - t0
+
+    began = time.perf_counter()
+    done = await asyncio.gather(*(one(i) for i in range(n)))
+    total = time.perf_counter() - began
+    lost, tool_s, pooled, created = 0, [], 0, 0
+    for session_id, _ in done:
+        events = await session_log.read_events(client, session_id)
+        calls = [e for e in events if e.kind == "model_turn" and e.tool_calls]
+        results = [e for e in events if e.kind == "tool_result"]
+        gapless = [e.offset for e in events] == list(range(len(events)))
+        ok = len(calls) == 1 and len(results) == 1 and results[0].tool_result.output.strip() in ("hi", "tock")
+        lost += 0 if ok and gapless else 1
+        if calls and results:
+            tool_s.append((results[0].at - calls[0].at).total_seconds())
+        for e in events:
+            if e.kind == "sandbox_provisioned":
+                pooled += e.sandbox.from_pool
+                created += not e.sandbox.from_pool
+    return {
+        "all_done_s": total,
+        "each": [d for _, d in done],
+        "tool_s": tool_s,
+        "events_lost": lost,
+        "from_pool": pooled,
+        "created": created,
+    }
+
+
+async def wait_containers_gone(counter: ContainerCounter, keep: int, within_s: float = 120) -> float:
+    """Seconds until the host has no more than `keep` containers (its warm pool) after a wave."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < within_s:
+        if await asyncio.to_thread(counter.count) <= keep:
+            break
+        await asyncio.sleep(0.2)
+    return time.perf_counter() - began
+
+
+def pids_of(name: str) -> list[int]:
+    out = subprocess.run(["pidof", name], capture_output=True, text=True, check=False).stdout.split()
+    return [int(p) for p in out]
+
+
+async def run_burst(
+    engine: Engine, sizes: list[int], latency_ms: int, pool_env: dict[str, str]
+) -> list[dict[str, Any]]:
+    scripted = ScriptedModelServer([]).start()
+    host_id = f"bench-{uuid.uuid4().hex[:6]}"
+    rows: list[dict[str, Any]] = []
+    try:
+        with worker_processes(engine.address, scripted, host_id, pool_env) as workers:
+
+            def pids() -> dict[str, list[int]]:
+                docker_pids = pids_of("dockerd") + pids_of("containerd")
+                return {"harness": [workers["harness"]], "sandbox": [workers["sandbox"]], "docker": docker_pids,
+                        **engine.server_pids()}  # fmt: skip
+
+            meter = Meter(pids)
+            client = await connect(engine.address, "default")
+            counter = ContainerCounter(host_id)
+            await burst_wave(client, scripted, 2, latency_ms, sandboxed=True)  # warm: imports, image cache
+            await burst_wave(client, scripted, 2, latency_ms, sandboxed=False)
+            pool = await wait_pool(counter)
+            for n in sizes:
+                for sandboxed in (False, True):
+                    pool = await wait_pool(counter)
+                    meter.start()
+                    with counter:
+                        wave = await burst_wave(client, scripted, n, latency_ms, sandboxed)
+                    cpu = meter.stop()
+                    cleanup = await wait_containers_gone(counter, pool) if sandboxed else 0.0
+                    rows.append(burst_row(engine.name, n, sandboxed, wave, cpu, counter.peak, pool, cleanup))
+                    print_burst_row(rows[-1])
+    finally:
+        scripted.stop()
+    return rows
+
+
+async def wait_pool(counter: ContainerCounter, settle_s: float = 2.0, within_s: float = 120) -> int:
+    """The warm pool's size once it has stopped changing (it refills after a wave)."""
+    began, last, steady = time.perf_counter(), -1, time.perf_counter()
+    while time.perf_counter() - began < within_s:
+        now = await asyncio.to_thread(counter.count)
+        if now != last:
+            last, steady = now, time.perf_counter()
+        elif time.perf_counter() - steady >= settle_s:
+            break
+        await asyncio.sleep(0.2)
+    return last
+
+
+def burst_row(
+    engine: str, n: int, sandboxed: bool, wave: dict[str, Any], cpu: dict[str, float], peak: int, pool: int,
+    cleanup_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "engine": engine,
+        "kind": "sandboxed" if sandboxed else "no sandbox",
+        "sessions": n,
+        "all_done_s": round(wave["all_done_s"], 2),
+        "p50_s": round(pct(wave["each"], 50), 2),
+        "p95_s": round(pct(wave["each"], 95), 2),
+        "tool_p50_s": round(pct(wave["tool_s"], 50), 3) if wave["tool_s"] else None,
+        "tool_p95_s": round(pct(wave["tool_s"], 95), 3) if wave["tool_s"] else None,
+        "created": wave["created"],
+        "from_pool": wave["from_pool"],
+        "pool_before": pool,
+        "peak_containers": peak,
+        "cleanup_s": round(cleanup_s, 1),
+        "events_lost": wave["events_lost"],
+        "cpu_s_per_session": {role: round(s / n, 4) for role, s in cpu.items()},
+    }
+
+
+def print_burst_row(r: dict[str, Any]) -> None:
+    cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_s_per_session"].items())
+    print(
+        f"{r['engine']:>7} {r['kind']:>10} {r['sessions']:>4}: all done {r['all_done_s']} s, "
+        f"p50 {r['p50_s']} / p95 {r['p95_s']} s, tool p50 {r['tool_p50_s']} / p95 {r['tool_p95_s']} s, "
+        f"containers created {r['created']} / from pool {r['from_pool']} (pool {r['pool_before']}), "
+        f"peak {r['peak_containers']}, gone {r['cleanup_s']} s after; lost {r['events_lost']}; CPU s/session {cpu}",
+        flush=True,
+    )
+
+
+def burst_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| engine | N | tool | all done s | p50 / p95 s | tool call → result p50 / p95 s | created / from pool "
+        "(pool before) | peak containers | containers gone after s | CPU s/session harness · sandbox · docker · "
+        "server | lost | sandboxed ÷ no sandbox |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r["cpu_s_per_session"]
+        cpu = " · ".join(str(c.get(k, "")) for k in ("harness", "sandbox", "docker", "temporal"))
+        ratio = ""
+        if r["kind"] == "sandboxed":
+            base = next(
+                (x for x in rows if x["kind"] == "no sandbox" and x["sessions"] == r["sessions"]
+                 and x["engine"] == r["engine"]), None)  # fmt: skip
+            ratio = f"{r['all_done_s'] / base['all_done_s']:.2f}" if base else ""
+        lines.append(
+            f"| {r['engine']} | {r['sessions']} | {r['kind']} | {r['all_done_s']} | {r['p50_s']} / {r['p95_s']} | "
+            f"{r['tool_p50_s']} / {r['tool_p95_s']} | {r['created']} / {r['from_pool']} ({r['pool_before']}) | "
+            f"{r['peak_containers']} | {r['cleanup_s']} | {cpu} | {r['events_lost']} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 
@@ -403,7 +614,19 @@ async def main() -> None:
     parser.add_argument("--shards", type=int, default=4, help="the cluster's history shards")
     parser.add_argument("--port", type=int, default=18233, help="the engine's frontend (side port)")
     parser.add_argument("--profile", action="store_true", help="py-spy the harness worker (bench/results/*.txt)")
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="the burst instead (issue 20): N one-shot sessions of one tool call each, without a sandbox "
+        "(load_skill) and with one (bash echo hi), side by side; --sessions defaults to 50,200",
+    )
+    parser.add_argument(
+        "--sandbox-env", default="", help="with --burst: more environment for the sandbox worker (NAME=VALUE,...)"
+    )
     args = parser.parse_args()
+    if args.burst:
+        await burst_main(args)
+        return
     sizes = [int(x) for x in args.sessions.split(",")]
     rows: list[dict[str, Any]] = []
     for name in ("dev", "cluster") if args.engine == "both" else (args.engine,):
@@ -416,6 +639,23 @@ async def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps({"latency_ms": args.latency_ms, "rows": rows, "ratios": rel}, indent=2))
     print(f"written: {out / 'scale.json'}")
+
+
+async def burst_main(args: argparse.Namespace) -> None:
+    sizes = [int(x) for x in (args.sessions if args.sessions != "50,200,500" else "50,200").split(",")]
+    # The sandbox worker as it ships (its warm pool at the default), unless --sandbox-env says otherwise.
+    pool_env = {"SANDBOX_WARM_POOL": str(Settings.model_fields["sandbox_warm_pool"].default)}
+    pool_env.update(kv.split("=", 1) for kv in args.sandbox_env.split(",") if kv)
+    rows: list[dict[str, Any]] = []
+    for name in ("dev", "cluster") if args.engine == "both" else (args.engine,):
+        started = dev_engine(args.port) if name == "dev" else cluster_engine(args.port, args.shards)
+        with started as engine:
+            rows += await run_burst(engine, sizes, args.latency_ms, pool_env)
+    print("\n" + burst_markdown(rows))
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "burst.json").write_text(json.dumps({"latency_ms": args.latency_ms, "rows": rows}, indent=2))
+    print(f"written: {out / 'burst.json'}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,11 @@ from durable_agents.sandboxes.secrets import check_secrets
 from durable_agents.settings import Settings, SettingsError, settings
 from durable_agents.telemetry import shutdown as flush_traces
 from durable_agents.vault import VaultError
+from durable_agents.workflows.release import SandboxRelease
 from durable_agents.workflows.session import SessionWorkflow
+
+# The harness worker's workflows: sessions, and the release of their sandboxes after the answer.
+HARNESS_WORKFLOWS = [SessionWorkflow, SandboxRelease]
 
 log = structlog.get_logger("worker")
 # The sandbox still checks every call a workflow makes for non-determinism, but no longer
@@ -70,7 +74,7 @@ def harness_worker(
     return Worker(
         client,
         task_queue=AGENTS_QUEUE,
-        workflows=[SessionWorkflow],
+        workflows=HARNESS_WORKFLOWS,
         activities=[
             model.call_model,
             schedules.last_scheduled_result,

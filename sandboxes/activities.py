@@ -276,7 +276,7 @@ class SandboxActivities:
         elif req.seed is not None:
             try:
                 data, what = await asyncio.to_thread(seed_archive, req.seed)
-                await asyncio.to_thread(self.sandboxes.restore, handle.sandbox_id, data)
+                await asyncio.to_thread(self.sandboxes.restore, handle.sandbox_id, data, False)
             except (SeedError, RuntimeError, subprocess.TimeoutExpired) as e:
                 await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
                 raise SeedFailed(f"the workspace could not be seeded: {e}") from e
@@ -384,6 +384,7 @@ class SandboxActivities:
             is_error=is_error,
             exit_code=out.exit_code,
             truncated_chars=max(0, out.total_bytes - req.output_cap) if out.cut else 0,
+            unsaved=out.unsaved,
         )
 
     async def _answered_here(self, req: ExecuteRequest) -> str:

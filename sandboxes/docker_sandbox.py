@@ -40,6 +40,7 @@ POOL_LABEL = "durable-agents.pool"  # made for the warm pool: its session is in 
 SESSION_FILE = "/tmp/.da/session"
 WORKSPACE = "/workspace"
 STATE_DIR = "/tmp/.da"
+SNAPSHOT_MARK = "/tmp/.da/snapshot-mark"  # touched as a snapshot is taken: what changed after it is unsaved
 
 # Defined once in each shell. Runs a call by sourcing it (so `cd` and `export` persist), output to
 # a file; then prints the head and tail of the output between markers, with exit code and size.
@@ -47,7 +48,7 @@ _SHELL_PRELUDE = r"""
 exec 2>&1
 cd /workspace
 __da_run() {
-  local __da_id="$1" __da_cap="$3" __da_d="/tmp/.da/calls/$1" __da_rc __da_size __da_half
+  local __da_id="$1" __da_cap="$3" __da_d="/tmp/.da/calls/$1" __da_rc __da_size __da_half __da_changed __da_unsaved
   # A call this id already started (by a worker that died) is waited for, never run twice.
   while [ -e "$__da_d/started" ] && [ ! -e "$__da_d/rc" ]; do sleep 0.1; done
   if [ ! -e "$__da_d/rc" ]; then
@@ -67,9 +68,17 @@ __da_run() {
     echo "$__da_size" > "$__da_d/size"
     echo "$__da_rc" > "$__da_d/rc"
   fi
+  # Has /workspace changed since its last snapshot (the mark is touched as one is taken)? Without a
+  # mark (none taken yet), an empty workspace has nothing to keep.
+  if [ -e /tmp/.da/snapshot-mark ]; then
+    __da_changed=$(find /workspace -cnewer /tmp/.da/snapshot-mark -print -quit 2>/dev/null)
+  else
+    __da_changed=$(find /workspace -mindepth 1 -print -quit 2>/dev/null)
+  fi
+  __da_unsaved=0; [ -n "$__da_changed" ] && __da_unsaved=1
   printf '\n__DA_BEGIN_%s\n' "$__da_id"
   cat "$__da_d/out"
-  printf '\n__DA_END_%s %s %s\n' "$__da_id" "$(cat "$__da_d/rc")" "$(cat "$__da_d/size")"
+  printf '\n__DA_END_%s %s %s %s\n' "$__da_id" "$(cat "$__da_d/rc")" "$(cat "$__da_d/size")" "$__da_unsaved"
 }
 printf '__DA_READY %s\n' "$$"
 """
@@ -172,6 +181,7 @@ class CallOutput:
     exit_code: int
     total_bytes: int
     cut: bool
+    unsaved: bool = True  # /workspace has changed since its last snapshot (or may have)
 
 
 class _Attached:
@@ -294,10 +304,11 @@ class _Shell(_Attached):
         self._send(f"__da_run {shlex.quote(call_id)} {encoded} {int(cap)}\n".encode())
         self._read_until(f"\n__DA_BEGIN_{call_id}\n".encode(), deadline)
         body = self._read_until(f"\n__DA_END_{call_id} ".encode(), deadline)
-        rc, size = self._read_line(deadline).split()[:2]
+        rc, size, *rest = self._read_line(deadline).split()
         text = scrub(body.decode(errors="replace"), call_id)
         cut = "\n__DA_CUT__\n" in text
-        return CallOutput(text.replace("\n__DA_CUT__\n", "\n"), int(rc), int(size), cut)
+        unsaved = rest[:1] != ["0"]  # a shell started before the flag existed says nothing: unsaved
+        return CallOutput(text.replace("\n__DA_CUT__\n", "\n"), int(rc), int(size), cut, unsaved)
 
     def close(self) -> None:
         super().close()
@@ -582,9 +593,9 @@ class DockerSandboxes:
     def snapshot(self, container_id: str, sink: BinaryIO) -> int:
         """Stream a gzipped tar of the workspace into `sink`; returns its size in bytes."""
         api = self.docker.api
-        exec_id = api.exec_create(
-            container_id, ["bash", "-c", f"tar -C {WORKSPACE} -cf - . | gzip -1"], user="1000:1000"
-        )["Id"]
+        # The mark first: whatever changes while the tar runs is unsaved for the next snapshot.
+        script = f"touch {SNAPSHOT_MARK} && tar -C {WORKSPACE} -cf - . | gzip -1"
+        exec_id = api.exec_create(container_id, ["bash", "-c", script], user="1000:1000")["Id"]
         size = 0
         errors = b""
         for out, err in api.exec_start(exec_id, stream=True, demux=True):
@@ -603,8 +614,12 @@ class DockerSandboxes:
             raise SandboxGone(f"{container_id[:12]}: {problem}")
         raise RuntimeError(f"{container_id[:12]}: {problem}")
 
-    def restore(self, container_id: str, data: bytes) -> None:
-        code, out = self.exec(container_id, ["bash", "-c", f"gzip -dc | tar -C {WORKSPACE} -xf -"], stdin=data)
+    def restore(self, container_id: str, data: bytes, saved: bool = True) -> None:
+        """Unpack a snapshot into /workspace; `saved`: it is a snapshot of this session's, so the
+        workspace then has nothing unsaved (a seed is not: it is kept at the first snapshot)."""
+        mark = f" && mkdir -p {STATE_DIR} && touch {SNAPSHOT_MARK}" if saved else ""
+        script = f"gzip -dc | tar -C {WORKSPACE} -xf -{mark}"
+        code, out = self.exec(container_id, ["bash", "-c", script], stdin=data)
         if code != 0:
             raise RuntimeError(f"restore failed ({code}): {out[-300:].decode(errors='replace')}")
 

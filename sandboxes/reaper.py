@@ -1,7 +1,8 @@
 """The orphan reaper: removes this host's sandbox containers that no session uses any more.
 
 A container goes when it has stopped (a dead sandbox is never used again), when its session has
-ended or vanished, or when its session is running with another sandbox (one it replaced). It runs
+ended or vanished (and its release workflow, which snapshots it first, is not running), or when its
+session is running with another sandbox (one it replaced). It runs
 in every sandbox worker, at start-up and then every `every_s` seconds, so no container outlives
 its session by much more than that.
 """
@@ -18,7 +19,7 @@ from docker.models.containers import Container
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from durable_agents.contracts import GET_STATE, SessionState
+from durable_agents.contracts import GET_STATE, SessionState, release_workflow_id
 from durable_agents.sandboxes.docker_sandbox import SESSION_LABEL, DockerSandboxes
 from durable_agents.sandboxes.memory_mounts import MemoryMounts
 
@@ -60,6 +61,8 @@ class Reaper:
         except RPCError as e:
             return "its session does not exist" if e.status == RPCStatusCode.NOT_FOUND else None
         if description.status != WorkflowExecutionStatus.RUNNING:
+            if await self._releasing(session_id):
+                return None  # its release takes the last snapshot, then removes it
             return f"its session is {description.status.name.lower() if description.status else 'closed'}"
         created = datetime.fromisoformat(container.attrs["Created"][:19]).replace(tzinfo=UTC)
         if (datetime.now(UTC) - created).total_seconds() < self.grace_s:
@@ -71,6 +74,14 @@ class Reaper:
         if state.sandbox is None or state.sandbox.sandbox_id != container.id:
             return "its session uses another sandbox"
         return None
+
+    async def _releasing(self, session_id: str) -> bool:
+        """Is the session's release workflow still at work (or can that not be told now)?"""
+        try:
+            release = await self.client.get_workflow_handle(release_workflow_id(session_id)).describe()
+        except RPCError as e:
+            return e.status != RPCStatusCode.NOT_FOUND
+        return release.status == WorkflowExecutionStatus.RUNNING
 
     async def sweep(self) -> list[str]:
         """One pass; returns the ids of the containers removed."""

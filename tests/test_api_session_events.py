@@ -23,8 +23,7 @@ from durable_agents.client import start_agent_session, wait_until_settled
 from durable_agents.contracts import CustomTool, Subagent
 from durable_agents.live.publisher import DeltaPublisher
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from durable_agents.worker import WORKFLOW_RUNNER
-from durable_agents.workflows.session import SessionWorkflow
+from durable_agents.worker import HARNESS_WORKFLOWS, WORKFLOW_RUNNER
 from tests.helpers import add_scenario, coder, free_port, serve, wait_for, with_subagents
 
 pytestmark = pytest.mark.usefixtures("workers")
@@ -358,7 +357,7 @@ async def test_streamed_previews_of_agent_message_add_up_to_it(
     worker = Worker(
         client,
         task_queue=queue,
-        workflows=[SessionWorkflow],
+        workflows=HARNESS_WORKFLOWS,
         activities=[model.call_model],
         workflow_runner=WORKFLOW_RUNNER,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 from temporalio.client import Client
 
-from durable_agents.client import session_events, start_agent_session
+from durable_agents.client import sandbox_release, session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import add_scenario, appends, assert_clean, coder, requests_for, wait_for
@@ -73,6 +73,7 @@ async def test_sigkill_of_the_worker_mid_session_loses_nothing(
     call_ids = [c.id for t in turns for c in t.tool_calls or []]
     assert len(set(call_ids)) == 6 and [r.call_id for r in results] == call_ids
     assert not any(r.is_error for r in results)
+    await sandbox_release(chaos_client, handle.id)  # the answer came first; then the container went
     leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={handle.id}"})
     assert leftover == []
     # The model API key never reached the logs, the history or the model's recorded requests.
@@ -111,7 +112,7 @@ async def test_model_api_faults_are_retried_and_each_turn_is_recorded_once(
     result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
     assert result.status == "done" and (result.answer or "").split() == ["a", "b", "c", "d"]
     assert requests_for(scripted, marker) == 6 + 5  # every fault cost one extra request, no more
-    assert_clean(await session_events(client, handle.id), 6, handle.id)
+    await assert_clean(client, await session_events(client, handle.id), 6, handle.id)
 
 
 async def test_sigkill_of_the_harness_worker_during_a_model_call(
@@ -141,7 +142,7 @@ async def test_sigkill_of_the_harness_worker_during_a_model_call(
     worker_processes()
     result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
     assert result.status == "done" and (result.answer or "").split() == ["a", "b"]
-    assert_clean(await session_events(chaos_client, handle.id), 4, handle.id)
+    await assert_clean(chaos_client, await session_events(chaos_client, handle.id), 4, handle.id)
 
 
 async def test_sigkill_of_the_sandbox_worker_during_execute(
@@ -173,7 +174,7 @@ async def test_sigkill_of_the_sandbox_worker_during_execute(
     worker_processes("--sandbox", "--warm-pool", "0")  # same host id: it finds its containers
     result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
     assert result.status == "done" and (result.answer or "").split() == ["a"]  # ran once, result kept
-    assert_clean(await session_events(chaos_client, handle.id), 3, handle.id)
+    await assert_clean(chaos_client, await session_events(chaos_client, handle.id), 3, handle.id)
 
 
 async def test_restart_of_the_temporal_server_mid_session(
@@ -231,7 +232,7 @@ async def test_restart_of_the_temporal_server_mid_session(
         await wait_for(server_up, within_s=60, what="the restarted dev server")
         result: SessionResult = await asyncio.wait_for(handle.result(), timeout=180)
         assert result.status == "done" and (result.answer or "").split() == ["a", "b", "c", "d"]
-        assert_clean(await session_events(client, handle.id), 6, handle.id)
+        await assert_clean(client, await session_events(client, handle.id), 6, handle.id)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -292,4 +293,4 @@ async def test_sigkill_of_the_sandbox_worker_while_it_provisions(
     assert sandbox is not None and sandbox.host_queue == f"sandboxes-{other_host}"
     result: SessionResult = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.status == "done" and result.answer == "provisioned"
-    assert_clean(await session_events(chaos_client, handle.id), 2, handle.id)
+    await assert_clean(chaos_client, await session_events(chaos_client, handle.id), 2, handle.id)

@@ -126,7 +126,7 @@ async def finishes_clean(client: Client, session_id: str, within_s: float = 240)
     result = await asyncio.wait_for(handle.result(), timeout=within_s)
     assert result.status == "done", result
     assert (result.answer or "").split() == WORDS, "a command ran twice or not at all"
-    assert_clean(await events_once_polled(client, session_id), TURNS, session_id)
+    await assert_clean(client, await events_once_polled(client, session_id), TURNS, session_id)
 
 
 async def events_once_polled(client: Client, session_id: str, within_s: float = 60) -> list[SessionEvent]:

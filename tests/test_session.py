@@ -11,8 +11,14 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
-from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult
+from durable_agents.client import (
+    sandbox_release,
+    send_message,
+    session_events,
+    start_agent_session,
+    wait_until_settled,
+)
+from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult, release_workflow_id
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
 from tests.helpers import Workers, add_scenario, coder
 
@@ -58,11 +64,13 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
         "model_turn",
         "tool_result",  # bash: works
         "model_turn",
-        "sandbox_snapshot",  # /workspace is kept before the container goes
-        "sandbox_destroyed",
+        "sandbox_released",  # the answer first; its release keeps /workspace, then removes the container
         "status",
     ]
     assert [e.offset for e in events] == list(range(len(events)))
+    released = await sandbox_release(client, handle.id)
+    assert released is not None and released.destroyed and released.snapshot is not None and not released.error
+    assert workers.sandboxes.blobs.read(released.snapshot.key)  # a gzipped tar of /workspace
     assert events[6].tool_result and events[6].tool_result.is_error and "NameError" in events[6].tool_result.output
     # Readable in the Temporal UI: a workflow summary and a summary on every activity.
     description = await handle.describe()
@@ -73,9 +81,13 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
         "provision: durable-agents/sandbox:latest",
         "write_file: fib.py",
     ]
-    assert "bash: cd /workspace && python3 fib.py" in summaries and summaries[-1].startswith("destroy: ")
-    assert summaries[-2] == "snapshot: /workspace"
-    # The container is gone with the session.
+    assert "bash: cd /workspace && python3 fib.py" in summaries and summaries[-1] == "model: claude-sonnet-5-5"
+    release = client.get_workflow_handle(release_workflow_id(handle.id))
+    assert await activity_summaries(release) == [
+        "snapshot: /workspace (the session has answered)",
+        f"destroy: {events[3].sandbox.sandbox_id[:12]}",  # type: ignore[union-attr]
+    ]
+    # The container is gone with its release.
     sandbox = events[3].sandbox
     assert sandbox is not None
     with pytest.raises(docker.errors.NotFound):
@@ -286,7 +298,7 @@ async def test_an_idle_session_ends_after_its_idle_timeout(client: Client, scrip
     result = await handle.result()
     assert result.status == "done" and result.answer == "ok"
     events = await session_events(client, handle.id)
-    assert kinds(events)[-3:] == ["status", "sandbox_destroyed", "status"]
+    assert kinds(events)[-3:] == ["status", "sandbox_released", "status"]
     assert [e.status for e in events if e.kind == "status"] == ["idle", "done"]
 
 

@@ -36,8 +36,7 @@ from durable_agents.contracts import APPROVE, LiveDelta, SessionResult, Subagent
 from durable_agents.live.publisher import DeltaPublisher
 from durable_agents.live.relay import Cursor, SessionFeed, _Call
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from durable_agents.worker import WORKFLOW_RUNNER
-from durable_agents.workflows.session import SessionWorkflow
+from durable_agents.worker import HARNESS_WORKFLOWS, WORKFLOW_RUNNER
 from tests.helpers import DA, add_scenario, coder, free_port, serve, state_of, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +70,7 @@ async def _harness(client: Client, scripted: ScriptedModelServer, publisher: Del
     worker = Worker(
         client,
         task_queue=queue,
-        workflows=[SessionWorkflow],
+        workflows=HARNESS_WORKFLOWS,
         activities=[model.call_model],
         workflow_runner=WORKFLOW_RUNNER,
     )

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from durable_agents.agent_files import load_agent
+from durable_agents.client import sandbox_release
 from durable_agents.contracts import (
     CALL_MODEL,
     COMPACTION_INSTRUCTION,
@@ -44,7 +45,7 @@ from durable_agents.contracts import (
     SnapshotRequest,
     Usage,
 )
-from durable_agents.worker import WORKFLOW_RUNNER
+from durable_agents.worker import HARNESS_WORKFLOWS, WORKFLOW_RUNNER
 from durable_agents.workflows.session import SessionWorkflow
 from tests.helpers import ROOT, wait_for
 
@@ -66,6 +67,7 @@ class Fakes:
     summary: str = "a summary"  # what compaction requests are answered with ("" fails them)
     lose: set[str] = field(default_factory=set)  # tool-call ids whose execute finds the sandbox gone
     slow: set[str] = field(default_factory=set)  # tool-call ids whose execute runs until cancelled
+    read_only: set[str] = field(default_factory=set)  # tool-call ids whose execute leaves /workspace as it was
     requests: list[ModelRequest] = field(default_factory=list)
     provisions: list[ProvisionRequest] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
@@ -105,7 +107,8 @@ class Fakes:
                 activity.heartbeat()
                 await asyncio.sleep(0.1)
         self.executed.append(str(req.input.get("command")))
-        return ExecuteResult(output=f"ran: {req.input.get('command')}\n", exit_code=0)
+        unsaved = req.call_id not in self.read_only
+        return ExecuteResult(output=f"ran: {req.input.get('command')}\n", exit_code=0, unsaved=unsaved)
 
     @activity.defn(name=SNAPSHOT_WORKSPACE)
     async def snapshot_workspace(self, req: SnapshotRequest) -> SnapshotRef:
@@ -126,7 +129,7 @@ async def fake_workers(client: Client, fakes: Fakes, queue: str) -> AsyncIterato
         Worker(
             client,
             task_queue=queue,
-            workflows=[SessionWorkflow],
+            workflows=HARNESS_WORKFLOWS,
             activities=[fakes.call_model],
             workflow_runner=WORKFLOW_RUNNER,
         ),
@@ -179,6 +182,7 @@ async def test_a_tool_turn_provisions_once_runs_snapshots_and_destroys(chaos_cli
         handle = await start(chaos_client, queue, agent(), "look around", one_shot=True)
         result = await handle.result()
         log = await events(handle)
+        released = await sandbox_release(chaos_client, handle.id)  # after the answer, by a workflow of its own
     assert result.status == "done" and result.answer == "done" and result.turns == 3
     assert fakes.executed == ["ls", "pwd"] and len(fakes.provisions) == 1 and fakes.destroyed == ["c1"]
     assert [e.kind for e in log if e.kind != "status"] == [
@@ -190,11 +194,38 @@ async def test_a_tool_turn_provisions_once_runs_snapshots_and_destroys(chaos_cli
         "model_turn",
         "tool_result",
         "model_turn",
-        "sandbox_snapshot",
-        "sandbox_destroyed",
+        "sandbox_released",
     ]
+    assert log[-2].kind == "sandbox_released" and log[-2].snapshot and log[-1].kind == "status"
+    assert released is not None and released.destroyed and released.error is None
+    assert released.snapshot is not None and released.snapshot.key == "snap-1" and fakes.snapshots == 1
     # The second request carried only what was new: the tool result, not the whole context.
     assert fakes.requests[1].prefix_count == 2 and len(fakes.requests[1].new_messages) == 1
+
+
+async def test_a_workspace_nothing_changed_is_not_snapshotted(chaos_client: Client) -> None:
+    """The sandbox says whether a call left /workspace as last kept: no snapshot is taken of one
+    that is unchanged, when idle or at the end; one call that changes it makes the next one due."""
+    fakes = new_fakes(bash("ls", "t1"), text("idle now"), bash("touch x", "t2"), text("idle again"), read_only={"t1"})
+    async with fake_session(chaos_client, fakes) as queue:
+        handle = await start(chaos_client, queue, agent(), "look")
+        await wait_for(lambda: _status(handle, "idle"), 20, "the first answer")
+        await wait_for(lambda: _answered(handle, "idle now"), 20, "the first answer")
+        assert fakes.snapshots == 0, "nothing changed: no idle snapshot"
+        await handle.execute_update("send_message", "change something")
+        await wait_for(lambda: _answered(handle, "idle again"), 20, "the second answer")
+        await wait_for(lambda: _snapshots(fakes, 1), 20, "the idle snapshot after a change")
+        await handle.signal("end_session")
+        await handle.result()
+        released = await sandbox_release(chaos_client, handle.id)
+        log = await events(handle)
+    assert released is not None and released.destroyed and fakes.snapshots == 1, "saved when idle: none at the end"
+    assert [e for e in log if e.kind == "sandbox_released"][0].snapshot is False
+    assert released.snapshot is not None and released.snapshot.key == "snap-1"
+
+
+async def _snapshots(fakes: Fakes, n: int) -> bool:
+    return fakes.snapshots >= n
 
 
 async def test_a_lost_sandbox_is_replaced_with_the_last_snapshot_and_the_model_is_told(chaos_client: Client) -> None:

@@ -5,7 +5,9 @@ activity with the options it needs (task queue, timeouts, heartbeat, retries, su
   worker that takes it names its own host queue in the handle, and every later call goes there;
 - `run`: `execute` one tool call; a lost sandbox (`SandboxLost`, or its host's queue has no
   poller) is replaced at once, with the workspace as last snapshotted, and the model is told;
-- `snapshot`, `destroy`: the workspace kept, the container removed when the session ends;
+- `snapshot`: /workspace kept in the blob store (left out where the sandbox says nothing changed);
+- `destroy`: when the session ends, its sandbox handed to a `SandboxRelease` workflow (workflows/
+  release.py) that takes the last snapshot and removes the container after the answer;
 - `check_secrets`: the secrets the sandbox workers will need, checked when the session starts.
 A subagent sharing its parent's sandbox uses it but neither snapshots nor destroys it.
 """
@@ -17,7 +19,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 from durable_agents.contracts import (
     CHECK_SECRETS,
@@ -26,18 +29,21 @@ from durable_agents.contracts import (
     PROVISION_SANDBOX,
     SANDBOX_IMAGE_MISSING,
     SANDBOX_LOST,
+    SANDBOX_RELEASE_WORKFLOW,
     SANDBOXES_QUEUE,
     SECRET_MISSING,
     SNAPSHOT_WORKSPACE,
     ExecuteRequest,
     ExecuteResult,
     ProvisionRequest,
+    ReleaseRequest,
     SandboxHandle,
     SecretCheck,
     SnapshotRef,
     SnapshotRequest,
     ToolCall,
     ToolResult,
+    release_workflow_id,
 )
 from durable_agents.workflows.core import Session
 from durable_agents.workflows.failures import failure_message, is_sandbox_lost
@@ -57,6 +63,8 @@ SECRETS_RETRY = RetryPolicy(
 )
 # Workflow versions (workflow.patched): new commands that histories recorded before them lack.
 SNAPSHOTS_PATCH = "workspace-snapshots"
+SAVED_PATCH = "no-snapshot-when-saved"  # no snapshot activity where the sandbox says nothing is unsaved
+RELEASE_PATCH = "sandbox-release"  # the last snapshot and the removal in a workflow after the answer
 
 
 class Sandbox:
@@ -116,6 +124,7 @@ class Sandbox:
                 summary=f"provision: {spec.image}" + (" (restore snapshot)" if restore else ""),
             )
             state.owns = True
+            state.unsaved = state.handle.seeded is not None  # empty, or as last snapshotted: nothing to keep
             self.snapshot_at = workflow.now()
             self.session.record("sandbox_provisioned", sandbox=state.handle)
         return state.handle
@@ -155,10 +164,13 @@ class Sandbox:
                 summary=tool_summary(call),
             )
         except ActivityError as e:
+            session.state.sandbox.unsaved = True  # what the call did is not known
             session.raise_if_interrupted()
             if not is_sandbox_lost(e):
                 return tool_error(call, f"Tool failed: {failure_message(e)}")
             return await self._replace(call, handle, failure_message(e))
+        if session.state.sandbox.handle is handle:  # (still the sandbox the call ran in)
+            session.state.sandbox.unsaved = out.unsaved
         result = ToolResult(call_id=call.id, name=call.name, output=out.output, is_error=out.is_error)
         every = session.agent.sandbox.snapshot_every_s
         if (
@@ -186,11 +198,17 @@ class Sandbox:
             return tool_error(call, sandbox_reset_message(None, snapshot, failure_message(provision_error), cause))
         return tool_error(call, sandbox_reset_message(replacement, snapshot, cause=cause))
 
+    def _saved(self) -> bool:
+        """Nothing in /workspace is unsaved, by the sandbox's own word: no snapshot is needed."""
+        return not self.session.state.sandbox.unsaved and workflow.patched(SAVED_PATCH)
+
     async def snapshot(self) -> None:
-        """Snapshot /workspace (a no-op activity when it is unchanged since the last one)."""
+        """Snapshot /workspace; none where the sandbox said nothing changed since the last one (the
+        activity itself also returns the previous snapshot for an unchanged workspace)."""
         state = self.session.state.sandbox
         handle = state.handle
-        if handle is None:
+        if handle is None or self._saved():
+            self.snapshot_at = workflow.now()
             return
         try:
             ref: SnapshotRef = await workflow.execute_activity(
@@ -210,6 +228,7 @@ class Sandbox:
                 workflow.logger.warning("workspace snapshot failed: %s", failure_message(e))
             return
         self.snapshot_at = workflow.now()
+        state.unsaved = False
         if state.snapshot is None or ref.key != state.snapshot.key:
             state.snapshot = ref
             self.session.record("sandbox_snapshot", snapshot=ref)
@@ -220,10 +239,14 @@ class Sandbox:
             await self.snapshot()
 
     async def destroy(self) -> None:
-        """The session ends: keep the workspace (a last snapshot) and remove the container."""
+        """The session ends: its sandbox is released — the workspace kept (a last snapshot) and the
+        container removed — by a workflow of its own, so the session's answer does not wait for it."""
         state = self.session.state.sandbox
         if not state.owns:
             state.handle = None  # the parent's: it stays
+            return
+        if state.handle is not None and workflow.patched(RELEASE_PATCH) and await self._release(state.handle):
+            state.handle = None
             return
         if state.handle is not None and workflow.patched(SNAPSHOTS_PATCH):
             await self.snapshot()
@@ -243,3 +266,29 @@ class Sandbox:
         except ActivityError as e:
             workflow.logger.warning("sandbox not destroyed: %s", failure_message(e))
         self.session.record("sandbox_destroyed", sandbox=handle)
+
+    async def _release(self, handle: SandboxHandle) -> bool:
+        """Start the sandbox's release workflow (abandoned: it outlives the session); False where it
+        cannot start (one for this session is still running), and the session releases it itself."""
+        state, session = self.session.state.sandbox, self.session
+        workflow_id = release_workflow_id(session.id)
+        snapshot = not self._saved()
+        try:
+            await workflow.start_child_workflow(
+                SANDBOX_RELEASE_WORKFLOW,
+                ReleaseRequest(
+                    handle=handle,
+                    session_id=session.id,
+                    snapshot=snapshot,
+                    previous=state.snapshot,
+                    host_wait_s=session.agent.sandbox.host_wait_s,
+                ),
+                id=workflow_id,
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"release sandbox {handle.sandbox_id[:12]} of {session.id}",
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        session.record("sandbox_released", sandbox=handle, workflow_id=workflow_id, snapshot=snapshot)
+        return True

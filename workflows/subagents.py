@@ -86,6 +86,8 @@ class Subagents:
             return tool_error(call, f"Subagent {child_id} ({name}) failed: {reason}")
         finally:
             self.running -= 1
+            if shared is not None:  # it worked in this session's sandbox: what it changed is unsaved
+                state.sandbox.unsaved = True
         session.spend(result.usage, result.cost_usd)
         session.record(
             "subagent_finished",

@@ -13,6 +13,15 @@ from durable_agents.errors import ErrorType
 AGENTS_QUEUE = "agents"
 SANDBOXES_QUEUE = "sandboxes"
 SESSION_WORKFLOW = "SessionWorkflow"
+# After a session's answer: its last snapshot and the container's removal, off the critical path.
+SANDBOX_RELEASE_WORKFLOW = "SandboxRelease"
+
+
+def release_workflow_id(session_id: str) -> str:
+    """The workflow that releases a session's sandbox (one per session: released once, at its end)."""
+    return f"{session_id}-sandbox-release"
+
+
 SPAWN_AGENT = "spawn_agent"
 LOAD_SKILL = "load_skill"
 SAVE_SKILL = "save_skill"

@@ -122,3 +122,22 @@ class ExecuteResult(_Strict):
     exit_code: int | None = None
     timed_out: bool = False
     truncated_chars: int = 0
+    # /workspace has changed since its last snapshot (True where the sandbox cannot tell).
+    unsaved: bool = True
+
+
+class ReleaseRequest(_Strict):
+    """A session's sandbox to release once the session has answered: a last snapshot of /workspace
+    (when `snapshot`; `previous` is the session's newest), then the container removed."""
+
+    handle: SandboxHandle
+    session_id: str
+    snapshot: bool
+    previous: SnapshotRef | None = None
+    host_wait_s: float = 120
+
+
+class ReleaseResult(_Strict):
+    snapshot: SnapshotRef | None  # the workspace as kept (the previous snapshot where nothing was unsaved)
+    destroyed: bool  # the container existed and was removed (False: it had gone already)
+    error: str | None = None  # what went wrong (the reaper then removes the container)

@@ -185,6 +185,17 @@ class SandboxSnapshot(_Event):
     snapshot: SnapshotRef
 
 
+class SandboxReleased(_Event):
+    """The session has ended and handed its sandbox to its release workflow (`workflow_id`), which
+    keeps the workspace (a last snapshot, where anything is unsaved) and removes the container
+    after the answer, not before it."""
+
+    kind: Literal["sandbox_released"] = "sandbox_released"
+    sandbox: SandboxHandle
+    workflow_id: str
+    snapshot: bool  # a last snapshot is to be taken (the workspace has unsaved changes)
+
+
 class SubagentStarted(_Event):
     kind: Literal["subagent_started"] = "subagent_started"
     child: str  # the child session's id
@@ -274,6 +285,7 @@ SessionEvent = Annotated[
     | ToolResultEvent
     | SandboxProvisioned
     | SandboxDestroyed
+    | SandboxReleased
     | SandboxSnapshot
     | SubagentStarted
     | SubagentFinished
@@ -304,6 +316,7 @@ EVENT_TYPES: dict[str, type[_Event]] = {
         SandboxProvisioned,
         SandboxDestroyed,
         SandboxSnapshot,
+        SandboxReleased,
         SubagentStarted,
         SubagentFinished,
         Interrupted,
@@ -331,6 +344,7 @@ EventKind = Literal[
     "sandbox_provisioned",
     "sandbox_destroyed",
     "sandbox_snapshot",
+    "sandbox_released",
     "subagent_started",
     "subagent_finished",
     "interrupted",
@@ -398,6 +412,9 @@ class SandboxState(_Strict):
     handle: SandboxHandle | None = None
     owns: bool = True  # False: the parent's sandbox, shared: used, never snapshotted or destroyed
     snapshot: SnapshotRef | None = None  # the newest snapshot of /workspace
+    # /workspace may differ from `snapshot` (from empty, without one): False only when the sandbox's
+    # own word says it does not, so the snapshot a session would take of it can be left out.
+    unsaved: bool = True
 
 
 class LoopState(_Strict):

@@ -3,10 +3,13 @@ each model turn is in it exactly once, each tool call ran exactly once, no conta
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import docker
+from temporalio.client import Client
 
+from durable_agents.client import sandbox_release
 from durable_agents.contracts import SessionEvent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 
@@ -22,12 +25,15 @@ def appends(*lines: str, sleep_s: float = 0) -> list[Step]:
     return [Step(tool_use=ToolUse(name="bash", input={"command": f"{pause}echo {x} >> /workspace/ran"})) for x in lines]
 
 
-def assert_clean(events: list[SessionEvent], turns: int, session_id: str) -> None:
+async def assert_clean(client: Client, events: list[SessionEvent], turns: int, session_id: str) -> None:
+    """The log is whole, and once the session's sandbox is released (after its answer) no container is left."""
     assert [e.offset for e in events] == list(range(len(events))), "the log has gaps"
     model_turns = [e for e in events if e.kind == "model_turn"]
     assert len(model_turns) == turns, f"{len(model_turns)} model turns recorded, expected {turns}"
     call_ids = [c.id for t in model_turns for c in t.tool_calls or []]
     results = [e.tool_result.call_id for e in events if e.kind == "tool_result"]
     assert len(set(call_ids)) == len(call_ids) and results == call_ids, "a tool call ran twice or not at all"
+    released = await asyncio.wait_for(sandbox_release(client, session_id), timeout=120)
+    assert released is None or released.destroyed or released.error is None, released
     leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={session_id}"})
     assert leftover == [], "a container was left behind"
