@@ -80,7 +80,21 @@ class Settings(BaseSettings):
     test_provision_delay_s: float = Field(0.0, ge=0, validation_alias="DA_TEST_PROVISION_DELAY_S")
     agents_dir: Path = Field(Path("agents"), validation_alias="DA_AGENTS_DIR")
     sandbox_host_id: str | None = Field(None, validation_alias="SANDBOX_HOST_ID")  # None: the hostname
+    # The warm pool: at least SANDBOX_WARM_POOL containers (0: no pool), growing to the recent peak
+    # of demand up to SANDBOX_WARM_POOL_MAX.
     sandbox_warm_pool: int = Field(2, ge=0, validation_alias="SANDBOX_WARM_POOL")
+    sandbox_warm_pool_max: int = Field(32, ge=0, validation_alias="SANDBOX_WARM_POOL_MAX")
+    # Session containers a sandbox host holds at most (0: no limit); at the limit it leaves new
+    # sandboxes to other hosts (it stops asking for provisioning work until one is removed).
+    sandbox_max_containers: int = Field(0, ge=0, validation_alias="SANDBOX_MAX_CONTAINERS")
+    # Tool calls, snapshots and removals one sandbox worker runs at once; provisions at once.
+    sandbox_max_activities: int = Field(500, ge=1, validation_alias="SANDBOX_MAX_ACTIVITIES")
+    sandbox_max_provisions: int = Field(64, ge=1, validation_alias="SANDBOX_MAX_PROVISIONS")
+    # Concurrent Docker API calls of one sandbox worker, by kind: container creations, removals,
+    # execs (a shell's start, a snapshot's, a one-off command's); the persistent shells' own I/O is not one.
+    sandbox_docker_creates: int = Field(4, ge=1, validation_alias="SANDBOX_DOCKER_CREATES")
+    sandbox_docker_removals: int = Field(2, ge=1, validation_alias="SANDBOX_DOCKER_REMOVALS")
+    sandbox_docker_execs: int = Field(16, ge=1, validation_alias="SANDBOX_DOCKER_EXECS")
     # Learned skills below this confidence ((successes + 1) / (outcomes + 2)) are no longer suggested.
     skill_min_confidence: float = Field(0.34, ge=0, le=1, validation_alias="DA_SKILL_MIN_CONFIDENCE")
     # How long installing an environment's packages into a derived image may take.

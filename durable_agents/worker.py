@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
@@ -38,6 +39,7 @@ from durable_agents.contracts import AGENTS_QUEUE, SANDBOXES_QUEUE
 from durable_agents.live.publisher import DeltaPublisher
 from durable_agents.logs import configure_logging
 from durable_agents.sandboxes.activities import SandboxActivities
+from durable_agents.sandboxes.capacity import HostCapacity, provision_tuner
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.sandboxes.pool import WarmPool
 from durable_agents.sandboxes.reaper import Reaper
@@ -94,20 +96,29 @@ def harness_worker(
 
 
 def sandbox_workers(
-    client: Client, sandboxes: SandboxActivities, interceptors: Sequence[Interceptor] = ()
+    client: Client,
+    sandboxes: SandboxActivities,
+    interceptors: Sequence[Interceptor] = (),
+    config: Settings | None = None,
 ) -> list[Worker]:
+    """Provisioning on the shared queue, as long as this host has room (sandboxes/capacity.py); the
+    calls of this host's sandboxes on its own queue."""
+    config = config or settings()
+    capacity = HostCapacity(sandboxes.sandboxes, config.sandbox_max_containers, config.sandbox_max_provisions)
     return [
         Worker(
             client,
             task_queue=SANDBOXES_QUEUE,
             activities=[sandboxes.provision_sandbox, check_secrets],
             interceptors=interceptors,
+            tuner=provision_tuner(capacity),
         ),
         Worker(
             client,
             task_queue=sandboxes.queue,
             activities=[sandboxes.execute, sandboxes.snapshot_workspace, sandboxes.destroy_sandbox],
             interceptors=interceptors,
+            max_concurrent_activities=config.sandbox_max_activities,
         ),
     ]
 
@@ -160,11 +171,16 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     pool: WarmPool | None = None
     if sandbox:
+        # Each call blocks a thread while Docker or the sandbox's shell answers: enough of them for
+        # every activity the worker runs at once, and the warm pool's starts.
+        threads = config.sandbox_max_activities + config.sandbox_max_provisions + 16
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="sandbox"))
         sandboxes = DockerSandboxes(host_id, namespace=client.namespace)
-        pool = WarmPool(sandboxes, warm_pool)
+        sandboxes.sessions.update(await asyncio.to_thread(sandboxes.session_containers))
+        pool = WarmPool(sandboxes, warm_pool, max_size=config.sandbox_warm_pool_max)
         activities = SandboxActivities(sandboxes, pool=pool)
         reaper = Reaper(client, sandboxes, keep=pool.held, memory=activities.memory)
-        workers += sandbox_workers(client, activities)
+        workers += sandbox_workers(client, activities, config=config)
         tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

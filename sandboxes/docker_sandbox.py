@@ -12,6 +12,7 @@ started, with builtins only, so it works when a fork bomb leaves no process slot
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import shlex
 import socket
@@ -186,20 +187,24 @@ class CallOutput:
 
 class _Attached:
     """A process in the container started with `docker exec`, its stdin and output (multiplexed)
-    attached over the Docker API; `script` is sent to its stdin at once."""
+    attached over the Docker API; `script` is sent to its stdin at once. `gate` bounds the Docker
+    API calls that start it (DockerGates.execs)."""
 
-    def __init__(self, api: docker.APIClient, container_id: str, script: bytes) -> None:
+    def __init__(
+        self, api: docker.APIClient, container_id: str, script: bytes, gate: threading.Semaphore | None = None
+    ) -> None:
         self.api = api
-        self.exec_id = api.exec_create(
-            container_id,
-            ["bash", "--noprofile", "--norc"],
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            user="1000:1000",
-            workdir=WORKSPACE,
-        )["Id"]
-        self._sock: Any = api.exec_start(self.exec_id, socket=True, demux=False)
+        with gate or contextlib.nullcontext():
+            self.exec_id = api.exec_create(
+                container_id,
+                ["bash", "--noprofile", "--norc"],
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                user="1000:1000",
+                workdir=WORKSPACE,
+            )["Id"]
+            self._sock: Any = api.exec_start(self.exec_id, socket=True, demux=False)
         self._raw: socket.socket = getattr(self._sock, "_sock", self._sock)
         self._buffer = b""
         self._send(script)
@@ -272,8 +277,8 @@ class _Attached:
 class _Killer(_Attached):
     """The `_KILLER` loop beside a shell; a lock lets `interrupt` use it from another thread."""
 
-    def __init__(self, api: docker.APIClient, container_id: str) -> None:
-        super().__init__(api, container_id, _KILLER.encode())
+    def __init__(self, api: docker.APIClient, container_id: str, gate: threading.Semaphore | None = None) -> None:
+        super().__init__(api, container_id, _KILLER.encode(), gate)
         self.lock = threading.Lock()
 
     def stop(self, request: bytes, within_s: float = 8) -> tuple[int, int]:
@@ -289,10 +294,10 @@ class _Killer(_Attached):
 class _Shell(_Attached):
     """The persistent bash of a container, with its killer (started first, while slots are free)."""
 
-    def __init__(self, api: docker.APIClient, container_id: str) -> None:
-        self.killer = _Killer(api, container_id)
+    def __init__(self, api: docker.APIClient, container_id: str, gate: threading.Semaphore | None = None) -> None:
+        self.killer = _Killer(api, container_id, gate)
         try:
-            super().__init__(api, container_id, _SHELL_PRELUDE.encode() + _RESTORE.encode())
+            super().__init__(api, container_id, _SHELL_PRELUDE.encode() + _RESTORE.encode(), gate)
             self._read_until(b"__DA_READY ", time.monotonic() + 20)
             self.pid = int(self._read_line(time.monotonic() + 5).split()[0])
         except BaseException:
@@ -315,6 +320,16 @@ class _Shell(_Attached):
         self.killer.close()
 
 
+class DockerGates:
+    """Bounds on this host's concurrent Docker API calls by kind, so that a burst of creations does
+    not starve the execs that running sessions wait on, nor removals (which can wait) either."""
+
+    def __init__(self, creates: int, removals: int, execs: int) -> None:
+        self.creates = threading.BoundedSemaphore(creates)
+        self.removals = threading.BoundedSemaphore(removals)
+        self.execs = threading.BoundedSemaphore(execs)
+
+
 def scrub(text: str, call_id: str) -> str:
     """A call's output as a shell shows it: bash names the sourced call file in its errors
     (`/tmp/.da/calls/<id>/cmd: line 1: …`) where `bash -c` says `bash: line 1: …`."""
@@ -332,7 +347,12 @@ class DockerSandboxes:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._egress: EgressProxy | None = None
-        self.packages = PackageImages(self.docker, settings().packages_timeout_s)
+        config = settings()
+        self.packages = PackageImages(self.docker, config.packages_timeout_s)
+        self.gates = DockerGates(
+            config.sandbox_docker_creates, config.sandbox_docker_removals, config.sandbox_docker_execs
+        )
+        self.sessions: set[str] = set()  # containers made for (or bound to) a session, until removed
 
     def egress_proxy(self) -> EgressProxy:
         with self._guard:
@@ -394,16 +414,24 @@ class DockerSandboxes:
             kwargs["environment"] = {**kwargs["environment"], **proxy.environment()}
             kwargs["labels"][RULES_LABEL] = rules_label(spec.egress)
             kwargs["dns"] = ["127.0.0.1"]
-        container: Container = self.docker.containers.run(**kwargs)
+        with self.gates.creates:
+            container: Container = self.docker.containers.run(**kwargs)
+        if session_id:
+            self.sessions.add(container.id or "")
         return container
 
     def destroy(self, container_id: str) -> bool:
         self._drop_shell(container_id)
         try:
-            self.docker.api.remove_container(container_id, force=True)
+            with self.gates.removals:
+                self.docker.api.remove_container(container_id, force=True)
             return True
         except docker.errors.NotFound:
             return False
+        finally:
+            self.sessions.discard(container_id)
+            with self._guard:
+                self._locks.pop(container_id, None)
 
     def warm(self, container_id: str) -> None:
         """Start the container's shell now, so the first call does not wait for it."""
@@ -419,6 +447,7 @@ class DockerSandboxes:
             1000,
             30,
         )
+        self.sessions.add(container_id)
 
     def bound_session(self, container: Container) -> str | None:
         """The session a container belongs to: its label, or for a pool container its bind file."""
@@ -445,6 +474,11 @@ class DockerSandboxes:
         filters = {"label": [f"{HOST_LABEL}={self.host_id}", f"{NAMESPACE_LABEL}={self.namespace}"]}
         containers: list[Container] = self.docker.containers.list(all=True, filters=filters)
         return containers
+
+    def session_containers(self) -> set[str]:
+        """This host's running containers that are, or may be, a session's (at start-up: a pool
+        container of an earlier process counts until the reaper has removed it)."""
+        return {c.id or "" for c in self.mine() if c.status == "running"}
 
     def running(self, container_id: str) -> bool:
         try:
@@ -478,7 +512,7 @@ class DockerSandboxes:
             if not self.running(container_id):
                 raise SandboxGone(container_id)
             try:
-                return _Shell(self.docker.api, container_id)
+                return _Shell(self.docker.api, container_id, self.gates.execs)
             except (ShellDied, TimeoutError, docker.errors.APIError) as e:
                 if time.monotonic() > deadline:
                     problem = str(e) or type(e).__name__
@@ -488,10 +522,11 @@ class DockerSandboxes:
     def exec(self, container_id: str, argv: list[str], stdin: bytes | None = None) -> tuple[int, bytes]:
         """Run a one-off command in the container as the sandbox user: (exit code, stdout+stderr)."""
         api = self.docker.api
-        exec_id = api.exec_create(container_id, argv, user="1000:1000", stdin=stdin is not None)["Id"]
-        if stdin is None:
-            output = bytes(api.exec_start(exec_id))
-        else:
+        with self.gates.execs:
+            exec_id = api.exec_create(container_id, argv, user="1000:1000", stdin=stdin is not None)["Id"]
+            if stdin is None:
+                output = bytes(api.exec_start(exec_id))
+        if stdin is not None:
             sock = api.exec_start(exec_id, socket=True)
             raw: socket.socket = getattr(sock, "_sock", sock)
             try:
@@ -595,7 +630,8 @@ class DockerSandboxes:
         api = self.docker.api
         # The mark first: whatever changes while the tar runs is unsaved for the next snapshot.
         script = f"touch {SNAPSHOT_MARK} && tar -C {WORKSPACE} -cf - . | gzip -1"
-        exec_id = api.exec_create(container_id, ["bash", "-c", script], user="1000:1000")["Id"]
+        with self.gates.execs:
+            exec_id = api.exec_create(container_id, ["bash", "-c", script], user="1000:1000")["Id"]
         size = 0
         errors = b""
         for out, err in api.exec_start(exec_id, stream=True, demux=True):

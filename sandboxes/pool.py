@@ -1,11 +1,19 @@
 """The warm pool: containers of the default sandbox spec started ahead of need, with their shell
 running, so provisioning for a session is a bind (milliseconds) instead of a `docker run`.
+
+It sizes itself to demand: it holds as many containers as sessions asked this host for in the
+busiest `BUCKET_S` seconds of the last `window_s` (every provision of the pool's spec counts,
+taken from the pool or not), never fewer than `min_size` nor more than `max_size`. It refills off
+the critical path, several containers at once, and gives back what a quieter period no longer
+needs, one container at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import deque
 
 import docker.errors
 import structlog
@@ -15,23 +23,57 @@ from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 
 log = structlog.get_logger("pool")
 
+BUCKET_S = 10.0
+
 
 class WarmPool:
-    def __init__(self, sandboxes: DockerSandboxes, size: int, spec: SandboxSpec | None = None) -> None:
+    def __init__(
+        self,
+        sandboxes: DockerSandboxes,
+        size: int,
+        spec: SandboxSpec | None = None,
+        max_size: int | None = None,
+        window_s: float = 300.0,
+        parallel: int = 4,
+    ) -> None:
         self.sandboxes = sandboxes
-        self.size = size
+        self.min_size = size
+        self.max_size = size if max_size is None or size == 0 else max(size, max_size)  # 0: no pool at all
+        self.window_s = window_s
+        self.parallel = max(1, parallel)  # containers started at once while refilling
         self.spec = spec or SandboxSpec()
         self.ready: list[str] = []
         self.held: set[str] = set()  # every container the pool answers for (the reaper leaves them)
+        self.starting = 0
+        self.created = 0  # containers the pool has started, in all
+        self._asked: deque[float] = deque()  # when sessions asked for a container of the pool's spec
         self._lock = threading.Lock()
         self._closed = False
 
+    @property
+    def size(self) -> int:
+        return self.max_size
+
     def matches(self, spec: SandboxSpec) -> bool:
-        return self.size > 0 and spec.container_key() == self.spec.container_key()
+        return self.max_size > 0 and spec.container_key() == self.spec.container_key()
+
+    def target(self, now: float | None = None) -> int:
+        """How many ready containers the pool aims at: the recent peak of demand, within its bounds."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            while self._asked and self._asked[0] < now - self.window_s:
+                self._asked.popleft()
+            buckets: dict[int, int] = {}
+            for at in self._asked:
+                key = int(at // BUCKET_S)
+                buckets[key] = buckets.get(key, 0) + 1
+        peak = max(buckets.values(), default=0)
+        return max(self.min_size, min(self.max_size, peak))
 
     def take(self, session_id: str) -> str | None:
-        """A warm container bound to `session_id`, or None when the pool is empty."""
+        """A warm container bound to `session_id`, or None when the pool is empty (the ask counts)."""
         with self._lock:
+            self._asked.append(time.monotonic())
             if not self.ready:
                 return None
             container_id = self.ready.pop()
@@ -45,7 +87,11 @@ class WarmPool:
         return container_id
 
     def _add_one(self) -> None:
-        container = self.sandboxes.create(None, self.spec)
+        try:
+            container = self.sandboxes.create(None, self.spec)
+        finally:
+            with self._lock:
+                self.created += 1
         container_id = container.id or ""
         self.held.add(container_id)
         try:
@@ -61,17 +107,45 @@ class WarmPool:
         self.held.discard(container_id)  # drained while this one was starting
         self.sandboxes.destroy(container_id)
 
+    async def _start_one(self) -> None:
+        try:
+            await asyncio.to_thread(self._add_one)
+        except (docker.errors.APIError, OSError, RuntimeError) as e:
+            log.warning("warm pool could not add a container", error=str(e))
+            await asyncio.sleep(5)
+        finally:
+            self.starting -= 1
+
+    def _trim_one(self) -> bool:
+        """Give back one ready container the pool no longer needs."""
+        with self._lock:
+            if len(self.ready) <= self.target():
+                return False
+            container_id = self.ready.pop(0)  # the oldest
+        self.held.discard(container_id)
+        self.sandboxes.destroy(container_id)
+        return True
+
     async def run(self) -> None:
-        """Keep the pool full."""
-        while True:
-            if len(self.ready) < self.size:
-                try:
-                    await asyncio.to_thread(self._add_one)
-                    continue
-                except (docker.errors.APIError, OSError, RuntimeError) as e:
-                    log.warning("warm pool could not add a container", error=str(e))
-                    await asyncio.sleep(5)
-            await asyncio.sleep(0.2)
+        """Keep the pool at its target: refill several at once, shrink one at a time."""
+        if self.max_size == 0:
+            return
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                want = self.target() - len(self.ready) - self.starting
+                while want > 0 and self.starting < self.parallel:
+                    self.starting += 1
+                    want -= 1
+                    task = asyncio.create_task(self._start_one())
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if want < 0 and not self.starting:
+                    await asyncio.to_thread(self._trim_one)
+                await asyncio.sleep(0.1)
+        finally:
+            for task in tasks:
+                task.cancel()
 
     def drain(self) -> None:
         """Remove the pool's containers; one still starting removes itself when it is up."""
