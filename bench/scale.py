@@ -351,6 +351,10 @@ class ContainerCounter:
     def count(self) -> int:
         return len(self.api.containers(quiet=True, filters=self.filters))
 
+    def alive(self, ids: set[str]) -> int:
+        """How many of these containers still exist (running or not)."""
+        return len(ids & {c["Id"] for c in self.api.containers(all=True, quiet=True, filters=self.filters)})
+
     def run(self) -> None:
         while not self._stop:
             with contextlib.suppress(Exception):
@@ -396,7 +400,7 @@ async def burst_wave(
     began = time.perf_counter()
     done = await asyncio.gather(*(one(i) for i in range(n)))
     total = time.perf_counter() - began
-    lost, tool_s, pooled, created = 0, [], 0, 0
+    lost, tool_s, pooled, created, containers = 0, [], 0, 0, set()
     for session_id, _ in done:
         events = await session_log.read_events(client, session_id)
         calls = [e for e in events if e.kind == "model_turn" and e.tool_calls]
@@ -410,6 +414,7 @@ async def burst_wave(
             if e.kind == "sandbox_provisioned":
                 pooled += e.sandbox.from_pool
                 created += not e.sandbox.from_pool
+                containers.add(e.sandbox.sandbox_id)
     return {
         "all_done_s": total,
         "each": [d for _, d in done],
@@ -417,17 +422,18 @@ async def burst_wave(
         "events_lost": lost,
         "from_pool": pooled,
         "created": created,
+        "containers": containers,
+        "ended_at": time.perf_counter(),
     }
 
 
-async def wait_containers_gone(counter: ContainerCounter, keep: int, within_s: float = 120) -> float:
-    """Seconds until the host has no more than `keep` containers (its warm pool) after a wave."""
-    began = time.perf_counter()
-    while time.perf_counter() - began < within_s:
-        if await asyncio.to_thread(counter.count) <= keep:
+async def wait_containers_gone(counter: ContainerCounter, wave: dict[str, Any], within_s: float = 180) -> float:
+    """Seconds from the wave's last answer until every container its sessions used is removed."""
+    while time.perf_counter() - wave["ended_at"] < within_s:
+        if not await asyncio.to_thread(counter.alive, wave["containers"]):
             break
         await asyncio.sleep(0.2)
-    return time.perf_counter() - began
+    return time.perf_counter() - wave["ended_at"]
 
 
 def pids_of(name: str) -> list[int]:
@@ -462,7 +468,7 @@ async def run_burst(
                     with counter:
                         wave = await burst_wave(client, scripted, n, latency_ms, sandboxed)
                     cpu = meter.stop()
-                    cleanup = await wait_containers_gone(counter, pool) if sandboxed else 0.0
+                    cleanup = await wait_containers_gone(counter, wave) if sandboxed else 0.0
                     rows.append(burst_row(engine.name, n, sandboxed, wave, cpu, counter.peak, pool, cleanup))
                     print_burst_row(rows[-1])
     finally:

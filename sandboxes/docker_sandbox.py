@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, NoReturn
 
 import docker
 import docker.errors
-from docker.models.containers import Container
+from docker.models.containers import Container, _create_container_args
 
 from durable_agents.contracts import SANDBOX_TMP_MB, SandboxSpec
 from durable_agents.errors import SandboxError, SandboxGone
@@ -414,10 +414,19 @@ class DockerSandboxes:
             kwargs["environment"] = {**kwargs["environment"], **proxy.environment()}
             kwargs["labels"][RULES_LABEL] = rules_label(spec.egress)
             kwargs["dns"] = ["127.0.0.1"]
+        # `containers.run` without its extra inspect of the new container (and its pull of a missing
+        # image: none is pulled here, ImageNotFound tells the caller), two API calls instead of three.
+        create = _create_container_args({**kwargs, "version": self.docker.api._version})
         with self.gates.creates:
-            container: Container = self.docker.containers.run(**kwargs)
+            container_id: str = self.docker.api.create_container(**create)["Id"]
+            try:
+                self.docker.api.start(container_id)
+            except docker.errors.APIError:
+                self.docker.api.remove_container(container_id, force=True)
+                raise
         if session_id:
-            self.sessions.add(container.id or "")
+            self.sessions.add(container_id)
+        container: Container = self.docker.containers.prepare_model({"Id": container_id})
         return container
 
     def destroy(self, container_id: str) -> bool:
