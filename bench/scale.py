@@ -415,16 +415,55 @@ async def burst_wave(
                 pooled += e.sandbox.from_pool
                 created += not e.sandbox.from_pool
                 containers.add(e.sandbox.sandbox_id)
+    ended_at = time.perf_counter()
+    phases = await history_phases(client, [session_id for session_id, _ in done])
     return {
         "all_done_s": total,
         "each": [d for _, d in done],
         "tool_s": tool_s,
+        "phases": phases,
         "events_lost": lost,
         "from_pool": pooled,
         "created": created,
         "containers": containers,
-        "ended_at": time.perf_counter(),
+        "ended_at": ended_at,
     }
+
+
+async def history_phases(client: Client, session_ids: list[str]) -> dict[str, float]:
+    """Where a session's time went, from its history's timestamps (medians over the sessions, in
+    ms): each activity type's wait for a worker (scheduled → started) and its run (started →
+    completed), and the workflow tasks' (scheduled → started → completed)."""
+    from temporalio.api.enums.v1 import EventType  # noqa: PLC0415
+
+    samples: dict[str, list[float]] = {}
+
+    def add(name: str, seconds: float) -> None:
+        samples.setdefault(name, []).append(seconds * 1000)
+
+    for session_id in session_ids:
+        history = await client.get_workflow_handle(session_id).fetch_history()
+        at = {e.event_id: e for e in history.events}
+        for e in history.events:
+            t = e.event_time.ToDatetime().timestamp()
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                sched = at[e.activity_task_started_event_attributes.scheduled_event_id]
+                kind = sched.activity_task_scheduled_event_attributes.activity_type.name
+                add(f"{kind}: wait", t - sched.event_time.ToDatetime().timestamp())
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                attrs = e.activity_task_completed_event_attributes
+                kind = at[attrs.scheduled_event_id].activity_task_scheduled_event_attributes.activity_type.name
+                add(f"{kind}: run", t - at[attrs.started_event_id].event_time.ToDatetime().timestamp())
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                sched = at[e.workflow_task_started_event_attributes.scheduled_event_id]
+                add("workflow task: wait", t - sched.event_time.ToDatetime().timestamp())
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                started = at[e.workflow_task_completed_event_attributes.started_event_id]
+                add("workflow task: run", t - started.event_time.ToDatetime().timestamp())
+        count = sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+        samples.setdefault("workflow tasks per session", []).append(count)
+        samples.setdefault("history events per session", []).append(len(history.events))
+    return {name: round(pct(values, 50), 1) for name, values in sorted(samples.items())}
 
 
 async def wait_containers_gone(counter: ContainerCounter, wave: dict[str, Any], within_s: float = 180) -> float:
@@ -509,6 +548,7 @@ def burst_row(
         "cleanup_s": round(cleanup_s, 1),
         "events_lost": wave["events_lost"],
         "cpu_s_per_session": {role: round(s / n, 4) for role, s in cpu.items()},
+        "phases_p50_ms": wave["phases"],
     }
 
 
@@ -521,6 +561,7 @@ def print_burst_row(r: dict[str, Any]) -> None:
         f"peak {r['peak_containers']}, gone {r['cleanup_s']} s after; lost {r['events_lost']}; CPU s/session {cpu}",
         flush=True,
     )
+    print("        p50 ms: " + ", ".join(f"{k} {v}" for k, v in r["phases_p50_ms"].items()), flush=True)
 
 
 def burst_markdown(rows: list[dict[str, Any]]) -> str:

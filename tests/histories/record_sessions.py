@@ -32,6 +32,7 @@ from durable_agents.agent_files import load_agent
 from durable_agents.client import (
     new_outcome,
     post_tool_result,
+    sandbox_release,
     send_message,
     session_events,
     start_agent_session,
@@ -323,9 +324,9 @@ async def test_subagents(client: Client, scripted: ScriptedModelServer) -> None:
     started = [e for e in events if e.kind == "subagent_started"]
     assert started[0].sandbox is None and started[1].sandbox is not None
     own_events = await session_events(client, f"{handle.id}/sub-1")
-    assert "sandbox_provisioned" in kinds(own_events) and "sandbox_destroyed" in kinds(own_events)
+    assert "sandbox_provisioned" in kinds(own_events) and "sandbox_released" in kinds(own_events)
     shared_events = await session_events(client, f"{handle.id}/sub-2")
-    assert "sandbox_provisioned" not in kinds(shared_events) and "sandbox_destroyed" not in kinds(shared_events)
+    assert "sandbox_provisioned" not in kinds(shared_events) and "sandbox_released" not in kinds(shared_events)
     history = await record(client, handle.id, "subagents")
     assert event_types(history).count(EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED) == 2
     await record(client, f"{handle.id}/sub-1", "subagents-child-own-sandbox")
@@ -608,7 +609,7 @@ async def test_idle_timeout(client: Client, scripted: ScriptedModelServer) -> No
     result = await asyncio.wait_for(handle.result(), timeout=120)
     assert result.status == "done" and result.answer == "ok"
     events = await session_events(client, handle.id)
-    assert kinds(events)[-3:] == ["status", "sandbox_destroyed", "status"]
+    assert kinds(events)[-3:] == ["status", "sandbox_released", "status"]
     assert [e.status for e in events if e.kind == "status"] == ["idle", "done"]
     history = await record(client, handle.id, "idle-timeout")
     assert EventType.EVENT_TYPE_TIMER_FIRED in event_types(history)
@@ -709,3 +710,34 @@ async def test_learned_skill(client: Client, scripted: ScriptedModelServer) -> N
     events = await session_events(client, handle.id)
     assert [e.text for e in events if e.kind == "skill_loaded"] == ["tidy"]
     await record(client, handle.id, "learned-skill")
+
+
+# --- recorded with the sandbox release (issue 20) ---------------------------------------------------
+
+
+async def test_sandbox_release(client: Client, scripted: ScriptedModelServer) -> None:
+    """A turn that writes (an idle snapshot), a turn that only reads (none: nothing unsaved), then the
+    end: the sandbox handed to its release workflow, which removes the container (no last snapshot)."""
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=bash("echo kept > /workspace/note")),
+            Step(text="written"),
+            Step(tool_use=bash("cat /workspace/note")),
+            Step(text="read: {last_tool_result}"),
+        ],
+    )
+    handle = await start(client, "sandbox-release", coder(), f"Write, then read. {marker}")
+    await wait_until_settled(client, handle.id)
+    offset = await send_message(client, handle.id, "Read it back.")
+    state = await wait_until_settled(client, handle.id, after_event=offset)
+    assert state.last_answer == "read: kept"
+    await finish(client, handle.id)
+    events = await session_events(client, handle.id)
+    assert kinds(events).count("sandbox_snapshot") == 1, "the read-only turn took none"
+    (released,) = [e for e in events if e.kind == "sandbox_released"]
+    assert released.snapshot is False and kinds(events)[-2:] == ["sandbox_released", "status"]
+    outcome = await sandbox_release(client, handle.id)
+    assert outcome is not None and outcome.destroyed and outcome.snapshot is not None
+    history = await record(client, handle.id, "sandbox-release")
+    assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED in event_types(history)
