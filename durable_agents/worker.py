@@ -50,8 +50,8 @@ from durable_agents.vault import VaultError
 from durable_agents.workflows.release import SandboxRelease
 from durable_agents.workflows.session import SessionWorkflow
 
-# The harness worker's workflows: sessions, and the release of their sandboxes after the answer.
-HARNESS_WORKFLOWS = [SessionWorkflow, SandboxRelease]
+# The harness worker's workflows (a sandbox's release after the answer runs on its host's queue).
+HARNESS_WORKFLOWS = [SessionWorkflow]
 
 log = structlog.get_logger("worker")
 # The sandbox still checks every call a workflow makes for non-determinism, but no longer
@@ -102,7 +102,7 @@ def sandbox_workers(
     config: Settings | None = None,
 ) -> list[Worker]:
     """Provisioning on the shared queue, as long as this host has room (sandboxes/capacity.py); the
-    calls of this host's sandboxes on its own queue."""
+    calls of this host's sandboxes, and their releases after their sessions' answers, on its own queue."""
     config = config or settings()
     capacity = HostCapacity(sandboxes.sandboxes, config.sandbox_max_containers, config.sandbox_max_provisions)
     return [
@@ -116,9 +116,11 @@ def sandbox_workers(
         Worker(
             client,
             task_queue=sandboxes.queue,
+            workflows=[SandboxRelease],  # a session's last snapshot and the container's removal
             activities=[sandboxes.execute, sandboxes.snapshot_workspace, sandboxes.destroy_sandbox],
             interceptors=interceptors,
             max_concurrent_activities=config.sandbox_max_activities,
+            workflow_runner=WORKFLOW_RUNNER,
         ),
     ]
 

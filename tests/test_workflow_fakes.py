@@ -46,6 +46,7 @@ from durable_agents.contracts import (
     Usage,
 )
 from durable_agents.worker import HARNESS_WORKFLOWS, WORKFLOW_RUNNER
+from durable_agents.workflows.release import SandboxRelease
 from durable_agents.workflows.session import SessionWorkflow
 from tests.helpers import ROOT, wait_for
 
@@ -137,7 +138,9 @@ async def fake_workers(client: Client, fakes: Fakes, queue: str) -> AsyncIterato
         Worker(
             client,
             task_queue=fakes.host_queue,
+            workflows=[SandboxRelease],
             activities=[fakes.execute, fakes.snapshot_workspace, fakes.destroy_sandbox],
+            workflow_runner=WORKFLOW_RUNNER,
         ),
     ]
     async with contextlib.AsyncExitStack() as stack:

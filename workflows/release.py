@@ -2,9 +2,10 @@
 of /workspace where it has unsaved changes, then the container removed — as a workflow of its own,
 so the answer does not wait for Docker.
 
-The session starts it as an abandoned child (its id: `<session id>-sandbox-release`) and ends
-without waiting. Both steps are activities on the sandbox's host queue: durable, retried, and
-carried out after a sandbox worker's restart. Whatever cannot be done (the host never comes back)
+The session starts it as an abandoned child (its id: `<session id>-sandbox-release`) on the
+sandbox's host queue, where that host's sandbox worker runs it, and ends without waiting. Both
+steps are activities on the same queue: durable, retried, and carried out after a sandbox
+worker's restart. Whatever cannot be done (the host never comes back)
 ends here with the reason; the host's reaper removes a container whose session and release are
 both over. While a release runs, the reaper leaves its container alone (the snapshot comes first).
 """

@@ -65,6 +65,7 @@ SECRETS_RETRY = RetryPolicy(
 SNAPSHOTS_PATCH = "workspace-snapshots"
 SAVED_PATCH = "no-snapshot-when-saved"  # no snapshot activity where the sandbox says nothing is unsaved
 RELEASE_PATCH = "sandbox-release"  # the last snapshot and the removal in a workflow after the answer
+RELEASE_TIMEOUT = timedelta(days=1)
 
 
 class Sandbox:
@@ -284,7 +285,10 @@ class Sandbox:
                     host_wait_s=session.agent.sandbox.host_wait_s,
                 ),
                 id=workflow_id,
-                task_queue=workflow.info().task_queue,
+                # On the sandbox's own host: the sandbox worker there runs it (its activities are
+                # that host's anyway), not the harness; a host that never comes back ends it in a day.
+                task_queue=handle.host_queue,
+                execution_timeout=RELEASE_TIMEOUT,
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"release sandbox {handle.sandbox_id[:12]} of {session.id}",
             )
