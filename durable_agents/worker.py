@@ -117,7 +117,12 @@ def sandbox_workers(
             client,
             task_queue=sandboxes.queue,
             workflows=[SandboxRelease],  # a session's last snapshot and the container's removal
-            activities=[sandboxes.execute, sandboxes.snapshot_workspace, sandboxes.destroy_sandbox],
+            activities=[
+                sandboxes.execute,
+                sandboxes.snapshot_workspace,
+                sandboxes.destroy_sandbox,
+                sandboxes.release_sandbox,
+            ],
             interceptors=interceptors,
             max_concurrent_activities=config.sandbox_max_activities,
             workflow_runner=WORKFLOW_RUNNER,

@@ -30,12 +30,15 @@ from durable_agents.contracts import (
     GREP_DEFAULT_LIMIT,
     MEMORY_SEARCH,
     PROVISION_SANDBOX,
+    RELEASE_SANDBOX,
     SANDBOX_TOOLS,
     SNAPSHOT_WORKSPACE,
     WEB_SEARCH,
     ExecuteRequest,
     ExecuteResult,
     ProvisionRequest,
+    ReleaseRequest,
+    ReleaseResult,
     SandboxHandle,
     SnapshotRef,
     SnapshotRequest,
@@ -439,6 +442,9 @@ class SandboxActivities:
     @translate_errors
     async def snapshot_workspace(self, req: SnapshotRequest) -> SnapshotRef:
         """Snapshot /workspace into the blob store, unless it is unchanged since `previous`."""
+        return await self._snapshot(req)
+
+    async def _snapshot(self, req: SnapshotRequest) -> SnapshotRef:
         started = time.monotonic()
         container_id = req.handle.sandbox_id
         try:
@@ -458,9 +464,31 @@ class SandboxActivities:
         activity_log().info("workspace snapshot", key=key, bytes=size, seconds=round(time.monotonic() - started, 3))
         return ref
 
+    @activity.defn(name=RELEASE_SANDBOX)
+    @translate_errors
+    async def release_sandbox(self, req: ReleaseRequest) -> ReleaseResult:
+        """After the session's answer, in one activity: the last snapshot of /workspace (where it
+        has unsaved changes), then the container removed. Retried whole: the snapshot of an
+        unchanged workspace is the same blob, a removed container is not there to remove again."""
+        async with heartbeating(HEARTBEAT_EVERY_S):  # a snapshot of a big workspace takes a while
+            kept = req.previous
+            if req.snapshot:
+                try:
+                    kept = await self._snapshot(
+                        SnapshotRequest(handle=req.handle, session_id=req.session_id, previous=req.previous)
+                    )
+                except SandboxGone as e:  # nothing to keep, nor to remove
+                    await self.memory.close(req.session_id)
+                    return ReleaseResult(snapshot=req.previous, destroyed=False, error=f"no last snapshot: {e}")
+            destroyed = await self._destroy(req.handle)
+        return ReleaseResult(snapshot=kept, destroyed=destroyed)
+
     @activity.defn(name=DESTROY_SANDBOX)
     @translate_errors
     async def destroy_sandbox(self, handle: SandboxHandle) -> bool:
+        return await self._destroy(handle)
+
+    async def _destroy(self, handle: SandboxHandle) -> bool:
         session_id = await asyncio.to_thread(self.sandboxes.session_of, handle.sandbox_id)
         removed = await asyncio.to_thread(self.sandboxes.destroy, handle.sandbox_id)
         if session_id:  # its memory mounts: a last save, then their directories go

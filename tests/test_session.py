@@ -84,8 +84,7 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
     assert "bash: cd /workspace && python3 fib.py" in summaries and summaries[-1] == "model: claude-sonnet-5-5"
     release = client.get_workflow_handle(release_workflow_id(handle.id))
     assert await activity_summaries(release) == [
-        "snapshot: /workspace (the session has answered)",
-        f"destroy: {events[3].sandbox.sandbox_id[:12]}",  # type: ignore[union-attr]
+        f"snapshot, then destroy: {events[3].sandbox.sandbox_id[:12]}",  # type: ignore[union-attr]
     ]
     # The container is gone with its release.
     sandbox = events[3].sandbox

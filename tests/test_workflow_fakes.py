@@ -29,6 +29,7 @@ from durable_agents.contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
     PROVISION_SANDBOX,
+    RELEASE_SANDBOX,
     SANDBOX_LOST,
     SANDBOXES_QUEUE,
     SNAPSHOT_WORKSPACE,
@@ -38,6 +39,8 @@ from durable_agents.contracts import (
     ModelRequest,
     ModelTurn,
     ProvisionRequest,
+    ReleaseRequest,
+    ReleaseResult,
     SandboxHandle,
     SessionEvent,
     SessionInput,
@@ -123,6 +126,13 @@ class Fakes:
         self.destroyed.append(handle.sandbox_id)
         return True
 
+    @activity.defn(name=RELEASE_SANDBOX)
+    async def release_sandbox(self, req: ReleaseRequest) -> ReleaseResult:
+        kept = None
+        if req.snapshot:
+            kept = await self.snapshot_workspace(SnapshotRequest(handle=req.handle, session_id=req.session_id))
+        return ReleaseResult(snapshot=kept or req.previous, destroyed=await self.destroy_sandbox(req.handle))
+
 
 @contextlib.asynccontextmanager
 async def fake_workers(client: Client, fakes: Fakes, queue: str) -> AsyncIterator[None]:
@@ -139,7 +149,7 @@ async def fake_workers(client: Client, fakes: Fakes, queue: str) -> AsyncIterato
             client,
             task_queue=fakes.host_queue,
             workflows=[SandboxRelease],
-            activities=[fakes.execute, fakes.snapshot_workspace, fakes.destroy_sandbox],
+            activities=[fakes.execute, fakes.snapshot_workspace, fakes.destroy_sandbox, fakes.release_sandbox],
             workflow_runner=WORKFLOW_RUNNER,
         ),
     ]

@@ -34,6 +34,7 @@ CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
 EXECUTE = "execute"
 DESTROY_SANDBOX = "destroy_sandbox"
+RELEASE_SANDBOX = "release_sandbox"  # after the answer: the last snapshot, then the removal, in one activity
 LAST_SCHEDULED_RESULT = "last_scheduled_result"
 DISCOVER_MCP_TOOLS = "discover_mcp_tools"
 CALL_MCP_TOOL = "call_mcp_tool"
