@@ -4,8 +4,9 @@ running, so provisioning for a session is a bind (milliseconds) instead of a `do
 It sizes itself to demand: it holds as many containers as sessions asked this host for in the
 busiest `BUCKET_S` seconds of the last `window_s` (every provision of the pool's spec counts,
 taken from the pool or not), never fewer than `min_size` nor more than `max_size`. It refills off
-the critical path, several containers at once, and gives back what a quieter period no longer
-needs, one container at a time.
+the critical path: once no session has asked for `QUIET_S` (a burst's own provisions and calls go
+first; below `min_size` it refills at once), several containers at once; and it gives back what a
+quieter period no longer needs, one container at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 log = structlog.get_logger("pool")
 
 BUCKET_S = 10.0
+QUIET_S = 0.5
 
 
 class WarmPool:
@@ -56,6 +58,10 @@ class WarmPool:
 
     def matches(self, spec: SandboxSpec) -> bool:
         return self.max_size > 0 and spec.container_key() == self.spec.container_key()
+
+    def _quiet(self) -> bool:
+        with self._lock:
+            return not self._asked or time.monotonic() - self._asked[-1] >= QUIET_S
 
     def target(self, now: float | None = None) -> int:
         """How many ready containers the pool aims at: the recent peak of demand, within its bounds."""
@@ -134,6 +140,8 @@ class WarmPool:
         try:
             while True:
                 want = self.target() - len(self.ready) - self.starting
+                if len(self.ready) + self.starting >= self.min_size and not self._quiet():
+                    want = min(want, 0)  # sessions are asking now: their provisions first
                 while want > 0 and self.starting < self.parallel:
                     self.starting += 1
                     want -= 1
