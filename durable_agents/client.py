@@ -58,14 +58,12 @@ from durable_agents.contracts import (
     AgentSpec,
     MemoryMount,
     Outcome,
-    ReleaseResult,
     SessionEvent,
     SessionInput,
     SessionResult,
     SessionState,
     WorkspaceSeed,
     attribute_pairs,
-    release_workflow_id,
 )
 from durable_agents.errors import UserError
 from durable_agents.live.follow import Item, SseSource, TemporalSource
@@ -87,7 +85,6 @@ __all__ = [
     "post_tool_result",
     "refresh_tools",
     "result",
-    "sandbox_release",
     "send_message",
     "session_events",
     "session_state",
@@ -309,20 +306,6 @@ async def wait_until_settled(client: Client, session_id: str, after_event: int =
         if state.status in IDLE_OR_DONE and state.events > after_event + 1:
             return state
         await asyncio.sleep(POLL_S)
-
-
-async def sandbox_release(client: Client, session_id: str) -> ReleaseResult | None:
-    """How the ended session's sandbox was released (its last snapshot, the container removed),
-    once its release workflow is done; None where the session released none (it had no sandbox of
-    its own, or ended before releases were workflows of their own)."""
-    try:
-        handle = client.get_workflow_handle(release_workflow_id(session_id), result_type=ReleaseResult)
-        released: ReleaseResult = await handle.result()
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return released
 
 
 async def result(client: Client, session_id: str) -> str | None:

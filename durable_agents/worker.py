@@ -47,11 +47,9 @@ from durable_agents.sandboxes.secrets import check_secrets
 from durable_agents.settings import Settings, SettingsError, settings
 from durable_agents.telemetry import shutdown as flush_traces
 from durable_agents.vault import VaultError
-from durable_agents.workflows.release import SandboxRelease
 from durable_agents.workflows.session import SessionWorkflow
 
-# The harness worker's workflows (a sandbox's release after the answer runs on its host's queue).
-HARNESS_WORKFLOWS = [SessionWorkflow]
+HARNESS_WORKFLOWS = [SessionWorkflow]  # the harness worker's workflows
 
 log = structlog.get_logger("worker")
 # The sandbox still checks every call a workflow makes for non-determinism, but no longer
@@ -102,7 +100,7 @@ def sandbox_workers(
     config: Settings | None = None,
 ) -> list[Worker]:
     """Provisioning on the shared queue, as long as this host has room (sandboxes/capacity.py); the
-    calls of this host's sandboxes, and their releases after their sessions' answers, on its own queue."""
+    calls of this host's sandboxes on its own queue."""
     config = config or settings()
     capacity = HostCapacity(sandboxes.sandboxes, config.sandbox_max_containers, config.sandbox_max_provisions)
     return [
@@ -116,16 +114,9 @@ def sandbox_workers(
         Worker(
             client,
             task_queue=sandboxes.queue,
-            workflows=[SandboxRelease],  # a session's last snapshot and the container's removal
-            activities=[
-                sandboxes.execute,
-                sandboxes.snapshot_workspace,
-                sandboxes.destroy_sandbox,
-                sandboxes.release_sandbox,
-            ],
+            activities=[sandboxes.execute, sandboxes.snapshot_workspace, sandboxes.destroy_sandbox],
             interceptors=interceptors,
             max_concurrent_activities=config.sandbox_max_activities,
-            workflow_runner=WORKFLOW_RUNNER,
         ),
     ]
 
@@ -183,10 +174,12 @@ async def run(
         threads = config.sandbox_max_activities + config.sandbox_max_provisions + 16
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="sandbox"))
         sandboxes = DockerSandboxes(host_id, namespace=client.namespace)
-        sandboxes.sessions.update(await asyncio.to_thread(sandboxes.session_containers))
+        # The sessions' containers an earlier process left: counted against the host's limit, and
+        # released by the reaper where their sessions have closed meanwhile.
+        sandboxes.owners.update(await asyncio.to_thread(sandboxes.find_owners))
         pool = WarmPool(sandboxes, warm_pool, max_size=config.sandbox_warm_pool_max)
         activities = SandboxActivities(sandboxes, pool=pool)
-        reaper = Reaper(client, sandboxes, keep=pool.held, memory=activities.memory)
+        reaper = Reaper(client, sandboxes, keep=pool.held, memory=activities.memory, release=activities.release)
         workers += sandbox_workers(client, activities, config=config)
         tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
     stop = asyncio.Event()

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import docker.errors
+import structlog
 from temporalio import activity
 
 from durable_agents.activities.heartbeat import heartbeating
@@ -30,14 +31,12 @@ from durable_agents.contracts import (
     GREP_DEFAULT_LIMIT,
     MEMORY_SEARCH,
     PROVISION_SANDBOX,
-    RELEASE_SANDBOX,
     SANDBOX_TOOLS,
     SNAPSHOT_WORKSPACE,
     WEB_SEARCH,
     ExecuteRequest,
     ExecuteResult,
     ProvisionRequest,
-    ReleaseRequest,
     ReleaseResult,
     SandboxHandle,
     SnapshotRef,
@@ -62,6 +61,7 @@ from durable_agents.settings import settings
 from durable_agents.web_search import WebSearchError, render_hits, run_search, search_backend
 
 HEARTBEAT_EVERY_S = 2.0
+host_log = structlog.get_logger("sandboxes")  # outside an activity (a release by the reaper)
 
 _EDIT_PY = r"""
 import base64, json, sys
@@ -217,6 +217,11 @@ def _signal_name(number: int) -> str:
         return f"{signal.Signals(number).name}, signal {number}"
     except ValueError:
         return f"signal {number}"
+
+
+def release_key(session_id: str, container_id: str) -> str:
+    """Where the host records how it released a closed session's container (in the blob store)."""
+    return f"releases/{_safe(session_id)}/{container_id[:12]}.json"
 
 
 def _safe(session_id: str) -> str:
@@ -442,46 +447,57 @@ class SandboxActivities:
     @translate_errors
     async def snapshot_workspace(self, req: SnapshotRequest) -> SnapshotRef:
         """Snapshot /workspace into the blob store, unless it is unchanged since `previous`."""
-        return await self._snapshot(req)
+        return await self._snapshot(req.handle.sandbox_id, req.session_id, req.previous)
 
-    async def _snapshot(self, req: SnapshotRequest) -> SnapshotRef:
+    async def _snapshot(self, container_id: str, session_id: str, previous: SnapshotRef | None) -> SnapshotRef:
         started = time.monotonic()
-        container_id = req.handle.sandbox_id
         try:
             fingerprint = await asyncio.to_thread(self.sandboxes.fingerprint, container_id)
-            if req.previous is not None and req.previous.fingerprint == fingerprint:
-                return req.previous
-            key = f"snapshots/{_safe(req.session_id)}/{fingerprint}.tar.gz"
+            if previous is not None and previous.fingerprint == fingerprint:
+                return previous
+            key = f"snapshots/{_safe(session_id)}/{fingerprint}.tar.gz"
 
             def write() -> int:
                 with self.blobs.writer(key) as sink:
                     return self.sandboxes.snapshot(container_id, sink)
 
             size = await asyncio.to_thread(write)
+            await asyncio.to_thread(self.sandboxes.snapshot_stored, container_id)
         except (SandboxGone, docker.errors.NotFound) as e:
             raise SandboxGone(f"sandbox {container_id[:12]} is gone") from e
         ref = SnapshotRef(key=key, bytes=size, fingerprint=fingerprint, taken_at=datetime.now(UTC))
-        activity_log().info("workspace snapshot", key=key, bytes=size, seconds=round(time.monotonic() - started, 3))
+        (activity_log() if activity.in_activity() else host_log).info(
+            "workspace snapshot", key=key, bytes=size, seconds=round(time.monotonic() - started, 3)
+        )
         return ref
 
-    @activity.defn(name=RELEASE_SANDBOX)
-    @translate_errors
-    async def release_sandbox(self, req: ReleaseRequest) -> ReleaseResult:
-        """After the session's answer, in one activity: the last snapshot of /workspace (where it
-        has unsaved changes), then the container removed. Retried whole: the snapshot of an
-        unchanged workspace is the same blob, a removed container is not there to remove again."""
-        async with heartbeating(HEARTBEAT_EVERY_S):  # a snapshot of a big workspace takes a while
-            kept = req.previous
-            if req.snapshot:
-                try:
-                    kept = await self._snapshot(
-                        SnapshotRequest(handle=req.handle, session_id=req.session_id, previous=req.previous)
-                    )
-                except SandboxGone as e:  # nothing to keep, nor to remove
-                    await self.memory.close(req.session_id)
-                    return ReleaseResult(snapshot=req.previous, destroyed=False, error=f"no last snapshot: {e}")
-            destroyed = await self._destroy(req.handle)
-        return ReleaseResult(snapshot=kept, destroyed=destroyed)
+    async def release(self, container_id: str, session_id: str) -> ReleaseResult:
+        """A closed session's sandbox (the reaper finds them): the last snapshot of /workspace where
+        it has unsaved changes, the container removed, its memory mounts saved and closed; what was
+        done is recorded in the blob store (`release_record`)."""
+        snapshot, error = None, None
+        try:
+            if await asyncio.to_thread(self.sandboxes.unsaved, container_id):
+                snapshot = await self._snapshot(container_id, session_id, None)
+        except SandboxGone as e:
+            error = f"no last snapshot: {e}"
+        except (OSError, RuntimeError, docker.errors.APIError) as e:  # kept, and tried again next pass
+            raise RuntimeError(f"the last snapshot failed: {e}") from e
+        destroyed = await asyncio.to_thread(self.sandboxes.destroy, container_id)
+        await self.memory.close(session_id)
+        result = ReleaseResult(snapshot=snapshot, destroyed=destroyed, error=error)
+        data = result.model_dump_json().encode()
+        await asyncio.to_thread(self._write_blob, release_key(session_id, container_id), data)
+        return result
+
+    def _write_blob(self, key: str, data: bytes) -> None:
+        with self.blobs.writer(key) as sink:
+            sink.write(data)
+
+    def release_record(self, session_id: str, container_id: str) -> ReleaseResult | None:
+        """How a closed session's sandbox was released by its host, once it has been."""
+        key = release_key(session_id, container_id)
+        return ReleaseResult.model_validate_json(self.blobs.read(key)) if self.blobs.exists(key) else None
 
     @activity.defn(name=DESTROY_SANDBOX)
     @translate_errors

@@ -36,7 +36,7 @@ class HostCapacity(CustomSlotSupplier):
     def room(self) -> bool:
         if self.reserved >= self.max_provisions:
             return False
-        return not self.max_containers or len(self.sandboxes.sessions) + self.reserved < self.max_containers
+        return not self.max_containers or len(self.sandboxes.owners) + self.reserved < self.max_containers
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
         while not self.room():  # noqa: ASYNC110 - containers go in other threads (Docker calls): polled

@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NoReturn
 
@@ -41,7 +41,9 @@ POOL_LABEL = "durable-agents.pool"  # made for the warm pool: its session is in 
 SESSION_FILE = "/tmp/.da/session"
 WORKSPACE = "/workspace"
 STATE_DIR = "/tmp/.da"
-SNAPSHOT_MARK = "/tmp/.da/snapshot-mark"  # touched as a snapshot is taken: what changed after it is unsaved
+# Touched as a snapshot is taken (as .pending, renamed once the snapshot is stored): what changed
+# after it is unsaved.
+SNAPSHOT_MARK = "/tmp/.da/snapshot-mark"
 
 # Defined once in each shell. Runs a call by sourcing it (so `cd` and `export` persist), output to
 # a file; then prints the head and tail of the output between markers, with exit code and size.
@@ -352,7 +354,9 @@ class DockerSandboxes:
         self.gates = DockerGates(
             config.sandbox_docker_creates, config.sandbox_docker_removals, config.sandbox_docker_execs
         )
-        self.sessions: set[str] = set()  # containers made for (or bound to) a session, until removed
+        # Container -> the session it was made for (or bound to), until it is removed; and since when.
+        self.owners: dict[str, str] = {}
+        self.owned_at: dict[str, float] = {}
 
     def egress_proxy(self) -> EgressProxy:
         with self._guard:
@@ -425,7 +429,7 @@ class DockerSandboxes:
                 self.docker.api.remove_container(container_id, force=True)
                 raise
         if session_id:
-            self.sessions.add(container_id)
+            self.owners[container_id], self.owned_at[container_id] = session_id, time.monotonic()
         container: Container = self.docker.containers.prepare_model({"Id": container_id})
         return container
 
@@ -438,7 +442,8 @@ class DockerSandboxes:
         except docker.errors.NotFound:
             return False
         finally:
-            self.sessions.discard(container_id)
+            self.owners.pop(container_id, None)
+            self.owned_at.pop(container_id, None)
             with self._guard:
                 self._locks.pop(container_id, None)
 
@@ -456,7 +461,7 @@ class DockerSandboxes:
             1000,
             30,
         )
-        self.sessions.add(container_id)
+        self.owners[container_id], self.owned_at[container_id] = session_id, time.monotonic()
 
     def bound_session(self, container: Container) -> str | None:
         """The session a container belongs to: its label, or for a pool container its bind file."""
@@ -484,10 +489,31 @@ class DockerSandboxes:
         containers: list[Container] = self.docker.containers.list(all=True, filters=filters)
         return containers
 
-    def session_containers(self) -> set[str]:
-        """This host's running containers that are, or may be, a session's (at start-up: a pool
-        container of an earlier process counts until the reaper has removed it)."""
-        return {c.id or "" for c in self.mine() if c.status == "running"}
+    def find_owners(self, keep: Collection[str] = ()) -> dict[str, str]:
+        """This host's running session containers and their sessions, as Docker has them (at start-up:
+        those an earlier process made). `keep`: containers to leave out (a warm pool's own)."""
+        owners = {}
+        for container in self.mine():
+            if container.status != "running" or container.id in keep:
+                continue
+            try:
+                session_id = self.bound_session(container)
+            except (docker.errors.APIError, RuntimeError):
+                continue  # cannot tell now: the reaper looks again
+            if session_id:
+                owners[container.id or ""] = session_id
+        return owners
+
+    def unsaved(self, container_id: str) -> bool:
+        """Has /workspace changed since its last snapshot (the test `__da_run` makes after each call)?"""
+        script = (
+            f"if [ -e {SNAPSHOT_MARK} ]; then find {WORKSPACE} -cnewer {SNAPSHOT_MARK} -print -quit; "
+            f"else find {WORKSPACE} -mindepth 1 -print -quit; fi"
+        )
+        code, out = self.exec(container_id, ["bash", "-c", script])
+        if code not in (0, -1):
+            self._gone_or(container_id, f"cannot read the workspace: {out[-200:]!r}")
+        return bool(out.strip())
 
     def running(self, container_id: str) -> bool:
         try:
@@ -637,8 +663,9 @@ class DockerSandboxes:
     def snapshot(self, container_id: str, sink: BinaryIO) -> int:
         """Stream a gzipped tar of the workspace into `sink`; returns its size in bytes."""
         api = self.docker.api
-        # The mark first: whatever changes while the tar runs is unsaved for the next snapshot.
-        script = f"touch {SNAPSHOT_MARK} && tar -C {WORKSPACE} -cf - . | gzip -1"
+        # The mark first: whatever changes while the tar runs is unsaved for the next snapshot. It
+        # counts once the snapshot is stored (`snapshot_stored`): a snapshot that fails saves nothing.
+        script = f"touch {SNAPSHOT_MARK}.pending && tar -C {WORKSPACE} -cf - . | gzip -1"
         with self.gates.execs:
             exec_id = api.exec_create(container_id, ["bash", "-c", script], user="1000:1000")["Id"]
         size = 0
@@ -652,6 +679,10 @@ class DockerSandboxes:
         if api.exec_inspect(exec_id).get("ExitCode") != 0:
             self._gone_or(container_id, f"snapshot failed: {errors[-300:]!r}")
         return size
+
+    def snapshot_stored(self, container_id: str) -> None:
+        """The snapshot `snapshot` streamed is stored: /workspace as it was then is saved."""
+        self.exec(container_id, ["mv", "-f", f"{SNAPSHOT_MARK}.pending", SNAPSHOT_MARK])
 
     def _gone_or(self, container_id: str, problem: str) -> NoReturn:
         """SandboxGone if the container is gone, else the problem itself (worth a retry)."""

@@ -1,16 +1,24 @@
-"""The orphan reaper: removes this host's sandbox containers that no session uses any more.
+"""The host's side of a session's end, and the orphan reaper.
 
-A container goes when it has stopped (a dead sandbox is never used again), when its session has
-ended or vanished (and its release workflow, which snapshots it first, is not running), or when its
-session is running with another sandbox (one it replaced). It runs
-in every sandbox worker, at start-up and then every `every_s` seconds, so no container outlives
-its session by much more than that.
+Release: a session that has answered and closed leaves its sandbox to its host, so that the
+answer never waits for Docker. Every `release_every_s` the host asks Temporal which of its
+session containers' sessions still run (one visibility query per 50 sessions; a describe confirms
+each one that seems closed) and releases the others: the last snapshot of /workspace where it has
+unsaved changes, then the container removed (SandboxActivities.release). The containers are the
+state: a worker killed meanwhile finds them at its next start, and releases them then.
+
+Orphans: every `every_s`, this host's containers that no session uses any more go — stopped ones
+(a dead sandbox is never used again), those whose session has ended or vanished (released, with
+their last snapshot), and those whose session runs with another sandbox (one it replaced). So no
+container outlives its session by more than about a second, or `every_s` where Temporal could not
+be asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import docker.errors
@@ -19,11 +27,15 @@ from docker.models.containers import Container
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from durable_agents.contracts import GET_STATE, SessionState, release_workflow_id
+from durable_agents.contracts import GET_STATE, ReleaseResult, SessionState
 from durable_agents.sandboxes.docker_sandbox import SESSION_LABEL, DockerSandboxes
 from durable_agents.sandboxes.memory_mounts import MemoryMounts
 
 log = structlog.get_logger("reaper")
+
+Release = Callable[[str, str], Awaitable[ReleaseResult]]  # (container id, session id) -> how it went
+QUERY_BATCH = 50
+FRESH_S = 2.0  # a container this new is its session's: its session runs (not asked about yet)
 
 
 class Reaper:
@@ -35,6 +47,8 @@ class Reaper:
         grace_s: float = 60,
         keep: set[str] | None = None,
         memory: MemoryMounts | None = None,
+        release: Release | None = None,
+        release_every_s: float = 1.0,
     ) -> None:
         self.client = client
         self.memory = memory  # the sandboxes' memory mounts: a gone session's go with its container
@@ -42,10 +56,83 @@ class Reaper:
         self.every_s = every_s
         self.grace_s = grace_s  # a container this young may not be in its session's state yet
         self.keep = keep if keep is not None else set()  # the warm pool's containers (its own live set)
+        self.release = release  # None: a closed session's container is only removed
+        self.release_every_s = release_every_s
 
-    async def _why_orphaned(self, container: Container) -> str | None:
+    # --- sessions that have closed --------------------------------------------------------------
+
+    async def _session_closed(self, session_id: str) -> str | None:
+        """Why the session no longer needs its sandbox (it closed, or never existed); None while it
+        runs or where Temporal cannot tell now."""
+        try:
+            description = await self.client.get_workflow_handle(session_id).describe()
+        except RPCError as e:
+            return "its session does not exist" if e.status == RPCStatusCode.NOT_FOUND else None
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            return None
+        return f"its session is {description.status.name.lower() if description.status else 'closed'}"
+
+    async def _running(self, sessions: set[str]) -> set[str]:
+        """Those of these sessions that visibility lists as running (batched; one query each)."""
+        running: set[str] = set()
+        plain = sorted(s for s in sessions if "'" not in s and "\\" not in s)
+        for i in range(0, len(plain), QUERY_BATCH):
+            ids = ", ".join(f"'{s}'" for s in plain[i : i + QUERY_BATCH])
+            async for execution in self.client.list_workflows(f"ExecutionStatus = 'Running' AND WorkflowId IN ({ids})"):
+                running.add(execution.id)
+        return running
+
+    async def release_closed(self) -> list[str]:
+        """Release the containers of this host's sessions that have closed; their ids."""
+        now = time.monotonic()
+        owners = {
+            c: s
+            for c, s in list(self.sandboxes.owners.items())
+            if now - self.sandboxes.owned_at.get(c, 0.0) >= FRESH_S and c not in self.keep
+        }
+        if not owners:
+            return []
+        try:
+            running = await self._running(set(owners.values()))
+        except RPCError as e:  # the next pass asks again (and the sweep, later, in any case)
+            log.warning("which sessions run is unknown", error=str(e))
+            return []
+        released = []
+        for container_id, session_id in owners.items():
+            if session_id in running:
+                continue
+            reason = await self._session_closed(session_id)  # visibility can lag: asked for sure
+            if reason is not None and await self._release(container_id, session_id, reason):
+                released.append(container_id)
+        return released
+
+    async def _release(self, container_id: str, session_id: str, reason: str) -> bool:
+        if self.release is None:
+            removed = await asyncio.to_thread(self.sandboxes.destroy, container_id)
+            if self.memory is not None:
+                await self.memory.close(session_id)
+            return removed
+        try:
+            result = await self.release(container_id, session_id)
+        except Exception as e:  # noqa: BLE001 - tried again at the next pass
+            log.warning("sandbox not released", container=container_id[:12], session_id=session_id, error=str(e))
+            return False
+        log.info(
+            "sandbox released",
+            container=container_id[:12],
+            session_id=session_id,
+            reason=reason,
+            snapshot=result.snapshot.key if result.snapshot else None,
+            error=result.error,
+        )
+        return True
+
+    # --- orphans ----------------------------------------------------------------------------
+
+    async def _why_orphaned(self, container: Container) -> tuple[str, str | None] | None:
+        """Why the container should go, and the session it belonged to; None to keep it."""
         if container.status not in ("running", "created", "restarting"):
-            return f"stopped ({container.status})"
+            return f"stopped ({container.status})", None
         if container.id in self.keep:
             return None  # in the warm pool, waiting for a session
         try:
@@ -54,65 +141,59 @@ class Reaper:
             log.warning("bound session unknown", container=(container.id or "")[:12], error=str(e))
             return None
         if not session_id:
-            return "an unbound pool container no pool holds"
-        try:
-            handle = self.client.get_workflow_handle(session_id)
-            description = await handle.describe()
-        except RPCError as e:
-            return "its session does not exist" if e.status == RPCStatusCode.NOT_FOUND else None
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            if await self._releasing(session_id):
-                return None  # its release takes the last snapshot, then removes it
-            return f"its session is {description.status.name.lower() if description.status else 'closed'}"
+            return "an unbound pool container no pool holds", None
+        closed = await self._session_closed(session_id)
+        if closed is not None:
+            return closed, session_id
         created = datetime.fromisoformat(container.attrs["Created"][:19]).replace(tzinfo=UTC)
         if (datetime.now(UTC) - created).total_seconds() < self.grace_s:
             return None
         try:
-            state = await handle.query(GET_STATE, result_type=SessionState)
+            state = await self.client.get_workflow_handle(session_id).query(GET_STATE, result_type=SessionState)
         except Exception:  # noqa: BLE001 - no harness worker to answer: decide next time
             return None
         if state.sandbox is None or state.sandbox.sandbox_id != container.id:
-            return "its session uses another sandbox"
+            return "its session uses another sandbox", None
         return None
 
-    async def _releasing(self, session_id: str) -> bool:
-        """Is the session's release workflow still at work (or can that not be told now)?"""
-        try:
-            release = await self.client.get_workflow_handle(release_workflow_id(session_id)).describe()
-        except RPCError as e:
-            return e.status != RPCStatusCode.NOT_FOUND
-        return release.status == WorkflowExecutionStatus.RUNNING
-
     async def sweep(self) -> list[str]:
-        """One pass; returns the ids of the containers removed."""
+        """One pass over all of this host's containers; returns the ids of those removed."""
         removed = []
         for container in await asyncio.to_thread(self.sandboxes.mine):
-            reason = await self._why_orphaned(container)
-            if reason is None:
+            why = await self._why_orphaned(container)
+            if why is None:
+                continue
+            reason, closed_session = why
+            container_id = container.id or ""
+            if closed_session is not None:  # its session is over: released, with its last snapshot
+                if await self._release(container_id, closed_session, reason):
+                    removed.append(container_id)
                 continue
             try:
-                await asyncio.to_thread(self.sandboxes.destroy, container.id or "")
+                await asyncio.to_thread(self.sandboxes.destroy, container_id)
             except docker.errors.APIError as e:
-                log.warning("orphan not removed", container=(container.id or "")[:12], error=str(e))
+                log.warning("orphan not removed", container=container_id[:12], error=str(e))
                 continue
-            removed.append(container.id or "")
-            session_id = container.labels.get(SESSION_LABEL)
-            # Its session is over (not merely on another sandbox, which uses the same mounts).
-            if self.memory is not None and session_id and reason.startswith(("its session does not", "its session is")):
-                await self.memory.close(session_id)
+            removed.append(container_id)
             log.info(
                 "orphan sandbox removed",
-                container=(container.id or "")[:12],
+                container=container_id[:12],
                 reason=reason,
                 session_id=container.labels.get(SESSION_LABEL),
             )
         return removed
 
     async def run(self) -> None:
+        """The release pass every `release_every_s`, the whole sweep every `every_s` (at once first)."""
+        next_sweep = 0.0
         while True:
             started = time.monotonic()
             try:
-                await self.sweep()
-            except Exception as e:  # noqa: BLE001 - a sweep that fails is retried next time
-                log.warning("orphan sweep failed", error=str(e))
-            await asyncio.sleep(max(1.0, self.every_s - (time.monotonic() - started)))
+                if started >= next_sweep:
+                    next_sweep = started + self.every_s
+                    await self.sweep()
+                else:
+                    await self.release_closed()
+            except Exception as e:  # noqa: BLE001 - a pass that fails is tried again next time
+                log.warning("reaper pass failed", error=str(e))
+            await asyncio.sleep(max(0.05, self.release_every_s - (time.monotonic() - started)))

@@ -18,10 +18,10 @@ from pathlib import Path
 import docker
 from temporalio.client import Client
 
-from durable_agents.client import sandbox_release, session_events, start_agent_session
+from durable_agents.client import session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import add_scenario, appends, assert_clean, coder, requests_for, wait_for
+from tests.helpers import add_scenario, appends, assert_clean, coder, released, requests_for, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS_KEY = "sk-ant-chaos-" + uuid.uuid4().hex
@@ -73,7 +73,7 @@ async def test_sigkill_of_the_worker_mid_session_loses_nothing(
     call_ids = [c.id for t in turns for c in t.tool_calls or []]
     assert len(set(call_ids)) == 6 and [r.call_id for r in results] == call_ids
     assert not any(r.is_error for r in results)
-    await sandbox_release(chaos_client, handle.id)  # the answer came first; then the container went
+    await released(events, handle.id)  # the answer came first; then its host released the sandbox
     leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={handle.id}"})
     assert leftover == []
     # The model API key never reached the logs, the history or the model's recorded requests.

@@ -25,7 +25,7 @@ from durable_agents.contracts import GET_MODEL_CONTEXT, MemoryConfig, MemoryMoun
 from durable_agents.sandboxes.reaper import Reaper
 from durable_agents.settings import settings
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import DA, ROOT, SetEnv, Workers, add_scenario, cli, coder, serve, spawn, with_subagents
+from tests.helpers import DA, ROOT, SetEnv, Workers, add_scenario, cli, coder, released, serve, spawn, with_subagents
 from tests.helpers.postgres import postgres_server
 
 KEY = "memory-test-key"
@@ -342,6 +342,7 @@ async def test_a_sandbox_killed_right_after_a_write_loses_nothing(
         assert state.last_answer == "do not lose me"  # read in the replacement sandbox, from the database
         await handle.signal("end_session")
         await handle.result()
+        await released(await session_events(client, handle.id), handle.id)  # by its host, once it has closed
         assert not (settings().data_dir / "memory-mounts" / handle.id).exists(), "the mount's directory goes with it"
     finally:
         await store.close()

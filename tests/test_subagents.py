@@ -15,10 +15,10 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from durable_agents.agent_files import AgentFileError, load_agent
-from durable_agents.client import sandbox_release, session_events, start_agent_session, wait_until_settled
+from durable_agents.client import session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import SessionEvent, SessionResult, Subagent
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from tests.helpers import add_scenario, coder, spawn, wait_for, with_subagents
+from tests.helpers import add_scenario, coder, released, spawn, wait_for, with_subagents
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -221,7 +221,7 @@ async def test_interrupting_the_parent_cancels_its_children(client: Client, scri
     assert state.last_answer == "after the interrupt"
     await handle.signal("end_session")
     await handle.result()
-    await sandbox_release(client, child_handle.id)  # the child's own sandbox, released after its answer
+    await released(await session_events(client, child_handle.id), child_handle.id)  # by its host, after it closed
     leftovers = docker.from_env().containers.list(
         all=True, filters={"label": f"durable-agents.session={child_handle.id}"}
     )

@@ -22,14 +22,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from durable_agents.agent_files import load_agent
-from durable_agents.client import sandbox_release
 from durable_agents.contracts import (
     CALL_MODEL,
     COMPACTION_INSTRUCTION,
     DESTROY_SANDBOX,
     EXECUTE,
     PROVISION_SANDBOX,
-    RELEASE_SANDBOX,
     SANDBOX_LOST,
     SANDBOXES_QUEUE,
     SNAPSHOT_WORKSPACE,
@@ -39,8 +37,6 @@ from durable_agents.contracts import (
     ModelRequest,
     ModelTurn,
     ProvisionRequest,
-    ReleaseRequest,
-    ReleaseResult,
     SandboxHandle,
     SessionEvent,
     SessionInput,
@@ -49,7 +45,6 @@ from durable_agents.contracts import (
     Usage,
 )
 from durable_agents.worker import HARNESS_WORKFLOWS, WORKFLOW_RUNNER
-from durable_agents.workflows.release import SandboxRelease
 from durable_agents.workflows.session import SessionWorkflow
 from tests.helpers import ROOT, wait_for
 
@@ -126,13 +121,6 @@ class Fakes:
         self.destroyed.append(handle.sandbox_id)
         return True
 
-    @activity.defn(name=RELEASE_SANDBOX)
-    async def release_sandbox(self, req: ReleaseRequest) -> ReleaseResult:
-        kept = None
-        if req.snapshot:
-            kept = await self.snapshot_workspace(SnapshotRequest(handle=req.handle, session_id=req.session_id))
-        return ReleaseResult(snapshot=kept or req.previous, destroyed=await self.destroy_sandbox(req.handle))
-
 
 @contextlib.asynccontextmanager
 async def fake_workers(client: Client, fakes: Fakes, queue: str) -> AsyncIterator[None]:
@@ -148,9 +136,7 @@ async def fake_workers(client: Client, fakes: Fakes, queue: str) -> AsyncIterato
         Worker(
             client,
             task_queue=fakes.host_queue,
-            workflows=[SandboxRelease],
-            activities=[fakes.execute, fakes.snapshot_workspace, fakes.destroy_sandbox, fakes.release_sandbox],
-            workflow_runner=WORKFLOW_RUNNER,
+            activities=[fakes.execute, fakes.snapshot_workspace, fakes.destroy_sandbox],
         ),
     ]
     async with contextlib.AsyncExitStack() as stack:
@@ -189,15 +175,16 @@ def new_fakes(*answers: list[dict[str, Any]], **options: Any) -> Fakes:
     return Fakes(host_queue=f"fake-host-{uuid.uuid4().hex[:8]}", answers=list(answers), **options)
 
 
-async def test_a_tool_turn_provisions_once_runs_snapshots_and_destroys(chaos_client: Client) -> None:
+async def test_a_tool_turn_provisions_once_runs_and_leaves_the_release_to_the_host(chaos_client: Client) -> None:
     fakes = new_fakes(bash("ls", "t1"), bash("pwd", "t2"), text("done"))
     async with fake_session(chaos_client, fakes) as queue:
         handle = await start(chaos_client, queue, agent(), "look around", one_shot=True)
         result = await handle.result()
         log = await events(handle)
-        released = await sandbox_release(chaos_client, handle.id)  # after the answer, by a workflow of its own
     assert result.status == "done" and result.answer == "done" and result.turns == 3
-    assert fakes.executed == ["ls", "pwd"] and len(fakes.provisions) == 1 and fakes.destroyed == ["c1"]
+    assert fakes.executed == ["ls", "pwd"] and len(fakes.provisions) == 1
+    # The answer waits for neither a snapshot nor the removal: the host does both once it has closed.
+    assert fakes.snapshots == 0 and fakes.destroyed == []
     assert [e.kind for e in log if e.kind != "status"] == [
         "session_started",
         "user_message",
@@ -210,8 +197,6 @@ async def test_a_tool_turn_provisions_once_runs_snapshots_and_destroys(chaos_cli
         "sandbox_released",
     ]
     assert log[-2].kind == "sandbox_released" and log[-2].snapshot and log[-1].kind == "status"
-    assert released is not None and released.destroyed and released.error is None
-    assert released.snapshot is not None and released.snapshot.key == "snap-1" and fakes.snapshots == 1
     # The second request carried only what was new: the tool result, not the whole context.
     assert fakes.requests[1].prefix_count == 2 and len(fakes.requests[1].new_messages) == 1
 
@@ -230,11 +215,9 @@ async def test_a_workspace_nothing_changed_is_not_snapshotted(chaos_client: Clie
         await wait_for(lambda: _snapshots(fakes, 1), 20, "the idle snapshot after a change")
         await handle.signal("end_session")
         await handle.result()
-        released = await sandbox_release(chaos_client, handle.id)
         log = await events(handle)
-    assert released is not None and released.destroyed and fakes.snapshots == 1, "saved when idle: none at the end"
+    assert fakes.snapshots == 1 and fakes.destroyed == [], "saved when idle: the host has nothing to keep at the end"
     assert [e for e in log if e.kind == "sandbox_released"][0].snapshot is False
-    assert released.snapshot is not None and released.snapshot.key == "snap-1"
 
 
 async def _snapshots(fakes: Fakes, n: int) -> bool:

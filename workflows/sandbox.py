@@ -6,8 +6,8 @@ activity with the options it needs (task queue, timeouts, heartbeat, retries, su
 - `run`: `execute` one tool call; a lost sandbox (`SandboxLost`, or its host's queue has no
   poller) is replaced at once, with the workspace as last snapshotted, and the model is told;
 - `snapshot`: /workspace kept in the blob store (left out where the sandbox says nothing changed);
-- `destroy`: when the session ends, its sandbox handed to a `SandboxRelease` workflow (workflows/
-  release.py) that takes the last snapshot and removes the container after the answer;
+- `destroy`: when the session ends, its sandbox left to its host, which takes the last snapshot and
+  removes the container once the session has closed (sandboxes/reaper.py), after the answer;
 - `check_secrets`: the secrets the sandbox workers will need, checked when the session starts.
 A subagent sharing its parent's sandbox uses it but neither snapshots nor destroys it.
 """
@@ -19,8 +19,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import ActivityError
 
 from durable_agents.contracts import (
     CHECK_SECRETS,
@@ -29,21 +28,18 @@ from durable_agents.contracts import (
     PROVISION_SANDBOX,
     SANDBOX_IMAGE_MISSING,
     SANDBOX_LOST,
-    SANDBOX_RELEASE_WORKFLOW,
     SANDBOXES_QUEUE,
     SECRET_MISSING,
     SNAPSHOT_WORKSPACE,
     ExecuteRequest,
     ExecuteResult,
     ProvisionRequest,
-    ReleaseRequest,
     SandboxHandle,
     SecretCheck,
     SnapshotRef,
     SnapshotRequest,
     ToolCall,
     ToolResult,
-    release_workflow_id,
 )
 from durable_agents.workflows.core import Session
 from durable_agents.workflows.failures import failure_message, is_sandbox_lost
@@ -64,8 +60,7 @@ SECRETS_RETRY = RetryPolicy(
 # Workflow versions (workflow.patched): new commands that histories recorded before them lack.
 SNAPSHOTS_PATCH = "workspace-snapshots"
 SAVED_PATCH = "no-snapshot-when-saved"  # no snapshot activity where the sandbox says nothing is unsaved
-RELEASE_PATCH = "sandbox-release"  # the last snapshot and the removal in a workflow after the answer
-RELEASE_TIMEOUT = timedelta(days=1)
+RELEASE_PATCH = "sandbox-release"  # the last snapshot and the removal by the host, after the session
 
 
 class Sandbox:
@@ -240,13 +235,15 @@ class Sandbox:
             await self.snapshot()
 
     async def destroy(self) -> None:
-        """The session ends: its sandbox is released — the workspace kept (a last snapshot) and the
-        container removed — by a workflow of its own, so the session's answer does not wait for it."""
+        """The session ends. Its sandbox is released by its host once the session has closed — the
+        workspace kept (a last snapshot where anything is unsaved), the container removed — so the
+        answer waits for neither (sandboxes/reaper.py); before that patch, both were done here."""
         state = self.session.state.sandbox
         if not state.owns:
             state.handle = None  # the parent's: it stays
             return
-        if state.handle is not None and workflow.patched(RELEASE_PATCH) and await self._release(state.handle):
+        if state.handle is not None and workflow.patched(RELEASE_PATCH):
+            self.session.record("sandbox_released", sandbox=state.handle, snapshot=not self._saved())
             state.handle = None
             return
         if state.handle is not None and workflow.patched(SNAPSHOTS_PATCH):
@@ -267,32 +264,3 @@ class Sandbox:
         except ActivityError as e:
             workflow.logger.warning("sandbox not destroyed: %s", failure_message(e))
         self.session.record("sandbox_destroyed", sandbox=handle)
-
-    async def _release(self, handle: SandboxHandle) -> bool:
-        """Start the sandbox's release workflow (abandoned: it outlives the session); False where it
-        cannot start (one for this session is still running), and the session releases it itself."""
-        state, session = self.session.state.sandbox, self.session
-        workflow_id = release_workflow_id(session.id)
-        snapshot = not self._saved()
-        try:
-            await workflow.start_child_workflow(
-                SANDBOX_RELEASE_WORKFLOW,
-                ReleaseRequest(
-                    handle=handle,
-                    session_id=session.id,
-                    snapshot=snapshot,
-                    previous=state.snapshot,
-                    host_wait_s=session.agent.sandbox.host_wait_s,
-                ),
-                id=workflow_id,
-                # On the sandbox's own host: the sandbox worker there runs it (its activities are
-                # that host's anyway), not the harness; a host that never comes back ends it in a day.
-                task_queue=handle.host_queue,
-                execution_timeout=RELEASE_TIMEOUT,
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                static_summary=f"release sandbox {handle.sandbox_id[:12]} of {session.id}",
-            )
-        except WorkflowAlreadyStartedError:
-            return False
-        session.record("sandbox_released", sandbox=handle, workflow_id=workflow_id, snapshot=snapshot)
-        return True

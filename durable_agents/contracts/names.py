@@ -13,14 +13,6 @@ from durable_agents.errors import ErrorType
 AGENTS_QUEUE = "agents"
 SANDBOXES_QUEUE = "sandboxes"
 SESSION_WORKFLOW = "SessionWorkflow"
-# After a session's answer: its last snapshot and the container's removal, off the critical path.
-SANDBOX_RELEASE_WORKFLOW = "SandboxRelease"
-
-
-def release_workflow_id(session_id: str) -> str:
-    """The workflow that releases a session's sandbox (one per session: released once, at its end)."""
-    return f"{session_id}-sandbox-release"
-
 
 SPAWN_AGENT = "spawn_agent"
 LOAD_SKILL = "load_skill"
@@ -34,7 +26,6 @@ CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
 EXECUTE = "execute"
 DESTROY_SANDBOX = "destroy_sandbox"
-RELEASE_SANDBOX = "release_sandbox"  # after the answer: the last snapshot, then the removal, in one activity
 LAST_SCHEDULED_RESULT = "last_scheduled_result"
 DISCOVER_MCP_TOOLS = "discover_mcp_tools"
 CALL_MCP_TOOL = "call_mcp_tool"

@@ -126,18 +126,9 @@ class ExecuteResult(_Strict):
     unsaved: bool = True
 
 
-class ReleaseRequest(_Strict):
-    """A session's sandbox to release once the session has answered: a last snapshot of /workspace
-    (when `snapshot`; `previous` is the session's newest), then the container removed."""
-
-    handle: SandboxHandle
-    session_id: str
-    snapshot: bool
-    previous: SnapshotRef | None = None
-    host_wait_s: float = 120
-
-
 class ReleaseResult(_Strict):
-    snapshot: SnapshotRef | None  # the workspace as kept (the previous snapshot where nothing was unsaved)
+    """How a closed session's sandbox was released by its host (sandboxes/reaper.py)."""
+
+    snapshot: SnapshotRef | None  # the last one; None where nothing was unsaved (the session's own last one stands)
     destroyed: bool  # the container existed and was removed (False: it had gone already)
-    error: str | None = None  # what went wrong (the reaper then removes the container)
+    error: str | None = None  # what could not be done (no last snapshot of a container that had gone)

@@ -186,14 +186,13 @@ class SandboxSnapshot(_Event):
 
 
 class SandboxReleased(_Event):
-    """The session has ended and handed its sandbox to its release workflow (`workflow_id`), which
-    keeps the workspace (a last snapshot, where anything is unsaved) and removes the container
+    """The session has ended and leaves its sandbox to its host, which keeps the workspace (a last
+    snapshot, where anything is unsaved) and removes the container once the session has closed:
     after the answer, not before it."""
 
     kind: Literal["sandbox_released"] = "sandbox_released"
     sandbox: SandboxHandle
-    workflow_id: str
-    snapshot: bool  # a last snapshot is to be taken (the workspace has unsaved changes)
+    snapshot: bool  # by the session's word, /workspace has unsaved changes: a last snapshot is due
 
 
 class SubagentStarted(_Event):

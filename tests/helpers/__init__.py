@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.helpers.checks import appends, assert_clean, requests_for
+from tests.helpers.checks import appends, assert_clean, released, requests_for
 from tests.helpers.mcp import MCP_TOKEN, HttpServers, auth_servers, http_mcp_servers
 from tests.helpers.paths import CHAOS_NAMESPACE, CHROMIUM, CHROMIUM_ARGS, DA, DA_WORKER, ROOT, TEMPORAL_CLI
 from tests.helpers.processes import cli, free_port, serve, wait_healthy
@@ -31,6 +31,7 @@ __all__ = [
     "add_scenario",
     "appends",
     "assert_clean",
+    "released",
     "auth_servers",
     "cli",
     "coder",

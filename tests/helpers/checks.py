@@ -9,8 +9,9 @@ import json
 import docker
 from temporalio.client import Client
 
-from durable_agents.client import sandbox_release
-from durable_agents.contracts import SessionEvent
+from durable_agents.contracts import ReleaseResult, SessionEvent
+from durable_agents.sandboxes.activities import release_key
+from durable_agents.sandboxes.snapshots import LocalBlobStore
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 
 
@@ -25,6 +26,22 @@ def appends(*lines: str, sleep_s: float = 0) -> list[Step]:
     return [Step(tool_use=ToolUse(name="bash", input={"command": f"{pause}echo {x} >> /workspace/ran"})) for x in lines]
 
 
+async def released(
+    events: list[SessionEvent], session_id: str, within_s: float = 60
+) -> dict[str, ReleaseResult | None]:
+    """Wait until every container the session was given is gone (its host releases the last one
+    once the session has closed); how each was released (None: it went otherwise, lost or replaced)."""
+    containers = [e.sandbox.sandbox_id for e in events if e.kind == "sandbox_provisioned" and e.sandbox]
+    api = docker.from_env().api
+    deadline = asyncio.get_running_loop().time() + within_s
+    while any(api.containers(all=True, quiet=True, filters={"id": c}) for c in containers):
+        assert asyncio.get_running_loop().time() < deadline, f"{session_id}: its sandbox was not released"
+        await asyncio.sleep(0.2)
+    blobs = LocalBlobStore()
+    keys = {c: release_key(session_id, c) for c in containers}
+    return {c: ReleaseResult.model_validate_json(blobs.read(k)) if blobs.exists(k) else None for c, k in keys.items()}
+
+
 async def assert_clean(client: Client, events: list[SessionEvent], turns: int, session_id: str) -> None:
     """The log is whole, and once the session's sandbox is released (after its answer) no container is left."""
     assert [e.offset for e in events] == list(range(len(events))), "the log has gaps"
@@ -33,7 +50,6 @@ async def assert_clean(client: Client, events: list[SessionEvent], turns: int, s
     call_ids = [c.id for t in model_turns for c in t.tool_calls or []]
     results = [e.tool_result.call_id for e in events if e.kind == "tool_result"]
     assert len(set(call_ids)) == len(call_ids) and results == call_ids, "a tool call ran twice or not at all"
-    released = await asyncio.wait_for(sandbox_release(client, session_id), timeout=120)
-    assert released is None or released.destroyed or released.error is None, released
+    await released(events, session_id, within_s=120)
     leftover = docker.from_env().containers.list(all=True, filters={"label": f"durable-agents.session={session_id}"})
     assert leftover == [], "a container was left behind"

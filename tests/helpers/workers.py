@@ -16,6 +16,7 @@ from temporalio.client import Client
 from durable_agents.activities.model import ModelActivities
 from durable_agents.sandboxes.activities import SandboxActivities
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
+from durable_agents.sandboxes.reaper import Reaper
 from durable_agents.testing.scripted_model import ScriptedModelServer
 from durable_agents.worker import harness_worker, sandbox_workers
 
@@ -35,10 +36,14 @@ async def running_workers(client: Client, scripted: ScriptedModelServer) -> Asyn
     model = ModelActivities(client, model_client)
     sandbox_activities = SandboxActivities(DockerSandboxes(host_id))
     running = [harness_worker(client, model), *sandbox_workers(client, sandbox_activities)]
-    tasks = [asyncio.create_task(w.run()) for w in running]
+    # The host's reaper, as a sandbox worker runs it: it releases the sandboxes of closed sessions.
+    host = sandbox_activities
+    reaper = Reaper(client, host.sandboxes, memory=host.memory, release=host.release)
+    tasks = [asyncio.create_task(w.run()) for w in running] + [asyncio.create_task(reaper.run())]
     try:
         yield Workers(model=model, sandboxes=sandbox_activities, host_id=host_id)
     finally:
+        tasks[-1].cancel()
         for w in running:
             await w.shutdown()
         await asyncio.gather(*tasks, return_exceptions=True)

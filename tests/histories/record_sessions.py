@@ -32,7 +32,6 @@ from durable_agents.agent_files import load_agent
 from durable_agents.client import (
     new_outcome,
     post_tool_result,
-    sandbox_release,
     send_message,
     session_events,
     start_agent_session,
@@ -55,7 +54,7 @@ from durable_agents.contracts import (
 from durable_agents.payload_store import data_converter
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from durable_agents.workflows.session import SessionWorkflow
-from tests.helpers import add_scenario, wait_for, write_then_read_twice
+from tests.helpers import add_scenario, released, wait_for, write_then_read_twice
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = Path(__file__).resolve().parent
@@ -717,7 +716,7 @@ async def test_learned_skill(client: Client, scripted: ScriptedModelServer) -> N
 
 async def test_sandbox_release(client: Client, scripted: ScriptedModelServer) -> None:
     """A turn that writes (an idle snapshot), a turn that only reads (none: nothing unsaved), then the
-    end: the sandbox handed to its release workflow, which removes the container (no last snapshot)."""
+    end: the sandbox left to its host, which removes the container (no last snapshot is due)."""
     marker = add_scenario(
         scripted,
         [
@@ -735,9 +734,9 @@ async def test_sandbox_release(client: Client, scripted: ScriptedModelServer) ->
     await finish(client, handle.id)
     events = await session_events(client, handle.id)
     assert kinds(events).count("sandbox_snapshot") == 1, "the read-only turn took none"
-    (released,) = [e for e in events if e.kind == "sandbox_released"]
-    assert released.snapshot is False and kinds(events)[-2:] == ["sandbox_released", "status"]
-    outcome = await sandbox_release(client, handle.id)
-    assert outcome is not None and outcome.destroyed and outcome.snapshot is not None
+    (left,) = [e for e in events if e.kind == "sandbox_released"]
+    assert left.snapshot is False and kinds(events)[-2:] == ["sandbox_released", "status"]
+    (outcome,) = (await released(events, handle.id)).values()
+    assert outcome is not None and outcome.destroyed and outcome.snapshot is None, "nothing was unsaved"
     history = await record(client, handle.id, "sandbox-release")
-    assert EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED in event_types(history)
+    assert EventType.EVENT_TYPE_MARKER_RECORDED in event_types(history)  # the patches
