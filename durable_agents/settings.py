@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     # The warm pool: at least SANDBOX_WARM_POOL containers (0: no pool), growing to the recent peak
     # of demand up to SANDBOX_WARM_POOL_MAX.
     sandbox_warm_pool: int = Field(2, ge=0, validation_alias="SANDBOX_WARM_POOL")
-    sandbox_warm_pool_max: int = Field(32, ge=0, validation_alias="SANDBOX_WARM_POOL_MAX")
+    sandbox_warm_pool_max: int = Field(64, ge=0, validation_alias="SANDBOX_WARM_POOL_MAX")
     # Session containers a sandbox host holds at most (0: no limit); at the limit it leaves new
     # sandboxes to other hosts (it stops asking for provisioning work until one is removed).
     sandbox_max_containers: int = Field(0, ge=0, validation_alias="SANDBOX_MAX_CONTAINERS")

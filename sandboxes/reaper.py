@@ -36,6 +36,7 @@ log = structlog.get_logger("reaper")
 Release = Callable[[str, str], Awaitable[ReleaseResult]]  # (container id, session id) -> how it went
 QUERY_BATCH = 50
 FRESH_S = 2.0  # a container this new is its session's: its session runs (not asked about yet)
+RELEASES_AT_ONCE = 8  # (their removals are bounded again by DockerGates.removals)
 
 
 class Reaper:
@@ -97,14 +98,17 @@ class Reaper:
         except RPCError as e:  # the next pass asks again (and the sweep, later, in any case)
             log.warning("which sessions run is unknown", error=str(e))
             return []
-        released = []
-        for container_id, session_id in owners.items():
-            if session_id in running:
-                continue
-            reason = await self._session_closed(session_id)  # visibility can lag: asked for sure
-            if reason is not None and await self._release(container_id, session_id, reason):
-                released.append(container_id)
-        return released
+        gate = asyncio.Semaphore(RELEASES_AT_ONCE)
+
+        async def one(container_id: str, session_id: str) -> str | None:
+            async with gate:
+                reason = await self._session_closed(session_id)  # visibility can lag: asked for sure
+                if reason is not None and await self._release(container_id, session_id, reason):
+                    return container_id
+                return None
+
+        closed = [one(c, s) for c, s in owners.items() if s not in running]
+        return [c for c in await asyncio.gather(*closed) if c is not None]
 
     async def _release(self, container_id: str, session_id: str, reason: str) -> bool:
         if self.release is None:
