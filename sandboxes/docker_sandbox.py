@@ -79,9 +79,10 @@ __da_run() {
     __da_changed=$(find /workspace -mindepth 1 -print -quit 2>/dev/null)
   fi
   __da_unsaved=0; [ -n "$__da_changed" ] && __da_unsaved=1
+  read -r __da_rc < "$__da_d/rc"; read -r __da_size < "$__da_d/size"  # (builtins: no process)
   printf '\n__DA_BEGIN_%s\n' "$__da_id"
   cat "$__da_d/out"
-  printf '\n__DA_END_%s %s %s %s\n' "$__da_id" "$(cat "$__da_d/rc")" "$(cat "$__da_d/size")" "$__da_unsaved"
+  printf '\n__DA_END_%s %s %s %s\n' "$__da_id" "$__da_rc" "$__da_size" "$__da_unsaved"
 }
 printf '__DA_READY %s\n' "$$"
 """

@@ -5,6 +5,7 @@ redirected away) and web_search with a test backend and without one; and the nam
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import json
 import threading
 import uuid
@@ -210,7 +211,10 @@ async def test_web_fetch_with_an_unrestricted_network_goes_direct(
     client: Client, scripted: ScriptedModelServer, site: Site
 ) -> None:
     """network: true (the API's `unrestricted`): any host, reached from the sandbox itself."""
-    gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    # The bridge's gateway: the host as its containers reach it (some engines leave the Gateway out
+    # of the IPAM config: then it is the subnet's first address, as Docker assigns it).
+    ipam = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
     agent = with_tools(coder(), "web_fetch", network=True)
     url = f"http://{gateway}:{site.port}/page"
     [result] = await tool_results(client, agent, scripted, [ToolUse(name="web_fetch", input={"url": url})])
