@@ -92,15 +92,19 @@ async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> lis
 
 @asynccontextmanager
 async def local_stack(
-    warm_pool: int = 2, database: str | None = "file", worker_env: dict[str, str] | None = None
+    warm_pool: int = 2,
+    database: str | None = "file",
+    worker_env: dict[str, str] | None = None,
+    tuned: bool = True,
 ) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
     """database: "file" (SQLite in a temporary file, as `make up` runs it) or None (in memory);
-    worker_env: more environment for the worker processes."""
+    worker_env: more environment for the worker processes; tuned: the dev server with
+    DEV_SERVER_TUNING (False: `temporal server start-dev` as it ships)."""
     env = await WorkflowEnvironment.start_local(
         data_converter=data_converter(),
         dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
         dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db") if database == "file" else None,
-        dev_server_extra_args=DEV_SERVER_TUNING,
+        dev_server_extra_args=DEV_SERVER_TUNING if tuned else [],
         search_attributes=[
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),

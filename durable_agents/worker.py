@@ -60,6 +60,7 @@ def harness_worker(
     setup: SetupActivities | None = None,
     config: Settings | None = None,
     skills: SkillActivities | None = None,
+    task_queue: str = AGENTS_QUEUE,
 ) -> Worker:
     config = config or settings()
     skills = skills or SkillActivities()
@@ -69,7 +70,7 @@ def harness_worker(
     setup = setup or SetupActivities(client)
     return Worker(
         client,
-        task_queue=AGENTS_QUEUE,
+        task_queue=task_queue,
         workflows=[SessionWorkflow],
         activities=[
             model.call_model,
