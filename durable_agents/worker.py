@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from durable_agents.activities.episodes import EpisodeActivities
@@ -51,6 +51,13 @@ log = structlog.get_logger("worker")
 # The sandbox still checks every call a workflow makes for non-determinism, but no longer
 # re-imports the modules for each workflow run: starting a session costs a fraction of the CPU.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
+
+
+def harness_runner(config: Settings | None = None) -> WorkflowRunner:
+    """The sandboxed runner (WORKFLOW_RUNNER), or with HARNESS_WORKFLOW_SANDBOX=false none: each
+    workflow task then skips the sandbox's cost (about 2 ms of CPU an activation here), and a
+    non-deterministic call in workflow code is caught only by the replay tests (tests/test_replay.py)."""
+    return WORKFLOW_RUNNER if (config or settings()).harness_workflow_sandbox else UnsandboxedWorkflowRunner()
 
 
 def harness_worker(
@@ -85,7 +92,7 @@ def harness_worker(
         ],
         # Model calls wait on the network, not the CPU: one worker holds many at once.
         max_concurrent_activities=config.harness_max_activities,
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=harness_runner(config),
         max_cached_workflows=config.harness_max_cached_workflows,
     )
 
