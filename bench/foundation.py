@@ -21,6 +21,9 @@ loopback (answers in about a millisecond, so the figures are the harness's own c
 - start → first model request with the harness worker in the starting process: as the first
   figure, with a harness worker sharing the client (as `da serve --harness` runs one), without
   and with eager workflow start.
+- harness worker CPU: user + system seconds of its process over the one-shot sessions and over
+  each tool loop, per session and per model turn: what the harness itself burns, which a loaded
+  machine does not inflate as it does the wall-clock figures.
 - breakdowns (printed, and in the JSON): the medians of the segments between the history's
   event timestamps (bench/breakdown.py) for the first request and for each kind of tool turn.
 - --server both: the latency figures on the tuned dev server (connection.DEV_SERVER_TUNING),
@@ -49,7 +52,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench import breakdown
-from bench.common import add_scenario, arrivals, local_stack, report, summary, wait_arrivals
+from bench.common import WORKER_PIDS, add_scenario, arrivals, local_stack, report, summary, wait_arrivals
+from bench.scale import cpu_s
 from durable_agents.activities.model import ModelActivities
 from durable_agents.agent_files import load_agent
 from durable_agents.client import send_message, start_agent_session, wait_until_settled
@@ -85,6 +89,11 @@ async def bench_start(
         if segments is not None:
             segments.append(breakdown.first_request(await handle.fetch_history(), t0, first))
     return out
+
+
+def harness_cpu_s() -> float:
+    """CPU seconds (user + system) the local stack's harness worker process has used so far."""
+    return cpu_s([WORKER_PIDS["harness"]])
 
 
 async def bench_start_in_process(client: Client, server: ScriptedModelServer, sessions: int) -> dict[str, Any]:
@@ -126,8 +135,10 @@ async def bench_tool_loop(client: Client, server: ScriptedModelServer, turns: in
     # (each command differs, or the loop guard would refuse the third identical call)
     steps = [Step(tool_use=ToolUse(name="bash", input={"command": f"true # {i}"})) for i in range(turns)]
     marker = add_scenario(server, [*steps, Step(text="done")])
+    cpu = harness_cpu_s()
     handle = await start_agent_session(client, agent, f"loop {marker}", one_shot=True)
     await handle.result()
+    cpu = harness_cpu_s() - cpu
     got = arrivals(server, marker)
 
     gaps = [b - a for a, b in zip(got[1:-1], got[2:], strict=False)]  # skip the turn that provisions
@@ -145,6 +156,7 @@ async def bench_tool_loop(client: Client, server: ScriptedModelServer, turns: in
             if s.activity_task_scheduled_event_attributes.activity_type.name == "execute":
                 execute_s.append(e.event_time.ToDatetime().timestamp() - s.event_time.ToDatetime().timestamp())
     return {
+        "cpu_per_turn": cpu / len(got),
         "gaps": gaps,
         "harness": [gap - tool for gap, tool in zip(gaps, own, strict=True)],
         "breakdown": breakdown.median_segments(breakdown.between_requests(history, got[1:])),
@@ -164,11 +176,14 @@ async def bench_skill_loop(client: Client, server: ScriptedModelServer, turns: i
     skill = agent.skills[0].name
     steps = [Step(tool_use=ToolUse(name="load_skill", input={"name": skill})) for _ in range(turns)]
     marker = add_scenario(server, [*steps, Step(text="done")])
+    cpu = harness_cpu_s()
     handle = await start_agent_session(client, agent, f"skills {marker}", one_shot=True)
     await handle.result()
+    cpu = harness_cpu_s() - cpu
     got = arrivals(server, marker)
     history = await handle.fetch_history()
     return {
+        "cpu_per_turn": cpu / len(got),  # the harness worker's, for each model turn with what it leads to
         "gaps": [b - a for a, b in zip(got, got[1:], strict=False)],
         "breakdown": breakdown.median_segments(breakdown.between_requests(history, got)),
     }
@@ -180,7 +195,9 @@ async def bench_latency(
     """The latency figures on one server (`label`): rows for the table and the breakdowns."""
     await bench_start(client, server, 3)  # warm up
     first: list[list[tuple[str, float]]] = []
+    cpu = harness_cpu_s()
     lazy = await bench_start(client, server, args.sessions, segments=first)
+    cpu_per_session = (harness_cpu_s() - cpu) / args.sessions
     skills = await bench_skill_loop(client, server, args.turns)
     loop = await bench_tool_loop(client, server, args.turns)
     in_process = await bench_start_in_process(client, server, args.sessions)
@@ -209,7 +226,15 @@ async def bench_latency(
     }
     for name, segs in breakdowns.items():
         breakdown.print_breakdown(f"[{label}] {name}", segs, measured[name])
-    return {"rows": rows, "breakdowns": breakdowns, "loop": loop}
+    cpu = {
+        "one-shot session (start, first request, answer, end)": round(cpu_per_session * 1000, 1),
+        "model turn with load_skill": round(skills["cpu_per_turn"] * 1000, 1),
+        "model turn with `bash true`": round(loop["cpu_per_turn"] * 1000, 1),
+    }
+    print(f"\n[{label}] harness worker CPU ms (user + system, /proc; 10 ms ticks over the whole loop)")
+    for name, ms in cpu.items():
+        print(f"  {name:<55} {ms:>8.1f}")
+    return {"rows": rows, "breakdowns": breakdowns, "loop": loop, "cpu_ms": cpu}
 
 
 @activity.defn(name="bench_noop")
@@ -280,6 +305,7 @@ async def main() -> None:
 
     rows: list[dict[str, Any]] = []
     breakdowns: dict[str, Any] = {}
+    cpu_ms: dict[str, Any] = {}
     loop: dict[str, Any] = {}
     eager_rows: list[dict[str, Any]] = []
     for label in ("tuned", "untuned") if args.server == "both" else (args.server,):
@@ -287,12 +313,13 @@ async def main() -> None:
             got = await bench_latency(client, server, args, label)
             rows += got["rows"]
             breakdowns[label] = got["breakdowns"]
+            cpu_ms[label] = got["cpu_ms"]
             loop = loop or got["loop"]
             if not args.latency_only and not eager_rows:
                 eager = await bench_start(client, server, args.sessions, eager=True)
                 eager_rows.append(summary(f"[{label}] start → first model request (eager sandbox)", eager))
     rows += eager_rows
-    extra: dict[str, Any] = {"breakdowns": breakdowns}
+    extra: dict[str, Any] = {"breakdowns": breakdowns, "harness_cpu_ms": cpu_ms}
     if not args.latency_only:
         runs, ready, execs = await asyncio.to_thread(bench_containers, None, args.containers)
         rows.append(summary("container start, runc (docker run)", runs))
