@@ -68,7 +68,7 @@ HEARTBEAT_EVERY_S = 5.0
 CONTEXT_TOO_LONG_MESSAGES = re.compile(r"prompt is too long|exceed context limit|context window", re.IGNORECASE)
 # The SDK's stream accumulator subscripts a pydantic generic, ParsedMessage[ResponseFormatT], at every
 # answer's first event; pydantic caches the class it builds only while something refers to it, so
-# every model call built it anew (1-2 ms of CPU a call, before the turn can be returned). Held here.
+# after each garbage collection that freed it the next answer built it anew (1-2 ms of CPU). Held here.
 _PARSED_MESSAGE = ParsedMessage[anthropic_streaming.ResponseFormatT]  # type: ignore[attr-defined]
 
 
