@@ -76,31 +76,44 @@ def add_scenario(server: ScriptedModelServer, steps: list[Step]) -> str:
     return marker
 
 
-def arrivals(server: ScriptedModelServer, marker: str) -> list[float]:
-    """When the scripted model received each request of the conversation marked `marker`."""
-    return [r.at for r in server.requests if marker in json.dumps(r.body["messages"][0])]
+def arrivals(server: ScriptedModelServer, marker: str, start: int = 0) -> list[float]:
+    """When the scripted model received each request of the conversation marked `marker` (of
+    those from the `start`-th request on)."""
+    return [r.at for r in server.requests[start:] if marker in json.dumps(r.body["messages"][0])]
 
 
 async def wait_arrivals(server: ScriptedModelServer, marker: str, n: int) -> list[float]:
+    """The arrivals of `marker`'s requests once there are `n`. Each poll reads only the requests
+    that came since the last one: a wait that re-read them all every 2 ms took a core of this
+    2-core machine from the server and the workers it measures, more the longer a run went on."""
+    got: list[float] = []
+    seen = 0
     for _ in range(20_000):
-        got = arrivals(server, marker)
-        if len(got) >= n:
-            return got
+        count = len(server.requests)
+        if count > seen:
+            got += arrivals(server, marker, seen)
+            seen = count
+            if len(got) >= n:
+                return got
         await asyncio.sleep(0.002)
     raise TimeoutError(marker)
 
 
 @asynccontextmanager
 async def local_stack(
-    warm_pool: int = 2, database: str | None = "file", worker_env: dict[str, str] | None = None
+    warm_pool: int = 2,
+    database: str | None = "file",
+    worker_env: dict[str, str] | None = None,
+    tuned: bool = True,
 ) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
     """database: "file" (SQLite in a temporary file, as `make up` runs it) or None (in memory);
-    worker_env: more environment for the worker processes."""
+    worker_env: more environment for the worker processes; tuned: the dev server with
+    DEV_SERVER_TUNING (False: `temporal server start-dev` as it ships)."""
     env = await WorkflowEnvironment.start_local(
         data_converter=data_converter(),
         dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
         dev_server_database_filename=str(Path(tempfile.mkdtemp()) / "bench.db") if database == "file" else None,
-        dev_server_extra_args=DEV_SERVER_TUNING,
+        dev_server_extra_args=DEV_SERVER_TUNING if tuned else [],
         search_attributes=[
             SearchAttributeKey.for_keyword(SA_AGENT_NAME),
             SearchAttributeKey.for_keyword(SA_SESSION_STATUS),

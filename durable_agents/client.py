@@ -157,11 +157,16 @@ async def start_agent_session(
     summary: str | None = None,
     outcome: Outcome | None = None,
     memory: list[MemoryMount] | None = None,
+    eager_start: bool = False,
 ) -> WorkflowHandle[Any, SessionResult]:
     """Start a session (task None: it waits, idle, for its first message). A running session's id
     is never reused; a closed one's is unless `reuse_closed_id` is False (the new run then hides the
     closed one's log from `events` and `export`: the CLI refuses). `outcome`: the task is its
-    description, graded against its rubric; by default the agent's own `outcome` (if it has one)."""
+    description, graded against its rubric; by default the agent's own `outcome` (if it has one).
+    `eager_start`: where a harness worker of `task_queue` runs on this same client (in this
+    process), the server may hand it the session's first workflow task in the start call's answer
+    (Temporal's eager workflow start): one dispatch less before the first model request. Without
+    such a worker, or where the server declines, the session starts as usual."""
     if task is not None and not task.strip():
         raise ClientError("the task is empty")
     if memory is None and agent.memory.stores:  # the agent names its stores: resolved here, in the API's database
@@ -196,6 +201,7 @@ async def start_agent_session(
             f"tools: {', '.join(agent.tools)}",
             search_attributes=attributes,
             id_reuse_policy=_reuse(reuse_closed_id),
+            request_eager_start=eager_start,
         )
     except WorkflowAlreadyStartedError:
         raise ClientError(await _id_in_use(client, session_id)) from None

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Workers
     harness_max_activities: int = Field(1000, ge=1, validation_alias="HARNESS_MAX_ACTIVITIES")
     harness_max_cached_workflows: int = Field(2000, ge=0, validation_alias="HARNESS_MAX_CACHED_WORKFLOWS")
+    # Off: workflow code runs without the SDK's sandbox (worker.harness_runner), which saves its
+    # per-activation cost; determinism then rests on the replay tests alone.
+    harness_workflow_sandbox: bool = Field(True, validation_alias="HARNESS_WORKFLOW_SANDBOX")
     # Tests only: provision_sandbox waits this long first (so a test can kill the worker meanwhile).
     test_provision_delay_s: float = Field(0.0, ge=0, validation_alias="DA_TEST_PROVISION_DELAY_S")
     agents_dir: Path = Field(Path("agents"), validation_alias="DA_AGENTS_DIR")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from durable_agents.activities.episodes import EpisodeActivities
@@ -57,6 +57,13 @@ log = structlog.get_logger("worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
+def harness_runner(config: Settings | None = None) -> WorkflowRunner:
+    """The sandboxed runner (WORKFLOW_RUNNER), or with HARNESS_WORKFLOW_SANDBOX=false none: each
+    workflow task then skips the sandbox's cost (about 2 ms of CPU an activation here), and a
+    non-deterministic call in workflow code is caught only by the replay tests (tests/test_replay.py)."""
+    return WORKFLOW_RUNNER if (config or settings()).harness_workflow_sandbox else UnsandboxedWorkflowRunner()
+
+
 def harness_worker(
     client: Client,
     model: ModelActivities,
@@ -64,6 +71,7 @@ def harness_worker(
     setup: SetupActivities | None = None,
     config: Settings | None = None,
     skills: SkillActivities | None = None,
+    task_queue: str = AGENTS_QUEUE,
 ) -> Worker:
     config = config or settings()
     skills = skills or SkillActivities()
@@ -73,7 +81,7 @@ def harness_worker(
     setup = setup or SetupActivities(client)
     return Worker(
         client,
-        task_queue=AGENTS_QUEUE,
+        task_queue=task_queue,
         workflows=HARNESS_WORKFLOWS,
         activities=[
             model.call_model,
@@ -88,7 +96,7 @@ def harness_worker(
         ],
         # Model calls wait on the network, not the CPU: one worker holds many at once.
         max_concurrent_activities=config.harness_max_activities,
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=harness_runner(config),
         max_cached_workflows=config.harness_max_cached_workflows,
     )
 

@@ -11,6 +11,7 @@ import pytest
 from temporalio.client import Client
 
 import durable_agents as da
+from durable_agents.client import start_agent_session
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step
 from tests.helpers import add_scenario
 
@@ -41,6 +42,18 @@ async def test_sessions_start_from_a_file_a_spec_or_a_name_and_can_be_followed(
     items = [item async for item in da.follow(client, handles[0].id)]
     assert [i.event.kind for i in items if i.event][:2] == ["session_started", "user_message"]
     assert [i.state.status for i in items if i.state][-1] == "done"  # it stops once the session has ended
+
+
+async def test_an_eager_start_is_the_same_session(client: Client, scripted: ScriptedModelServer) -> None:
+    """The harness worker runs on this client (in this process), so the server may hand it the first
+    workflow task in the start call's answer; the session and its log are what a normal start gives."""
+    marker = add_scenario(scripted, [Step(text="Hello, eagerly.")])
+    spec = da.load_agent(ROOT / "agents" / "coder.yaml")
+    handle = await start_agent_session(client, spec, f"Say hello. {marker}", one_shot=True, eager_start=True)
+    done = await handle.result()
+    assert (done.status, done.answer) == ("done", "Hello, eagerly.")
+    kinds = [e.kind for e in await da.session_events(client, handle.id)]
+    assert kinds[:2] == ["session_started", "user_message"] and "model_turn" in kinds
 
 
 async def test_what_the_caller_can_fix_is_a_client_error(client: Client) -> None:
