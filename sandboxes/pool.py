@@ -24,7 +24,7 @@ from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 
 log = structlog.get_logger("pool")
 
-BUCKET_S = 10.0
+BUCKET_S = 60.0
 QUIET_S = 0.5
 
 
@@ -69,11 +69,13 @@ class WarmPool:
         with self._lock:
             while self._asked and self._asked[0] < now - self.window_s:
                 self._asked.popleft()
-            buckets: dict[int, int] = {}
-            for at in self._asked:
-                key = int(at // BUCKET_S)
-                buckets[key] = buckets.get(key, 0) + 1
-        peak = max(buckets.values(), default=0)
+            asked = list(self._asked)
+        # The most asks within any BUCKET_S of the window (a sliding window over the sorted times).
+        peak, first = 0, 0
+        for last, at in enumerate(asked):
+            while at - asked[first] >= BUCKET_S:
+                first += 1
+            peak = max(peak, last - first + 1)
         return max(self.min_size, min(self.max_size, peak))
 
     def take(self, session_id: str) -> str | None:
