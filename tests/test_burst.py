@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -207,3 +208,15 @@ async def test_a_host_at_its_limit_leaves_new_sandboxes_to_another_host(
     for h in [first, *later]:
         await h.signal("end_session")
         await h.result()
+
+
+def test_the_pool_aims_at_the_busiest_minute_of_the_last_five(docker_sandboxes: DockerSandboxes) -> None:
+    pool = WarmPool(docker_sandboxes, 2, max_size=10)  # (never run: no container is made)
+    now = time.monotonic()
+    assert pool.target(now) == 2, "no demand: its least size"
+    pool._asked.extend([now - 250 + i for i in range(6)])  # six within seconds, four minutes ago
+    pool._asked.extend([now - 100 + 20 * i for i in range(4)])  # four spread over a minute
+    assert pool.target(now) == 6
+    pool._asked.extend([now - 5 + 0.1 * i for i in range(20)])  # a burst of twenty: as many as it may
+    assert pool.target(now) == 10
+    assert pool.target(now + 301) == 2, "five quiet minutes later: back to its least size"
