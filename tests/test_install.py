@@ -135,6 +135,11 @@ async def test_a_non_editable_install_runs_from_an_empty_directory(
         )
         assert answered.returncode == 0, answered.stdout + answered.stderr + log.read_text()
         assert "First 10 Fibonacci numbers: 0 1 1 2 3 5 8 13 21 34" in answered.stdout
+
+        async def released() -> bool:  # by the worker's host, once the session has closed
+            return any((empty / ".data" / "blobs").glob("releases/*/*.json"))
+
+        await wait_for(released, within_s=60, what="the sandbox's release")
     finally:
         worker.terminate()
         worker.wait(timeout=30)

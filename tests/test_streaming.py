@@ -464,7 +464,9 @@ async def test_a_call_dropped_mid_stream_is_retried_and_its_text_is_recorded_onc
 async def test_streaming_and_following_add_nothing_to_history(
     client: Client, scripted: ScriptedModelServer, harness: Harness, live_url: str
 ) -> None:
-    steps = [slow_text("Looking.", tool_use=ToolUse(name="bash", input={"command": "true"})), slow_text()]
+    # The answer streams for a few seconds: the follower attaches while it does (the relay streams
+    # a model call in progress, not one that has ended).
+    steps = [slow_text("Looking.", tool_use=ToolUse(name="bash", input={"command": "true"})), slow_text(delay_ms=60)]
 
     async def history_of(h: Harness, followed: bool) -> list[int]:
         marker = add_scenario(scripted, steps)
