@@ -119,7 +119,15 @@ async def wave(
     began = time.perf_counter()
     handles = [await start_agent_session(client, spec, f"Run it. {marker} #{i}") for i in range(sessions)]
     pending = {h.id: h for h in handles}
+    polls = 0
     while pending:
+        polls += 1
+        if polls % 15 == 0:
+            state = await handles[0].query(GET_STATE, result_type=SessionState)
+            print(
+                f"  {size} B wave: {sessions - len(pending)}/{sessions} sessions done, one at turn {state.turns}",
+                flush=True,
+            )
         server.model.requests.clear()  # the scripted server keeps every request body otherwise
         await asyncio.sleep(2)
         for sid, h in list(pending.items()):
