@@ -123,7 +123,7 @@ async def wave(
     while pending:
         polls += 1
         if polls % 15 == 0:
-            state = await handles[0].query(GET_STATE, result_type=SessionState)
+            state = await next(iter(pending.values())).query(GET_STATE, result_type=SessionState)
             print(
                 f"  {size} B wave: {sessions - len(pending)}/{sessions} sessions done, one at turn {state.turns}",
                 flush=True,
@@ -165,9 +165,13 @@ async def main() -> None:
     parser.add_argument("--output-bytes", type=int, default=5000)
     parser.add_argument("--tiny-bytes", type=int, default=16, help="the baseline wave's output size")
     parser.add_argument("--label", default="", help="a note kept in the results (e.g. before / after)")
+    parser.add_argument("--cache-mb", type=int, help="the harness worker's DA_HARNESS_CACHE_MB (default: its own)")
+    parser.add_argument("--context-cache-mb", type=int, help="its DA_MODEL_CONTEXT_CACHE_MB (default: its own)")
     args = parser.parse_args()
     sandbox = FakeSandbox()
-    async with local_stack(warm_pool=0, roles=("--harness",)) as (client, server):
+    env = {"DA_HARNESS_CACHE_MB": args.cache_mb, "DA_MODEL_CONTEXT_CACHE_MB": args.context_cache_mb}
+    worker_env = {k: str(v) for k, v in env.items() if v is not None}
+    async with local_stack(warm_pool=0, roles=("--harness",), worker_env=worker_env) as (client, server):
         workers = [
             Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandbox.provision_sandbox]),
             Worker(
@@ -196,7 +200,8 @@ async def main() -> None:
         )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "session_memory.json").write_text(json.dumps({"label": args.label, "tiny": tiny, "full": full}, indent=2))
+    results = {"label": args.label, "worker_env": worker_env, "tiny": tiny, "full": full}
+    (out / "session_memory.json").write_text(json.dumps(results, indent=2))
     print(f"written: {out / 'session_memory.json'}")
 
 
