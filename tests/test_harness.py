@@ -176,6 +176,22 @@ def test_context_cache_is_bounded() -> None:
     assert list(cache._entries) == ["b", "c"]
 
 
+def test_context_cache_is_bounded_in_bytes_and_keeps_the_entry_in_use() -> None:
+    message = {"role": "user", "content": [{"type": "text", "text": "x" * 1000}]}
+    cache = ContextCache(max_bytes=2500)
+    for sid in ("a", "b", "c"):
+        entry = _CachedContext.new("s", [])
+        entry.extend([message])
+        cache.store(sid, entry)
+    assert list(cache._entries) == ["b", "c"] and 2000 <= cache.bytes <= 2500
+    big = _CachedContext.new("s", [])
+    big.extend([message] * 5)
+    cache.store("big", big)
+    assert list(cache._entries) == ["big"]  # alone over the budget, but the one in use
+    big.truncate(1)
+    assert big.bytes == entry.bytes and len(big.sizes) == 1
+
+
 def _status_error(status: int, headers: dict[str, str] | None = None, kind: str = "x") -> anthropic.APIStatusError:
     request = httpx2.Request("POST", "http://model/v1/messages")
     response = httpx2.Response(status, headers=headers or {}, request=request)
