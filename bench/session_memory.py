@@ -107,7 +107,13 @@ async def settled_rss(pid: int, quiet_s: float = 3.0) -> float:
 
 
 async def wave(
-    client: Client, server: ScriptedModelServer, sandbox: FakeSandbox, sessions: int, turns: int, size: int
+    client: Client,
+    server: ScriptedModelServer,
+    sandbox: FakeSandbox,
+    sessions: int,
+    turns: int,
+    size: int,
+    settle_s: float,
 ) -> dict[str, Any]:
     pid = WORKER_PIDS["harness"]
     sandbox.size = size
@@ -138,7 +144,9 @@ async def wave(
                 del pending[sid]
     took = time.perf_counter() - began
     server.model.requests.clear()
+    await asyncio.sleep(settle_s)  # a byte-bounded cache evicts sessions that have waited a while
     after = await settled_rss(pid)
+    history = [(await h.describe()).raw_description.workflow_execution_info.history_size_bytes for h in handles]
     contexts = [await h.query(GET_MODEL_CONTEXT, result_type=ModelContext) for h in handles]
     content = sum(len(json.dumps(c.messages).encode()) for c in contexts) / sessions
     states = [await h.query(GET_STATE, result_type=SessionState) for h in handles]
@@ -154,6 +162,7 @@ async def wave(
         "rss_after_mb": round(after, 1),
         "rss_per_session_mb": round(per_session, 2),
         "context_bytes_per_session": round(content),
+        "history_bytes_per_session": round(sum(history) / sessions),
         "ratio": round(per_session * 1024 * 1024 / content, 2),
     }
 
@@ -167,6 +176,7 @@ async def main() -> None:
     parser.add_argument("--label", default="", help="a note kept in the results (e.g. before / after)")
     parser.add_argument("--cache-mb", type=int, help="the harness worker's DA_HARNESS_CACHE_MB (default: its own)")
     parser.add_argument("--context-cache-mb", type=int, help="its DA_MODEL_CONTEXT_CACHE_MB (default: its own)")
+    parser.add_argument("--settle-s", type=float, default=0, help="wait this long after a wave before measuring")
     args = parser.parse_args()
     sandbox = FakeSandbox()
     env = {"DA_HARNESS_CACHE_MB": args.cache_mb, "DA_MODEL_CONTEXT_CACHE_MB": args.context_cache_mb}
@@ -183,20 +193,21 @@ async def main() -> None:
         for w in workers:
             await w.__aenter__()
         try:
-            tiny = await wave(client, server, sandbox, args.sessions, args.turns, args.tiny_bytes)
-            full = await wave(client, server, sandbox, args.sessions, args.turns, args.output_bytes)
+            tiny = await wave(client, server, sandbox, args.sessions, args.turns, args.tiny_bytes, args.settle_s)
+            full = await wave(client, server, sandbox, args.sessions, args.turns, args.output_bytes, args.settle_s)
         finally:
             for w in workers:
                 await w.__aexit__(None, None, None)
     print(
         f"\n{'wave':<6} {'sessions':>8} {'turns':>6} {'output B':>9} {'RSS MB':>15} {'MB/session':>11}"
-        f" {'context B':>10} {'ratio':>6} {'drive s':>8}"
+        f" {'context B':>10} {'history B':>10} {'ratio':>6} {'drive s':>8}"
     )
     for name, r in (("tiny", tiny), ("full", full)):
         print(
             f"{name:<6} {r['sessions']:>8} {r['turns']:>6} {r['output_bytes']:>9} "
             f"{r['rss_before_mb']:>7}→{r['rss_after_mb']:<7} {r['rss_per_session_mb']:>11} "
-            f"{r['context_bytes_per_session']:>10} {r['ratio']:>6} {r['drive_s']:>8}"
+            f"{r['context_bytes_per_session']:>10} {r['history_bytes_per_session']:>10} "
+            f"{r['ratio']:>6} {r['drive_s']:>8}"
         )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ output and message the run holds came in through it, and the SDK's state machine
 activity inputs it records), so its size is the measure of an entry here; `bench/session_memory.py`
 finds a cached session's resident memory at about that size again, or a little more.
 A governor beside the worker sums the sizes of the runs the worker holds and, above the budget
-(DA_HARNESS_CACHE_MB), asks the SDK to evict the runs that wait, least recently active first, until
-the rest fit. A run that is working (a model call or tool run in flight) is never chosen: it would
-be replayed within seconds.
+(DA_HARNESS_CACHE_MB), asks the SDK to evict the runs that have waited for MIN_IDLE_S or more, least
+recently active first, until the rest fit. A running session (a model call or tool run in flight)
+is never chosen: it would be replayed within seconds.
 
 Why an eviction changes nothing but cost: an evicted run is rebuilt on its next task (a message, a
 query such as the session log's, a timer) by replaying its history through the same workflow code,
@@ -33,6 +33,7 @@ import asyncio
 import ctypes
 import itertools
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ from temporalio.worker import Worker
 log = structlog.get_logger("workflow_cache")
 
 SWEEP_EVERY_S = 1.0
+# A session that has just gone idle, or was just replayed, stays this long: one that is followed or
+# written to is not replayed over and over.
+MIN_IDLE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class _Run:
     bytes: int
     waiting: bool  # on a user, a client or an approval: nothing of its own in flight
     seq: int  # when it was last noted (a larger number: more recently)
+    at: float  # the same, on the monotonic clock
 
 
 class CacheLedger:
@@ -63,7 +68,7 @@ class CacheLedger:
 
     def note(self, run_id: str, history_bytes: int, waiting: bool) -> None:
         with self._lock:
-            self._runs[run_id] = _Run(history_bytes, waiting, next(self._seq))
+            self._runs[run_id] = _Run(history_bytes, waiting, next(self._seq), time.monotonic())
 
     def forget(self, run_ids: Collection[str]) -> None:
         with self._lock:
@@ -74,17 +79,19 @@ class CacheLedger:
         with self._lock:
             return sum(r.bytes for run_id, r in self._runs.items() if run_id in held)
 
-    def to_evict(self, held: Collection[str], budget_bytes: int) -> list[str]:
-        """The runs to evict so that the held ones fit in `budget_bytes`: waiting runs, least
-        recently active first; as many as needed, or every waiting run if even that is not enough."""
+    def to_evict(self, held: Collection[str], budget_bytes: int, min_idle_s: float = MIN_IDLE_S) -> list[str]:
+        """The runs to evict so that the held ones fit in `budget_bytes`: runs that have waited at
+        least `min_idle_s`, least recently active first; as many as needed, or all of those if even
+        that is not enough."""
         with self._lock:
             runs = {run_id: r for run_id, r in self._runs.items() if run_id in held}
         total = sum(r.bytes for r in runs.values())
+        settled = time.monotonic() - min_idle_s
         chosen: list[str] = []
         for run_id, r in sorted(runs.items(), key=lambda item: item[1].seq):
             if total <= budget_bytes:
                 break
-            if r.waiting:
+            if r.waiting and r.at <= settled:
                 chosen.append(run_id)
                 total -= r.bytes
         return chosen
@@ -120,12 +127,15 @@ def release_free_memory() -> bool:
 class CacheGovernor:
     """Keeps one worker's cached runs within a byte budget by evicting the waiting ones."""
 
-    def __init__(self, worker: Worker, budget_bytes: int, ledger: CacheLedger = LEDGER) -> None:
+    def __init__(
+        self, worker: Worker, budget_bytes: int, ledger: CacheLedger = LEDGER, min_idle_s: float = MIN_IDLE_S
+    ) -> None:
         if budget_bytes <= 0:
             raise ValueError(f"a cache budget is more than 0 bytes, not {budget_bytes}")
         self.worker = worker
         self.budget_bytes = budget_bytes
         self.ledger = ledger
+        self.min_idle_s = min_idle_s
         self.evicted = 0
         self._leaving: set[str] = set()  # asked to go; once they are gone, free memory is released
 
@@ -141,7 +151,7 @@ class CacheGovernor:
             self._leaving.clear()
             release_free_memory()
         self.ledger.prune(held)
-        chosen = self.ledger.to_evict(held, self.budget_bytes)
+        chosen = self.ledger.to_evict(held, self.budget_bytes, self.min_idle_s)
         bridge = self.worker._bridge_worker
         for run_id in chosen:
             bridge.request_workflow_eviction(run_id)

@@ -28,11 +28,12 @@ def test_the_ledger_evicts_waiting_runs_least_recently_active_first_until_the_re
     ledger.note("other-worker", 10_000, waiting=True)
     held = {"old-idle", "working", "new-idle"}
     assert ledger.held_bytes(held) == 300
-    assert ledger.to_evict(held, 300) == []
-    assert ledger.to_evict(held, 250) == ["old-idle"]
-    assert ledger.to_evict(held, 50) == ["old-idle", "new-idle"]  # never the working one
+    assert ledger.to_evict(held, 300, min_idle_s=0) == []
+    assert ledger.to_evict(held, 250, min_idle_s=0) == ["old-idle"]
+    assert ledger.to_evict(held, 50, min_idle_s=0) == ["old-idle", "new-idle"]  # never the working one
+    assert ledger.to_evict(held, 50, min_idle_s=3600) == []  # none has waited an hour yet
     ledger.note("old-idle", 100, waiting=False)  # it took a message: now working, and the newest
-    assert ledger.to_evict(held, 250) == ["new-idle"]
+    assert ledger.to_evict(held, 250, min_idle_s=0) == ["new-idle"]
     ledger.prune(held)
     assert ledger.held_bytes({"other-worker"}) == 0
 
@@ -71,7 +72,7 @@ async def test_an_idle_session_evicted_for_its_size_is_replayed_into_the_same_lo
 ) -> None:
     fakes = new_fakes(bash("echo one", "t1"), text("idle now"), bash("echo two", "t2"), text("done"))
     async with session_worker(chaos_client, fakes) as (queue, worker):
-        roomy, tight = CacheGovernor(worker, 1 << 40), CacheGovernor(worker, 1)
+        roomy, tight = CacheGovernor(worker, 1 << 40, min_idle_s=0), CacheGovernor(worker, 1, min_idle_s=0)
         handle = await start(chaos_client, queue, agent(), "work")
         await wait_for(lambda: _status(handle, "idle"), 20, "the first answer")
         run_id = (await handle.describe()).run_id
