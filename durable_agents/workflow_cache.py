@@ -5,16 +5,19 @@ state machines for it), so that the run's next task needs no replay; the SDK bou
 count only (`max_cached_workflows`). A long session costs megabytes there, and a worker holding a
 thousand long idle sessions would run out of memory well before the count.
 
-So each session notes here, whenever its status changes, the size of its history so far and
-whether it is now waiting on someone (idle: a user message; waiting: an approval or a client's
-tool result). The history is what the run's cache entry is built from (every model turn, tool
-output and message the run holds came in through it, and the SDK's state machines keep the
-activity inputs it records), so its size is the measure of an entry here; `bench/session_memory.py`
-finds a cached session's resident memory at about that size again, or a little more.
-A governor beside the worker sums the sizes of the runs the worker holds and, above the budget
-(DA_HARNESS_CACHE_MB), asks the SDK to evict the runs that have waited for MIN_IDLE_S or more, least
-recently active first, until the rest fit. A running session (a model call or tool run in flight)
-is never chosen: it would be replayed within seconds.
+So each session notes here, as it goes (each status change, model turn and tool result), the size
+of its history so far and whether it now waits on someone (idle: for a user message; waiting: for
+an approval or a client's tool result). The history is what the run's cache entry is built from
+(every model turn, tool output and message the run holds came in through it, and the SDK's state
+machines keep the activity inputs it records), so its size is the measure of an entry here; a
+cached session's resident memory grows with it (`bench/session_memory.py` prints both).
+
+A governor beside the harness worker (started by `durable_agents.worker.run`) sums the sizes of the
+runs the worker holds and, above the budget (DA_HARNESS_CACHE_MB), asks the SDK to evict the runs
+that have waited for MIN_IDLE_S or more, least recently active first, until the rest fit. A running
+session (a model call or tool run in flight) is never chosen: it would be replayed within seconds.
+Once the evicted runs are gone, it hands the freed memory back to the system (glibc keeps it
+resident otherwise).
 
 Why an eviction changes nothing but cost: an evicted run is rebuilt on its next task (a message, a
 query such as the session log's, a timer) by replaying its history through the same workflow code,
