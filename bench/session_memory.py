@@ -173,6 +173,7 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--output-bytes", type=int, default=5000)
     parser.add_argument("--tiny-bytes", type=int, default=16, help="the baseline wave's output size")
+    parser.add_argument("--no-tiny", action="store_true", help="skip the baseline wave (a quicker run)")
     parser.add_argument("--label", default="", help="a note kept in the results (e.g. before / after)")
     parser.add_argument("--cache-mb", type=int, help="the harness worker's DA_HARNESS_CACHE_MB (default: its own)")
     parser.add_argument("--context-cache-mb", type=int, help="its DA_MODEL_CONTEXT_CACHE_MB (default: its own)")
@@ -193,7 +194,9 @@ async def main() -> None:
         for w in workers:
             await w.__aenter__()
         try:
-            tiny = await wave(client, server, sandbox, args.sessions, args.turns, args.tiny_bytes, args.settle_s)
+            tiny = None
+            if not args.no_tiny:
+                tiny = await wave(client, server, sandbox, args.sessions, args.turns, args.tiny_bytes, args.settle_s)
             full = await wave(client, server, sandbox, args.sessions, args.turns, args.output_bytes, args.settle_s)
         finally:
             for w in workers:
@@ -202,7 +205,7 @@ async def main() -> None:
         f"\n{'wave':<6} {'sessions':>8} {'turns':>6} {'output B':>9} {'RSS MB':>15} {'MB/session':>11}"
         f" {'context B':>10} {'history B':>10} {'ratio':>6} {'drive s':>8}"
     )
-    for name, r in (("tiny", tiny), ("full", full)):
+    for name, r in [(n, r) for n, r in (("tiny", tiny), ("full", full)) if r is not None]:
         print(
             f"{name:<6} {r['sessions']:>8} {r['turns']:>6} {r['output_bytes']:>9} "
             f"{r['rss_before_mb']:>7}→{r['rss_after_mb']:<7} {r['rss_per_session_mb']:>11} "
