@@ -10,8 +10,9 @@ of its history so far and whether it now waits on someone (idle: for a user mess
 an approval or a client's tool result). The history is what the run's cache entry is built from
 (every model turn, tool output and message the run holds came in through it, and the SDK's state
 machines keep the activity inputs it records), so its size is the measure of an entry here; a
-cached session's resident memory grows with it, at about twice to three times its size
-(`bench/session_memory.py`, 100 tool turns of 5 KB: 2.9 MB of RSS for 1.28 MB of history).
+cached session's resident memory grows with it: about 2-3x its size where tool outputs dominate
+(`bench/session_memory.py`, 100 turns of 5 KB: 2.9 MB of RSS for 1.28 MB of history), up to ~8x
+for many small turns (100 turns of 16 B: 1.75 MB for ~0.23 MB), where per-turn overhead dominates.
 
 A governor beside the harness worker (started by `durable_agents.worker.run`) sums the sizes of the
 runs the worker holds and, above the budget (DA_HARNESS_CACHE_MB), asks the SDK to evict the runs
