@@ -11,7 +11,10 @@ needed and each tool result arrives the way a real one does, as an activity resu
 --sessions sessions, each driven to --turns tool turns and an answer, then left idle: first with
 tiny outputs (the per-session, per-turn overhead), then with the full outputs. For each wave: the
 worker's RSS before and after, per session, the bytes of a session's current context (JSON of the
-model's messages, as the `context` query returns them) and the ratio.
+model's messages, as the `context` query returns them) and the ratio. With --tiny-bytes equal to
+--output-bytes, the second wave shows what more sessions cost once the first have gone idle (with a
+byte budget small enough, --cache-mb, the first are evicted and their memory is reused). Note that
+the context queries after a wave replay evicted sessions into the cache again.
 """
 
 from __future__ import annotations
