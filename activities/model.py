@@ -39,6 +39,7 @@ from durable_agents.contracts import (
     Usage,
     chain_digest,
     context_root,
+    estimate_tokens,
 )
 from durable_agents.errors import (
     ContextTooLong,
@@ -78,6 +79,8 @@ class _CachedContext:
     tools: list[dict[str, Any]]
     messages: list[dict[str, Any]] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # bytes of JSON, per message
+    bytes: int = 0  # their sum: what the entry weighs in the cache's byte budget
 
     @classmethod
     def new(cls, system: str, tools: list[dict[str, Any]]) -> _CachedContext:
@@ -86,19 +89,26 @@ class _CachedContext:
     def truncate(self, count: int) -> None:
         del self.messages[count:]
         del self.digests[count + 1 :]
+        self.bytes -= sum(self.sizes[count:])
+        del self.sizes[count:]
 
     def extend(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
             self.messages.append(message)
             self.digests.append(chain_digest(self.digests[-1], message))
+            self.sizes.append(estimate_tokens(message) * 4)
+            self.bytes += self.sizes[-1]
 
 
 class ContextCache:
-    """Per-session context prefixes, least recently used first out."""
+    """Per-session context prefixes, least recently used first out: at most `max_sessions` of them,
+    and at most `max_bytes` of JSON together (the one in use is kept whatever its size). An entry
+    that went is a miss: the next call reads the context from the workflow."""
 
-    def __init__(self, max_sessions: int = 512) -> None:
+    def __init__(self, max_sessions: int = 512, max_bytes: int | None = None) -> None:
         self._entries: OrderedDict[str, _CachedContext] = OrderedDict()
         self._max = max_sessions
+        self._max_bytes = max_bytes if max_bytes is not None else settings().model_context_cache_mb * 1024 * 1024
         self.hits = 0
         self.misses = 0
 
@@ -122,8 +132,12 @@ class ContextCache:
     def store(self, session_id: str, entry: _CachedContext) -> None:
         self._entries[session_id] = entry
         self._entries.move_to_end(session_id)
-        while len(self._entries) > self._max:
+        while len(self._entries) > self._max or (len(self._entries) > 1 and self.bytes > self._max_bytes):
             self._entries.popitem(last=False)
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.bytes for e in self._entries.values())
 
 
 def _retry_after(error: anthropic.APIStatusError) -> timedelta | None:

@@ -105,10 +105,12 @@ async def local_stack(
     database: str | None = "file",
     worker_env: dict[str, str] | None = None,
     tuned: bool = True,
+    roles: tuple[str, ...] = ("--harness", "--sandbox"),
 ) -> AsyncIterator[tuple[Client, ScriptedModelServer]]:
     """database: "file" (SQLite in a temporary file, as `make up` runs it) or None (in memory);
     worker_env: more environment for the worker processes; tuned: the dev server with
-    DEV_SERVER_TUNING (False: `temporal server start-dev` as it ships)."""
+    DEV_SERVER_TUNING (False: `temporal server start-dev` as it ships); roles: which workers to
+    start (one process each; a benchmark that brings its own sandbox activities starts only the harness)."""
     env = await WorkflowEnvironment.start_local(
         data_converter=data_converter(),
         dev_server_existing_path=str(ROOT / ".bin" / "temporal"),
@@ -132,11 +134,8 @@ async def local_stack(
         "LOG_LEVEL": "WARNING",
         **(worker_env or {}),
     }
-    workers = [
-        subprocess.Popen([DA_WORKER, role], cwd=ROOT, env=worker_env)  # noqa: ASYNC220
-        for role in ("--harness", "--sandbox")
-    ]
-    WORKER_PIDS.update({"harness": workers[0].pid, "sandbox": workers[1].pid})
+    workers = [subprocess.Popen([DA_WORKER, role], cwd=ROOT, env=worker_env) for role in roles]  # noqa: ASYNC220
+    WORKER_PIDS.update({role.removeprefix("--"): w.pid for role, w in zip(roles, workers, strict=True)})
     try:
         yield env.client, server
     finally:

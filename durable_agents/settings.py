@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # Off: workflow code runs without the SDK's sandbox (worker.harness_runner), which saves its
     # per-activation cost; determinism then rests on the replay tests alone.
     harness_workflow_sandbox: bool = Field(True, validation_alias="HARNESS_WORKFLOW_SANDBOX")
+    # The same cache in bytes (the cached sessions' history sizes); above it, waiting sessions are
+    # evicted, least recently active first (`durable_agents.workflow_cache`). 0: count bound only.
+    harness_cache_mb: int = Field(512, ge=0, validation_alias="DA_HARNESS_CACHE_MB")
+    # call_model's worker-local context prefixes, in bytes of JSON (least recently used out first).
+    model_context_cache_mb: int = Field(256, ge=1, validation_alias="DA_MODEL_CONTEXT_CACHE_MB")
     # Tests only: provision_sandbox waits this long first (so a test can kill the worker meanwhile).
     test_provision_delay_s: float = Field(0.0, ge=0, validation_alias="DA_TEST_PROVISION_DELAY_S")
     agents_dir: Path = Field(Path("agents"), validation_alias="DA_AGENTS_DIR")

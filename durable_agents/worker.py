@@ -47,6 +47,7 @@ from durable_agents.sandboxes.secrets import check_secrets
 from durable_agents.settings import Settings, SettingsError, settings
 from durable_agents.telemetry import shutdown as flush_traces
 from durable_agents.vault import VaultError
+from durable_agents.workflow_cache import CacheGovernor
 from durable_agents.workflows.session import SessionWorkflow
 
 HARNESS_WORKFLOWS = [SessionWorkflow]  # the harness worker's workflows
@@ -175,6 +176,9 @@ async def run(
         setup = SetupActivities(client, AgentFiles(agents_dir), register_attributes=register_attributes)
         workers.append(harness_worker(client, model, mcp, setup, config))
     tasks: list[asyncio.Task[None]] = []
+    if harness and config.harness_cache_mb:
+        governor = CacheGovernor(workers[0], config.harness_cache_mb * 1024 * 1024)
+        tasks.append(asyncio.create_task(governor.run()))
     pool: WarmPool | None = None
     if sandbox:
         # Each call blocks a thread while Docker or the sandbox's shell answers: enough of them for

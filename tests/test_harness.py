@@ -4,7 +4,7 @@ error classification, agent files. No Temporal, no Docker, no network."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anthropic
@@ -21,6 +21,7 @@ from durable_agents.contracts import (
     SessionCarry,
     ToolCall,
     ToolResult,
+    ToolResultEvent,
     chain_digest,
     context_root,
 )
@@ -174,6 +175,36 @@ def test_context_cache_is_bounded() -> None:
     for sid in ("a", "b", "c"):
         cache.store(sid, _CachedContext.new("s", []))
     assert list(cache._entries) == ["b", "c"]
+
+
+def test_a_tool_output_is_held_once_by_its_result_its_event_and_the_context() -> None:
+    """A session holds a tool's output once: the tool result made from the activity's result, the
+    event that records it and the model's context share the one string (pydantic copies none)."""
+    output = "".join(str(i % 10) for i in range(5000))
+    result = ToolResult(call_id="t1", name="bash", output=output)
+    ctx = ContextBuilder("sys", [])
+    ctx.add_user_text("go")
+    ctx.model_answered([{"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}}])
+    ctx.add_tool_results([result])
+    event = ToolResultEvent(offset=3, at=datetime.now(UTC), tool_result=result)
+    assert result.output is output and event.tool_result is result
+    assert ctx.messages[-1]["content"][0]["content"] is output
+
+
+def test_context_cache_is_bounded_in_bytes_and_keeps_the_entry_in_use() -> None:
+    message = {"role": "user", "content": [{"type": "text", "text": "x" * 1000}]}
+    cache = ContextCache(max_bytes=2500)
+    for sid in ("a", "b", "c"):
+        entry = _CachedContext.new("s", [])
+        entry.extend([message])
+        cache.store(sid, entry)
+    assert list(cache._entries) == ["b", "c"] and 2000 <= cache.bytes <= 2500
+    big = _CachedContext.new("s", [])
+    big.extend([message] * 5)
+    cache.store("big", big)
+    assert list(cache._entries) == ["big"]  # alone over the budget, but the one in use
+    big.truncate(1)
+    assert big.bytes == entry.bytes and len(big.sizes) == 1
 
 
 def _status_error(status: int, headers: dict[str, str] | None = None, kind: str = "x") -> anthropic.APIStatusError:

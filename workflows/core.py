@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         Usage,
         attribute_allowed,
     )
+    from durable_agents.workflow_cache import note_run
     from durable_agents.workflows.context import ContextBuilder
     from durable_agents.workflows.harness import (
         LoopGuard,
@@ -122,6 +123,8 @@ class Session:
         if last:
             text += f" · last: {last}"
         workflow.set_current_details(text)
+        # What the worker's cache may evict (a session waiting on someone), and what it weighs.
+        note_run(waiting=self.state.status in ("idle", "waiting"))
 
     # --- spending ---------------------------------------------------------------------------
 

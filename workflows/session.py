@@ -108,7 +108,9 @@ class SessionWorkflow:
                 session.set_status("idle")
                 session.details()
         finally:
-            if not self.continuing:  # the next run keeps the sandbox
+            # The next run keeps the sandbox. A run that the worker evicted from its cache is closed
+            # outside its event loop: it does nothing then (its replay rebuilds it).
+            if not self.continuing and workflow.in_workflow():
                 await self.sandbox.destroy()
                 await index_episodes(session)
         await workflow.wait_condition(workflow.all_handlers_finished)
