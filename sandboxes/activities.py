@@ -321,6 +321,8 @@ class SandboxActivities:
 
     async def _execute(self, req: ExecuteRequest) -> ExecuteResult:
         log = activity_log()
+        if self.pool is not None:
+            self.pool.note_busy()
         if req.name in (WEB_SEARCH, MEMORY_SEARCH):
             script = await self._answered_here(req)
         else:

@@ -4,9 +4,9 @@ running, so provisioning for a session is a bind (milliseconds) instead of a `do
 It sizes itself to demand: it holds as many containers as sessions asked this host for in the
 busiest `BUCKET_S` seconds of the last `window_s` (every provision of the pool's spec counts,
 taken from the pool or not), never fewer than `min_size` nor more than `max_size`. It refills off
-the critical path: once no session has asked for `QUIET_S` (a burst's own provisions and calls go
-first; below `min_size` it refills at once), several containers at once; and it gives back what a
-quieter period no longer needs, one container at a time.
+the critical path: once no session has asked for a container or run a call for `QUIET_S` (a
+burst's own provisions and calls go first; below `min_size` it refills at once), several at once;
+and it gives back what a quieter period no longer needs, one container at a time.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class WarmPool:
         self.starting = 0
         self.created = 0  # containers the pool has started, in all
         self._asked: deque[float] = deque()  # when sessions asked for a container of the pool's spec
+        self._busy_at = 0.0  # when a session's call last ran on this host
         self._lock = threading.Lock()
         self._closed = False
 
@@ -59,9 +60,15 @@ class WarmPool:
     def matches(self, spec: SandboxSpec) -> bool:
         return self.max_size > 0 and spec.container_key() == self.spec.container_key()
 
+    def note_busy(self) -> None:
+        """A session's call ran on this host just now: the pool's refill waits for a quiet moment."""
+        self._busy_at = time.monotonic()
+
     def _quiet(self) -> bool:
+        now = time.monotonic()
         with self._lock:
-            return not self._asked or time.monotonic() - self._asked[-1] >= QUIET_S
+            asked = self._asked[-1] if self._asked else 0.0
+        return now - max(asked, self._busy_at) >= QUIET_S
 
     def target(self, now: float | None = None) -> int:
         """How many ready containers the pool aims at: the recent peak of demand, within its bounds."""
