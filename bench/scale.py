@@ -180,15 +180,11 @@ class Meter:
         return {role: after[role] - self.before.get(role, 0.0) for role in after}
 
 
-async def sessions_wave(client: Client, scripted: ScriptedModelServer, n: int, latency_ms: int) -> dict[str, Any]:
-    marker = add_scenario(
-        scripted,
-        [
-            Step(tool_use=ToolUse(name="load_skill", input={"name": "tick"})),
-            Step(tool_use=ToolUse(name="load_skill", input={"name": "tick", "copy_files": True})),
-            Step(text="done"),
-        ],
-    )
+async def one_shot_wave(
+    client: Client, scripted: ScriptedModelServer, marker: str, n: int, latency_ms: int
+) -> tuple[list[tuple[str, float]], float]:
+    """N one-shot coder sessions of the scenario `marker` (its model answering after latency_ms)
+    started at once: each one's (id, seconds to its answer), and the seconds until all answered."""
     scripted.model.scenarios[0].delay_ms = latency_ms
     base = load_agent(ROOT / "agents" / "coder.yaml")
     agent = base.model_copy(update={"skills": [Skill(name="tick", description="cheap", body="tock")]})
@@ -202,7 +198,19 @@ async def sessions_wave(client: Client, scripted: ScriptedModelServer, n: int, l
 
     began = time.perf_counter()
     done = await asyncio.gather(*(one(i) for i in range(n)))
-    total = time.perf_counter() - began
+    return list(done), time.perf_counter() - began
+
+
+async def sessions_wave(client: Client, scripted: ScriptedModelServer, n: int, latency_ms: int) -> dict[str, Any]:
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="load_skill", input={"name": "tick"})),
+            Step(tool_use=ToolUse(name="load_skill", input={"name": "tick", "copy_files": True})),
+            Step(text="done"),
+        ],
+    )
+    done, total = await one_shot_wave(client, scripted, marker, n, latency_ms)
     lost = 0
     for session_id, _ in done:
         events = await session_log.read_events(client, session_id)
@@ -386,20 +394,7 @@ async def burst_wave(
         else ToolUse(name="load_skill", input={"name": "tick"})
     )
     marker = add_scenario(scripted, [Step(tool_use=tool), Step(text="done")])
-    scripted.model.scenarios[0].delay_ms = latency_ms
-    base = load_agent(ROOT / "agents" / "coder.yaml")
-    agent = base.model_copy(update={"skills": [Skill(name="tick", description="cheap", body="tock")]})
-
-    async def one(i: int) -> tuple[str, float]:
-        t0 = time.perf_counter()
-        handle = await start_agent_session(client, agent, f"Session {i}. {marker}", one_shot=True)
-        result = await handle.result()
-        assert result.status == "done", result
-        return handle.id, time.perf_counter() - t0
-
-    began = time.perf_counter()
-    done = await asyncio.gather(*(one(i) for i in range(n)))
-    total = time.perf_counter() - began
+    done, total = await one_shot_wave(client, scripted, marker, n, latency_ms)
     lost, tool_s, pooled, created, containers = 0, [], 0, 0, set()
     for session_id, _ in done:
         events = await session_log.read_events(client, session_id)
