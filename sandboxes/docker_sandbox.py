@@ -45,6 +45,14 @@ STATE_DIR = "/tmp/.da"
 # after it is unsaved.
 SNAPSHOT_MARK = "/tmp/.da/snapshot-mark"
 
+# Prints a path when /workspace has changed since its last snapshot (the mark is set as one is
+# taken), nothing when it has not. Without a mark (none taken yet) an empty workspace has nothing
+# to keep. The persistent shell asks it after each call; the host, before it releases a sandbox.
+_UNSAVED_SH = (
+    f"if [ -e {SNAPSHOT_MARK} ]; then find {WORKSPACE} -cnewer {SNAPSHOT_MARK} -print -quit 2>/dev/null; "
+    f"else find {WORKSPACE} -mindepth 1 -print -quit 2>/dev/null; fi"
+)
+
 # Defined once in each shell. Runs a call by sourcing it (so `cd` and `export` persist), output to
 # a file; then prints the head and tail of the output between markers, with exit code and size.
 _SHELL_PRELUDE = r"""
@@ -71,13 +79,7 @@ __da_run() {
     echo "$__da_size" > "$__da_d/size"
     echo "$__da_rc" > "$__da_d/rc"
   fi
-  # Has /workspace changed since its last snapshot (the mark is touched as one is taken)? Without a
-  # mark (none taken yet), an empty workspace has nothing to keep.
-  if [ -e /tmp/.da/snapshot-mark ]; then
-    __da_changed=$(find /workspace -cnewer /tmp/.da/snapshot-mark -print -quit 2>/dev/null)
-  else
-    __da_changed=$(find /workspace -mindepth 1 -print -quit 2>/dev/null)
-  fi
+  __da_changed=$(__UNSAVED__)
   __da_unsaved=0; [ -n "$__da_changed" ] && __da_unsaved=1
   read -r __da_rc < "$__da_d/rc"; read -r __da_size < "$__da_d/size"  # (builtins: no process)
   printf '\n__DA_BEGIN_%s\n' "$__da_id"
@@ -85,7 +87,7 @@ __da_run() {
   printf '\n__DA_END_%s %s %s %s\n' "$__da_id" "$__da_rc" "$__da_size" "$__da_unsaved"
 }
 printf '__DA_READY %s\n' "$$"
-"""
+""".replace("__UNSAVED__", _UNSAVED_SH)
 # Restores what the previous shell had, after a restart (timeout, `exit`, worker restart).
 _RESTORE = (
     "[ -f /tmp/.da/env ] && . /tmp/.da/env 2>/dev/null; "
@@ -506,12 +508,8 @@ class DockerSandboxes:
         return owners
 
     def unsaved(self, container_id: str) -> bool:
-        """Has /workspace changed since its last snapshot (the test `__da_run` makes after each call)?"""
-        script = (
-            f"if [ -e {SNAPSHOT_MARK} ]; then find {WORKSPACE} -cnewer {SNAPSHOT_MARK} -print -quit; "
-            f"else find {WORKSPACE} -mindepth 1 -print -quit; fi"
-        )
-        code, out = self.exec(container_id, ["bash", "-c", script])
+        """Has /workspace changed since its last snapshot (`_UNSAVED_SH`, as the shell asks after each call)?"""
+        code, out = self.exec(container_id, ["bash", "-c", _UNSAVED_SH])
         if code not in (0, -1):
             self._gone_or(container_id, f"cannot read the workspace: {out[-200:]!r}")
         return bool(out.strip())

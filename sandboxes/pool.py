@@ -47,15 +47,10 @@ class WarmPool:
         self.ready: list[str] = []
         self.held: set[str] = set()  # every container the pool answers for (the reaper leaves them)
         self.starting = 0
-        self.created = 0  # containers the pool has started, in all
         self._asked: deque[float] = deque()  # when sessions asked for a container of the pool's spec
         self._busy_at = 0.0  # when a session's call last ran on this host
         self._lock = threading.Lock()
         self._closed = False
-
-    @property
-    def size(self) -> int:
-        return self.max_size
 
     def matches(self, spec: SandboxSpec) -> bool:
         return self.max_size > 0 and spec.container_key() == self.spec.container_key()
@@ -102,11 +97,7 @@ class WarmPool:
         return container_id
 
     def _add_one(self) -> None:
-        try:
-            container = self.sandboxes.create(None, self.spec)
-        finally:
-            with self._lock:
-                self.created += 1
+        container = self.sandboxes.create(None, self.spec)
         container_id = container.id or ""
         self.held.add(container_id)
         try:
