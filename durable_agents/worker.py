@@ -191,7 +191,9 @@ async def run(
         sandboxes.owners.update(await asyncio.to_thread(sandboxes.find_owners))
         pool = WarmPool(sandboxes, warm_pool, max_size=config.sandbox_warm_pool_max)
         activities = SandboxActivities(sandboxes, pool=pool)
-        reaper = Reaper(client, sandboxes, keep=pool.held, memory=activities.memory, release=activities.release)
+        reaper = Reaper(
+            client, sandboxes, keep=pool.held, memory=activities.memory, release=activities.release, quiet=pool.quiet
+        )
         workers += sandbox_workers(client, activities, config=config)
         tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
     stop = asyncio.Event()

@@ -59,7 +59,8 @@ class WarmPool:
         """A session's call ran on this host just now: the pool's refill waits for a quiet moment."""
         self._busy_at = time.monotonic()
 
-    def _quiet(self) -> bool:
+    def quiet(self) -> bool:
+        """No session has asked for a container or run a call on this host for QUIET_S."""
         now = time.monotonic()
         with self._lock:
             asked = self._asked[-1] if self._asked else 0.0
@@ -140,7 +141,7 @@ class WarmPool:
         try:
             while True:
                 want = self.target() - len(self.ready) - self.starting
-                if len(self.ready) + self.starting >= self.min_size and not self._quiet():
+                if len(self.ready) + self.starting >= self.min_size and not self.quiet():
                     want = min(want, 0)  # sessions are asking now: their provisions first
                 while want > 0 and self.starting < self.parallel:
                     self.starting += 1

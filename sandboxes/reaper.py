@@ -12,6 +12,10 @@ Orphans: every `every_s`, this host's containers that no session uses any more g
 their last snapshot), and those whose session runs with another sandbox (one it replaced). So no
 container outlives its session by more than about a second, or `every_s` where Temporal could not
 be asked.
+
+While the host is busy (`quiet` says sessions are provisioning or running calls on it), release
+passes wait — a burst's own calls go first — but never more than `defer_s` after the last pass,
+so no container outlives its session by more than that and a few seconds.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ Release = Callable[[str, str], Awaitable[ReleaseResult]]  # (container id, sessi
 QUERY_BATCH = 50
 FRESH_S = 2.0  # a container this new is its session's: its session runs (not asked about yet)
 RELEASES_AT_ONCE = 8  # (their removals are bounded again by DockerGates.removals)
+DEFER_S = 15.0  # while the host is busy, a release pass waits at most this long after the last one
 
 
 class Reaper:
@@ -50,6 +55,8 @@ class Reaper:
         memory: MemoryMounts | None = None,
         release: Release | None = None,
         release_every_s: float = 1.0,
+        quiet: Callable[[], bool] | None = None,
+        defer_s: float = DEFER_S,
     ) -> None:
         self.client = client
         self.memory = memory  # the sandboxes' memory mounts: a gone session's go with its container
@@ -59,6 +66,9 @@ class Reaper:
         self.keep = keep if keep is not None else set()  # the warm pool's containers (its own live set)
         self.release = release  # None: a closed session's container is only removed
         self.release_every_s = release_every_s
+        self.quiet = quiet  # None: no busy host to wait for (release passes run every release_every_s)
+        self.defer_s = defer_s
+        self._released_at = time.monotonic()  # when the last release pass ran
 
     # --- sessions that have closed --------------------------------------------------------------
 
@@ -83,9 +93,17 @@ class Reaper:
                 running.add(execution.id)
         return running
 
+    def _deferred(self) -> bool:
+        """A busy host's release pass waits, up to `defer_s` after the last one."""
+        if self.quiet is None or self.quiet():
+            return False
+        return time.monotonic() - self._released_at < self.defer_s
+
     async def release_closed(self) -> list[str]:
         """Release the containers of this host's sessions that have closed; their ids."""
-        now = time.monotonic()
+        if self._deferred():
+            return []
+        now = self._released_at = time.monotonic()
         owners = {
             c: s
             for c, s in list(self.sandboxes.owners.items())

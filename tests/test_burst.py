@@ -33,6 +33,7 @@ from durable_agents.contracts import (
 from durable_agents.sandboxes.activities import SandboxActivities
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.sandboxes.pool import WarmPool
+from durable_agents.sandboxes.reaper import Reaper
 from durable_agents.sandboxes.snapshots import LocalBlobStore
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import add_scenario, coder, released, wait_for
@@ -220,3 +221,34 @@ def test_the_pool_aims_at_the_busiest_minute_of_the_last_five(docker_sandboxes: 
     pool._asked.extend([now - 5 + 0.1 * i for i in range(20)])  # a burst of twenty: as many as it may
     assert pool.target(now) == 10
     assert pool.target(now + 301) == 2, "five quiet minutes later: back to its least size"
+
+
+async def test_a_busy_host_defers_its_release_passes_but_not_beyond_their_bound() -> None:
+    """While sessions provision and run calls on the host, releases wait for a quiet moment, up to
+    `defer_s` after the last pass; a quiet host releases at once."""
+
+    class Host:
+        owners = {"c1": "s1"}
+        owned_at = {"c1": 0.0}  # (long owned: not fresh)
+
+    busy = [True]
+    released_now: list[str] = []
+    reaper = Reaper(None, Host(), quiet=lambda: not busy[0], defer_s=0.5)  # type: ignore[arg-type]
+
+    async def none_running(sessions: set[str]) -> set[str]:
+        return set()
+
+    async def closed(session_id: str) -> str:
+        return "its session is completed"
+
+    async def release(container_id: str, session_id: str, reason: str) -> bool:
+        released_now.append(container_id)
+        return True
+
+    reaper._running, reaper._session_closed, reaper._release = none_running, closed, release  # type: ignore[method-assign]
+    reaper._released_at = time.monotonic()
+    assert await reaper.release_closed() == [] and not released_now, "busy: the pass waits"
+    await asyncio.sleep(0.6)
+    assert await reaper.release_closed() == ["c1"], "busy, but the bound has passed: released"
+    busy[0] = False
+    assert await reaper.release_closed() == ["c1"], "quiet: at once"
