@@ -40,12 +40,15 @@ from durable_agents.contracts import (
     EXECUTE,
     GET_MODEL_CONTEXT,
     GET_STATE,
+    PROVISION_AND_EXECUTE,
     PROVISION_SANDBOX,
     SANDBOXES_QUEUE,
     SNAPSHOT_WORKSPACE,
     AgentSpec,
     ExecuteRequest,
     ExecuteResult,
+    FirstCallRequest,
+    FirstCallResult,
     ModelContext,
     ProvisionRequest,
     SandboxHandle,
@@ -68,6 +71,13 @@ class FakeSandbox:
     async def provision_sandbox(self, req: ProvisionRequest) -> SandboxHandle:
         return SandboxHandle(
             sandbox_id=f"fake-{uuid.uuid4().hex[:8]}", host_queue=HOST_QUEUE, image="fake", runtime="none"
+        )
+
+    @activity.defn(name=PROVISION_AND_EXECUTE)
+    async def provision_and_execute(self, req: FirstCallRequest) -> FirstCallResult:
+        handle = await self.provision_sandbox(req.provision)
+        return FirstCallResult(
+            handle=handle, result=await self.execute(ExecuteRequest(handle=handle, **dict(req.call)))
         )
 
     @activity.defn(name=EXECUTE)
@@ -187,7 +197,11 @@ async def main() -> None:
     worker_env = {k: str(v) for k, v in env.items() if v is not None}
     async with local_stack(warm_pool=0, roles=("--harness",), worker_env=worker_env) as (client, server):
         workers = [
-            Worker(client, task_queue=SANDBOXES_QUEUE, activities=[sandbox.provision_sandbox]),
+            Worker(
+                client,
+                task_queue=SANDBOXES_QUEUE,
+                activities=[sandbox.provision_sandbox, sandbox.provision_and_execute],
+            ),
             Worker(
                 client,
                 task_queue=HOST_QUEUE,

@@ -18,6 +18,7 @@ from enum import StrEnum
 from functools import wraps
 from typing import ClassVar, ParamSpec, TypeVar
 
+from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
 
@@ -26,6 +27,9 @@ class ErrorType(StrEnum):
 
     SANDBOX_LOST = "SandboxLost"  # the container is gone: provision a new one
     SANDBOX_IMAGE_MISSING = "SandboxImageMissing"
+    # A first call's sandbox exists (its handle in the details), but the call must go through `execute`
+    # (or the workflow cancelled the activity: the second detail).
+    SANDBOX_PROVISIONED = "SandboxProvisioned"
     SEED_FAILED = "SeedFailed"  # the workspace could not be seeded (a git clone failed)
     PACKAGES_FAILED = "PackagesFailed"  # an environment's packages could not be installed
     MODEL_REQUEST_REJECTED = "ModelRequestRejected"  # 4xx other than 408/409/429: retrying cannot help
@@ -128,6 +132,20 @@ def application_error(error: DurableAgentsError) -> ApplicationError:
     )
 
 
+def provisioned_error(handle: BaseModel | None, why: str, cancelled: bool = False) -> ApplicationError:
+    """What `provision_and_execute` raises where its first call must not end there: the details are
+    the sandbox's handle (a SandboxHandle; None where none was made yet), for the workflow to take the
+    call to that host through `execute`, and whether the workflow had cancelled the activity."""
+    what = f"sandbox {getattr(handle, 'sandbox_id', '')[:12]} provisioned" if handle is not None else "no sandbox yet"
+    return ApplicationError(
+        f"{what}; {why}",
+        handle.model_dump(mode="json") if handle is not None else None,
+        cancelled,
+        type=ErrorType.SANDBOX_PROVISIONED.value,
+        non_retryable=True,
+    )
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -169,5 +187,6 @@ __all__ = [
     "UserError",
     "application_error",
     "describe",
+    "provisioned_error",
     "translate_errors",
 ]

@@ -34,7 +34,15 @@ from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, ReplaySafeTrac
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from durable_agents.contracts import CALL_MODEL, EXECUTE, ExecuteRequest, ModelRequest, ModelTurn
+from durable_agents.contracts import (
+    CALL_MODEL,
+    EXECUTE,
+    PROVISION_AND_EXECUTE,
+    FirstCallRequest,
+    ModelRequest,
+    ModelTurn,
+    SandboxCall,
+)
 from durable_agents.settings import Settings, settings
 
 __all__ = ["SpanAttributes", "enabled", "plugins", "shutdown", "tracing_plugins"]
@@ -168,8 +176,9 @@ class _ActivitySpanAttributes(ActivityInboundInterceptor):
             if isinstance(turn, ModelTurn):
                 _set_turn(span, turn)
             return turn
-        if info.activity_type == EXECUTE and isinstance(request, ExecuteRequest):
-            span.set_attributes({OPERATION: "execute_tool", TOOL_NAME: request.name, TOOL_CALL_ID: request.call_id})
+        call = request.call if isinstance(request, FirstCallRequest) else request  # (with its provisioning)
+        if info.activity_type in (EXECUTE, PROVISION_AND_EXECUTE) and isinstance(call, SandboxCall):
+            span.set_attributes({OPERATION: "execute_tool", TOOL_NAME: call.name, TOOL_CALL_ID: call.call_id})
         return await self.next.execute_activity(input)
 
 

@@ -5,8 +5,9 @@
 The harness worker runs SessionWorkflow, `call_model` and the MCP activities on the `agents` queue;
 it alone holds the model API key, and reads MCP servers' secrets from the vault. With DA_LIVE_URL
 set it publishes model text as it streams to that live server (`da serve`). The sandbox
-worker takes `provision_sandbox` from the shared `sandboxes` queue and runs `execute` /
-`destroy_sandbox` on its own host queue (`sandboxes-<host id>`); it holds no model key, and reads
+worker takes `provision_sandbox` and `provision_and_execute` (a first call with its provisioning)
+from the shared `sandboxes` queue and runs `execute` / `snapshot_workspace` / `destroy_sandbox` on
+its own host queue (`sandboxes-<host id>`); it holds no model key, and reads
 from the vault only the git tokens and egress credentials it uses outside the containers.
 """
 
@@ -116,7 +117,7 @@ def sandbox_workers(
         Worker(
             client,
             task_queue=SANDBOXES_QUEUE,
-            activities=[sandboxes.provision_sandbox, check_secrets],
+            activities=[sandboxes.provision_sandbox, sandboxes.provision_and_execute, check_secrets],
             interceptors=interceptors,
             tuner=provision_tuner(capacity),
         ),

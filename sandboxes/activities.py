@@ -1,5 +1,6 @@
-"""Sandbox activities: `provision_sandbox` (shared `sandboxes` queue) and `execute` /
-`destroy_sandbox` (this host's own queue, named in the handle that provision returns).
+"""Sandbox activities: `provision_sandbox` and `provision_and_execute` (a session's first call with
+its provisioning) on the shared `sandboxes` queue, and `execute` / `snapshot_workspace` /
+`destroy_sandbox` on this host's own queue, named in the handle that provisioning returns.
 
 `execute(name, input) -> output` is the only way the harness reaches a sandbox.
 """
@@ -21,8 +22,9 @@ from typing import Any
 import docker.errors
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from durable_agents.activities.heartbeat import heartbeating
+from durable_agents.activities.heartbeat import AcknowledgedHeartbeats, acknowledged, heartbeating
 from durable_agents.contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
@@ -30,12 +32,15 @@ from durable_agents.contracts import (
     GREP_CAP,
     GREP_DEFAULT_LIMIT,
     MEMORY_SEARCH,
+    PROVISION_AND_EXECUTE,
     PROVISION_SANDBOX,
     SANDBOX_TOOLS,
     SNAPSHOT_WORKSPACE,
     WEB_SEARCH,
     ExecuteRequest,
     ExecuteResult,
+    FirstCallRequest,
+    FirstCallResult,
     ProvisionRequest,
     ReleaseResult,
     SandboxHandle,
@@ -43,7 +48,15 @@ from durable_agents.contracts import (
     SnapshotRequest,
     host_queue,
 )
-from durable_agents.errors import SandboxGone, SandboxImageMissing, SeedFailed, translate_errors
+from durable_agents.errors import (
+    ErrorType,
+    SandboxGone,
+    SandboxImageMissing,
+    SeedFailed,
+    describe,
+    provisioned_error,
+    translate_errors,
+)
 from durable_agents.logs import activity_log
 from durable_agents.sandboxes.docker_sandbox import (
     WORKSPACE,
@@ -299,6 +312,54 @@ class SandboxActivities:
             seconds=round(time.monotonic() - started, 3),
         )
         return handle
+
+    @activity.defn(name=PROVISION_AND_EXECUTE)
+    @translate_errors
+    async def provision_and_execute(self, req: FirstCallRequest) -> FirstCallResult:
+        """A session's first sandbox call: its sandbox provisioned here, then the call run in it, in
+        one activity (a workflow task and an activity fewer than `provision_sandbox` + `execute`).
+
+        No command runs twice: once the sandbox exists, its handle is on record with the server (an
+        acknowledged heartbeat) before the call starts. A retry after this worker died reads it: on
+        this host it runs the call in that sandbox (idempotent per call id, as `execute` is); on
+        another it provisions nothing and answers `SandboxProvisioned` with the handle, and the
+        workflow takes the call to the sandbox's host with `execute`. So does anything the call
+        raises here: `execute` handles every outcome as for any later call. Its heartbeats are all
+        acknowledged ones (a queued core heartbeat could land after the record and erase it), so a
+        cancellation reaches it through them, and it says so in its answer (the SDK cannot)."""
+        beats = AcknowledgedHeartbeats()
+        handle: SandboxHandle | None = None
+        try:
+            with acknowledged(beats):
+                earlier = activity.info().heartbeat_details
+                if earlier and earlier[0]:
+                    handle = SandboxHandle.model_validate(earlier[0])
+                    await beats.record(handle)
+                    if handle.host_queue != self.queue:
+                        raise provisioned_error(handle, "an earlier attempt provisioned the sandbox on another host")
+                else:
+                    handle = await self.provision_sandbox(req.provision)
+                    await beats.record(handle)
+                self.sandboxes.first_calls.add(handle.sandbox_id)  # a call now, no longer a provision
+                try:
+                    result = await self.execute(ExecuteRequest(handle=handle, **dict(req.call)))
+                finally:
+                    self.sandboxes.first_calls.discard(handle.sandbox_id)
+        except asyncio.CancelledError:
+            if beats.cancel_requested:  # (the SDK's core heard of it from no heartbeat of its own)
+                raise provisioned_error(handle, "the workflow cancelled the call", cancelled=True) from None
+            if handle is None:
+                raise
+            raise provisioned_error(handle, "the first call did not complete here: cancelled") from None
+        except ApplicationError as e:
+            if handle is None or e.type == ErrorType.SANDBOX_PROVISIONED:
+                raise
+            raise provisioned_error(handle, f"the first call did not complete here: {e}") from e
+        except Exception as e:
+            if handle is None:
+                raise
+            raise provisioned_error(handle, f"the first call did not complete here: {describe(e)}") from e
+        return FirstCallResult(handle=handle, result=result)
 
     @activity.defn(name=EXECUTE)
     @translate_errors

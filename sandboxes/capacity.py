@@ -1,6 +1,8 @@
 """A sandbox host's capacity, as the Temporal worker sees it: the slots it offers for provisioning.
 
-A provision slot is reserved before the worker polls the shared `sandboxes` queue. While the
+A provision slot is reserved before the worker polls the shared `sandboxes` queue (for
+`provision_sandbox`, or `provision_and_execute`, whose first call counts as a provision only
+until its container is up). While the
 host holds its limit of session containers (SANDBOX_MAX_CONTAINERS; those being provisioned
 count too), no slot is given: the worker stops asking for provisioning work, and the other hosts
 take it. A provision is never refused or queued behind a full host; a host below its limit polls
@@ -34,9 +36,12 @@ class HostCapacity(CustomSlotSupplier):
         self.reserved = 0  # slots given out: polls waiting for a task, and provisions running
 
     def room(self) -> bool:
-        if self.reserved >= self.max_provisions:
+        # A first call running on its provision slot (provision_and_execute) is a call by now: its
+        # container is among the owners already.
+        provisions = self.reserved - len(self.sandboxes.first_calls)
+        if provisions >= self.max_provisions:
             return False
-        return not self.max_containers or len(self.sandboxes.owners) + self.reserved < self.max_containers
+        return not self.max_containers or len(self.sandboxes.owners) + provisions < self.max_containers
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
         while not self.room():  # noqa: ASYNC110 - containers go in other threads (Docker calls): polled

@@ -359,6 +359,8 @@ class DockerSandboxes:
         )
         # Container -> the session it was made for (or bound to), until it is removed; and since when.
         self.owners: dict[str, str] = {}
+        # Containers whose first call runs in `provision_and_execute`: on a provision slot, but a call.
+        self.first_calls: set[str] = set()
         self.owned_at: dict[str, float] = {}
 
     def egress_proxy(self) -> EgressProxy:

@@ -21,7 +21,16 @@ from temporalio.client import Client
 from durable_agents.client import session_events, start_agent_session
 from durable_agents.contracts import SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
-from tests.helpers import add_scenario, appends, assert_clean, coder, released, requests_for, wait_for
+from tests.helpers import (
+    add_scenario,
+    appends,
+    assert_clean,
+    coder,
+    released,
+    requests_for,
+    session_has_container,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS_KEY = "sk-ant-chaos-" + uuid.uuid4().hex
@@ -163,12 +172,8 @@ async def test_sigkill_of_the_sandbox_worker_during_execute(
     sandbox = worker_processes("--sandbox", "--warm-pool", "0")
     handle = await start_agent_session(chaos_client, coder(), f"Kill the hands. {marker}", one_shot=True)
 
-    async def command_running() -> bool:
-        events = await session_events(chaos_client, handle.id)
-        return any(e.kind == "sandbox_provisioned" for e in events)
-
-    await wait_for(command_running, within_s=60, what="the sandbox")
-    await asyncio.sleep(1.0)
+    await wait_for(lambda: session_has_container(handle.id), within_s=60, what="the sandbox")
+    await asyncio.sleep(1.5)  # its first call runs (provisioned with it, in provision_and_execute)
     sandbox.send_signal(signal.SIGKILL)
     sandbox.wait(timeout=10)
     worker_processes("--sandbox", "--warm-pool", "0")  # same host id: it finds its containers
@@ -249,7 +254,7 @@ async def test_sigkill_of_the_sandbox_worker_while_it_provisions(
     sandbox worker provisions the sandbox."""
     from temporalio.api.enums.v1 import PendingActivityState
 
-    from durable_agents.contracts import PROVISION_SANDBOX
+    from durable_agents.contracts import PROVISION_AND_EXECUTE, PROVISION_SANDBOX
 
     marker = add_scenario(
         scripted,
@@ -266,7 +271,8 @@ async def test_sigkill_of_the_sandbox_worker_while_it_provisions(
     async def provisioning() -> bool:
         pending = (await handle.describe()).raw_description.pending_activities
         started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-        return any(a.activity_type.name == PROVISION_SANDBOX and a.state == started for a in pending)
+        kinds = (PROVISION_SANDBOX, PROVISION_AND_EXECUTE)
+        return any(a.activity_type.name in kinds and a.state == started for a in pending)
 
     await wait_for(provisioning, within_s=60, what="the slow worker to start provisioning")
     other_host = f"chaos-other-{uuid.uuid4().hex[:6]}"
@@ -294,3 +300,49 @@ async def test_sigkill_of_the_sandbox_worker_while_it_provisions(
     result: SessionResult = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.status == "done" and result.answer == "provisioned"
     await assert_clean(chaos_client, await session_events(chaos_client, handle.id), 2, handle.id)
+
+
+async def test_a_first_call_retried_on_another_host_runs_once_in_the_sandbox_it_made(
+    chaos_client: Client,
+    scripted: ScriptedModelServer,
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """The first call provisions its sandbox and runs in it, in one activity. Its host dies in the
+    middle of the call; the retry lands on another host, which finds the sandbox on record (with
+    the server) and provisions nothing: the call goes to the first host's queue, and once that host
+    is back it answers from the sandbox — the command ran once, its write is kept."""
+    long_command = "sleep 4; echo a >> /workspace/ran"
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": long_command})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+    suffix = uuid.uuid4().hex[:6]
+    first, other = f"first-{suffix}", f"other-{suffix}"
+    worker_processes("--harness")
+    dying = worker_processes("--sandbox", "--warm-pool", "0", "--host-id", first)
+    handle = await start_agent_session(chaos_client, coder(), f"Kill the first hands. {marker}", one_shot=True)
+    await wait_for(lambda: session_has_container(handle.id), within_s=60, what="the sandbox")
+    worker_processes("--sandbox", "--warm-pool", "0", "--host-id", other)
+    await asyncio.sleep(2)  # (the command runs)
+    dying.send_signal(signal.SIGKILL)
+    dying.wait(timeout=10)
+
+    async def sent_back() -> bool:  # the retry, on the other host, said where the sandbox is
+        history = await handle.fetch_history()
+        return any(
+            e.activity_task_failed_event_attributes.failure.application_failure_info.type == "SandboxProvisioned"
+            for e in history.events
+        )
+
+    await wait_for(sent_back, within_s=60, what="the retry on the other host")
+    worker_processes("--sandbox", "--warm-pool", "0", "--host-id", first)  # back: it finds its container
+    result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done" and (result.answer or "").split() == ["a"], result  # ran once, kept
+    events = await session_events(chaos_client, handle.id)
+    (provisioned,) = [e.sandbox for e in events if e.kind == "sandbox_provisioned"]
+    assert provisioned is not None and provisioned.host_queue == f"sandboxes-{first}"
+    await assert_clean(chaos_client, events, 3, handle.id)

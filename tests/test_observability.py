@@ -34,9 +34,9 @@ async def test_a_worker_serves_sdk_metrics_for_prometheus(
     async def exported() -> bool:
         nonlocal text
         text = await asyncio.to_thread(scrape)
-        return 'activity_type="execute"' in text
+        return 'activity_type="provision_and_execute"' in text  # the first (and only) sandbox call
 
-    await wait_for(exported, within_s=30, what="the execute activity's metrics")
+    await wait_for(exported, within_s=30, what="the first sandbox call's metrics")
     for name in (
         "temporal_workflow_task_schedule_to_start_latency",
         "temporal_activity_schedule_to_start_latency",

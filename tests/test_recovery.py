@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
 from durable_agents.client import send_message, session_events, start_agent_session, wait_until_settled
-from durable_agents.contracts import EXECUTE, SessionEvent
+from durable_agents.contracts import EXECUTE, PROVISION_AND_EXECUTE, SessionEvent
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import SetEnv, add_scenario, coder, write_then_read_twice
 
@@ -86,7 +86,8 @@ async def test_a_sandbox_host_that_goes_away_is_replaced_by_another(
 
 
 class _FailAfterRunning(Interceptor):
-    """Fails the first attempt of every execute after the command has run: Temporal retries it."""
+    """Fails the first attempt of every call after the command has run (`execute`, and the first
+    call's `provision_and_execute`): Temporal retries it."""
 
     def __init__(self) -> None:
         self.failed: set[str] = set()
@@ -98,7 +99,7 @@ class _FailAfterRunning(Interceptor):
             async def execute_activity(self, input: ExecuteActivityInput) -> Any:  # noqa: A002
                 result = await super().execute_activity(input)
                 info = activity.info()
-                if info.activity_type == EXECUTE and info.activity_id not in outer.failed:
+                if info.activity_type in (EXECUTE, PROVISION_AND_EXECUTE) and info.activity_id not in outer.failed:
                     outer.failed.add(info.activity_id)
                     raise RuntimeError("injected failure after the command ran")
                 return result
@@ -142,8 +143,12 @@ async def test_a_retried_execute_does_not_run_its_command_again(
             await w.shutdown()
         await asyncio.gather(*tasks, return_exceptions=True)
         remove_containers(sandboxes.sandboxes)
-    assert len(interceptor.failed) == 3  # every execute failed once after running and was retried
+    assert len(interceptor.failed) == 3  # every call failed once after running and was retried
     assert result.answer == "2"  # two appends, each ran once
+    # ... in the one sandbox: the retried first call found it (on record with the server), and
+    # did not provision another to run its command in again.
+    made = {c for c, s in sandboxes.sandboxes.owners.items() if s == handle.id}
+    assert len(made) == 1, made
 
 
 async def test_the_reaper_removes_orphans_and_keeps_live_sandboxes(

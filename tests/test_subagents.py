@@ -18,7 +18,7 @@ from durable_agents.agent_files import AgentFileError, load_agent
 from durable_agents.client import session_events, start_agent_session, wait_until_settled
 from durable_agents.contracts import SessionEvent, SessionResult, Subagent
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
-from tests.helpers import add_scenario, coder, released, spawn, wait_for, with_subagents
+from tests.helpers import add_scenario, coder, released, session_has_container, spawn, wait_for, with_subagents
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,14 +187,8 @@ async def test_interrupting_the_parent_cancels_its_children(client: Client, scri
     handle = await start_agent_session(client, agent, f"Wait. {marker}")
     child_handle = client.get_workflow_handle(f"{handle.id}/sub-1")
 
-    async def child_is_sleeping() -> bool:
-        try:
-            events = await session_events(client, child_handle.id)
-        except Exception:  # noqa: BLE001 - not started yet
-            return False
-        return any(e.kind == "sandbox_provisioned" for e in events)
-
-    await wait_for(child_is_sleeping, within_s=60, what="the child's tool run")
+    await wait_for(lambda: session_has_container(child_handle.id), within_s=60, what="the child's sandbox")
+    await asyncio.sleep(1.5)  # its first call runs (provisioned with it)
     offset = await handle.execute_update("interrupt", result_type=int)
     assert offset > 0
     assert (await child_handle.describe()).status in (

@@ -126,18 +126,18 @@ async def test_spans_name_session_model_tokens_and_tool_and_replays_emit_nothing
             assert a["gen_ai.usage.cache_read.input_tokens"] == usage.cache_read_input_tokens
             assert a["gen_ai.response.finish_reasons"] == [turn.stop_reason]
 
-    # Tool runs: one span per call, with the session, the tool's name and the call id.
-    tools = [
-        s for s in named(spans, "RunActivity:execute") if s["attributes"].get("session.id") in (session_id, child_id)
-    ]
+    # Tool runs: one span per call (a session's first, with its provisioning), with the session,
+    # the tool's name and the call id.
+    runs = named(spans, "RunActivity:provision_and_execute") + named(spans, "RunActivity:execute")
+    tools = [s for s in runs if s["attributes"].get("session.id") in (session_id, child_id)]
     by_session = {
         sid: [s["attributes"] for s in tools if s["attributes"]["session.id"] == sid] for sid in (session_id, child_id)
     }
     for sid, session in ((session_id, events), (child_id, child_events)):
         bash_calls = [c for e in session if e.kind == "model_turn" for c in e.tool_calls or [] if c.name == "bash"]
-        assert [(a["gen_ai.tool.name"], a["gen_ai.tool.call.id"]) for a in by_session[sid]] == [
+        assert sorted((a["gen_ai.tool.name"], a["gen_ai.tool.call.id"]) for a in by_session[sid]) == sorted(
             ("bash", c.id) for c in bash_calls
-        ], f"{sid}: tool spans"
+        ), f"{sid}: tool spans"
         assert all(a["gen_ai.operation.name"] == "execute_tool" for a in by_session[sid])
 
     # Workflow spans, each once although every task replayed: the run, and one span per activity
@@ -250,14 +250,15 @@ async def test_the_cli_and_a_worker_export_one_trace_to_an_otlp_collector(
         }
 
     wanted = {"StartWorkflow:SessionWorkflow", "RunWorkflow:SessionWorkflow", "RunActivity:call_model"}
-    wanted |= {"RunActivity:execute"}
+    wanted |= {"RunActivity:provision_and_execute"}  # the one bash call, with its provisioning
 
     async def arrived() -> bool:
         return wanted <= set(of_session())
 
     await wait_for(arrived, within_s=30, what="the session's spans at the collector")
     spans = of_session()
-    model, tool = spans["RunActivity:call_model"]["attributes"], spans["RunActivity:execute"]["attributes"]
+    model = spans["RunActivity:call_model"]["attributes"]
+    tool = spans["RunActivity:provision_and_execute"]["attributes"]
     assert model["gen_ai.request.model"] == "claude-sonnet-5-5" and int(model["gen_ai.usage.output_tokens"]) > 0
     assert tool["gen_ai.tool.name"] == "bash" and tool["session.id"] == session_id
     # One trace from the CLI's start down to the tool run (queries, like `--wait`'s, are their own).

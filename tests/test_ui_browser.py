@@ -178,7 +178,8 @@ async def browse_session(page: Page, url: str, client: Client, agent_name: str, 
     # 2. The session: its history's timeline labels each activity with its summary.
     await page.get_by_role("link", name=session_id, exact=True).click()
     await expect(page.get_by_role("heading", name=session_id, exact=True)).to_be_visible()
-    await expect(page.get_by_text("execute • bash: ls -la /workspace", exact=True)).to_be_visible()
+    first_call = "provision_and_execute • provision + bash: ls -la /workspace"  # with its provisioning
+    await expect(page.get_by_text(first_call, exact=True)).to_be_visible()
     await expect(page.get_by_text("call_model • model: claude-sonnet-5-5", exact=True).first).to_be_visible()
     await shoot(page, "2-history")
 
@@ -194,8 +195,7 @@ async def browse_session(page: Page, url: str, client: Client, agent_name: str, 
     assert rows == await summaries_in_history(client, session_id)
     for row in (
         ["Activity", "model: claude-sonnet-5-5"],
-        ["Activity", "provision: durable-agents/sandbox:latest"],
-        ["Activity", "bash: ls -la /workspace"],
+        ["Activity", "provision + bash: ls -la /workspace"],
         ["Child Workflow", child_summary],
     ):
         assert row in rows, f"{row} not shown; the UI shows {rows}"
@@ -211,6 +211,6 @@ async def browse_session(page: Page, url: str, client: Client, agent_name: str, 
     await open_user_metadata(page, child_id)
     await expect(rendered(page, "Summary")).to_have_text(child_summary)
     child_events = panel(page, "Events with Metadata")
-    await expect(child_events.get_by_text("bash: ls /workspace | wc -l", exact=True)).to_be_visible()
+    await expect(child_events.get_by_text("provision + bash: ls /workspace | wc -l", exact=True)).to_be_visible()
     await shoot(page, "5-subagent")
     return best

@@ -54,7 +54,7 @@ async def session_worker(client: Client, fakes: Fakes) -> AsyncIterator[tuple[st
         workflow_runner=WORKFLOW_RUNNER,
     )
     sandboxes = [
-        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[fakes.provision_sandbox]),
+        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[fakes.provision_sandbox, fakes.provision_and_execute]),
         Worker(
             client,
             task_queue=fakes.host_queue,

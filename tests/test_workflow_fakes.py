@@ -27,6 +27,7 @@ from durable_agents.contracts import (
     COMPACTION_INSTRUCTION,
     DESTROY_SANDBOX,
     EXECUTE,
+    PROVISION_AND_EXECUTE,
     PROVISION_SANDBOX,
     SANDBOX_LOST,
     SANDBOXES_QUEUE,
@@ -34,6 +35,8 @@ from durable_agents.contracts import (
     AgentSpec,
     ExecuteRequest,
     ExecuteResult,
+    FirstCallRequest,
+    FirstCallResult,
     ModelRequest,
     ModelTurn,
     ProvisionRequest,
@@ -44,6 +47,7 @@ from durable_agents.contracts import (
     SnapshotRequest,
     Usage,
 )
+from durable_agents.errors import provisioned_error
 from durable_agents.worker import HARNESS_WORKFLOWS, WORKFLOW_RUNNER
 from durable_agents.workflows.session import SessionWorkflow
 from tests.helpers import ROOT, wait_for
@@ -96,6 +100,15 @@ class Fakes:
             restored=req.restore,
         )
 
+    @activity.defn(name=PROVISION_AND_EXECUTE)
+    async def provision_and_execute(self, req: FirstCallRequest) -> FirstCallResult:
+        handle = await self.provision_sandbox(req.provision)
+        if req.call.call_id in self.lose or req.call.call_id in self.slow:  # as the real one: to `execute`
+            raise provisioned_error(handle, "the call goes to execute")
+        return FirstCallResult(
+            handle=handle, result=await self.execute(ExecuteRequest(handle=handle, **dict(req.call)))
+        )
+
     @activity.defn(name=EXECUTE)
     async def execute(self, req: ExecuteRequest) -> ExecuteResult:
         if req.call_id in self.lose:
@@ -132,7 +145,7 @@ async def fake_workers(client: Client, fakes: Fakes, queue: str) -> AsyncIterato
             activities=[fakes.call_model],
             workflow_runner=WORKFLOW_RUNNER,
         ),
-        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[fakes.provision_sandbox]),
+        Worker(client, task_queue=SANDBOXES_QUEUE, activities=[fakes.provision_sandbox, fakes.provision_and_execute]),
         Worker(
             client,
             task_queue=fakes.host_queue,

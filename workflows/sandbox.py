@@ -1,10 +1,13 @@
 """The sandbox lifecycle, workflow side: one method per sandbox operation, each calling one
 activity with the options it needs (task queue, timeouts, heartbeat, retries, summary).
 
-- `ensure`: provision on first use (`provision_sandbox` on the shared `sandboxes` queue); the
-  worker that takes it names its own host queue in the handle, and every later call goes there;
-- `run`: `execute` one tool call; a lost sandbox (`SandboxLost`, or its host's queue has no
-  poller) is replaced at once, with the workspace as last snapshotted, and the model is told;
+- `run`: one tool call. The first provisions the sandbox and runs in it, in one activity
+  (`provision_and_execute` on the shared `sandboxes` queue); the worker that takes it names its own
+  host queue in the handle, and every later call goes there (`execute`); a lost sandbox
+  (`SandboxLost`, or its host's queue has no poller) is replaced at once, with the workspace as
+  last snapshotted, and the model is told;
+- `ensure`: provision without a call (`provision_sandbox`: an eager sandbox, one a subagent shares,
+  a replacement);
 - `snapshot`: /workspace kept in the blob store (left out where the sandbox says nothing changed);
 - `destroy`: when the session ends, its sandbox left to its host, which takes the last snapshot and
   removes the container once the session has closed (sandboxes/reaper.py), after the answer;
@@ -19,21 +22,27 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 from durable_agents.contracts import (
     CHECK_SECRETS,
     DESTROY_SANDBOX,
     EXECUTE,
+    PROVISION_AND_EXECUTE,
     PROVISION_SANDBOX,
     SANDBOX_IMAGE_MISSING,
     SANDBOX_LOST,
+    SANDBOX_PROVISIONED,
     SANDBOXES_QUEUE,
     SECRET_MISSING,
     SNAPSHOT_WORKSPACE,
     ExecuteRequest,
     ExecuteResult,
+    FirstCallRequest,
+    FirstCallResult,
     ProvisionRequest,
+    SandboxCall,
     SandboxHandle,
     SecretCheck,
     SnapshotRef,
@@ -61,6 +70,13 @@ SECRETS_RETRY = RetryPolicy(
 SNAPSHOTS_PATCH = "workspace-snapshots"
 SAVED_PATCH = "no-snapshot-when-saved"  # no snapshot activity where the sandbox says nothing is unsaved
 RELEASE_PATCH = "sandbox-release"  # the last snapshot and the removal by the host, after the session
+FIRST_CALL_PATCH = "first-call-provisions"  # the first call and its provisioning in one activity
+FIRST_CALL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+    non_retryable_error_types=[SANDBOX_LOST, SANDBOX_IMAGE_MISSING, SANDBOX_PROVISIONED],
+)
 
 
 class Sandbox:
@@ -96,20 +112,34 @@ class Sandbox:
             summary=f"check secrets: {', '.join(uses)}",
         )
 
+    def _provision_request(self) -> ProvisionRequest:
+        state = self.session.state.sandbox
+        restore = state.snapshot if workflow.patched(SNAPSHOTS_PATCH) else None
+        return ProvisionRequest(
+            session_id=self.session.id,
+            spec=self.session.agent.sandbox,
+            restore=restore,
+            seed=self.session.input.workspace if restore is None else None,
+            memory=self.session.input.memory,
+        )
+
+    def _provisioned(self, handle: SandboxHandle) -> SandboxHandle:
+        state = self.session.state.sandbox
+        state.handle = handle
+        state.owns = True
+        state.unsaved = handle.seeded is not None  # empty, or as last snapshotted: nothing to keep
+        self.snapshot_at = workflow.now()
+        self.session.record("sandbox_provisioned", sandbox=handle)
+        return handle
+
     async def ensure(self) -> SandboxHandle:
         """The session's sandbox, provisioned now if it has none (restoring the last snapshot)."""
         state, spec = self.session.state.sandbox, self.session.agent.sandbox
         if state.handle is None:
-            restore = state.snapshot if workflow.patched(SNAPSHOTS_PATCH) else None
-            state.handle = await workflow.execute_activity(
+            request = self._provision_request()
+            handle = await workflow.execute_activity(
                 PROVISION_SANDBOX,
-                ProvisionRequest(
-                    session_id=self.session.id,
-                    spec=spec,
-                    restore=restore,
-                    seed=self.session.input.workspace if restore is None else None,
-                    memory=self.session.input.memory,
-                ),
+                request,
                 result_type=SandboxHandle,
                 schedule_to_start_timeout=timedelta(minutes=2),
                 start_to_close_timeout=timedelta(minutes=5),
@@ -117,55 +147,100 @@ class Sandbox:
                 heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=SANDBOX_RETRY,
                 task_queue=SANDBOXES_QUEUE,
-                summary=f"provision: {spec.image}" + (" (restore snapshot)" if restore else ""),
+                summary=f"provision: {spec.image}" + (" (restore snapshot)" if request.restore else ""),
             )
-            state.owns = True
-            state.unsaved = state.handle.seeded is not None  # empty, or as last snapshotted: nothing to keep
-            self.snapshot_at = workflow.now()
-            self.session.record("sandbox_provisioned", sandbox=state.handle)
+            return self._provisioned(handle)
         return state.handle
 
     def _lost(self, handle: SandboxHandle) -> None:
         self.session.state.sandbox.handle = None
         self.session.record("sandbox_destroyed", sandbox=handle, text="lost")
 
-    async def run(self, call: ToolCall) -> ToolResult:
-        """One sandbox tool call through `execute` on the sandbox's host queue."""
+    def _call(self, call: ToolCall, timeout_s: float) -> SandboxCall:
         session = self.session
+        return SandboxCall(
+            call_id=call.id,
+            name=call.name,
+            input=call.input,
+            timeout_s=timeout_s,
+            output_cap=session.agent.limits.tool_output_cap,
+            memory=session.input.memory,
+            session_id=session.id if session.input.memory or session.agent.memory.sessions else None,
+            episodes_of=session.agent.name if session.agent.memory.sessions else None,
+        )
+
+    async def _first_call(self, call: ToolCall, request: SandboxCall) -> ExecuteResult | ToolResult | None:
+        """Provision and run the first call in one activity. Its result; a tool error where no
+        sandbox could be provisioned; or None where the sandbox exists (the handle is set) and the
+        call must go to its host through `execute` (a retry elsewhere, a failure, an interrupt)."""
+        provision = self._provision_request()
         try:
-            handle = await self.ensure()
-        except ActivityError as e:
-            return tool_error(call, f"No sandbox could be provisioned: {failure_message(e)}")
-        timeout_s = tool_timeout(call, session.agent.sandbox.timeout_s)
-        try:
-            out: ExecuteResult = await workflow.execute_activity(
-                EXECUTE,
-                ExecuteRequest(
-                    handle=handle,
-                    call_id=call.id,
-                    name=call.name,
-                    input=call.input,
-                    timeout_s=timeout_s,
-                    output_cap=session.agent.limits.tool_output_cap,
-                    memory=session.input.memory,
-                    session_id=session.id if session.input.memory or session.agent.memory.sessions else None,
-                    episodes_of=session.agent.name if session.agent.memory.sessions else None,
-                ),
-                result_type=ExecuteResult,
-                task_queue=handle.host_queue,
-                schedule_to_start_timeout=self._host_wait(),
-                start_to_close_timeout=timedelta(seconds=timeout_s + 60),
+            first: FirstCallResult = await workflow.execute_activity(
+                PROVISION_AND_EXECUTE,
+                FirstCallRequest(provision=provision, call=request),
+                result_type=FirstCallResult,
+                task_queue=SANDBOXES_QUEUE,
+                schedule_to_start_timeout=timedelta(minutes=2),
+                start_to_close_timeout=timedelta(minutes=5, seconds=request.timeout_s + 60),
                 heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=SANDBOX_RETRY,
-                summary=tool_summary(call),
+                retry_policy=FIRST_CALL_RETRY,
+                # An interrupt waits for the activity's answer: the sandbox it made is the session's.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"provision + {tool_summary(call)}" + (" (restore snapshot)" if provision.restore else ""),
             )
         except ActivityError as e:
-            session.state.sandbox.unsaved = True  # what the call did is not known
-            session.raise_if_interrupted()
-            if not is_sandbox_lost(e):
-                return tool_error(call, f"Tool failed: {failure_message(e)}")
-            return await self._replace(call, handle, failure_message(e))
-        if session.state.sandbox.handle is handle:  # (still the sandbox the call ran in)
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.type == SANDBOX_PROVISIONED and cause.details:
+                made, cancelled = cause.details[0], len(cause.details) > 1 and bool(cause.details[1])
+                if made:
+                    self._provisioned(SandboxHandle.model_validate(made))
+                    self.session.state.sandbox.unsaved = True  # what the call did is not known yet
+                if cancelled:  # an interrupt, or the session itself cancelled: the activity waited for it
+                    raise asyncio.CancelledError from None
+                self.session.raise_if_interrupted()
+                return None
+            self.session.raise_if_interrupted()
+            return tool_error(call, f"No sandbox could be provisioned: {failure_message(e)}")
+        self._provisioned(first.handle)
+        return first.result
+
+    async def run(self, call: ToolCall) -> ToolResult:
+        """One sandbox tool call: the first with the sandbox's provisioning, later ones through
+        `execute` on the sandbox's host queue."""
+        session = self.session
+        timeout_s = tool_timeout(call, session.agent.sandbox.timeout_s)
+        request = self._call(call, timeout_s)
+        out: ExecuteResult | ToolResult | None = None
+        if self.handle is None and workflow.patched(FIRST_CALL_PATCH):
+            out = await self._first_call(call, request)
+            if isinstance(out, ToolResult):
+                return out
+        if out is None:
+            try:
+                handle = await self.ensure()
+            except ActivityError as e:
+                return tool_error(call, f"No sandbox could be provisioned: {failure_message(e)}")
+            try:
+                out = await workflow.execute_activity(
+                    EXECUTE,
+                    ExecuteRequest(handle=handle, **dict(request)),
+                    result_type=ExecuteResult,
+                    task_queue=handle.host_queue,
+                    schedule_to_start_timeout=self._host_wait(),
+                    start_to_close_timeout=timedelta(seconds=timeout_s + 60),
+                    heartbeat_timeout=timedelta(seconds=10),
+                    retry_policy=SANDBOX_RETRY,
+                    summary=tool_summary(call),
+                )
+            except ActivityError as e:
+                session.state.sandbox.unsaved = True  # what the call did is not known
+                session.raise_if_interrupted()
+                if not is_sandbox_lost(e):
+                    return tool_error(call, f"Tool failed: {failure_message(e)}")
+                return await self._replace(call, handle, failure_message(e))
+            if session.state.sandbox.handle is handle:  # (still the sandbox the call ran in)
+                session.state.sandbox.unsaved = out.unsaved
+        else:
             session.state.sandbox.unsaved = out.unsaved
         result = ToolResult(call_id=call.id, name=call.name, output=out.output, is_error=out.is_error)
         every = session.agent.sandbox.snapshot_every_s

@@ -25,6 +25,7 @@ RECORD_SKILL_RESULTS = "record_skill_results"
 CALL_MODEL = "call_model"
 PROVISION_SANDBOX = "provision_sandbox"
 EXECUTE = "execute"
+PROVISION_AND_EXECUTE = "provision_and_execute"  # a session's first sandbox call, with its provisioning
 DESTROY_SANDBOX = "destroy_sandbox"
 LAST_SCHEDULED_RESULT = "last_scheduled_result"
 DISCOVER_MCP_TOOLS = "discover_mcp_tools"
@@ -109,6 +110,7 @@ ToolPolicy = Literal["always_allow", "always_ask"]
 # ApplicationError types that cross from activities to the workflow (durable_agents.errors.ErrorType).
 SANDBOX_LOST = ErrorType.SANDBOX_LOST
 SANDBOX_IMAGE_MISSING = ErrorType.SANDBOX_IMAGE_MISSING
+SANDBOX_PROVISIONED = ErrorType.SANDBOX_PROVISIONED
 MODEL_REQUEST_REJECTED = ErrorType.MODEL_REQUEST_REJECTED
 MODEL_NOT_CONFIGURED = ErrorType.MODEL_NOT_CONFIGURED
 CONTEXT_TOO_LONG = ErrorType.CONTEXT_TOO_LONG

@@ -94,8 +94,9 @@ class SnapshotRequest(_Strict):
     previous: SnapshotRef | None = None
 
 
-class ExecuteRequest(_Strict):
-    handle: SandboxHandle
+class SandboxCall(_Strict):
+    """One sandbox tool call, without the sandbox it runs in."""
+
     call_id: str  # execution is idempotent per call id
     name: str
     input: dict[str, Any]
@@ -106,6 +107,18 @@ class ExecuteRequest(_Strict):
     session_id: str | None = None
     # Episodic memory: memory_search also covers this agent's earlier sessions.
     episodes_of: str | None = None
+
+
+class ExecuteRequest(SandboxCall):
+    handle: SandboxHandle
+
+
+class FirstCallRequest(_Strict):
+    """A session's first sandbox call, with its sandbox's provisioning: one activity on the shared
+    queue (`provision_and_execute`) instead of `provision_sandbox` and then `execute`."""
+
+    provision: ProvisionRequest
+    call: SandboxCall
 
 
 class IndexRequest(_Strict):
@@ -124,6 +137,11 @@ class ExecuteResult(_Strict):
     truncated_chars: int = 0
     # /workspace has changed since its last snapshot (True where the sandbox cannot tell).
     unsaved: bool = True
+
+
+class FirstCallResult(_Strict):
+    handle: SandboxHandle
+    result: ExecuteResult
 
 
 class ReleaseResult(_Strict):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.helpers.checks import appends, assert_clean, released, requests_for
+from tests.helpers.checks import appends, assert_clean, released, requests_for, session_has_container
 from tests.helpers.mcp import MCP_TOKEN, HttpServers, auth_servers, http_mcp_servers
 from tests.helpers.paths import CHAOS_NAMESPACE, CHROMIUM, CHROMIUM_ARGS, DA, DA_WORKER, ROOT, TEMPORAL_CLI
 from tests.helpers.processes import cli, free_port, serve, wait_healthy
@@ -32,6 +32,7 @@ __all__ = [
     "appends",
     "assert_clean",
     "released",
+    "session_has_container",
     "auth_servers",
     "cli",
     "coder",

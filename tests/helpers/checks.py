@@ -11,8 +11,19 @@ from temporalio.client import Client
 
 from durable_agents.contracts import ReleaseResult, SessionEvent
 from durable_agents.sandboxes.activities import release_key
+from durable_agents.sandboxes.docker_sandbox import SESSION_LABEL
 from durable_agents.sandboxes.snapshots import LocalBlobStore
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
+
+
+async def session_has_container(session_id: str) -> bool:
+    """A container made for this session exists (by its label: a warm-pool container has none)."""
+
+    def look() -> bool:
+        label = f"{SESSION_LABEL}={session_id}"
+        return bool(docker.from_env().containers.list(all=True, filters={"label": label}))
+
+    return await asyncio.to_thread(look)
 
 
 def requests_for(scripted: ScriptedModelServer, marker: str) -> int:

@@ -740,3 +740,28 @@ async def test_sandbox_release(client: Client, scripted: ScriptedModelServer) ->
     assert outcome is not None and outcome.destroyed and outcome.snapshot is None, "nothing was unsaved"
     history = await record(client, handle.id, "sandbox-release")
     assert EventType.EVENT_TYPE_MARKER_RECORDED in event_types(history)  # the patches
+
+
+# --- recorded with the first call's provisioning in one activity (issue 20) ---------------------------
+
+
+async def test_first_call(client: Client, scripted: ScriptedModelServer) -> None:
+    """The first sandbox call provisions its sandbox and runs in it (`provision_and_execute`, no
+    `provision_sandbox`); the next call goes to the sandbox's host (`execute`)."""
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=bash("echo first > /workspace/note")),
+            Step(tool_use=bash("cat /workspace/note")),
+            Step(text="read: {last_tool_result}"),
+        ],
+    )
+    handle = await start(client, "first-call", coder(), f"Write, then read. {marker}", one_shot=True)
+    assert (await asyncio.wait_for(handle.result(), timeout=120)).answer == "read: first"
+    history = await record(client, handle.id, "first-call")
+    activities = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert [a for a in activities if a != "call_model"] == ["provision_and_execute", "execute"], activities
