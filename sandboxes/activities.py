@@ -345,18 +345,10 @@ class SandboxActivities:
                     result = await self.execute(ExecuteRequest(handle=handle, **dict(req.call)))
                 finally:
                     self.sandboxes.first_calls.discard(handle.sandbox_id)
-        except asyncio.CancelledError:
-            if beats.cancel_requested:  # (the SDK's core heard of it from no heartbeat of its own)
+        except (Exception, asyncio.CancelledError) as e:
+            if isinstance(e, asyncio.CancelledError) and beats.cancel_requested:  # (the SDK's core cannot tell)
                 raise provisioned_error(handle, "the workflow cancelled the call", cancelled=True) from None
-            if handle is None:
-                raise
-            raise provisioned_error(handle, "the first call did not complete here: cancelled") from None
-        except ApplicationError as e:
-            if handle is None or e.type == ErrorType.SANDBOX_PROVISIONED:
-                raise
-            raise provisioned_error(handle, f"the first call did not complete here: {e}") from e
-        except Exception as e:
-            if handle is None:
+            if handle is None or (isinstance(e, ApplicationError) and e.type == ErrorType.SANDBOX_PROVISIONED):
                 raise
             raise provisioned_error(handle, f"the first call did not complete here: {describe(e)}") from e
         return FirstCallResult(handle=handle, result=result)

@@ -154,20 +154,25 @@ async def test_sigkill_of_the_harness_worker_during_a_model_call(
     await assert_clean(chaos_client, await session_events(chaos_client, handle.id), 4, handle.id)
 
 
+def slow_append_then_read(scripted: ScriptedModelServer, sleep_s: int) -> str:
+    """A first call that sleeps, then appends `a` to /workspace/ran; a second that reads it back;
+    the answer is what it read (`a` once where the command ran once and its write was kept)."""
+    return add_scenario(
+        scripted,
+        [
+            Step(tool_use=ToolUse(name="bash", input={"command": f"sleep {sleep_s}; echo a >> /workspace/ran"})),
+            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})),
+            Step(text="{last_tool_result}"),
+        ],
+    )
+
+
 async def test_sigkill_of_the_sandbox_worker_during_execute(
     chaos_client: Client,
     scripted: ScriptedModelServer,
     worker_processes: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    long_command = "sleep 3; echo a >> /workspace/ran"
-    marker = add_scenario(
-        scripted,
-        [
-            Step(tool_use=ToolUse(name="bash", input={"command": long_command})),
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})),
-            Step(text="{last_tool_result}"),
-        ],
-    )
+    marker = slow_append_then_read(scripted, sleep_s=3)
     worker_processes("--harness")
     sandbox = worker_processes("--sandbox", "--warm-pool", "0")
     handle = await start_agent_session(chaos_client, coder(), f"Kill the hands. {marker}", one_shot=True)
@@ -311,15 +316,7 @@ async def test_a_first_call_retried_on_another_host_runs_once_in_the_sandbox_it_
     middle of the call; the retry lands on another host, which finds the sandbox on record (with
     the server) and provisions nothing: the call goes to the first host's queue, and once that host
     is back it answers from the sandbox — the command ran once, its write is kept."""
-    long_command = "sleep 4; echo a >> /workspace/ran"
-    marker = add_scenario(
-        scripted,
-        [
-            Step(tool_use=ToolUse(name="bash", input={"command": long_command})),
-            Step(tool_use=ToolUse(name="bash", input={"command": "cat /workspace/ran"})),
-            Step(text="{last_tool_result}"),
-        ],
-    )
+    marker = slow_append_then_read(scripted, sleep_s=4)
     suffix = uuid.uuid4().hex[:6]
     first, other = f"first-{suffix}", f"other-{suffix}"
     worker_processes("--harness")

@@ -18,6 +18,7 @@ A subagent sharing its parent's sandbox uses it but neither snapshots nor destro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
@@ -71,11 +72,8 @@ SNAPSHOTS_PATCH = "workspace-snapshots"
 SAVED_PATCH = "no-snapshot-when-saved"  # no snapshot activity where the sandbox says nothing is unsaved
 RELEASE_PATCH = "sandbox-release"  # the last snapshot and the removal by the host, after the session
 FIRST_CALL_PATCH = "first-call-provisions"  # the first call and its provisioning in one activity
-FIRST_CALL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
-    non_retryable_error_types=[SANDBOX_LOST, SANDBOX_IMAGE_MISSING, SANDBOX_PROVISIONED],
+FIRST_CALL_RETRY = dataclasses.replace(
+    SANDBOX_RETRY, non_retryable_error_types=[*(SANDBOX_RETRY.non_retryable_error_types or []), SANDBOX_PROVISIONED]
 )
 
 
