@@ -446,6 +446,11 @@ class DockerSandboxes:
             return True
         except docker.errors.NotFound:
             return False
+        except docker.errors.APIError as e:
+            # Another pass (the worker's reaper, a sweep, a pool drain) is removing it already: gone.
+            if e.status_code == 409 and "already in progress" in str(e.explanation or ""):
+                return True
+            raise
         finally:
             self.owners.pop(container_id, None)
             self.owned_at.pop(container_id, None)

@@ -155,6 +155,47 @@ async def test_a_gone_container_raises_sandbox_lost(activities: SandboxActivitie
     assert raised.value.type == "SandboxLost" and raised.value.non_retryable
 
 
+def test_a_removal_another_pass_already_started_counts_as_removed(
+    docker_sandboxes: DockerSandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's reaper, a sweep and a pool drain may remove the same container at once: Docker
+    answers the later ones 409 "removal ... is already in progress", which is no failure."""
+    import docker.errors
+    import requests
+
+    container = docker_sandboxes.create("session-racing-removals", SandboxSpec())
+    api = docker_sandboxes.docker.api
+    remove = api.remove_container
+
+    def removed_by_another_pass(container_id: str, **kwargs: object) -> None:
+        remove(container_id, force=True)  # the other pass's removal, under way when ours arrives
+        answer = requests.Response()
+        answer.status_code = 409
+        raise docker.errors.APIError(
+            "409 Client Error: Conflict",
+            response=answer,
+            explanation=f"removal of container {container_id} is already in progress",
+        )
+
+    monkeypatch.setattr(api, "remove_container", removed_by_another_pass)
+    assert docker_sandboxes.destroy(container.id or "")
+    assert container.id not in docker_sandboxes.owners
+    monkeypatch.undo()
+    assert not docker_sandboxes.running(container.id or "")
+
+    def conflicting(container_id: str, **kwargs: object) -> None:  # any other conflict is still an error
+        answer = requests.Response()
+        answer.status_code = 409
+        raise docker.errors.APIError("409 Client Error: Conflict", response=answer, explanation="something else")
+
+    other = docker_sandboxes.create("session-racing-removals", SandboxSpec())
+    monkeypatch.setattr(api, "remove_container", conflicting)
+    with pytest.raises(docker.errors.APIError):
+        docker_sandboxes.destroy(other.id or "")
+    monkeypatch.undo()
+    assert docker_sandboxes.destroy(other.id or "")
+
+
 async def test_the_warm_pool_binds_prestarted_containers(docker_sandboxes: DockerSandboxes) -> None:
     import asyncio
 
