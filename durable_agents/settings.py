@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     sandbox_docker_creates: int = Field(4, ge=1, validation_alias="SANDBOX_DOCKER_CREATES")
     sandbox_docker_removals: int = Field(2, ge=1, validation_alias="SANDBOX_DOCKER_REMOVALS")
     sandbox_docker_execs: int = Field(16, ge=1, validation_alias="SANDBOX_DOCKER_EXECS")
+    # While a sandbox host is busy, releasing closed sessions' containers waits at most this long
+    # after the last release pass (0: never waits).
+    sandbox_release_defer_s: float = Field(15.0, ge=0, validation_alias="SANDBOX_RELEASE_DEFER_S")
     # Learned skills below this confidence ((successes + 1) / (outcomes + 2)) are no longer suggested.
     skill_min_confidence: float = Field(0.34, ge=0, le=1, validation_alias="DA_SKILL_MIN_CONFIDENCE")
     # How long installing an environment's packages into a derived image may take.

@@ -193,7 +193,13 @@ async def run(
         pool = WarmPool(sandboxes, warm_pool, max_size=config.sandbox_warm_pool_max)
         activities = SandboxActivities(sandboxes, pool=pool)
         reaper = Reaper(
-            client, sandboxes, keep=pool.held, memory=activities.memory, release=activities.release, quiet=pool.quiet
+            client,
+            sandboxes,
+            keep=pool.held,
+            memory=activities.memory,
+            release=activities.release,
+            quiet=pool.quiet,
+            defer_s=config.sandbox_release_defer_s,
         )
         workers += sandbox_workers(client, activities, config=config)
         tasks += [asyncio.create_task(reaper.run()), asyncio.create_task(pool.run())]
