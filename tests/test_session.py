@@ -19,6 +19,7 @@ from durable_agents.client import (
 )
 from durable_agents.contracts import AgentSpec, SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
+from durable_agents.workflows import versions
 from tests.helpers import Workers, add_scenario, coder, released
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +82,19 @@ async def test_demo_scenario_writes_runs_fixes_and_answers(client: Client, worke
         "provision + write_file: fib.py",  # the first call, with its sandbox's provisioning
     ]
     assert "bash: cd /workspace && python3 fib.py" in summaries and summaries[-1] == "model: claude-sonnet-5-5"
+    # Every workflow version it met (first call, snapshots, release) in one marker and one upsert.
+    history = await handle.fetch_history()
+    markers = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert markers == [versions.BASELINE]
+    upserts = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+    assert [
+        "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        for e in upserts
+    ].count(True) == 1
     # The container is gone with its release.
     sandbox = events[3].sandbox
     assert sandbox is not None

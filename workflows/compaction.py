@@ -6,10 +6,10 @@ are: only what the model sees changes. The decisions are `workflows.context`'s p
 
 from __future__ import annotations
 
-from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from durable_agents.contracts import estimate_tokens
+from durable_agents.workflows import versions
 from durable_agents.workflows.context import (
     compaction_cut,
     compaction_method,
@@ -24,9 +24,6 @@ from durable_agents.workflows.harness import text_of
 from durable_agents.workflows.model_calls import ModelCalls
 
 MIN_COMPACTION_TOKENS = 1_000  # a summary of less than this saves nothing
-# Workflow versions (workflow.patched): runs recorded before the back-off kept the context as it
-# was after a failed summary.
-COMPACTION_BACKOFF_PATCH = "compaction-backoff"
 
 
 class Compaction:
@@ -91,7 +88,7 @@ class Compaction:
         """Back off (the next summary only once the context has grown) and leave the oldest turns
         out for now."""
         session, state = self.session, self.session.state.compaction
-        if not workflow.patched(COMPACTION_BACKOFF_PATCH):
+        if not versions.patched(versions.COMPACTION_BACKOFF):
             session.error(f"{problem}; the context stays as it is")
             return
         limits = session.agent.limits

@@ -51,6 +51,7 @@ from durable_agents.contracts import (
     ToolCall,
     ToolResult,
 )
+from durable_agents.workflows import versions
 from durable_agents.workflows.core import Session
 from durable_agents.workflows.failures import failure_message, is_sandbox_lost
 from durable_agents.workflows.harness import sandbox_reset_message, tool_error, tool_summary, tool_timeout
@@ -67,11 +68,6 @@ SECRETS_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=[SECRET_MISSING],
 )
-# Workflow versions (workflow.patched): new commands that histories recorded before them lack.
-SNAPSHOTS_PATCH = "workspace-snapshots"
-SAVED_PATCH = "no-snapshot-when-saved"  # no snapshot activity where the sandbox says nothing is unsaved
-RELEASE_PATCH = "sandbox-release"  # the last snapshot and the removal by the host, after the session
-FIRST_CALL_PATCH = "first-call-provisions"  # the first call and its provisioning in one activity
 FIRST_CALL_RETRY = dataclasses.replace(
     SANDBOX_RETRY, non_retryable_error_types=[*(SANDBOX_RETRY.non_retryable_error_types or []), SANDBOX_PROVISIONED]
 )
@@ -112,7 +108,7 @@ class Sandbox:
 
     def _provision_request(self) -> ProvisionRequest:
         state = self.session.state.sandbox
-        restore = state.snapshot if workflow.patched(SNAPSHOTS_PATCH) else None
+        restore = state.snapshot if versions.patched(versions.SNAPSHOTS) else None
         return ProvisionRequest(
             session_id=self.session.id,
             spec=self.session.agent.sandbox,
@@ -209,7 +205,7 @@ class Sandbox:
         timeout_s = tool_timeout(call, session.agent.sandbox.timeout_s)
         request = self._call(call, timeout_s)
         out: ExecuteResult | ToolResult | None = None
-        if self.handle is None and workflow.patched(FIRST_CALL_PATCH):
+        if self.handle is None and versions.patched(versions.FIRST_CALL):
             out = await self._first_call(call, request)
             if isinstance(out, ToolResult):
                 return out
@@ -245,7 +241,7 @@ class Sandbox:
         if (
             every
             and session.state.sandbox.owns
-            and workflow.patched(SNAPSHOTS_PATCH)
+            and versions.patched(versions.SNAPSHOTS)
             and workflow.now() - self.snapshot_at >= timedelta(seconds=every)
         ):
             await self.snapshot()
@@ -254,7 +250,7 @@ class Sandbox:
     async def _replace(self, call: ToolCall, handle: SandboxHandle, cause: str) -> ToolResult:
         """Cattle: the lost sandbox is replaced at once, with the workspace as last snapshotted."""
         self._lost(handle)
-        if not workflow.patched(SNAPSHOTS_PATCH):
+        if not versions.patched(versions.SNAPSHOTS):
             return tool_error(
                 call,
                 "The sandbox was lost (its container or host went away) and this call did not "
@@ -269,7 +265,7 @@ class Sandbox:
 
     def _saved(self) -> bool:
         """Nothing in /workspace is unsaved, by the sandbox's own word: no snapshot is needed."""
-        return not self.session.state.sandbox.unsaved and workflow.patched(SAVED_PATCH)
+        return not self.session.state.sandbox.unsaved and versions.patched(versions.SAVED)
 
     async def snapshot(self) -> None:
         """Snapshot /workspace; none where the sandbox said nothing changed since the last one (the
@@ -304,7 +300,7 @@ class Sandbox:
 
     async def snapshot_when_idle(self) -> None:
         state = self.session.state.sandbox
-        if state.handle is not None and state.owns and workflow.patched(SNAPSHOTS_PATCH):
+        if state.handle is not None and state.owns and versions.patched(versions.SNAPSHOTS):
             await self.snapshot()
 
     async def destroy(self) -> None:
@@ -315,11 +311,11 @@ class Sandbox:
         if not state.owns:
             state.handle = None  # the parent's: it stays
             return
-        if state.handle is not None and workflow.patched(RELEASE_PATCH):
+        if state.handle is not None and versions.patched(versions.RELEASE):
             self.session.record("sandbox_released", sandbox=state.handle, snapshot=not self._saved())
             state.handle = None
             return
-        if state.handle is not None and workflow.patched(SNAPSHOTS_PATCH):
+        if state.handle is not None and versions.patched(versions.SNAPSHOTS):
             await self.snapshot()
         handle, state.handle = state.handle, None
         if handle is None:

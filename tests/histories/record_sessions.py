@@ -765,3 +765,36 @@ async def test_first_call(client: Client, scripted: ScriptedModelServer) -> None
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert [a for a in activities if a != "call_model"] == ["provision_and_execute", "execute"], activities
+
+
+# --- recorded with the baseline: every workflow version in one marker (issue 20) ----------------------
+
+
+async def test_baseline(client: Client, scripted: ScriptedModelServer) -> None:
+    """A sandboxed session that meets every patch of the baseline (the first call with its
+    provisioning, an idle snapshot, a turn with nothing unsaved, the release), recorded with one
+    marker for all of them."""
+    marker = add_scenario(
+        scripted,
+        [
+            Step(tool_use=bash("echo kept > /workspace/note")),
+            Step(text="written"),
+            Step(tool_use=bash("cat /workspace/note")),
+            Step(text="read: {last_tool_result}"),
+        ],
+    )
+    handle = await start(client, "baseline", coder(), f"Write, then read. {marker}")
+    await wait_until_settled(client, handle.id)
+    offset = await send_message(client, handle.id, "Read it back.")
+    state = await wait_until_settled(client, handle.id, after_event=offset)
+    assert state.last_answer == "read: kept"
+    await finish(client, handle.id)
+    events = await session_events(client, handle.id)
+    assert kinds(events).count("sandbox_snapshot") == 1 and "sandbox_released" in kinds(events)
+    history = await record(client, handle.id, "baseline")
+    markers = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert markers == ["baseline-1"], markers
