@@ -10,17 +10,22 @@ Temporal answers for a closed run by replaying that run's history on a harness w
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agents.contracts import GET_EVENTS, GET_STATE, SessionEvent, SessionState
 from durable_agents.errors import UserError
 
 EXPORT_CHUNK = 500
+# How long a query waits for the server to see a harness worker poll the session's task queue.
+POLLER_WAIT_S = 30.0
 
 
 class SessionLogError(UserError, ValueError):
@@ -54,8 +59,25 @@ async def runs(client: Client, session_id: str, back_to: int = 0) -> list[Run]:
     return found[::-1]
 
 
+async def query(handle: WorkflowHandle[Any, Any], name: str, result_type: Any, args: Sequence[Any] = ()) -> Any:
+    """A query of the session's log or state. The server refuses one ("no poller seen for task queue
+    recently") where it has not seen a harness worker poll the session's queue for a while: a closed
+    run's query goes to the normal queue, which a worker busy with a burst, or one whose server node
+    was just lost, may not have polled lately. Asked again, for up to POLLER_WAIT_S."""
+    deadline = time.monotonic() + POLLER_WAIT_S
+    while True:
+        try:
+            return await handle.query(name, args=list(args), result_type=result_type)
+        except RPCError as e:
+            unpolled = e.status == RPCStatusCode.FAILED_PRECONDITION and "no poller seen" in e.message
+            if not unpolled or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def session_state(client: Client, session_id: str) -> SessionState:
-    return await client.get_workflow_handle(session_id).query(GET_STATE, result_type=SessionState)
+    state: SessionState = await query(client.get_workflow_handle(session_id), GET_STATE, SessionState)
+    return state
 
 
 async def read_events(client: Client, session_id: str, start: int = 0, stop: int | None = None) -> list[SessionEvent]:
@@ -63,9 +85,10 @@ async def read_events(client: Client, session_id: str, start: int = 0, stop: int
     if start < 0 or (stop is not None and stop < start):
         raise SessionLogError(f"no event range [{start}, {stop}): offsets start at 0 and stop >= start")
     handle = client.get_workflow_handle(session_id)
-    latest = await handle.query(GET_STATE, result_type=SessionState)
+    latest: SessionState = await query(handle, GET_STATE, SessionState)
     if start >= latest.first_offset:  # the common case (follow): only the current run
-        return await handle.query(GET_EVENTS, args=[start, stop], result_type=list[SessionEvent])
+        current: list[SessionEvent] = await query(handle, GET_EVENTS, list[SessionEvent], [start, stop])
+        return current
     chain = await runs(client, session_id, back_to=start)
     events: list[SessionEvent] = []
     for i, run in enumerate(chain):
@@ -77,7 +100,7 @@ async def read_events(client: Client, session_id: str, start: int = 0, stop: int
         lo = max(start, run.first_offset)
         hi = stop if end is None else (end if stop is None else min(stop, end))
         run_handle = client.get_workflow_handle(session_id, run_id=run.run_id)
-        events += await run_handle.query(GET_EVENTS, args=[lo, hi], result_type=list[SessionEvent])
+        events += await query(run_handle, GET_EVENTS, list[SessionEvent], [lo, hi])
     return events
 
 
@@ -85,11 +108,11 @@ async def read_new(client: Client, session_id: str, start: int) -> tuple[Session
     """The session's state and its events from `start` up to what that state counts: one query
     when nothing is new, two when something is (what followers poll)."""
     handle = client.get_workflow_handle(session_id)
-    state = await handle.query(GET_STATE, result_type=SessionState)
+    state: SessionState = await query(handle, GET_STATE, SessionState)
     if start >= state.events:
         return state, []
     if start >= state.first_offset:
-        return state, await handle.query(GET_EVENTS, args=[start, state.events], result_type=list[SessionEvent])
+        return state, await query(handle, GET_EVENTS, list[SessionEvent], [start, state.events])
     return state, await read_events(client, session_id, start, state.events)
 
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from durable_agents.client import session_events, start_agent_session
 from durable_agents.connection import connect
-from durable_agents.contracts import SessionEvent, SessionResult
+from durable_agents.contracts import SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import CHAOS_NAMESPACE, ROOT, add_scenario, appends, assert_clean, coder, requests_for, wait_for
 
@@ -126,21 +125,8 @@ async def finishes_clean(client: Client, session_id: str, within_s: float = 240)
     result = await asyncio.wait_for(handle.result(), timeout=within_s)
     assert result.status == "done", result
     assert (result.answer or "").split() == WORDS, "a command ran twice or not at all"
-    await assert_clean(client, await events_once_polled(client, session_id), TURNS, session_id)
-
-
-async def events_once_polled(client: Client, session_id: str, within_s: float = 60) -> list[SessionEvent]:
-    """The session's log. A closed session's log is read by a query a worker answers by replay; just
-    after a node is lost the surviving node may not have seen the workers poll its task queue yet
-    ("no poller seen for task queue recently"): asked again until it has."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        try:
-            return await session_events(client, session_id)
-        except RPCError as e:
-            if "no poller seen" not in e.message or asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(1)
+    # (Read as soon as a node has seen the workers poll: session_log asks again until then.)
+    await assert_clean(client, await session_events(client, session_id), TURNS, session_id)
 
 
 async def second_model_call(scripted: ScriptedModelServer, marker: str) -> None:

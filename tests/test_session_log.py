@@ -282,3 +282,34 @@ async def test_an_interrupt_when_idle_and_an_unknown_approval_change_nothing(
     assert after.events == state.events and after.status == "idle"
     await handle.signal("end_session")
     await handle.result()
+
+
+async def test_a_query_the_server_refuses_for_want_of_a_poller_is_asked_again(
+    client: Client, scripted: ScriptedModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses a query ("no poller seen for task queue recently") where it has not seen a
+    harness worker poll the session's queue lately (a burst keeps the worker busy, a node was lost):
+    the log is asked again until it answers, for POLLER_WAIT_S; other errors are not retried."""
+    from temporalio.client import WorkflowHandle
+    from temporalio.service import RPCError, RPCStatusCode
+
+    marker = add_scenario(scripted, [Step(text="answered")])
+    handle = await start_agent_session(client, agent_with(), f"Hello. {marker}", one_shot=True)
+    await handle.result()
+    real = WorkflowHandle.query
+    refusals = {"left": 2}
+
+    async def refused_twice(self: WorkflowHandle[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        if refusals["left"] > 0:  # the server's answer, as the SDK raises it
+            refusals["left"] -= 1
+            message = "no poller seen for task queue recently, worker may be down"
+            raise RPCError(message, RPCStatusCode.FAILED_PRECONDITION, b"")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkflowHandle, "query", refused_twice)
+    events = await session_log.read_events(client, handle.id)
+    assert refusals["left"] == 0 and events[0].kind == "session_started" and events[-1].kind == "status"
+    refusals["left"] = 1_000
+    monkeypatch.setattr(session_log, "POLLER_WAIT_S", 1.0)
+    with pytest.raises(RPCError, match="no poller seen"):  # and only so long
+        await session_log.read_events(client, handle.id)
