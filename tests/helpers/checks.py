@@ -50,6 +50,12 @@ async def released(
         await asyncio.sleep(0.2)
     blobs = LocalBlobStore()
     keys = {c: release_key(session_id, c) for c in containers}
+    # The host writes its record just after the removal: a moment for it (none comes for a container
+    # that went otherwise, lost or replaced).
+    for _ in range(30):
+        if all(blobs.exists(k) for k in keys.values()):
+            break
+        await asyncio.sleep(0.1)
     return {c: ReleaseResult.model_validate_json(blobs.read(k)) if blobs.exists(k) else None for c, k in keys.items()}
 
 
