@@ -714,9 +714,11 @@ async def test_learned_skill(client: Client, scripted: ScriptedModelServer) -> N
 # --- recorded with the sandbox release (issue 20) ---------------------------------------------------
 
 
-async def test_sandbox_release(client: Client, scripted: ScriptedModelServer) -> None:
-    """A turn that writes (an idle snapshot), a turn that only reads (none: nothing unsaved), then the
-    end: the sandbox left to its host, which removes the container (no last snapshot is due)."""
+async def write_then_read_back(
+    client: Client, scripted: ScriptedModelServer, name: str
+) -> tuple[str, list[SessionEvent]]:
+    """A turn that writes (an idle snapshot), a turn that only reads (nothing unsaved), then the end;
+    the session's id and events."""
     marker = add_scenario(
         scripted,
         [
@@ -726,19 +728,25 @@ async def test_sandbox_release(client: Client, scripted: ScriptedModelServer) ->
             Step(text="read: {last_tool_result}"),
         ],
     )
-    handle = await start(client, "sandbox-release", coder(), f"Write, then read. {marker}")
+    handle = await start(client, name, coder(), f"Write, then read. {marker}")
     await wait_until_settled(client, handle.id)
     offset = await send_message(client, handle.id, "Read it back.")
     state = await wait_until_settled(client, handle.id, after_event=offset)
     assert state.last_answer == "read: kept"
     await finish(client, handle.id)
-    events = await session_events(client, handle.id)
+    return handle.id, await session_events(client, handle.id)
+
+
+async def test_sandbox_release(client: Client, scripted: ScriptedModelServer) -> None:
+    """A turn that writes (an idle snapshot), a turn that only reads (none: nothing unsaved), then the
+    end: the sandbox left to its host, which removes the container (no last snapshot is due)."""
+    session_id, events = await write_then_read_back(client, scripted, "sandbox-release")
     assert kinds(events).count("sandbox_snapshot") == 1, "the read-only turn took none"
     (left,) = [e for e in events if e.kind == "sandbox_released"]
     assert left.snapshot is False and kinds(events)[-2:] == ["sandbox_released", "status"]
-    (outcome,) = (await released(events, handle.id)).values()
+    (outcome,) = (await released(events, session_id)).values()
     assert outcome is not None and outcome.destroyed and outcome.snapshot is None, "nothing was unsaved"
-    history = await record(client, handle.id, "sandbox-release")
+    history = await record(client, session_id, "sandbox-release")
     assert EventType.EVENT_TYPE_MARKER_RECORDED in event_types(history)  # the patches
 
 
@@ -774,24 +782,9 @@ async def test_baseline(client: Client, scripted: ScriptedModelServer) -> None:
     """A sandboxed session that meets every patch of the baseline (the first call with its
     provisioning, an idle snapshot, a turn with nothing unsaved, the release), recorded with one
     marker for all of them."""
-    marker = add_scenario(
-        scripted,
-        [
-            Step(tool_use=bash("echo kept > /workspace/note")),
-            Step(text="written"),
-            Step(tool_use=bash("cat /workspace/note")),
-            Step(text="read: {last_tool_result}"),
-        ],
-    )
-    handle = await start(client, "baseline", coder(), f"Write, then read. {marker}")
-    await wait_until_settled(client, handle.id)
-    offset = await send_message(client, handle.id, "Read it back.")
-    state = await wait_until_settled(client, handle.id, after_event=offset)
-    assert state.last_answer == "read: kept"
-    await finish(client, handle.id)
-    events = await session_events(client, handle.id)
+    session_id, events = await write_then_read_back(client, scripted, "baseline")
     assert kinds(events).count("sandbox_snapshot") == 1 and "sandbox_released" in kinds(events)
-    history = await record(client, handle.id, "baseline")
+    history = await record(client, session_id, "baseline")
     markers = [
         json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
         for e in history.events
