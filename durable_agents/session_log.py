@@ -84,11 +84,20 @@ async def read_events(client: Client, session_id: str, start: int = 0, stop: int
     """Events with offsets in [start, stop), in order, from every run that holds some of them."""
     if start < 0 or (stop is not None and stop < start):
         raise SessionLogError(f"no event range [{start}, {stop}): offsets start at 0 and stop >= start")
+    if start == stop:
+        return []
     handle = client.get_workflow_handle(session_id)
-    latest: SessionState = await query(handle, GET_STATE, SessionState)
-    if start >= latest.first_offset:  # the common case (follow): only the current run
-        current: list[SessionEvent] = await query(handle, GET_EVENTS, list[SessionEvent], [start, stop])
+    # The common case (follow, or a session that never continued): the current run holds them all,
+    # and one query says so. A closed session answers each query by replaying its history.
+    current: list[SessionEvent] = await query(handle, GET_EVENTS, list[SessionEvent], [start, stop])
+    if current and current[0].offset == start:
         return current
+    latest: SessionState = await query(handle, GET_STATE, SessionState)
+    if start >= latest.events:  # nothing at `start` yet
+        return []
+    if start >= latest.first_offset:  # the run continued since the first query: asked again
+        again: list[SessionEvent] = await query(handle, GET_EVENTS, list[SessionEvent], [start, stop])
+        return again
     chain = await runs(client, session_id, back_to=start)
     events: list[SessionEvent] = []
     for i, run in enumerate(chain):
