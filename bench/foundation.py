@@ -57,7 +57,7 @@ from bench.scale import cpu_s
 from durable_agents.activities.model import ModelActivities
 from durable_agents.agent_files import load_agent
 from durable_agents.client import send_message, start_agent_session, wait_until_settled
-from durable_agents.contracts import SandboxSpec
+from durable_agents.contracts import EXECUTE, PROVISION_AND_EXECUTE, SandboxSpec
 from durable_agents.logs import configure_logging
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
@@ -143,7 +143,10 @@ async def bench_tool_loop(client: Client, server: ScriptedModelServer, turns: in
 
     gaps = [b - a for a, b in zip(got[1:-1], got[2:], strict=False)]  # skip the turn that provisions
     history = await handle.fetch_history()
-    own = breakdown.activity_time(history, "execute")[1:]
+    # The turn skipped above is the first tool call: `provision_and_execute` where the session's
+    # first call brings its provisioning with it, else a provision and the first `execute`.
+    first = 0 if breakdown.activity_time(history, PROVISION_AND_EXECUTE) else 1
+    own = breakdown.activity_time(history, EXECUTE)[first:]
     scheduled: dict[int, Any] = {}
     execute_s = []
     total_bytes = sum(e.ByteSize() for e in history.events)
@@ -160,7 +163,7 @@ async def bench_tool_loop(client: Client, server: ScriptedModelServer, turns: in
         "gaps": gaps,
         "harness": [gap - tool for gap, tool in zip(gaps, own, strict=True)],
         "breakdown": breakdown.median_segments(breakdown.between_requests(history, got[1:])),
-        "execute": execute_s[1:],
+        "execute": execute_s[first:],
         "history_bytes": total_bytes,
         "history_events": len(history.events),
         "turns": turns + 1,
