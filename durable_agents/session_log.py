@@ -87,17 +87,21 @@ async def read_events(client: Client, session_id: str, start: int = 0, stop: int
     if start == stop:
         return []
     handle = client.get_workflow_handle(session_id)
+
+    async def in_current_run() -> list[SessionEvent]:
+        found: list[SessionEvent] = await query(handle, GET_EVENTS, list[SessionEvent], [start, stop])
+        return found
+
     # The common case (follow, or a session that never continued): the current run holds them all,
     # and one query says so. A closed session answers each query by replaying its history.
-    current: list[SessionEvent] = await query(handle, GET_EVENTS, list[SessionEvent], [start, stop])
+    current = await in_current_run()
     if current and current[0].offset == start:
         return current
     latest: SessionState = await query(handle, GET_STATE, SessionState)
     if start >= latest.events:  # nothing at `start` yet
         return []
     if start >= latest.first_offset:  # the run continued since the first query: asked again
-        again: list[SessionEvent] = await query(handle, GET_EVENTS, list[SessionEvent], [start, stop])
-        return again
+        return await in_current_run()
     chain = await runs(client, session_id, back_to=start)
     events: list[SessionEvent] = []
     for i, run in enumerate(chain):

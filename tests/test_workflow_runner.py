@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox._runner import _Instance
 
 import durable_agents.worker as worker_module
 import tests.test_workflow_fakes as fakes_module
-from durable_agents.worker import WORKFLOW_RUNNER
+from durable_agents.worker import WORKFLOW_RESTRICTIONS, WORKFLOW_RUNNER
 from tests.test_workflow_fakes import agent, bash, fake_session, new_fakes, start, text
 
-CONTEXTS = ("get_serialization_context", "get_external_store_context")
+CONTEXTS = worker_module._Runner.ASKED_DIRECTLY
 
 
 async def _sandbox_runs(client: Client, monkeypatch: pytest.MonkeyPatch, runner: Any) -> dict[str, int]:
@@ -42,7 +42,7 @@ async def test_payload_contexts_are_asked_of_the_instance_not_run_in_the_sandbox
 ) -> None:
     # The SDK's own runner asks through the sandbox for each payload sequence it visits (the
     # client's converter has external storage, so payloads are visited) ...
-    plain = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
+    plain = SandboxedWorkflowRunner(restrictions=WORKFLOW_RESTRICTIONS)
     sdk = await _sandbox_runs(chaos_client, monkeypatch, plain)
     assert sdk["activate"] > 0 and sdk["contexts"] > sdk["activate"]
     # ... ours runs the activations there and nothing else, and the session is the same.
