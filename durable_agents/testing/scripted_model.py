@@ -405,6 +405,13 @@ def _fault_point(frames: list[_Frame]) -> int:
     return texts[len(texts) // 2] if texts else 1
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's backlog is 5: a burst of sessions opening their connections at once would
+    # overflow it, and the clients would see resets and 1 s SYN retransmits no real API causes.
+    request_queue_size = 1024
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     model: ScriptedModel
@@ -527,8 +534,7 @@ class ScriptedModelServer:
     def __init__(self, scenarios: list[Scenario], host: str = "127.0.0.1", port: int = 0) -> None:
         self.model = ScriptedModel(scenarios=list(scenarios))
         handler = type("Handler", (_Handler,), {"model": self.model})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
