@@ -192,8 +192,9 @@ def _block_dict(block: Any) -> dict[str, Any]:
 
 
 def anthropic_client_from_env(config: Settings | None = None) -> anthropic.AsyncAnthropic | None:
-    """The harness's Claude client (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_TIMEOUT_S), or
-    None where no API key is configured on this worker."""
+    """The harness's Claude client (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_TIMEOUT_S,
+    ANTHROPIC_HTTP_CLIENT), or None where no API key is configured on this worker. Retries are
+    Temporal's (the activity's policy), never the SDK's. Close it with `await client.close()`."""
     config = config or settings()
     if config.anthropic_api_key is None:
         return None
@@ -202,6 +203,8 @@ def anthropic_client_from_env(config: Settings | None = None) -> anthropic.Async
         base_url=config.anthropic_base_url,
         max_retries=0,
         timeout=config.anthropic_timeout_s,
+        # The SDK's aiohttp client maps aiohttp's errors to httpx2's, so model_error reads both alike.
+        http_client=anthropic.DefaultAioHttpClient() if config.anthropic_http_client == "aiohttp" else None,
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -22,7 +21,7 @@ from pathlib import Path
 from temporalio.api.common.v1 import Payload
 from temporalio.testing import ActivityEnvironment
 
-from bench.common import report, summary
+from bench.common import free_port, report, summary
 from durable_agents.activities.mcp_tools import McpActivities
 from durable_agents.codec import EncryptionCodec, KeyRing
 from durable_agents.contracts import EgressRule, McpCallRequest, McpDiscoverRequest, McpServer, SandboxSpec
@@ -31,12 +30,6 @@ from durable_agents.settings import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "mcp-servers" / "node_modules" / ".bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def timed(n: int, call: object) -> list[float]:

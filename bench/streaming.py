@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -28,18 +27,12 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from bench.common import DA, add_scenario, local_stack, report, summary
+from bench.common import DA, add_scenario, free_port, local_stack, report, summary
 from durable_agents.agent_files import load_agent
 from durable_agents.client import start_agent_session
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def serve(address: str, port: int) -> subprocess.Popen[bytes]:

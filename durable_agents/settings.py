@@ -24,7 +24,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
     anthropic_timeout_s: float = Field(600.0, gt=0, validation_alias="ANTHROPIC_TIMEOUT_S")
+    # The SDK's HTTP transport: aiohttp (its `aiohttp` extra) costs about half the CPU of httpx a
+    # call (bench/model_client.py); httpx is the SDK's default, and the one that speaks HTTP/2.
+    anthropic_http_client: Literal["aiohttp", "httpx"] = Field("aiohttp", validation_alias="ANTHROPIC_HTTP_CLIENT")
 
     # Workers
     harness_max_activities: int = Field(1000, ge=1, validation_alias="HARNESS_MAX_ACTIVITIES")

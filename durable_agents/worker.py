@@ -263,6 +263,8 @@ async def run(
     await asyncio.to_thread(flush_traces)
     if harness:
         await model.publisher.close()
+        if anthropic_client is not None:
+            await anthropic_client.close()  # its connections (aiohttp warns of an unclosed session)
     log.info("worker stopped")
 
 

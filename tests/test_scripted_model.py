@@ -9,7 +9,8 @@ import anthropic
 import httpx2
 import pytest
 
-from durable_agents.activities.model import classify_model_error
+from durable_agents.activities.model import anthropic_client_from_env, classify_model_error
+from durable_agents.settings import Settings
 from durable_agents.testing.scripted_model import ScriptedError, ScriptedModelServer, Step, ToolUse
 from tests.helpers import add_scenario
 
@@ -109,19 +110,26 @@ async def test_streams_text_in_chunks_as_they_are_made(scripted: ScriptedModelSe
     assert received[0][0] < sent[-1].at  # the first delta arrived before the last was made: not buffered
 
 
+@pytest.mark.parametrize("http", ["aiohttp", "httpx"])
 @pytest.mark.parametrize(
     ("fault", "raised"),
     [("drop", httpx2.TransportError), ("malformed", json.JSONDecodeError), ("event", anthropic.APIStatusError)],
 )
 async def test_stream_faults_break_the_answer_half_way(
-    scripted: ScriptedModelServer, fault: str, raised: type[Exception]
+    scripted: ScriptedModelServer, fault: str, raised: type[Exception], http: str
 ) -> None:
+    """Through the harness's client, on either transport: each fault is one Temporal retries."""
     text = "a streamed answer that breaks in its middle"
     marker = add_scenario(
         scripted,
         [Step(error=ScriptedError(fault=fault, type="overloaded_error"), then=Step(text=text), stream_chunk=5)],
     )
-    client = _client(scripted)
+    client = anthropic_client_from_env(
+        Settings(ANTHROPIC_API_KEY="secret-test-key", ANTHROPIC_BASE_URL=scripted.url, ANTHROPIC_HTTP_CLIENT=http)
+    )
+    assert client is not None
+    transport = type(client._client._transport).__name__  # noqa: SLF001 - which transport the setting chose
+    assert transport == {"aiohttp": "AiohttpTransport", "httpx": "AsyncHTTPTransport"}[http]
     messages = [{"role": "user", "content": marker}]
     pieces: list[str] = []
     with pytest.raises(raised) as caught:
@@ -133,3 +141,4 @@ async def test_stream_faults_break_the_answer_half_way(
     assert not error.non_retryable and error.type == "ModelUnavailable"  # Temporal retries it
     async with client.messages.stream(model="m", max_tokens=100, messages=messages) as stream:
         assert await stream.get_final_text() == text  # the retry answers in full
+    await client.close()
