@@ -30,6 +30,7 @@ bench: setup
 	@$(PY) -m bench.subagents
 	@$(PY) -m bench.session_log
 	@$(PY) -m bench.scale
+	@$(PY) -m bench.model_client
 	@$(PY) -m bench.security
 	@$(PY) -m bench.streaming
 	@$(PY) -m bench.learning
