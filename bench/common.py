@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,13 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DA = str(Path(sys.executable).with_name("da"))
 DA_WORKER = str(Path(sys.executable).with_name("da-worker"))
 WORKER_PIDS: dict[str, int] = {}  # role -> pid of the local stack's worker processes
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now, on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peak_rss_mb(pid: int) -> float:

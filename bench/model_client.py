@@ -26,9 +26,10 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.common import ROOT, free_port, pct, report
+from bench.common import ROOT, pct, report
 from durable_agents.activities.model import anthropic_client_from_env
 from durable_agents.settings import Settings
+from durable_agents.testing import free_port
 
 TRANSPORTS = ("httpx", "aiohttp")
 SCENARIO = {"name": "model-client", "delay_ms": 300, "steps": [{"text": "Done: the answer is here.", "repeat": 1000}]}

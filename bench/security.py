@@ -21,12 +21,13 @@ from pathlib import Path
 from temporalio.api.common.v1 import Payload
 from temporalio.testing import ActivityEnvironment
 
-from bench.common import free_port, report, summary
+from bench.common import report, summary
 from durable_agents.activities.mcp_tools import McpActivities
 from durable_agents.codec import EncryptionCodec, KeyRing
 from durable_agents.contracts import EgressRule, McpCallRequest, McpDiscoverRequest, McpServer, SandboxSpec
 from durable_agents.sandboxes.docker_sandbox import DockerSandboxes
 from durable_agents.settings import settings
+from durable_agents.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "mcp-servers" / "node_modules" / ".bin"

@@ -27,9 +27,10 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from bench.common import DA, add_scenario, free_port, local_stack, report, summary
+from bench.common import DA, add_scenario, local_stack, report, summary
 from durable_agents.agent_files import load_agent
 from durable_agents.client import start_agent_session
+from durable_agents.testing import free_port
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ class HttpServers:
     auth: str
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_answering(port: int, proc: subprocess.Popen[bytes]) -> None:
     """Until the server answers HTTP on `port` (whatever took the port first may accept connections
     but does not answer as this server does)."""
     for _ in range(200):
@@ -52,7 +52,7 @@ def _serve(start: Callable[[int], subprocess.Popen[bytes]]) -> tuple[int, subpro
         port = free_port()
         proc = start(port)
         try:
-            _wait_port(port, proc)
+            _wait_answering(port, proc)
         except ChildProcessError:
             if attempt == 4:
                 raise
