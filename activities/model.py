@@ -107,6 +107,10 @@ class ContextCache:
 
     def __init__(self, max_sessions: int = 512, max_bytes: int | None = None) -> None:
         self._entries: OrderedDict[str, _CachedContext] = OrderedDict()
+        # What each entry weighed when it was last stored, and their sum: kept as entries come and
+        # go, not summed over every entry at each call (a worker holds hundreds of sessions).
+        self._weights: dict[str, int] = {}
+        self._bytes = 0
         self._max = max_sessions
         self._max_bytes = max_bytes if max_bytes is not None else settings().model_context_cache_mb * 1024 * 1024
         self.hits = 0
@@ -125,19 +129,28 @@ class ContextCache:
         entry.truncate(req.prefix_count)
         entry.extend(req.new_messages)
         if entry.digests[-1] != req.digest:
+            self.drop(req.session_id)  # not what the workflow holds: read afresh
             return None
         self.store(req.session_id, entry)
         return entry
 
+    def drop(self, session_id: str) -> None:
+        if self._entries.pop(session_id, None) is not None:
+            self._bytes -= self._weights.pop(session_id)
+
     def store(self, session_id: str, entry: _CachedContext) -> None:
         self._entries[session_id] = entry
         self._entries.move_to_end(session_id)
-        while len(self._entries) > self._max or (len(self._entries) > 1 and self.bytes > self._max_bytes):
-            self._entries.popitem(last=False)
+        self._bytes += entry.bytes - self._weights.get(session_id, 0)
+        self._weights[session_id] = entry.bytes
+        while len(self._entries) > self._max or (len(self._entries) > 1 and self._bytes > self._max_bytes):
+            gone, _ = self._entries.popitem(last=False)
+            self._bytes -= self._weights.pop(gone)
 
     @property
     def bytes(self) -> int:
-        return sum(e.bytes for e in self._entries.values())
+        """The JSON bytes of the entries, as they were when each was last stored."""
+        return self._bytes
 
 
 def _retry_after(error: anthropic.APIStatusError) -> timedelta | None:

@@ -168,6 +168,11 @@ def test_context_cache_hits_misses_and_resyncs() -> None:
     assert hit is not None and hit.messages == ctx.messages
     tampered = request.model_copy(update={"prefix_digest": "0" * 64})
     assert cache.lookup(tampered) is None
+    # The prefix matches but the new messages do not make the digest asked for: the entry, now
+    # neither, goes (the next call reads the context from the workflow), and its bytes with it.
+    assert cache.bytes > 0
+    wrong = request.model_copy(update={"new_messages": [{"role": "user", "content": "other"}]})
+    assert cache.lookup(wrong) is None and "s" not in cache._entries and cache.bytes == 0
 
 
 def test_context_cache_is_bounded() -> None:
@@ -205,6 +210,31 @@ def test_context_cache_is_bounded_in_bytes_and_keeps_the_entry_in_use() -> None:
     assert list(cache._entries) == ["big"]  # alone over the budget, but the one in use
     big.truncate(1)
     assert big.bytes == entry.bytes and len(big.sizes) == 1
+
+
+def test_context_cache_keeps_its_byte_count_as_entries_grow_shrink_and_go() -> None:
+    message = {"role": "user", "content": [{"type": "text", "text": "x" * 1000}]}
+    cache = ContextCache(max_bytes=10_000)
+    a = _CachedContext.new("s", [])
+    a.extend([message])
+    cache.store("a", a)
+    a.extend([message, message])  # the same session's next turn, stored again
+    cache.store("a", a)
+    b = _CachedContext.new("s", [])
+    b.extend([message])
+    cache.store("b", b)
+    assert cache.bytes == a.bytes + b.bytes
+    a.truncate(1)  # a compaction's shorter prefix
+    cache.store("a", a)
+    assert cache.bytes == a.bytes + b.bytes
+    cache.drop("b")
+    cache.drop("b")  # gone already: nothing more to take off
+    assert cache.bytes == a.bytes and list(cache._entries) == ["a"]
+    for i in range(12):  # past the budget: the oldest go, and their bytes with them
+        c = _CachedContext.new("s", [])
+        c.extend([message])
+        cache.store(f"c{i}", c)
+    assert cache.bytes == sum(e.bytes for e in cache._entries.values()) <= 10_000
 
 
 def _status_error(status: int, headers: dict[str, str] | None = None, kind: str = "x") -> anthropic.APIStatusError:
