@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import httpx2
@@ -29,6 +30,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from durable_agents import telemetry
 from durable_agents.activities.heartbeat import heartbeating
 from durable_agents.contracts import (
     CALL_MODEL,
@@ -218,7 +220,19 @@ def anthropic_client_from_env(config: Settings | None = None) -> anthropic.Async
         timeout=config.anthropic_timeout_s,
         # The SDK's aiohttp client maps aiohttp's errors to httpx2's, so model_error reads both alike.
         http_client=anthropic.DefaultAioHttpClient() if config.anthropic_http_client == "aiohttp" else None,
+        open_telemetry=_sdk_tracing(config),
     )
+
+
+def _sdk_tracing(config: Settings) -> Literal[False] | None:
+    """The SDK's own span per API call: where this worker traces (durable_agents.telemetry), it is a
+    child of the activity's span. Where it does not, off: the SDK builds each span's attributes even
+    with no tracer provider to record them (1% of the harness's CPU at N = 200), and this process
+    promises to pay nothing for tracing it does not do. An ANTHROPIC_OPEN_TELEMETRY* variable the
+    operator set is the SDK's to read, and then this leaves the option unset."""
+    if telemetry.enabled(config) or any(name.startswith("ANTHROPIC_OPEN_TELEMETRY") for name in os.environ):
+        return None
+    return False
 
 
 CACHE_POINT = {"type": "ephemeral"}

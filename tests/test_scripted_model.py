@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import anthropic
@@ -142,3 +143,24 @@ async def test_stream_faults_break_the_answer_half_way(
     async with client.messages.stream(model="m", max_tokens=100, messages=messages) as stream:
         assert await stream.get_final_text() == text  # the retry answers in full
     await client.close()
+
+
+def test_the_sdk_traces_its_calls_only_where_the_worker_traces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tracing configured: the SDK's spans are off (it would build their attributes for nothing).
+    Tracing on, or the SDK's own variable set by the operator: the SDK's spans are on, as it says."""
+    for name in [n for n in os.environ if n.startswith(("ANTHROPIC_OPEN_TELEMETRY", "OTEL_", "DA_OTEL"))]:
+        monkeypatch.delenv(name)
+
+    def traced(**env: str) -> bool:
+        client = anthropic_client_from_env(Settings(ANTHROPIC_API_KEY="k", **env))  # type: ignore[arg-type]
+        assert client is not None
+        return bool(client.open_telemetry["traces"]["enabled"])
+
+    assert not traced()
+    assert traced(DA_OTEL_CONSOLE="1")
+    assert traced(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318")
+    assert not traced(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318", OTEL_SDK_DISABLED="true")
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE", "content")
+    assert traced()  # the operator asked the SDK for its spans: its variables decide
+    monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")
+    assert not traced(DA_OTEL_CONSOLE="1")
