@@ -42,6 +42,7 @@ from durable_agents.contracts import (
     chain_digest,
     context_root,
     estimate_tokens,
+    shared,
 )
 from durable_agents.errors import (
     ContextTooLong,
@@ -96,10 +97,27 @@ class _CachedContext:
 
     def extend(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:
+            _share_outputs(message)
             self.messages.append(message)
             self.digests.append(chain_digest(self.digests[-1], message))
             self.sizes.append(estimate_tokens(message) * 4)
             self.bytes += self.sizes[-1]
+
+
+def _share_outputs(message: dict[str, Any]) -> None:
+    """The message's tool outputs as the one object the session's workflow holds for each (where
+    this worker runs it too): the cache's copy of a context then costs little more than its dicts."""
+    content = message.get("content")
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict) or block.get("type") != "tool_result":
+            continue
+        output = block.get("content")
+        if isinstance(output, str):
+            block["content"] = shared(output)
+        elif isinstance(output, list):
+            for part in output:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part["text"] = shared(part["text"])
 
 
 class ContextCache:

@@ -20,6 +20,8 @@ from durable_agents.contracts import (
     SandboxHandle,
     SessionCarry,
     ToolCall,
+    ExecuteResult,
+    ModelRequest,
     ToolResult,
     ToolResultEvent,
     chain_digest,
@@ -194,6 +196,31 @@ def test_a_tool_output_is_held_once_by_its_result_its_event_and_the_context() ->
     event = ToolResultEvent(offset=3, at=datetime.now(UTC), tool_result=result)
     assert result.output is output and event.tool_result is result
     assert ctx.messages[-1]["content"][0]["content"] is output
+
+
+def test_a_long_tool_output_is_one_object_in_the_workflow_and_in_the_model_calls_cache() -> None:
+    """Decoded apart (the sandbox's result in the workflow, the model call's request in the
+    activity), the same output is held once; a short one is left as it is."""
+    long, short = "".join(f"line {i}\n" for i in range(400)), "ok\n"
+    for output, one in ((long, True), (short, False)):
+        # What the workflow holds: the result as its activity returned it, in its context.
+        def decoded(request: ModelRequest) -> ModelRequest:  # as the model call's activity gets it
+            return ModelRequest.model_validate_json(request.model_dump_json())
+
+        cache, ctx = ContextCache(), ContextBuilder("sys", [])
+        ctx.add_user_text("go")
+        first = cache.lookup(decoded(ctx.request("s", ModelSpec(name="m"))))
+        assert first is not None
+        answer = [{"type": "tool_use", "id": "t1", "name": "bash", "input": {"command": "ls"}}]
+        first.extend([{"role": "assistant", "content": answer}])  # as call_model does
+        ctx.model_answered(answer)
+        result = ExecuteResult.model_validate_json(ExecuteResult(output=output).model_dump_json())
+        ctx.add_tool_results([ToolResult(call_id="t1", name="bash", output=result.output)])
+        held = ctx.messages[-1]["content"][0]["content"]
+        entry = cache.lookup(decoded(ctx.request("s", ModelSpec(name="m"))))
+        assert entry is not None and entry.messages == ctx.messages
+        cached = entry.messages[-1]["content"][0]["content"]
+        assert cached == held == output and (cached is held) is one
 
 
 def test_context_cache_is_bounded_in_bytes_and_keeps_the_entry_in_use() -> None:

@@ -125,6 +125,14 @@ async def test_spans_name_session_model_tokens_and_tool_and_replays_emit_nothing
             )
             assert a["gen_ai.usage.cache_read.input_tokens"] == usage.cache_read_input_tokens
             assert a["gen_ai.response.finish_reasons"] == [turn.stop_reason]
+            # Under it, the anthropic SDK's own span of the API call (the SDK's spans are on
+            # because the worker traces).
+            sdk = [
+                s
+                for s in named(spans, "anthropic.messages.create")
+                if s["parent_id"] == span["context"]["span_id"]
+            ]
+            assert len(sdk) == 1, f"{sid}: {len(sdk)} SDK spans under a model call, not 1"
 
     # Tool runs: one span per call (a session's first, with its provisioning), with the session,
     # the tool's name and the call id.

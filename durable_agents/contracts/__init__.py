@@ -14,7 +14,9 @@ Every name is importable from `durable_agents.contracts` as well as from its mod
 from __future__ import annotations
 
 from durable_agents.contracts._base import (
+    SharedText,
     estimate_tokens,
+    shared,
 )
 from durable_agents.contracts.agent import (
     DEFAULT_PRICES,
@@ -193,6 +195,7 @@ from durable_agents.contracts.tools import (
 __all__ = [
     "LearnedSkillsRequest",
     "SaveSkillRequest",
+    "SharedText",
     "SkillResults",
     "AGENTS_QUEUE",
     "AGENT_NOT_FOUND",
@@ -348,6 +351,7 @@ __all__ = [
     "chain_digest",
     "context_root",
     "estimate_tokens",
+    "shared",
     "host_queue",
     "parse_event",
     "unresolved_agent",

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import sys
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+# Strings at least this long are shared by content (see `shared`); shorter ones cost little twice.
+SHARED_MIN_CHARS = 1024
+# sys.intern keeps a string only while something else refers to it (a "mortal" interned string),
+# except on a free-threaded build, where interned strings are immortal: there it would never free.
+_INTERN = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def shared(text: str) -> str:
+    """One object for equal long texts in this process: a tool's output arrives in the session's
+    workflow (its activity result) and again in the model call's context cache (the call's new
+    messages); decoded apart, each held a copy for as long as the session is cached. Interned,
+    both hold the first copy, which goes when neither refers to it any more."""
+    return sys.intern(text) if _INTERN and len(text) >= SHARED_MIN_CHARS else text
+
+
+# A text field whose long values are `shared`.
+SharedText = Annotated[str, AfterValidator(shared)]
 
 
 def estimate_tokens(value: Any) -> int:

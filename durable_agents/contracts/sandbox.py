@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from durable_agents.contracts._base import _Strict
+from durable_agents.contracts._base import SharedText, _Strict
 from durable_agents.contracts.agent import SandboxSpec
 
 
@@ -130,7 +130,7 @@ class IndexRequest(_Strict):
 
 
 class ExecuteResult(_Strict):
-    output: str
+    output: SharedText
     is_error: bool = False
     exit_code: int | None = None
     timed_out: bool = False

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from durable_agents.contracts._base import _Strict
+from durable_agents.contracts._base import SharedText, _Strict
 from durable_agents.contracts.agent import McpServer
 
 
@@ -19,7 +19,7 @@ class ToolCall(_Strict):
 class ToolResult(_Strict):
     call_id: str
     name: str
-    output: str
+    output: SharedText
     is_error: bool = False
 
 
