@@ -14,14 +14,14 @@ import pytest
 from durable_agents.activities.model import ContextCache, _CachedContext, classify_model_error
 from durable_agents.agent_files import AgentFileError, agent_version, load_agent
 from durable_agents.contracts import (
+    ExecuteResult,
     Limits,
     LoopState,
+    ModelRequest,
     ModelSpec,
     SandboxHandle,
     SessionCarry,
     ToolCall,
-    ExecuteResult,
-    ModelRequest,
     ToolResult,
     ToolResultEvent,
     chain_digest,
