@@ -106,18 +106,12 @@ class _CachedContext:
 
 def _share_outputs(message: dict[str, Any]) -> None:
     """The message's tool outputs as the one object the session's workflow holds for each (where
-    this worker runs it too): the cache's copy of a context then costs little more than its dicts."""
+    this worker runs it too): the cache's copy of a context then costs little more than its dicts.
+    The workflow writes each output as one string (ContextBuilder.add_tool_results)."""
     content = message.get("content")
     for block in content if isinstance(content, list) else ():
-        if not isinstance(block, dict) or block.get("type") != "tool_result":
-            continue
-        output = block.get("content")
-        if isinstance(output, str):
-            block["content"] = shared(output)
-        elif isinstance(output, list):
-            for part in output:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part["text"] = shared(part["text"])
+        if block.get("type") == "tool_result" and isinstance(block.get("content"), str):
+            block["content"] = shared(block["content"])
 
 
 class ContextCache:
