@@ -24,7 +24,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agents.activities.heartbeat import AcknowledgedHeartbeats, acknowledged, heartbeating
+from durable_agents.activities.heartbeat import AcknowledgedHeartbeats, acknowledged, cancelled_because, heartbeating
 from durable_agents.contracts import (
     DESTROY_SANDBOX,
     EXECUTE,
@@ -324,9 +324,9 @@ class SandboxActivities:
         this host it runs the call in that sandbox (idempotent per call id, as `execute` is); on
         another it provisions nothing and answers `SandboxProvisioned` with the handle, and the
         workflow takes the call to the sandbox's host with `execute`. So does anything the call
-        raises here: `execute` handles every outcome as for any later call. Its heartbeats are all
-        acknowledged ones (a queued core heartbeat could land after the record and erase it), so a
-        cancellation reaches it through them, and it says so in its answer (the SDK cannot)."""
+        raises here: `execute` handles every outcome as for any later call. Its heartbeats are
+        acknowledged ones, each with a core beat carrying the same details (activities/heartbeat.py);
+        a cancellation by the workflow reaches it through either, and it says so in its answer."""
         beats = AcknowledgedHeartbeats()
         handle: SandboxHandle | None = None
         try:
@@ -346,11 +346,14 @@ class SandboxActivities:
                 finally:
                     self.sandboxes.first_calls.discard(handle.sandbox_id)
         except (Exception, asyncio.CancelledError) as e:
-            if isinstance(e, asyncio.CancelledError) and beats.cancel_requested:  # (the SDK's core cannot tell)
+            cancelled = isinstance(e, asyncio.CancelledError)
+            details = activity.cancellation_details() if cancelled else None
+            if cancelled and (beats.cancel_requested or (details is not None and details.cancel_requested)):
                 raise provisioned_error(handle, "the workflow cancelled the call", cancelled=True) from None
             if handle is None or (isinstance(e, ApplicationError) and e.type == ErrorType.SANDBOX_PROVISIONED):
                 raise
-            raise provisioned_error(handle, f"the first call did not complete here: {describe(e)}") from e
+            why = describe(e) + (f" ({cancelled_because(details)})" if cancelled else "")
+            raise provisioned_error(handle, f"the first call did not complete here: {why}") from e
         return FirstCallResult(handle=handle, result=result)
 
     @activity.defn(name=EXECUTE)

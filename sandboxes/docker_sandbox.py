@@ -79,6 +79,11 @@ __da_run() {
     echo "$__da_size" > "$__da_d/size"
     echo "$__da_rc" > "$__da_d/rc"
   fi
+  if [ ! -e "$__da_d/out" ]; then  # stopped (a timeout, an interrupt) before its command began
+    __da_changed="[this call was stopped before its command started: it did not run]"
+    printf '%s\n' "$__da_changed" > "$__da_d/out"; echo $((${#__da_changed} + 1)) > "$__da_d/size"
+  fi
+  [ -e "$__da_d/size" ] || wc -c < "$__da_d/out" > "$__da_d/size"  # stopped while it ran
   __da_changed=$(__UNSAVED__)
   __da_unsaved=0; [ -n "$__da_changed" ] && __da_unsaved=1
   read -r __da_rc < "$__da_d/rc"; read -r __da_size < "$__da_d/size"  # (builtins: no process)

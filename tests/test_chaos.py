@@ -19,7 +19,7 @@ import docker
 from temporalio.client import Client
 
 from durable_agents.client import session_events, start_agent_session
-from durable_agents.contracts import SessionEvent, SessionResult
+from durable_agents.contracts import PROVISION_AND_EXECUTE, SessionEvent, SessionResult
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import (
     add_scenario,
@@ -343,3 +343,36 @@ async def test_a_first_call_retried_on_another_host_runs_once_in_the_sandbox_it_
     (provisioned,) = [e.sandbox for e in events if e.kind == "sandbox_provisioned"]
     assert provisioned is not None and provisioned.host_queue == f"sandboxes-{first}"
     await assert_clean(chaos_client, events, 3, handle.id)
+
+
+async def test_a_first_call_slower_than_its_heartbeat_timeout_runs_once_without_a_retry(
+    chaos_client: Client,
+    scripted: ScriptedModelServer,
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """Provisioning that takes longer than the first call's heartbeat timeout (10 s) plus the SDK
+    core's own grace (about 5 s), as under a burst on a busy Docker host: its heartbeats keep the
+    attempt alive (the client's and the core's), so it is neither cancelled nor retried, and the
+    command runs once in the one sandbox made."""
+    marker = slow_append_then_read(scripted, sleep_s=0)
+    worker_processes("--harness")
+    worker_processes("--sandbox", "--warm-pool", "0", env={"DA_TEST_PROVISION_DELAY_S": "17"})
+    handle = await start_agent_session(chaos_client, coder(), f"Slow to provision. {marker}", one_shot=True)
+    result: SessionResult = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done" and result.answer == "a"
+
+    history = await handle.fetch_history()
+    started = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    first_calls = [s for s in started if scheduled[s.scheduled_event_id] == PROVISION_AND_EXECUTE]
+    assert [s.attempt for s in first_calls] == [1], "the first call was retried"
+    assert not any(e.HasField("activity_task_timed_out_event_attributes") for e in history.events)
+    await assert_clean(chaos_client, await session_events(chaos_client, handle.id), 3, handle.id)

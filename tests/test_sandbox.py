@@ -94,6 +94,18 @@ async def test_a_call_id_runs_once(activities: SandboxActivities, handle: Sandbo
     assert count.output == "1\n"
 
 
+async def test_a_call_stopped_before_it_began_says_so(activities: SandboxActivities, handle: SandboxHandle) -> None:
+    # What the killer leaves for a call interrupted between its directory and its command: an exit
+    # code, no output. Asked again (a retry), the call is not run and says why it has no output.
+    early = "/tmp/.da/calls/stopped-early"
+    await run(activities, handle, "bash", {"command": f"mkdir -p {early} && echo 137 > {early}/rc"})
+    again = await run(activities, handle, "bash", {"command": "echo ran > /workspace/ran.txt"}, call_id="stopped-early")
+    assert again.is_error and again.exit_code == 137
+    assert "[this call was stopped before its command started: it did not run]" in again.output
+    assert "No such file" not in again.output
+    assert (await run(activities, handle, "bash", {"command": "ls /workspace/ran.txt"})).exit_code == 2
+
+
 async def test_timeout_kills_the_command_and_keeps_the_shell_state(
     activities: SandboxActivities, handle: SandboxHandle
 ) -> None:
