@@ -8,9 +8,11 @@ must know its progress is on record before it goes on (a retry reads the last de
 Both kinds carry the same details, always. The core beats cannot be left out: the SDK's core counts
 only its own, and cancels an activity that sent none for its heartbeat timeout plus about 5 s
 (`timed_out`, `not_found`), however many the client sent (measured with temporalio 1.x on the dev
-server: a 3 s heartbeat timeout, client beats every second, cancelled at 8 s). And a core beat never
-erases a record: `record` hands core the new details before the acknowledged RPC, so whatever core
-still holds to send carries them too, and the next beat re-sends them acknowledged.
+server: a 3 s heartbeat timeout, client beats every second, cancelled at 8 s). A core beat does not
+erase a record: `record` hands core the new details before the acknowledged RPC, so whatever core
+still holds to send carries them too, and the next beat re-sends them acknowledged. Left open: a
+core beat already on the wire with the old details could land after the record; until the next
+beat (seconds) a retry would then read the old details, which matters only if the worker dies then.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ _SHELL_PRELUDE = r"""
 exec 2>&1
 cd /workspace
 __da_run() {
-  local __da_id="$1" __da_cap="$3" __da_d="/tmp/.da/calls/$1" __da_rc __da_size __da_half __da_changed __da_unsaved
+  local __da_id="$1" __da_cap="$3" __da_d="/tmp/.da/calls/$1" __da_rc __da_size __da_half __da_changed __da_unsaved __da_note
   # A call this id already started (by a worker that died) is waited for, never run twice.
   while [ -e "$__da_d/started" ] && [ ! -e "$__da_d/rc" ]; do sleep 0.1; done
   if [ ! -e "$__da_d/rc" ]; then
@@ -78,12 +78,12 @@ __da_run() {
     fi
     echo "$__da_size" > "$__da_d/size"
     echo "$__da_rc" > "$__da_d/rc"
+  elif [ ! -e "$__da_d/out" ]; then  # stopped (a timeout, an interrupt) before its command began
+    __da_note="[this call was stopped before its command started: it did not run]"
+    printf '%s\n' "$__da_note" > "$__da_d/out"; echo $((${#__da_note} + 1)) > "$__da_d/size"
+  elif [ ! -e "$__da_d/size" ]; then  # stopped while it ran
+    wc -c < "$__da_d/out" > "$__da_d/size"
   fi
-  if [ ! -e "$__da_d/out" ]; then  # stopped (a timeout, an interrupt) before its command began
-    __da_changed="[this call was stopped before its command started: it did not run]"
-    printf '%s\n' "$__da_changed" > "$__da_d/out"; echo $((${#__da_changed} + 1)) > "$__da_d/size"
-  fi
-  [ -e "$__da_d/size" ] || wc -c < "$__da_d/out" > "$__da_d/size"  # stopped while it ran
   __da_changed=$(__UNSAVED__)
   __da_unsaved=0; [ -n "$__da_changed" ] && __da_unsaved=1
   read -r __da_rc < "$__da_d/rc"; read -r __da_size < "$__da_d/size"  # (builtins: no process)
