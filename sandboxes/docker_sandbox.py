@@ -59,7 +59,8 @@ _SHELL_PRELUDE = r"""
 exec 2>&1
 cd /workspace
 __da_run() {
-  local __da_id="$1" __da_cap="$3" __da_d="/tmp/.da/calls/$1" __da_rc __da_size __da_half __da_changed __da_unsaved __da_note
+  local __da_id="$1" __da_cap="$3" __da_d="/tmp/.da/calls/$1"
+  local __da_rc __da_size __da_half __da_changed __da_unsaved __da_note
   # A call this id already started (by a worker that died) is waited for, never run twice.
   while [ -e "$__da_d/started" ] && [ ! -e "$__da_d/rc" ]; do sleep 0.1; done
   if [ ! -e "$__da_d/rc" ]; then
