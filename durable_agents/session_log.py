@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agents.contracts import GET_EVENTS, GET_STATE, SessionEvent, SessionState
@@ -26,6 +26,9 @@ from durable_agents.errors import UserError
 EXPORT_CHUNK = 500
 # How long a query waits for the server to see a harness worker poll the session's task queue.
 POLLER_WAIT_S = 30.0
+# A replay that stalled past the SDK's deadlock timeout: the query is asked this many times more.
+DEADLOCK_RETRIES = 2
+DEADLOCK_MARK = "Potential deadlock detected"
 
 
 class SessionLogError(UserError, ValueError):
@@ -60,11 +63,17 @@ async def runs(client: Client, session_id: str, back_to: int = 0) -> list[Run]:
 
 
 async def query(handle: WorkflowHandle[Any, Any], name: str, result_type: Any, args: Sequence[Any] = ()) -> Any:
-    """A query of the session's log or state. The server refuses one ("no poller seen for task queue
-    recently") where it has not seen a harness worker poll the session's queue for a while: a closed
-    run's query goes to the normal queue, which a worker busy with a burst, or one whose server node
-    was just lost, may not have polled lately. Asked again, for up to POLLER_WAIT_S."""
+    """A query of the session's log or state, asked again where the failure says nothing about it:
+    - the server refuses one ("no poller seen for task queue recently") where it has not seen a
+      harness worker poll the session's queue for a while: a closed run's query goes to the normal
+      queue, which a worker busy with a burst, or one whose server node was just lost, may not have
+      polled lately. Asked again for up to POLLER_WAIT_S.
+    - a closed run answers by replaying its history on a harness worker, and the SDK fails the query
+      ("Potential deadlock detected", TMPRL1101) where one step of that replay took over 2 s of wall
+      time, which a full garbage collection in a busy worker process can (measured: 2.7 s). A query
+      changes nothing, so it is asked again (the worker replays afresh), up to DEADLOCK_RETRIES times."""
     deadline = time.monotonic() + POLLER_WAIT_S
+    stalled = 0
     while True:
         try:
             return await handle.query(name, args=list(args), result_type=result_type)
@@ -73,6 +82,10 @@ async def query(handle: WorkflowHandle[Any, Any], name: str, result_type: Any, a
             if not unpolled or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+        except WorkflowQueryFailedError as e:
+            stalled += 1
+            if DEADLOCK_MARK not in str(e) or stalled > DEADLOCK_RETRIES:
+                raise
 
 
 async def session_state(client: Client, session_id: str) -> SessionState:
@@ -97,11 +110,14 @@ async def read_events(client: Client, session_id: str, start: int = 0, stop: int
     current = await in_current_run()
     if current and current[0].offset == start:
         return current
-    latest: SessionState = await query(handle, GET_STATE, SessionState)
-    if start >= latest.events:  # nothing at `start` yet
-        return []
-    if start >= latest.first_offset:  # the run continued since the first query: asked again
-        return await in_current_run()
+    # Some: they start at the current run's first offset, and earlier runs hold the rest. None: the
+    # state says where the run starts (each query of a closed run is a replay: asked only then).
+    if not current:
+        latest: SessionState = await query(handle, GET_STATE, SessionState)
+        if start >= latest.events:  # nothing at `start` yet
+            return []
+        if start >= latest.first_offset:  # the run continued since the first query: asked again
+            return await in_current_run()
     chain = await runs(client, session_id, back_to=start)
     events: list[SessionEvent] = []
     for i, run in enumerate(chain):
@@ -112,6 +128,9 @@ async def read_events(client: Client, session_id: str, start: int = 0, stop: int
             break
         lo = max(start, run.first_offset)
         hi = stop if end is None else (end if stop is None else min(stop, end))
+        if end is None and current and current[0].offset == run.first_offset:
+            events += current  # the run asked first (none continued it since): read already
+            continue
         run_handle = client.get_workflow_handle(session_id, run_id=run.run_id)
         events += await query(run_handle, GET_EVENTS, list[SessionEvent], [lo, hi])
     return events

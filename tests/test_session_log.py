@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio import workflow
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from durable_agents import session_log
 from durable_agents.agent_files import load_agent
 from durable_agents.client import ClientError, post_tool_result, start_agent_session, wait_until_settled
-from durable_agents.contracts import COMPACTION_INSTRUCTION, AgentSpec, CustomTool, Skill
+from durable_agents.contracts import COMPACTION_INSTRUCTION, GET_EVENTS, AgentSpec, CustomTool, Skill
 from durable_agents.payload_store import FileStorageDriver
 from durable_agents.testing.scripted_model import ScriptedModelServer, Step, ToolUse
 from tests.helpers import add_scenario, cli
@@ -313,3 +316,46 @@ async def test_a_query_the_server_refuses_for_want_of_a_poller_is_asked_again(
     monkeypatch.setattr(session_log, "POLLER_WAIT_S", 1.0)
     with pytest.raises(RPCError, match="no poller seen"):  # and only so long
         await session_log.read_events(client, handle.id)
+
+
+STALLS = {"left": 0, "asked": 0}
+
+
+@workflow.defn(name="StallingQueryWorkflow")
+class StallingQueryWorkflow:
+    """Closed at once; its query (answered by replaying its history) blocks its thread past the SDK's
+    2 s deadlock timeout while STALLS says so, as a full garbage collection in a busy worker can."""
+
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+    @workflow.query(name=GET_EVENTS)
+    def get_events(self, start: int = 0, stop: int | None = None) -> list[str]:
+        STALLS["asked"] += 1
+        if STALLS["left"] > 0:
+            STALLS["left"] -= 1
+            time.sleep(2.3)  # noqa: ASYNC251 - the stall is the point (the workflow's own thread)
+        return ["answered"]
+
+
+async def test_a_query_whose_replay_stalls_past_the_deadlock_timeout_is_asked_again(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay step that takes over 2 s fails the query with the SDK's "Potential deadlock detected":
+    asked again (the worker replays afresh), up to DEADLOCK_RETRIES times; other failures are not."""
+    queue = f"stall-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client, task_queue=queue, workflows=[StallingQueryWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+    ):
+        handle = await client.start_workflow(StallingQueryWorkflow.run, id=queue, task_queue=queue)
+        await handle.result()
+        STALLS.update(left=1, asked=0)
+        assert await session_log.query(handle, GET_EVENTS, list[str], [0, None]) == ["answered"]
+        assert STALLS == {"left": 0, "asked": 2}, "asked once, stalled, and asked again"
+        STALLS.update(left=1, asked=0)
+        monkeypatch.setattr(session_log, "DEADLOCK_RETRIES", 0)
+        with pytest.raises(WorkflowQueryFailedError, match="Potential deadlock detected"):
+            await session_log.query(handle, GET_EVENTS, list[str], [0, None])
+        with pytest.raises(WorkflowQueryFailedError, match="unknown queryType|not found|GetStateNope"):
+            await session_log.query(handle, "GetStateNope", list[str])  # any other failure: not asked again
