@@ -102,9 +102,13 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+# Limits the command line sets: by default no compaction (the context holds every turn).
+LIMITS: dict[str, Any] = {"context_tokens": None}
+
+
 def agent(turns: int) -> AgentSpec:
     base = load_agent(ROOT / "agents" / "coder.yaml")
-    limits = base.limits.model_copy(update={"max_turns": turns + 10, "context_tokens": None})
+    limits = base.limits.model_copy(update={"max_turns": turns + 10, **LIMITS})
     return base.model_copy(update={"skills": [], "limits": limits})
 
 
@@ -190,8 +194,16 @@ async def main() -> None:
     parser.add_argument("--label", default="", help="a note kept in the results (e.g. before / after)")
     parser.add_argument("--cache-mb", type=int, help="the harness worker's DA_HARNESS_CACHE_MB (default: its own)")
     parser.add_argument("--context-cache-mb", type=int, help="its DA_MODEL_CONTEXT_CACHE_MB (default: its own)")
+    parser.add_argument(
+        "--context-tokens", type=int, help="the agent's context budget (compaction); default: none, no compaction"
+    )
+    parser.add_argument("--run-log-bytes", type=int, help="the agent's limits.run_log_bytes (0: no bound)")
     parser.add_argument("--settle-s", type=float, default=0, help="wait this long after a wave before measuring")
     args = parser.parse_args()
+    if args.context_tokens:
+        LIMITS["context_tokens"] = args.context_tokens
+    if args.run_log_bytes is not None:
+        LIMITS["run_log_bytes"] = args.run_log_bytes or None
     sandbox = FakeSandbox()
     env = {"DA_HARNESS_CACHE_MB": args.cache_mb, "DA_MODEL_CONTEXT_CACHE_MB": args.context_cache_mb}
     worker_env = {k: str(v) for k, v in env.items() if v is not None}
@@ -231,7 +243,7 @@ async def main() -> None:
         )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    results = {"label": args.label, "worker_env": worker_env, "tiny": tiny, "full": full}
+    results = {"label": args.label, "worker_env": worker_env, "limits": LIMITS, "tiny": tiny, "full": full}
     (out / "session_memory.json").write_text(json.dumps(results, indent=2))
     print(f"written: {out / 'session_memory.json'}")
 

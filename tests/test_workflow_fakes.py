@@ -19,8 +19,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
+from durable_agents import session_log
 from durable_agents.agent_files import load_agent
 from durable_agents.contracts import (
     CALL_MODEL,
@@ -294,6 +295,40 @@ async def test_a_long_session_continues_as_new_with_its_state_whole(chaos_client
     assert (await description.memo())["run"] >= 2, "the session should have continued as new"
     assert len(fakes.provisions) == 1, "the sandbox is carried into the next run, not provisioned again"
     assert fakes.executed == [f"echo {i}" for i in range(60)], "no command ran twice or was lost"
+
+
+async def test_a_run_whose_log_outgrows_the_context_continues_as_new_and_reads_back_whole(chaos_client: Client) -> None:
+    """Compaction drops old outputs from the context; the run's events keep them. Once they hold more
+    than the context (and run_log_bytes), the session continues as new, so a worker caches about the
+    context of a session, not all it did. Without the bound (null), one run holds everything."""
+    payload = "x" * 8000  # each output: "ran: echo xxx…", about 8 KB
+
+    async def run_with(bound: int | None) -> tuple[int, list[SessionEvent], Fakes]:
+        fakes = new_fakes(*[bash(f"echo {i} {payload}", f"t{i}") for i in range(24)], text("done"), summary="so far")
+        async with fake_session(chaos_client, fakes) as queue:
+            spec = agent(context_tokens=6000, keep_recent_tokens=2000, run_log_bytes=bound)
+            handle = await start(chaos_client, queue, spec, "count", one_shot=True)
+            result = await handle.result()
+            assert result.answer == "done" and result.turns == 25
+            memo = await (await chaos_client.get_workflow_handle(handle.id).describe()).memo()
+            for run in await session_log.runs(chaos_client, handle.id):  # each replays as it ran
+                history = await chaos_client.get_workflow_handle(handle.id, run_id=run.run_id).fetch_history()
+                await Replayer(workflows=HARNESS_WORKFLOWS, data_converter=chaos_client.data_converter).replay_workflow(
+                    history
+                )
+            return int(memo.get("run", 1)), await session_log.read_events(chaos_client, handle.id), fakes
+
+    runs, log, fakes = await run_with(16_384)
+    assert runs >= 3, f"the log outgrew the context about every 3 turns: {runs} runs"
+    assert fakes.executed == [f"echo {i} {payload}" for i in range(24)], "no command ran twice or was lost"
+    assert [e.offset for e in log] == list(range(len(log)))
+    results = [e.tool_result.call_id for e in log if e.kind == "tool_result" and e.tool_result]
+    assert results == [f"t{i}" for i in range(24)], "every output in the log once, in order"
+    assert sum(1 for e in log if e.kind == "continued") == runs - 1
+    assert len(fakes.provisions) == 1, "the sandbox is carried into the next runs"
+
+    runs, log, _ = await run_with(None)
+    assert runs == 1 and len([e for e in log if e.kind == "tool_result"]) == 24
 
 
 async def test_an_interrupt_cuts_a_running_tool_and_the_session_goes_idle(chaos_client: Client) -> None:

@@ -8,14 +8,22 @@ from temporalio import workflow
 
 from durable_agents.contracts import SessionCarry
 from durable_agents.workflows.core import Session
+from durable_agents.workflows.versions import RUN_LOG_BOUND, patched
 
 
 def should_continue(session: Session) -> bool:
-    """Temporal suggests it (history count or size), or this run reached the agent's limit."""
+    """Temporal suggests it (history count or size), this run reached the agent's limit, or its
+    events hold more text than the context (and at least `run_log_bytes`): a cached session then
+    costs its worker about its context, not everything the run did (a compaction drops outputs
+    from the context; the run's events keep them until the run ends)."""
     info = workflow.info()
-    return (
-        info.is_continue_as_new_suggested() or info.get_current_history_length() >= session.agent.limits.history_events
-    )
+    limits = session.agent.limits
+    if info.is_continue_as_new_suggested() or info.get_current_history_length() >= limits.history_events:
+        return True
+    bound = limits.run_log_bytes
+    if bound is None or session.log_bytes < bound or session.log_bytes < 4 * session.context.estimated_tokens():
+        return False
+    return patched(RUN_LOG_BOUND)  # asked only here: runs recorded before it replay as they ran
 
 
 def continue_as_new(session: Session) -> None:

@@ -39,6 +39,18 @@ with workflow.unsafe.imports_passed_through():
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_SESSION_STATUS)
 
 
+def event_bytes(event: SessionEvent) -> int:
+    """About how much text an event holds: its text, a tool's output, a model turn's text blocks
+    (characters; what a long session's log is made of)."""
+    size = len(getattr(event, "text", None) or "")
+    result = getattr(event, "tool_result", None)
+    if result is not None:
+        size += len(result.output)
+    for block in getattr(event, "content", None) or ():
+        size += len(block.get("text") or "") if isinstance(block, dict) else 0
+    return size
+
+
 class Session:
     """One run of a session: the shared core the loop and each capability work on."""
 
@@ -48,6 +60,7 @@ class Session:
         self.use_agent(agent)
         self.search_attributes = inp.search_attributes  # None: asked at the start (a plain client's session)
         self.events: list[SessionEvent] = []  # this run's; earlier runs hold those before first_offset
+        self.log_bytes = 0  # about what this run's events hold of text (event_bytes)
         self.stop_reason: str | None = None  # the session cannot go on (a budget ran out, it cannot start)
         self.ending = False
         self.turn: asyncio.Task[None] | None = None  # the answer in progress, which an interrupt cancels
@@ -95,6 +108,7 @@ class Session:
         """Append an event of this kind, with the fields its model has (a wrong field is a bug)."""
         event: SessionEvent = EVENT_TYPES[kind](offset=self.next_offset, at=workflow.now(), **fields)  # type: ignore[assignment]
         self.events.append(event)
+        self.log_bytes += event_bytes(event)
         return event
 
     def error(self, text: str) -> SessionEvent:

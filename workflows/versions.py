@@ -25,6 +25,7 @@ SAVED = "no-snapshot-when-saved"  # no snapshot activity where the sandbox says 
 RELEASE = "sandbox-release"  # the last snapshot and the removal by the host, after the session
 FIRST_CALL = "first-call-provisions"  # the first call and its provisioning in one activity
 COMPACTION_BACKOFF = "compaction-backoff"  # after a failed summary: back off, leave the oldest out
+RUN_LOG_BOUND = "run-log-bytes"  # continue-as-new once the run's events outgrow the context
 
 BASELINE = "baseline-1"  # all of IN_BASELINE, in one marker
 IN_BASELINE = frozenset({SNAPSHOTS, SAVED, RELEASE, FIRST_CALL, COMPACTION_BACKOFF})

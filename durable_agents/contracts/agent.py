@@ -190,6 +190,10 @@ class SandboxSpec(_Strict):
         )
 
 
+# Limits.run_log_bytes' default (a field added later: agent_version leaves it out at this value).
+RUN_LOG_BYTES = 256 * 1024
+
+
 class Limits(_Strict):
     max_turns: int = Field(default=100, ge=1, description="model calls per user message")
     max_depth: int = Field(default=2, ge=0, le=10, description="how deep subagents may nest")
@@ -230,6 +234,13 @@ class Limits(_Strict):
         ge=200,
         le=40_000,
         description="continue-as-new after this many history events (or sooner, when Temporal suggests it)",
+    )
+    run_log_bytes: int | None = Field(
+        default=RUN_LOG_BYTES,
+        ge=16 * 1024,
+        description="continue-as-new once this run's events hold more text (tool outputs, messages, answers) "
+        "than the model's current context, and at least this many bytes: what a worker holds for a cached "
+        "session beyond its context (earlier runs' events are read from their histories); null: no bound",
     )
 
     def keep_tokens(self) -> int:
@@ -552,6 +563,7 @@ _LATER_DEFAULTS: dict[str, Any] = {
     "registry_version": None,
     "suggested": True,
     "memory": MemoryConfig().model_dump(mode="json"),
+    "run_log_bytes": RUN_LOG_BYTES,
 }
 
 
