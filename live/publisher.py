@@ -48,6 +48,7 @@ class DeltaPublisher:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._down_until = 0.0  # while the relay is down, deltas are dropped at once
+        self._closed = False  # closed: a model call still streaming drops its deltas (no new task)
         self.published = 0
         self.dropped = 0
 
@@ -68,7 +69,7 @@ class DeltaPublisher:
 
     def publish(self, delta: LiveDelta) -> None:
         """Queue a delta; never blocks, never raises."""
-        if len(self._pending) >= self._max_pending or time.monotonic() < self._down_until:
+        if self._closed or len(self._pending) >= self._max_pending or time.monotonic() < self._down_until:
             self.dropped += 1
             return
         self._pending.append(delta)
@@ -107,6 +108,9 @@ class DeltaPublisher:
                 await asyncio.sleep(self._batch_every_s)
 
     async def close(self) -> None:
+        """Stops posting; what is published after this is dropped (a task started then would outlive
+        the publisher, pending, until the garbage collector destroyed it)."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,10 @@ def api_url(address: str, data_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def sdk(api_url: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=api_url, api_key=KEY, max_retries=0)
+async def sdk(api_url: str) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    client = anthropic.AsyncAnthropic(base_url=api_url, api_key=KEY, max_retries=0)
+    yield client
+    await client.close()  # its connections (unclosed, the collector finds them outside any loop)
 
 
 async def test_memories_are_versioned_with_preconditions_and_redaction(sdk: anthropic.AsyncAnthropic) -> None:

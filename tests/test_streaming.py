@@ -240,6 +240,12 @@ async def test_the_publisher_never_blocks_and_drops_what_it_cannot_send() -> Non
     call.text(0, "y")  # the relay is down: dropped at once, not queued
     assert dead.dropped == 9 and dead.published == 0
     await dead.close()
+    closed = DeltaPublisher(f"http://127.0.0.1:{free_port()}")
+    await closed.close()
+    late = closed.call("s", 4, 1)
+    assert late is not None
+    late.text(0, "z")  # a call still streaming after the close: dropped, no task started to outlive it
+    assert closed.dropped == 1 and closed._task is None
     assert DeltaPublisher(None).call("s", 3, 1) is None  # no relay configured: nothing is published
     assert DeltaPublisher("http://x").call("s", None, 1) is None  # a workflow that predates streaming
     with pytest.raises(ValueError):
