@@ -33,6 +33,7 @@ from temporalio.exceptions import ApplicationError
 from durable_agents import telemetry
 from durable_agents.activities.heartbeat import heartbeating
 from durable_agents.contracts import (
+    BYTES_PER_TOKEN,
     CALL_MODEL,
     GET_MODEL_CONTEXT,
     ModelContext,
@@ -100,7 +101,7 @@ class _CachedContext:
             _share_outputs(message)
             self.messages.append(message)
             self.digests.append(chain_digest(self.digests[-1], message))
-            self.sizes.append(estimate_tokens(message) * 4)
+            self.sizes.append(estimate_tokens(message) * BYTES_PER_TOKEN)
             self.bytes += self.sizes[-1]
 
 

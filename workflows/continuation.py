@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from durable_agents.contracts import SessionCarry
+from durable_agents.contracts import BYTES_PER_TOKEN, SessionCarry
 from durable_agents.workflows.core import Session
 from durable_agents.workflows.versions import RUN_LOG_BOUND, patched
 
@@ -21,7 +21,9 @@ def should_continue(session: Session) -> bool:
     if info.is_continue_as_new_suggested() or info.get_current_history_length() >= limits.history_events:
         return True
     bound = limits.run_log_bytes
-    if bound is None or session.log_bytes < bound or session.log_bytes < 4 * session.context.estimated_tokens():
+    if bound is None or session.log_bytes < bound:
+        return False
+    if session.log_bytes < BYTES_PER_TOKEN * session.context.estimated_tokens():  # asked only past the bound
         return False
     return patched(RUN_LOG_BOUND)  # asked only here: runs recorded before it replay as they ran
 

@@ -14,6 +14,7 @@ Every name is importable from `durable_agents.contracts` as well as from its mod
 from __future__ import annotations
 
 from durable_agents.contracts._base import (
+    BYTES_PER_TOKEN,
     SharedText,
     estimate_tokens,
     shared,
@@ -351,6 +352,7 @@ __all__ = [
     "chain_digest",
     "context_root",
     "estimate_tokens",
+    "BYTES_PER_TOKEN",
     "shared",
     "host_queue",
     "parse_event",

@@ -31,10 +31,14 @@ def shared(text: str) -> str:
 SharedText = Annotated[str, AfterValidator(shared)]
 
 
+# What a token of context is taken to be, in bytes of JSON (estimate_tokens, and its way back to bytes).
+BYTES_PER_TOKEN = 4
+
+
 def estimate_tokens(value: Any) -> int:
-    """Tokens of a piece of context, estimated at 4 bytes of JSON a token (the API's usage figures
-    replace the estimate wherever a request has been answered)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) // 4 + 1
+    """Tokens of a piece of context, estimated at BYTES_PER_TOKEN bytes of JSON a token (the API's
+    usage figures replace the estimate wherever a request has been answered)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) // BYTES_PER_TOKEN + 1
 
 
 def _first_duplicate(names: list[str]) -> str | None:

@@ -631,6 +631,32 @@ async def test_compaction_fallback(client: Client, scripted: ScriptedModelServer
     await record(client, handle.id, "compaction-fallback")
 
 
+async def test_run_log_bound(client: Client, scripted: ScriptedModelServer) -> None:
+    """Compaction drops 6 KB outputs from the context; once the run's events hold more text than the
+    context (and run_log_bytes), it continues as new (the run-log-bytes patch). Both runs recorded."""
+    marker = add_scenario(scripted, [*ticks(8), Step(text="all done")])
+    agent = coder(
+        limits={"context_tokens": 3000, "keep_recent_tokens": 1000, "run_log_bytes": 16_384},
+        skills=tick_skills("lorem ipsum " * 500),
+    )
+    handle = await start(client, "run-log-bound", agent, f"Read a lot. {marker}", one_shot=True)
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert result.status == "done" and result.answer == "all done", result.error
+    chain = await session_log.runs(client, handle.id)
+    assert len(chain) >= 2, "the run's log should have outgrown the context"
+    for i, run in enumerate(chain[:2], start=1):
+        history = await record(client, handle.id, f"run-log-bound-run{i}", run_id=run.run_id)
+        if i == 1:
+            patches = [
+                json.loads(p.data)["id"]
+                for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                for p in e.marker_recorded_event_attributes.details["patch-data"].payloads
+            ]
+            assert patches == ["run-log-bytes"], f"run 1 should carry the patch's marker, not {patches}"
+            assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+
+
 async def test_malformed_tool_uses(client: Client, scripted: ScriptedModelServer) -> None:
     """tool_use blocks with a string input, no id, a repeated id: error results, not a stuck session."""
     bad = [
